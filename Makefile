@@ -1,0 +1,30 @@
+# Two commands a newcomer runs on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip" "setuptools<81" wheel
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The main job: synthesize the default data, search, retrain, quantize, report.
+demo: venv
+	$(VENV)/bin/nni-kws run --out runs/demo
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) benchmarks/cost_model.py
+	$(PY) benchmarks/search.py
+	$(PY) benchmarks/quantize.py
+
+clean:
+	rm -rf $(VENV) runs
