@@ -1,0 +1,160 @@
+"""Training and evaluation of KWS models with PyTorch Lightning, shared by search, retraining,
+quantization and NNI trials.
+
+:class:`KwsModule` subclasses NNI's ``LightningModule`` so the same module serves NNI's one-shot
+strategies (through :func:`kws_evaluator`), multi-trial evaluators and plain retraining
+(:func:`fit`). Recipe after the ICPR code: SGD-Nesterov, cosine schedule, label smoothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import nni
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from nni.nas.evaluator.pytorch import Lightning, LightningModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["KwsModule", "kws_evaluator", "fit", "evaluate", "accuracy", "make_trainer", "seed_everything"]
+
+_logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (Lightning's helper, without its log line)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+class KwsModule(LightningModule):
+    """Cross-entropy classification of keyword clips.
+
+    Logs ``train_loss``, ``val_loss``, ``val_acc`` (and ``test_acc``). When ``report_to_nni`` is on
+    and the process is an NNI trial, each validation epoch reports ``val_acc`` as an intermediate
+    result, so the web UI draws learning curves.
+    """
+
+    def __init__(self, learning_rate: float = 0.05, weight_decay: float = 4e-5, label_smoothing: float = 0.1,
+                 optimizer: str = "sgd", momentum: float = 0.9, report_to_nni: bool = False) -> None:
+        super().__init__()
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.save_hyperparameters()
+        self.learning_rate, self.weight_decay, self.label_smoothing = learning_rate, weight_decay, label_smoothing
+        self.optimizer_name, self.momentum, self.report_to_nni = optimizer, momentum, report_to_nni
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}_loss", F.cross_entropy(logits, y), batch_size=len(y))
+        self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, batch_size=len(y))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.report_to_nni and not self.trainer.sanity_checking and nni.get_current_parameter() is not None:
+            nni.report_intermediate_result(float(self.trainer.callback_metrics["val_acc"]))
+
+    def configure_optimizers(self) -> Any:
+        params = self.model.parameters()
+        if self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum, nesterov=True,
+                                  weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress: bool = True,
+                 checkpoint: bool = True, **kwargs: Any) -> pl.Trainer:
+    """A Lightning trainer with our defaults: accelerator auto (GPU when present), CSV logs,
+    a checkpoint every epoch (``last.ckpt``) so an interrupted run resumes with nothing lost."""
+    callbacks = list(kwargs.pop("callbacks", []))
+    if checkpoint and out_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=Path(out_dir) / "checkpoints", save_last=True,
+                                         every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"))
+    logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
+    trainer_cls: Callable[..., pl.Trainer] = kwargs.pop("trainer_cls", pl.Trainer)
+    return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
+                       callbacks=callbacks, enable_checkpointing=checkpoint and out_dir is not None,
+                       enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                       deterministic=False, **kwargs)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
+        out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+        **module_kwargs: Any) -> dict[str, float]:
+    """Train ``model`` in place; returns the last epoch's metrics.
+
+    With ``resume`` and an existing ``<out_dir>/checkpoints/last.ckpt``, training continues from
+    it (weights, optimizer, schedule and epoch counter).
+    """
+    module = KwsModule(**module_kwargs)
+    module.set_model(model)
+    trainer = make_trainer(epochs, out_dir=out_dir, progress=progress)
+    ckpt = Path(out_dir) / "checkpoints" / "last.ckpt" if out_dir is not None else None
+    ckpt_path = str(ckpt) if resume and ckpt is not None and ckpt.exists() else None
+    if ckpt_path:
+        _logger.info("resuming training from %s", ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if out_dir is not None:
+        (Path(out_dir) / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def kws_evaluator(train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
+                  progress: bool = True, **module_kwargs: Any) -> Lightning:
+    """NNI ``Lightning`` evaluator around :class:`KwsModule`, for one-shot and multi-trial strategies.
+
+    The loaders must be ``nni.trace``d (``nni.nas.evaluator.pytorch.DataLoader``) for multi-trial
+    experiments, which send the evaluator to trial processes.
+    """
+    module = nni.trace(KwsModule)(**module_kwargs)
+    trainer = nni.trace(pl.Trainer)(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
+                                    enable_checkpointing=False, enable_progress_bar=progress,
+                                    enable_model_summary=False, num_sanity_val_steps=0)
+    return Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted labels, true labels)`` over a loader, in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for x, y in loader:
+        preds.append(model(x.to(device)).argmax(1).cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(labels)
+
+
+def accuracy(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``loader`` (fraction in [0, 1])."""
+    preds, labels = predict(model, loader, device)
+    return float((preds == labels).float().mean()) if len(labels) else float("nan")
+
+
+evaluate = accuracy
