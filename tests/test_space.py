@@ -1,0 +1,124 @@
+"""The KWS search space: sampling, freezing to plain torch, arch JSON, search-space files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from nni.mutable import Mutable
+from torch import nn
+
+from nni_kws.cli import main as cli_main
+from nni_kws.space import (InvalidArchitecture, KwsSpace, SincConv1d, bake_sinc, build_model, build_space,
+                           load_arch, random_arch, save_arch, space_choices, validate_arch)
+from nni_kws.space.commands import write_all
+
+REPO = Path(__file__).resolve().parents[1]
+ALLOWED_LEAVES = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.Linear,
+                  nn.Identity, nn.Dropout, SincConv1d)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_random_architectures_freeze_to_plain_torch_and_classify(preset: str) -> None:
+    space = build_space(preset)
+    for seed in range(3):
+        model = space.freeze(random_arch(space, seed))
+        # The root keeps its class (NNI freezes children, not the root); everything below is torch.
+        for module in list(model.modules())[1:]:
+            assert not isinstance(module, Mutable), f"{type(module).__name__} left in frozen model"
+            if not list(module.children()):
+                assert isinstance(module, ALLOWED_LEAVES), type(module)
+        assert model(torch.randn(2, 1, 16000)).shape == (2, 12)
+
+
+@pytest.mark.parametrize("frontend", ["sinc", "conv", "mfcc"])
+def test_frontends_and_coarse_space(frontend: str) -> None:
+    space = build_space("tiny", frontend=frontend, coarse=True)
+    labels = space_choices(space)
+    assert ("frontend" in labels) is False
+    assert labels["s0_i0"] == ["k3e1", "k3e2", "k5e1", "k5e2"]
+    model = build_model(random_arch(space, 0), space)
+    assert model(torch.randn(3, 1, 16000)).shape == (3, 12)
+
+
+def test_labels_read_like_the_paper_table() -> None:
+    labels = space_choices(build_space("small"))
+    assert labels["frontend"] == ["sinc", "conv"]
+    assert labels["s0_depth"] == [1, 2]
+    assert labels["s2_i1_k"] == [3, 5, 7]
+    assert labels["s2_i1_e"] == [1, 2, 3]
+
+
+def test_depth_choice_switches_blocks_off() -> None:
+    space = build_space("tiny")
+    arch = random_arch(space, 0)
+    one = build_model({**arch, "s1_depth": 1}, space)
+    two = build_model({**arch, "s1_depth": 2}, space)
+    assert len(one.stages[1]) == 1 and len(two.stages[1]) == 2
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(two) > n(one)
+
+
+def test_stage_plans_match_real_shapes() -> None:
+    space = build_space("small")
+    model = space.freeze(random_arch(space, 1))
+    x = model.frontend(torch.randn(1, 1, 16000))
+    for plan, stage in zip(space.stage_plans, model.stages):
+        assert x.shape[1:] == (plan.in_channels, plan.in_length)
+        x = stage(x)
+        assert x.shape[1:] == (plan.out_channels, plan.out_length)
+
+
+def test_arch_json_round_trip(tmp_path: Path) -> None:
+    space = build_space("small")
+    arch = random_arch(space, 3)
+    path = save_arch(arch, tmp_path / "arch.json", preset="small")
+    assert load_arch(path, space) == arch
+    assert json.loads(path.read_text())["preset"] == "small"
+
+
+def test_bad_architectures_name_the_label(tmp_path: Path) -> None:
+    space = build_space("tiny")
+    arch = random_arch(space, 0)
+    with pytest.raises(InvalidArchitecture, match="'s0_i0_k' has value 4"):
+        validate_arch(space, {**arch, "s0_i0_k": 4})
+    with pytest.raises(InvalidArchitecture, match="unknown label 's9_i0_k'"):
+        validate_arch(space, {**arch, "s9_i0_k": 3})
+    missing = dict(arch)
+    del missing["frontend"]
+    with pytest.raises(InvalidArchitecture, match="missing label 'frontend'"):
+        validate_arch(space, missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InvalidArchitecture, match="bad.json"):
+        load_arch(bad, space)
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_arch(tmp_path / "nope.json", space)
+
+
+def test_invalid_space_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="kernel_sizes must be odd"):
+        KwsSpace(kernel_sizes=(3, 4))
+    with pytest.raises(ValueError, match="frontend must be one of"):
+        KwsSpace(frontend="spectrogram")
+
+
+def test_bake_sinc_keeps_outputs() -> None:
+    space = build_space("tiny")
+    model = build_model({**random_arch(space, 0), "frontend": "sinc"}, space).eval()
+    x = torch.randn(2, 1, 16000)
+    before = model(x)
+    bake_sinc(model)
+    assert not any(isinstance(m, SincConv1d) for m in model.modules())
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_search_space_files_are_current() -> None:
+    assert write_all(REPO / "search_spaces", check=True) == [], "run `nni-kws search-space` and commit"
+
+
+def test_search_space_cli_prints_nni_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["search-space", "--print", "--preset", "tiny"]) == 0
+    space = json.loads(capsys.readouterr().out)
+    assert space["s0_i0_k"] == {"_type": "choice", "_value": [3, 5]}
