@@ -1,2 +1,12 @@
 """Speech Commands data: reading, augmenting and synthesizing it."""
 from .labels import CLASSES, CLIP_SAMPLES, KEYWORDS, NUM_CLASSES, SAMPLE_RATE, UNKNOWN_WORDS
+from .audio import AudioFileError, load_clip, scan_clips
+from .gsc import SpeechCommands, SpeechCommandsTestFolder
+
+
+def __getattr__(name: str):
+    # Lazy: importing pytorch_lightning takes seconds, and most users of this package don't need it.
+    if name == "SpeechCommandsDataModule":
+        from .datamodule import SpeechCommandsDataModule
+        return SpeechCommandsDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
