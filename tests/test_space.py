@@ -12,11 +12,12 @@ from torch import nn
 from nni_kws.cli import main as cli_main
 from nni_kws.space import (InvalidArchitecture, KwsSpace, SincConv1d, bake_sinc, build_model, build_space,
                            load_arch, random_arch, save_arch, space_choices, validate_arch)
+from nni_kws.space.blocks import LogCompression
 from nni_kws.space.commands import write_all
 
 REPO = Path(__file__).resolve().parents[1]
 ALLOWED_LEAVES = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.Linear,
-                  nn.Identity, nn.Dropout, SincConv1d)
+                  nn.Identity, nn.Dropout, SincConv1d, LogCompression)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
