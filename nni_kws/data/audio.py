@@ -50,7 +50,7 @@ def _open(path: Path) -> sf.SoundFile:
             raise AudioFileError(path, "empty file (0 bytes)")
         f = sf.SoundFile(str(path))
     except sf.SoundFileError as e:
-        raise AudioFileError(path, f"not a readable WAV file ({e})") from None
+        raise AudioFileError(path, f"not a readable WAV file ({getattr(e, 'error_string', e)})") from None
     except OSError as e:
         raise AudioFileError(path, f"cannot read ({e.strerror or e})") from None
     reason = None
