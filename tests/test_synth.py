@@ -1,0 +1,136 @@
+"""The espeak-ng synthesized dataset: layout, format, splits, reproducibility, caching, CLI."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from nni_kws.data import synth
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.synth import dataset_fingerprint, default_dataset_dir, ensure_default_dataset, synthesize_dataset
+
+SMALL = dict(speakers=6, seed=0, words=("yes", "no", "up", "bed"), noise_seconds=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize_dataset(tmp_path_factory.mktemp("synth") / "ds", **SMALL)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _lists(root: Path) -> dict[str, set[str]]:
+    return {name: set((root / f"{name}_list.txt").read_text().split()) for name in ("validation", "testing")}
+
+
+def test_layout_and_format(small: Path):
+    for word in SMALL["words"]:
+        wavs = sorted((small / word).iterdir())
+        assert len(wavs) == 6
+        for wav in wavs:
+            assert re.fullmatch(r"[0-9a-f]{8}_nohash_0\.wav", wav.name)
+            info = sf.info(str(wav))
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == (16000, 1, 16000, "PCM_16")
+            x, _ = sf.read(str(wav))
+            assert 0.2 < np.abs(x).max() < 0.96  # normalized peak, never clipped, never silent
+    noises = sorted((small / BACKGROUND_NOISE_DIR).glob("*.wav"))
+    assert [p.stem for p in noises] == ["brown_noise", "hum", "pink_noise", "white_noise"]
+    assert all(sf.info(str(p)).samplerate == 16000 and sf.info(str(p)).frames == 32000 for p in noises)
+    manifest = json.loads((small / "manifest.json").read_text())
+    assert manifest["counts"]["clips"] == 24 and manifest["params"]["speakers"] == 6
+    assert manifest["fingerprint"] == dataset_fingerprint(small)
+    assert manifest["espeak_version"]
+    assert not list(small.parent.glob(".*tmp*"))  # the temporary folder was renamed away
+
+
+def test_speaker_disjoint_splits(small: Path):
+    lists = _lists(small)
+    assert not lists["validation"] & lists["testing"]
+    all_files = {p.relative_to(small).as_posix() for w in SMALL["words"] for p in (small / w).iterdir()}
+    assert lists["validation"] | lists["testing"] <= all_files
+    split = {rel: "validation" if rel in lists["validation"] else "testing" if rel in lists["testing"] else "training"
+             for rel in all_files}
+    speakers: dict[str, set[str]] = {}
+    for rel, where in split.items():
+        speakers.setdefault(Path(rel).name.split("_nohash_")[0], set()).add(where)
+    assert len(speakers) == 6 and all(len(s) == 1 for s in speakers.values())  # a speaker is in one split only
+    assert sorted(next(iter(s)) for s in speakers.values()).count("training") == 4  # 6 speakers: 4 / 1 / 1
+
+
+def test_reproducible_bytes(small: Path, tmp_path: Path):
+    again = synthesize_dataset(tmp_path / "again", **SMALL)
+    assert _files(again) == _files(small)  # same seed: every byte, manifest included
+    other = synthesize_dataset(tmp_path / "other", **{**SMALL, "seed": 1})
+    assert _files(other)["manifest.json"] != _files(small)["manifest.json"]
+    yes_small = sorted(_files(small)[k] for k in _files(small) if k.startswith("yes/"))
+    yes_other = sorted(_files(other)[k] for k in _files(other) if k.startswith("yes/"))
+    assert not set(yes_small) & set(yes_other)
+
+
+def test_cache_hit_and_mismatch(small: Path, tmp_path: Path):
+    stamp = {p: p.stat().st_mtime_ns for p in small.rglob("*")}
+    t0 = time.perf_counter()
+    assert synthesize_dataset(small, **SMALL) == small
+    assert time.perf_counter() - t0 < 1.0
+    assert {p: p.stat().st_mtime_ns for p in small.rglob("*")} == stamp  # nothing rewritten
+    with pytest.raises(ValueError, match="other parameters: speakers=6"):
+        synthesize_dataset(small, **{**SMALL, "speakers": 7})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty"):
+        synthesize_dataset(tmp_path / "mine", **SMALL)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = synth._make_clip
+    monkeypatch.setattr(synth, "_make_clip", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_dataset(tmp_path / "ds", **SMALL)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_dir_and_ensure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    a, b = default_dataset_dir(speakers=5), default_dataset_dir(speakers=6)
+    assert a != b and a.parent == tmp_path / "home" / ".cache" / "nni-kws" and a.name.startswith("synth-")
+    assert default_dataset_dir(speakers=5) == a
+    monkeypatch.setenv("NNI_KWS_DATA", str(tmp_path / "data"))
+    params = {k: v for k, v in SMALL.items() if k != "progress"}
+    root = ensure_default_dataset(**params)
+    assert root == tmp_path / "data" and (root / "manifest.json").is_file()
+    assert ensure_default_dataset(**params) == root
+
+
+def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from nni_kws.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["data", "synth", "--out", str(out), "--speakers", "3", "--words", "yes,no",
+                 "--noise-seconds", "1", "--seed", "2", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["path"] == str(out) and report["built"] and report["counts"]["clips"] == 6
+    assert main(["data", "check", str(out), "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"]
+    (out / "no" / sorted(p.name for p in (out / "no").iterdir())[0]).write_bytes(b"RIFF broken")
+    assert main(["data", "check", str(out), "-q"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and any("fingerprint" in p for p in report["problems"])
+    assert main(["data", "synth", "--out", str(out), "--speakers", "4", "--words", "yes,no", "-q"]) == 2
+    assert "other parameters" in capsys.readouterr().err
