@@ -1,0 +1,229 @@
+"""Human-readable outputs of a run or a sweep: ``report.md`` and ``pareto.png``.
+
+Everything here reads the machine-readable results (``results.json`` / ``sweep.json`` dicts written by
+:mod:`nni_kws.pipeline`), so a report can be re-rendered from a finished run without retraining.
+Plots use matplotlib's Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = ["COST_AXES", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
+           "write_sweep_report"]
+
+#: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
+COST_AXES: dict[str, tuple[str, float]] = {
+    "macs": ("MACs per inference [M]", 1e-6),
+    "params": ("parameters [k]", 1e-3),
+    "weight_kb": ("weight memory [kB]", 1.0),
+    "latency_ms": ("estimated latency [ms]", 1.0),
+}
+
+# Marker style per point kind (run report) so searched / retrained / quantized read at a glance.
+_KIND_STYLE = {
+    "searched": dict(marker="o", color="tab:gray"),
+    "retrained": dict(marker="s", color="tab:blue"),
+    "quantized": dict(marker="D", color="tab:red"),
+}
+_FRONTEND_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
+
+
+def _num(value: Any) -> float:
+    """``value`` as a float, NaN for None/missing (so plots and fronts skip it)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]], cost: str, metric: str = "test_acc") -> list[int]:
+    """Indices of the points not dominated in (lower ``costs[cost]``, higher ``metric``), by cost.
+
+    A point is dominated when another one costs no more and is at least as accurate, and is strictly
+    better in one of the two. Points missing either value are ignored.
+    """
+    valid = [(i, _num(p.get("costs", {}).get(cost)), _num(p.get(metric))) for i, p in enumerate(points)]
+    valid = [v for v in valid if not (math.isnan(v[1]) or math.isnan(v[2]))]
+    front, best = [], -math.inf
+    for i, c, acc in sorted(valid, key=lambda v: (v[1], -v[2])):
+        if acc > best:
+            front.append(i)
+            best = acc
+    return front
+
+
+def _fmt(value: Any, digits: int = 2, scale: float = 1.0, pct: bool = False) -> str:
+    v = _num(value)
+    if math.isnan(v):
+        return "–"
+    return f"{100 * v:.{digits}f}" if pct else f"{v * scale:,.{digits}f}"
+
+
+def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str = "test_acc",
+                title: str = "", axes: Iterable[str] = ("macs", "params", "weight_kb", "latency_ms"),
+                group: str = "kind") -> Path:
+    """Accuracy against each cost of ``axes`` (one panel each) for ``points``; writes a PNG.
+
+    Each point is ``{"name", "kind" or "frontend", "costs": {...}, metric: float in [0, 1]}``.
+    With ``group='kind'`` (a run) points get the searched/retrained/quantized style; with
+    ``group='frontend'`` (a sweep) every front end gets a colour and its Pareto front a line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    axes = [a for a in axes if any(not math.isnan(_num(p.get("costs", {}).get(a))) for p in points)] or ["macs"]
+    ncols = 2 if len(axes) > 1 else 1
+    nrows = math.ceil(len(axes) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(str(p.get(group, "point")), []).append(i)
+    for ax, cost in zip(grid.flat, axes):
+        label, scale = COST_AXES.get(cost, (cost, 1.0))
+        for g, (name, idx) in enumerate(groups.items()):
+            sub = [points[i] for i in idx]
+            style = _KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)]))
+            xs = [_num(p.get("costs", {}).get(cost)) * scale for p in sub]
+            ys = [100 * _num(p.get(metric)) for p in sub]
+            ax.scatter(xs, ys, s=46, label=name, zorder=3, edgecolors="black", linewidths=0.5, **style)
+            if group != "kind" and len(sub) > 1:
+                front = pareto_front(sub, cost, metric)
+                ax.plot([xs[i] for i in front], [ys[i] for i in front], color=style["color"], lw=1.2,
+                        ls="--", zorder=2)
+            for p, x, y in zip(sub, xs, ys):
+                if not (math.isnan(x) or math.isnan(y)) and p.get("label"):
+                    ax.annotate(str(p["label"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if group == "kind":  # connect searched -> retrained -> quantized: what each stage bought
+            order = [p for k in ("searched", "retrained", "quantized") for p in points if p.get("kind") == k]
+            ax.plot([_num(p.get("costs", {}).get(cost)) * scale for p in order],
+                    [100 * _num(p.get(metric)) for p in order], color="0.6", lw=0.8, ls=":", zorder=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{metric.replace('_', ' ')} [%]")
+        ax.grid(True, alpha=0.3)
+        if cost in ("macs", "params", "weight_kb") and _spread(points, cost) > 20:
+            ax.set_xscale("log")
+    for ax in list(grid.flat)[len(axes):]:
+        ax.axis("off")
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _spread(points: Sequence[Mapping[str, Any]], cost: str) -> float:
+    vals = [_num(p.get("costs", {}).get(cost)) for p in points]
+    vals = [v for v in vals if v > 0]
+    return max(vals) / min(vals) if vals else 1.0
+
+
+def _cost_cells(costs: Mapping[str, Any]) -> list[str]:
+    return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
+            _fmt(costs.get("peak_activation_kb"), 1), _fmt(costs.get("latency_ms"), 2)]
+
+
+_COST_HEADER = "params [k] | MACs [M] | weights [kB] | peak act. [kB] | latency [ms]"
+
+
+def render_report(results: Mapping[str, Any]) -> str:
+    """The Markdown report of one ``nni-kws run`` (from its ``results.json`` dict)."""
+    cfg, data = results.get("config", {}), results.get("data", {})
+    lines = ["# nni-kws run report", ""]
+    lines += [f"- data: `{data.get('root', '?')}` ({'synthesized espeak-ng speech' if data.get('synthetic') else 'local copy'}; "
+              f"train/val/test = {data.get('n_train', '?')}/{data.get('n_val', '?')}/{data.get('n_test', '?')} clips)",
+              f"- real test set: `{data.get('real_test_root') or 'not available'}`"
+              + (f" ({data.get('n_real_test')} clips, evaluation only)" if data.get("n_real_test") else ""),
+              f"- space preset `{cfg.get('preset')}`, front end `{cfg.get('frontend')}`, strategy "
+              f"`{cfg.get('strategy')}`, seed {cfg.get('seed')}, device {results.get('device', '?')}",
+              f"- budgets: {_budgets(cfg)}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}", ""]
+    lines += ["## Accuracy and cost", "",
+              f"| model | synth test [%] | real test [%] | {_COST_HEADER} | bits w / a |",
+              "|---|---|---|" + "---|" * 6]
+    for p in results.get("points", []):
+        bits = "32 / 32" if p.get("kind") != "quantized" else \
+            f"{_fmt(p.get('bits_weight'), 2)} / {_fmt(p.get('bits_act'), 2)}"
+        lines.append(f"| {p.get('name')} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
+                     f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | {' | '.join(_cost_cells(p.get('costs', {})))} | {bits} |")
+    lines += ["", "The *searched* row is the derived sub-network with its supernet weights (before retraining); "
+              "*retrained* is the frozen network trained from "
+              f"{'the supernet weights' if cfg.get('init') == 'supernet' else 'scratch'}; *quantized* has learned "
+              "(or fixed) bit-widths, its weight memory counted at those bits. Real test = the official "
+              "Speech Commands v2 test set, never used for training or tuning.", ""]
+    arch = results.get("arch") or {}
+    if arch:
+        lines += ["## Architecture", "", "| label | value |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in arch.items()]
+        lines.append("")
+    quant = results.get("quant") or {}
+    if quant.get("layers"):
+        lines += ["## Bit-widths per layer", "", "| layer | weight bits | activation bits |", "|---|---|---|"]
+        lines += [f"| `{layer.get('name')}` | {layer.get('weight_bits', '–')} | {layer.get('act_bits', '–')} |"
+                  for layer in quant["layers"]]
+        lines.append("")
+    timings = results.get("timings_s", {})
+    if timings:
+        lines += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v, 1)} |" for k, v in timings.items()]
+        lines.append("")
+    lines += ["![accuracy against cost](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def _budgets(cfg: Mapping[str, Any]) -> str:
+    names = {"max_macs": "MACs ≤ {:,.0f}", "max_params": "params ≤ {:,.0f}", "max_peak_kb": "peak activations ≤ {} kB",
+             "max_latency_ms": "latency ≤ {} ms"}
+    parts = [fmt.format(cfg[k]) for k, fmt in names.items() if cfg.get(k) is not None]
+    return ", ".join(parts) or "none"
+
+
+def render_sweep(sweep: Mapping[str, Any]) -> str:
+    """The Markdown table of a sweep (the paper's NAS table in our format), one block per front end."""
+    points = sweep.get("points", [])
+    knob = sweep.get("knob", "lam")
+    lines = ["# nni-kws sweep", "",
+             f"Sweep over `{knob}` = {sweep.get('values')} for front ends {sweep.get('frontends')} "
+             f"(preset `{sweep.get('config', {}).get('preset')}`, strategy `{sweep.get('config', {}).get('strategy')}`). "
+             "Rows marked ★ are on the accuracy–MACs Pareto front of their front end.", ""]
+    for frontend in sweep.get("frontends", []):
+        sub = [p for p in points if p.get("frontend") == frontend]
+        front = set(pareto_front(sub, "macs"))
+        lines += [f"## Front end `{frontend}`", "",
+                  f"| {knob} | {_COST_HEADER} | val [%] | synth test [%] | real test [%] | front |",
+                  "|---|" + "---|" * 5 + "---|---|---|---|"]
+        for i, p in enumerate(sub):
+            lines.append(f"| {p.get(knob)} | {' | '.join(_cost_cells(p.get('costs', {})))} | "
+                         f"{_fmt(p.get('val_acc'), 2, pct=True)} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
+                         f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | {'★' if i in front else ''} |")
+        lines.append("")
+    lines += ["![Pareto front](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``."""
+    out_dir = Path(out_dir)
+    cfg = results.get("config", {})
+    png = plot_pareto(results.get("points", []), out_dir / "pareto.png",
+                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: accuracy vs cost")
+    md = out_dir / "report.md"
+    md.write_text(render_report(results))
+    return md, png
+
+
+def write_sweep_report(sweep: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``sweep.md`` and ``pareto.png`` of a sweep into ``out_dir``."""
+    out_dir = Path(out_dir)
+    png = plot_pareto(sweep.get("points", []), out_dir / "pareto.png", group="frontend",
+                      title=f"Pareto front over {sweep.get('knob', 'lam')} (synth test accuracy)")
+    md = out_dir / "sweep.md"
+    md.write_text(render_sweep(sweep))
+    return md, png

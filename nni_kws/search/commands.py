@@ -1,0 +1,256 @@
+"""``nni-kws search`` / ``train`` / ``run`` / ``sweep``: the pipeline of :mod:`nni_kws.pipeline` on the command line.
+
+Every option defaults to "unset" here; unset options come from the run folder's ``config.json``
+(so ``--resume`` needs no other option) and then from :class:`~nni_kws.pipeline.PipelineConfig`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "overrides_from_args", "parse_budget_sweep"]
+
+log = logging.getLogger(__name__)
+
+
+def _defaults() -> Any:
+    from nni_kws.pipeline import PipelineConfig  # light: no torch work at import
+
+    return PipelineConfig()
+
+
+def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
+    g = p.add_argument_group("data and run folder")
+    g.add_argument("--out", default=out_default, help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
+    g.add_argument("--data", metavar="DIR", help="a local Speech Commands copy in the official layout "
+                   "(default: the synthesized espeak-ng dataset, made and cached on first use)")
+    g.add_argument("--speakers", type=int, help="synthesized dataset: number of voices (default: the data module's)")
+    g.add_argument("--real-test", metavar="DIR", help="real Speech Commands v2 test folder, evaluation only "
+                   "(default: <repo>/../shared/data/gsc-v2-test when present)")
+    g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
+    g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
+    g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
+    g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
+                   help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
+    g.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
+    g.add_argument("--workers", type=int, help=f"DataLoader worker processes (default: {d.workers})")
+    g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default: {d.seed})")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run: completed stages are "
+                   "skipped, an interrupted one restarts from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="delete the stages already in --out and start over")
+
+
+def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--strategy", choices=["darts", "gumbel", "random", "proxyless"],
+                   help=f"one-shot strategy (default: {d.strategy})")
+    g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
+    g.add_argument("--max-macs", type=float, help="budget: multiply-accumulates per inference")
+    g.add_argument("--max-params", type=float, help="budget: parameters")
+    g.add_argument("--max-peak-kb", type=float, help="budget: peak activation memory [kB]")
+    g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms]")
+    g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
+    g.add_argument("--penalty-form", help=f"form of the budget penalty, see ResourcePenalty (default: {d.penalty_form})")
+
+
+def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
+    g = p.add_argument_group("retraining")
+    g.add_argument("--train-epochs", type=int, help=f"(default: {d.train_epochs})")
+    g.add_argument("--init", choices=["scratch", "supernet"], help=f"start from fresh or inherited supernet "
+                   f"weights (default: {d.init})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate, cosine schedule (default: {d.lr})")
+
+
+def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
+    g = p.add_argument_group("quantization")
+    g.add_argument("--quant-method", choices=["trained", "fixed"], help=f"learned or fixed bit-widths (default: {d.quant_method})")
+    g.add_argument("--bits", type=int, help=f"fixed bit-width, or the learned ones' start (default: {d.bits})")
+    g.add_argument("--weight-budget-bits", type=float, help="learned: average bits per weight to aim for")
+    g.add_argument("--act-budget-bits", type=float, help="learned: average bits per activation to aim for")
+    g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
+
+
+_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "lambdas", "budgets", "frontends",
+               "quantize"}
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, as :class:`PipelineConfig` fields."""
+    values = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    if values.get("real_test") == "":
+        values["real_test"] = None
+    if "data" in values:
+        values["data"] = str(Path(values["data"]).expanduser().absolute())
+    return values
+
+
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    from nni_kws.pipeline import load_config
+
+    overrides = {**overrides_from_args(args), **(extra or {})}
+    if args.overwrite:  # a fresh start: nothing comes from the old config.json
+        from nni_kws.pipeline import PipelineConfig
+
+        return PipelineConfig(**{**overrides, "out": args.out})
+    return load_config(args.out, overrides)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    print(f"\nnni-kws {args.command}: interrupted; the last per-epoch checkpoints are in {args.out}. "
+          f"Continue with: nni-kws {args.command} --out {args.out} --resume", file=sys.stderr)
+    return 130
+
+
+def _summary(results: dict[str, Any]) -> None:
+    for p in results.get("points", []):
+        acc = p.get("test_acc")
+        real = p.get("real_test_acc")
+        print(f"  {p['name']:<28} test {100 * acc:6.2f} %" if acc is not None else f"  {p['name']:<28} test –", end="")
+        print(f"  real {100 * real:6.2f} %" if real is not None else "", end="")
+        c = p.get("costs", {})
+        print(f"  {c.get('params', 0) / 1e3:7.1f}k params  {c.get('macs', 0) / 1e6:7.2f}M MACs"
+              + (f"  {c['weight_kb']:7.1f} kB" if c.get("weight_kb") is not None else ""))
+    print(f"  total {results.get('timings_s', {}).get('total', 0):.0f} s; see {results['config']['out']}/report.md")
+
+
+def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | None = None,
+            extra: dict[str, Any] | None = None) -> int:
+    from nni_kws.pipeline import run_pipeline
+
+    cfg = _config(args, extra)
+    try:
+        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    for stage, res in out.items():
+        if stage == "search":
+            print(f"searched architecture: {Path(cfg.out) / 'search' / 'arch.json'}")
+        elif stage == "train":
+            real = res.get("real_test_acc")
+            print(f"retrained: test accuracy {100 * res['test_acc']:.2f} %"
+                  + (f", real test {100 * real:.2f} %" if real is not None else "")
+                  + f"; weights in {Path(cfg.out) / 'train' / 'model.pt'}")
+        elif stage == "report":
+            _summary(res)
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    return _stages(args, ["search"])
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from nni_kws.space import build_space, load_arch
+
+    arch, extra = None, {}
+    if args.arch:
+        path = Path(args.arch)
+        if not path.is_file():
+            raise FileNotFoundError(f"architecture file not found: {path}")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        stored = (Path(args.out) / "config.json").is_file() and not args.overwrite
+        for key in ("preset", "frontend"):  # the arch file says which space it belongs to
+            if isinstance(meta, dict) and meta.get(key) and getattr(args, key) is None and not stored:
+                extra[key] = meta[key]
+        cfg = _config(args, extra)
+        arch = load_arch(path, build_space(cfg.preset, frontend=cfg.frontend))
+    return _stages(args, ["train"], arch=arch, extra=extra)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    return _stages(args, ["search", "train", "quantize", "report"])
+
+
+def parse_budget_sweep(text: str) -> tuple[str, list[float]]:
+    """``'max_macs=1e6,2e6'`` (or ``macs=...``) → ``('max_macs', [1e6, 2e6])``."""
+    from nni_kws.pipeline import _BUDGETS
+
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    name = name if name.startswith("max_") else f"max_{name}"
+    if not sep or name not in _BUDGETS:
+        raise ValueError(f"--budgets reads NAME=V1,V2,... with NAME one of "
+                         f"{', '.join(n[4:] for n in _BUDGETS)}; got {text!r}")
+    return name, _floats(values, "--budgets")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} needs at least one value")
+    return values
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from nni_kws.pipeline import SweepPlan, run_sweep
+
+    frontends = [f.strip() for f in (args.frontends or "").split(",") if f.strip()]
+    bad = [f for f in frontends if f not in ("raw", "sinc", "conv", "mfcc")]
+    if bad:
+        raise ValueError(f"unknown front end {bad[0]!r} in --frontends (choose from raw, sinc, conv, mfcc)")
+    if args.budgets:
+        knob, values = parse_budget_sweep(args.budgets)
+    else:
+        knob, values = "lam", _floats(args.lambdas, "--lambdas")
+    cfg = _config(args)
+    plan = SweepPlan(knob=knob, values=values, frontends=frontends or [cfg.frontend], quantize=args.quantize)
+    try:
+        sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    for p in sweep["points"]:
+        star = "*" if p.get("pareto", {}).get("macs") else " "
+        print(f"{star} {p['frontend']:<5} {knob}={p[knob]:<8g} test {100 * (p['test_acc'] or 0):6.2f} %  "
+              f"{p['costs'].get('params', 0) / 1e3:7.1f}k params  {p['costs'].get('macs', 0) / 1e6:7.2f}M MACs")
+    print(f"sweep: {Path(cfg.out) / 'sweep.md'} ({sweep['seconds']:.0f} s; * = on the accuracy-MACs front)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = _defaults()
+    p = subparsers.add_parser("search", help="hardware-aware one-shot search; writes <out>/search/arch.json",
+                              description="One-shot NAS (DARTS-style by default) with budget penalties.")
+    _add_common(p, d, d.out)
+    _add_search(p, d)
+    p.set_defaults(func=_run_search)
+
+    p = subparsers.add_parser("train", help="retrain a frozen architecture and evaluate it",
+                              description="Train the searched architecture (or --arch FILE) and evaluate it on the "
+                              "test split and the real Speech Commands test set.")
+    _add_common(p, d, d.out)
+    p.add_argument("--arch", metavar="FILE", help="architecture JSON (default: <out>/search/arch.json)")
+    _add_train(p, d)
+    p.set_defaults(func=_run_train)
+
+    p = subparsers.add_parser("run", help="the whole job: search → retrain → quantize → report",
+                              description="Search, retrain, quantize and report in one go (resumable). Writes "
+                              "<out>/results.json, report.md and pareto.png.")
+    _add_common(p, d, d.out)
+    _add_search(p, d)
+    _add_train(p, d)
+    _add_quant(p, d)
+    p.set_defaults(func=_run_run)
+
+    p = subparsers.add_parser("sweep", help="λ or budget sweep: the accuracy–cost Pareto front",
+                              description="Search + retrain for every λ (or budget) and front end; writes "
+                              "<out>/sweep.json, sweep.md and pareto.png.")
+    _add_common(p, d, "runs/sweep")
+    _add_search(p, d)
+    _add_train(p, d)
+    _add_quant(p, d)
+    p.add_argument("--lambdas", default="0,0.3,1,3", help="comma-separated λ values (default: 0,0.3,1,3)")
+    p.add_argument("--budgets", metavar="NAME=V1,V2", help="sweep one budget instead of λ, e.g. macs=5e5,1e6,2e6")
+    p.add_argument("--frontends", help="comma-separated front ends to compare, e.g. raw,mfcc (default: --frontend)")
+    p.add_argument("--quantize", action="store_true", help="also quantize every point")
+    p.set_defaults(func=_run_sweep)
