@@ -6,13 +6,14 @@ Real Speech Commands needs a 2 GB download; this module makes a small dataset in
 run offline. A "speaker" is an English accent (``en-us``, ``en-gb-scotland``, ...) x an espeak voice
 variant (``m3``, ``f2``, ``klatt``, ...) x pitch, pitch range and speaking rate.
 
-Reproducibility: libespeak-ng keeps static state (pitch phase, filter memories) between
+Reproducibility: libespeak-ng keeps static state between
 utterances, even across ``espeak_Terminate``/``espeak_Initialize``, so one word's samples depend on
 what the process said before. Each dataset is therefore synthesized in a fresh child process that
 says the same utterances in the same order: the same seed gives byte-identical files.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -25,6 +26,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -44,8 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the synthesis recipe changes: part of the cache key, so old caches are not reused.
 SYNTH_VERSION = 1
-#: Default number of speakers: 35 words x 60 speakers = 2100 clips, about 10 s on 2 cores.
-DEFAULT_SPEAKERS = 60
+#: Default number of speakers: 35 words x 100 speakers = 3500 clips (115 MB), ~14 s of CPU (one core busy).
+DEFAULT_SPEAKERS = 100
 #: English accents tried, in this order (the ones missing from the espeak data are skipped).
 ENGLISH_VOICES: tuple[str, ...] = (
     "en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
@@ -193,39 +195,48 @@ def _read_exact(stream: Any, n: int) -> bytes:
 
 
 def _speak_all(plan: list[dict[str, Any]]) -> tuple[dict[str, Any], Iterator[np.ndarray]]:
-    """Say every utterance of ``plan`` in a fresh child process; return its info and the sample arrays."""
+    """Say every utterance of ``plan`` in a fresh child process; return its info and the sample arrays.
+
+    The arrays come out while the child is still speaking, so synthesis and post-processing overlap.
+    """
     data_dir = Path(__file__).resolve().parent
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
     proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(pkg=str(data_dir.parent), data=str(data_dir))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin and proc.stdout and proc.stderr
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+    assert proc.stdin and proc.stdout
     proc.stdin.write(json.dumps(plan).encode())  # the child reads all of it before writing anything
     proc.stdin.close()
 
     def fail() -> RuntimeError:
         proc.kill()
         proc.wait()
-        err = proc.stderr.read().decode(errors="replace").strip()[-2000:]
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()[-2000:]
         return RuntimeError(f"espeak-ng synthesis process failed (exit {proc.returncode}): {err}")
-
-    try:
-        info = json.loads(_read_exact(proc.stdout, struct.unpack("<I", _read_exact(proc.stdout, 4))[0]))
-    except (EOFError, ValueError):
-        raise fail() from None
 
     def arrays() -> Iterator[np.ndarray]:
         try:
             for _ in plan:
                 n = struct.unpack("<I", _read_exact(proc.stdout, 4))[0]
                 yield np.frombuffer(_read_exact(proc.stdout, 2 * n), dtype="<i2")
+            if proc.wait() != 0:
+                raise fail()
         except EOFError:
             raise fail() from None
         finally:
-            if proc.poll() is None and proc.stdout.read(1):  # stopped early: do not leave the child behind
+            if proc.poll() is None:  # the consumer stopped early: do not leave the child behind
                 proc.kill()
-            proc.wait()
+                proc.wait()
             proc.stdout.close()
-            proc.stderr.close()
+            errors.close()
 
+    try:
+        info = json.loads(_read_exact(proc.stdout, struct.unpack("<I", _read_exact(proc.stdout, 4))[0]))
+    except (EOFError, ValueError):
+        exc = fail()
+        proc.stdout.close()
+        errors.close()
+        raise exc from None
     return info, arrays()
 
 
@@ -529,13 +540,14 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
     info, raws = _speak_all(plan)
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
     per_word: dict[str, int] = {}
-    for (s, w, r, rng), raw in tqdm(zip(jobs, raws), total=len(jobs), desc="synthesizing clips", unit="clip",
-                                    disable=not progress):
-        rel = f"{w}/{s['id']}_nohash_{r}.wav"
-        put(rel, _wav_bytes(_make_clip(raw, info["sample_rate"], rng)))
-        per_word[w] = per_word.get(w, 0) + 1
-        if split[s["id"]] in lists:
-            lists[split[s["id"]]].append(rel)
+    with contextlib.closing(raws):  # on any error, stop the child now
+        for raw, (s, w, r, rng) in tqdm(zip(raws, jobs, strict=True), total=len(jobs), desc="synthesizing clips",
+                                        unit="clip", disable=not progress):
+            rel = f"{w}/{s['id']}_nohash_{r}.wav"
+            put(rel, _wav_bytes(_make_clip(raw, info["sample_rate"], rng)))
+            per_word[w] = per_word.get(w, 0) + 1
+            if split[s["id"]] in lists:
+                lists[split[s["id"]]].append(rel)
     noises = _background_noises(seed, params["noise_seconds"])
     for name, x in noises.items():
         put(f"{BACKGROUND_NOISE_DIR}/{name}.wav", _wav_bytes(x))
