@@ -112,10 +112,10 @@ def test_default_dir_and_ensure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert a != b and a.parent == tmp_path / "home" / ".cache" / "nni-kws" and a.name.startswith("synth-")
     assert default_dataset_dir(speakers=5) == a
     monkeypatch.setenv("NNI_KWS_DATA", str(tmp_path / "data"))
-    params = {k: v for k, v in SMALL.items() if k != "progress"}
-    root = ensure_default_dataset(**params)
+    root = ensure_default_dataset(**SMALL)
     assert root == tmp_path / "data" and (root / "manifest.json").is_file()
-    assert ensure_default_dataset(**params) == root
+    assert ensure_default_dataset(**SMALL) == root
+    assert ensure_default_dataset(**{**SMALL, "speakers": 9}) == root  # the user's folder is used as it is
 
 
 def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -426,7 +426,7 @@ def default_dataset_dir(**params: Any) -> Path:
     return Path.home() / ".cache" / "nni-kws" / f"synth-{_params_hash(_params(**params))}"
 
 
-def ensure_default_dataset(**params: Any) -> Path:
+def ensure_default_dataset(*, progress: bool = True, **params: Any) -> Path:
     """Return the default dataset folder, synthesizing it first if missing.
 
     A folder named by ``$NNI_KWS_DATA`` that already holds a dataset is used as it is (real Speech
@@ -438,7 +438,7 @@ def ensure_default_dataset(**params: Any) -> Path:
         if manifest.is_file() and json.loads(manifest.read_text()).get("params") != _params(**params):
             log.info("using %s from $NNI_KWS_DATA (synthesized with other parameters)", root)
         return root
-    return synthesize_dataset(root, **params)
+    return _synthesize(root, params, progress)[0]
 
 
 def _check_existing(out: Path, params: dict[str, Any]) -> bool:
