@@ -391,8 +391,8 @@ class Pipeline:
                                "test_acc": res.get("test_acc"), "real_test_acc": res.get("real_test_acc"),
                                "val_acc": res.get("val_acc"), "bits_weight": res.get("bits_weight"),
                                "bits_act": res.get("bits_act")})
-        timings = {s: res["seconds"] for s, res in stages.items() if res}
-        timings["data"] = self.timings.get("data")
+        timings = {"data": self.timings.get("data")}
+        timings.update({s: res["seconds"] for s, res in stages.items() if res})
         arch = next((res["arch"] for res in (stages["train"], stages["search"]) if res), None)
         quant = stages["quantize"] or {}
         results = {

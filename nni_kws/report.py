@@ -22,10 +22,11 @@ COST_AXES: dict[str, tuple[str, float]] = {
 }
 
 # Marker style per point kind (run report) so searched / retrained / quantized read at a glance.
+# (decreasing sizes: when costs coincide, every marker stays visible)
 _KIND_STYLE = {
-    "searched": dict(marker="o", color="tab:gray"),
-    "retrained": dict(marker="s", color="tab:blue"),
-    "quantized": dict(marker="D", color="tab:red"),
+    "searched": dict(marker="o", color="tab:gray", s=130),
+    "retrained": dict(marker="s", color="tab:blue", s=70),
+    "quantized": dict(marker="D", color="tab:red", s=32),
 }
 _FRONTEND_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
 
@@ -86,10 +87,10 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
         label, scale = COST_AXES.get(cost, (cost, 1.0))
         for g, (name, idx) in enumerate(groups.items()):
             sub = [points[i] for i in idx]
-            style = _KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)]))
+            style = dict(_KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)], s=46)))
             xs = [_num(p.get("costs", {}).get(cost)) * scale for p in sub]
             ys = [100 * _num(p.get(metric)) for p in sub]
-            ax.scatter(xs, ys, s=46, label=name, zorder=3, edgecolors="black", linewidths=0.5, **style)
+            ax.scatter(xs, ys, label=name, zorder=3, edgecolors="black", linewidths=0.5, **style)
             if group != "kind" and len(sub) > 1:
                 front = pareto_front(sub, cost, metric)
                 ax.plot([xs[i] for i in front], [ys[i] for i in front], color=style["color"], lw=1.2,
