@@ -1,0 +1,19 @@
+"""Hardware cost model of the KWS space: params, MACs, weight/activation memory, measured latency.
+
+Exact costs for frozen architectures, differentiable expectations under architecture
+probabilities (DARTS), a latency look-up table measured on the target (torch-cpu, onnxruntime),
+and NNI profilers built on them.
+"""
+from .costmodel import CostModel
+from .exact import COSTS, exact_costs, torch_conv_linear_macs
+from .expectation import expected_costs, probs_from_alphas
+from .latency import BACKENDS, LatencyTable, UnknownConfiguration, measure_model, measure_module
+from .layers import Layer, SpaceTable, Unit, space_table
+from .profilers import (KwsCostProfiler, KwsLatencyProfiler, KwsMacsProfiler, KwsParamsProfiler, KwsPeakMemoryProfiler,
+                        KwsWeightBytesProfiler)
+
+__all__ = ["CostModel", "COSTS", "exact_costs", "expected_costs", "probs_from_alphas", "torch_conv_linear_macs",
+           "BACKENDS", "LatencyTable", "UnknownConfiguration", "measure_model", "measure_module", "Layer", "SpaceTable",
+           "Unit", "space_table", "KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler", "KwsWeightBytesProfiler",
+           "KwsLatencyProfiler", "KwsPeakMemoryProfiler"]
+

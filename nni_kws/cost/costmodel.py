@@ -1,0 +1,79 @@
+"""``CostModel``: exact and expected costs of a KWS space, in one object."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from nni_kws.space import KwsSpace, build_space
+
+from .exact import exact_costs
+from .expectation import Probs, expected_costs, probs_from_alphas
+from .latency import LatencyTable
+from .layers import Bits, Layer, SpaceTable, Unit, space_table
+
+__all__ = ["CostModel"]
+
+
+class CostModel:
+    """Costs of every architecture of a space (definitions in :mod:`nni_kws.cost.exact`).
+
+    Parameters
+    ----------
+    space
+        A :class:`KwsSpace`, its constructor kwargs, or a preset name ('tiny', 'small', 'paper').
+    lut
+        A :class:`LatencyTable` (or its JSON path) measured for this space; without it
+        ``latency_ms`` is None.
+    fallback
+        ``None``: a layer missing from the table raises; ``'macs'``: MAC-proportional estimate + warning.
+
+    Example
+    -------
+    >>> cm = CostModel("small")
+    >>> cm.exact(arch)["macs"]                                       # an int
+    >>> cm.expected(cm.probs_from_alphas(alphas))["latency_ms"].backward()   # DARTS penalty
+    """
+
+    def __init__(self, space: KwsSpace | Mapping[str, Any] | str = "paper",
+                 lut: LatencyTable | str | Path | None = None, fallback: str | None = None) -> None:
+        if isinstance(space, str):
+            space = build_space(space)
+        elif not isinstance(space, KwsSpace):
+            space = KwsSpace(**space)
+        self.space = space
+        self.table: SpaceTable = space_table(space)
+        self.lut = LatencyTable.load(lut) if isinstance(lut, (str, Path)) else lut
+        self.fallback = fallback
+
+    @property
+    def choices(self) -> dict[str, list[Any]]:
+        """``{label: values}`` of the space."""
+        return self.table.choices
+
+    def units(self, arch: Mapping[str, Any]) -> list[Unit]:
+        """Latency units (front end, active blocks, head) of ``arch`` in execution order."""
+        return self.table.units(arch)
+
+    def layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+        """Every leaf layer of ``arch`` with shapes, params and MACs (names as in the frozen model)."""
+        return [layer for unit in self.units(arch) for layer in unit.layers]
+
+    def exact(self, arch: Mapping[str, Any], bits: Bits = 32, act_bits: int = 32,
+              default_bits: int = 32) -> dict[str, Any]:
+        """``params``, ``macs``, ``ops``, ``weight_bytes``, ``peak_activation_bytes`` (ints),
+        ``latency_ms`` (float, None without a table) of one architecture dict."""
+        return exact_costs(self.units(arch), bits, act_bits, default_bits, self.lut, self.fallback)
+
+    def expected(self, probs: Probs, bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
+                 temperature: float = 0.01) -> dict[str, Any]:
+        """The same keys as :meth:`exact`, as differentiable scalar tensors under ``probs``
+        (``{label: {value: prob}}``); see :mod:`nni_kws.cost.expectation` for the peak-memory rule."""
+        return expected_costs(self.table, probs, bits, act_bits, default_bits, self.lut, self.fallback, temperature)
+
+    def probs_from_alphas(self, alphas: Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
+        """``{label: {value: softmax(alpha)[i]}}`` for logits ordered like :attr:`choices`."""
+        return probs_from_alphas(alphas, self.choices)
+
+    def one_hot(self, arch: Mapping[str, Any]) -> dict[str, dict[Any, float]]:
+        """Probabilities putting all mass on ``arch`` (``expected(one_hot(a)) == exact(a)``)."""
+        return {label: {v: float(v == arch[label]) for v in values} for label, values in self.choices.items()}

@@ -1,0 +1,66 @@
+"""Exact costs of one architecture from its units, and the torch FLOP counter used to check them.
+
+Definitions (batch 1, one 16,000-sample clip):
+
+- ``params``: ``sum(p.numel())`` of the frozen model (SincConv: 2 per filter, BN: 2 per channel).
+- ``macs``: multiply-accumulates of conv and linear layers only, front end included:
+  ``C_out·T_out·(C_in/groups)·k`` per conv (SincConv: ``C_out·T_out·k``), ``in·out`` per linear.
+  BN, ReLU, pooling, adds and bias adds are not counted; neither is the MFCC feature extractor.
+  ``ops = 2·macs`` (the FLOPs convention of the paper and of ``torch.utils.flop_counter``).
+- ``weight_bytes``: ``Σ_layers ceil(params · bits / 8)``; ``bits`` is one int or
+  ``{layer name: bits}`` (names as in ``model.named_modules()``; unlisted layers at ``default_bits``).
+- ``peak_activation_bytes``: MCUNet-style: the largest live set over layers in execution order,
+  a live set being a layer's input + output tensors; in-place ops (BN, ReLU, log, dropout) add
+  nothing; inside a block with an identity shortcut the block input stays live as well. Times
+  ``act_bits / 8``. The input waveform counts as the first layer's input.
+- ``latency_ms``: latency-table prediction (sum of unit entries + per-model overhead), or None.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .layers import Bits, Unit
+
+if TYPE_CHECKING:
+    from .latency import LatencyTable
+
+__all__ = ["COSTS", "exact_costs", "torch_conv_linear_macs"]
+
+COSTS = ("params", "macs", "ops", "weight_bytes", "peak_activation_bytes", "latency_ms")
+
+
+def exact_costs(units: Sequence[Unit], bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
+                lut: "LatencyTable | None" = None, fallback: str | None = None) -> dict[str, Any]:
+    """All costs of an architecture given as its units (see :meth:`SpaceTable.units`)."""
+    macs = sum(u.macs for u in units)
+    return {
+        "params": sum(u.params for u in units),
+        "macs": macs,
+        "ops": 2 * macs,
+        "weight_bytes": sum(u.weight_bytes(bits, default_bits) for u in units),
+        "peak_activation_bytes": math.ceil(max(u.peak_elems for u in units) * act_bits / 8),
+        "latency_ms": lut.predict(units, fallback) if lut is not None else None,
+    }
+
+
+def torch_conv_linear_macs(model: nn.Module, input_samples: int = 16000) -> int:
+    """Half the conv + linear FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` counts for a
+    batch-1 forward (``aten.convolution`` and ``aten.addmm``/``aten.mm`` of ``nn.Linear``)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, 1, input_samples))
+    counts = counter.get_flop_counts()
+    conv = counts["Global"].get(torch.ops.aten.convolution, 0)
+    # matmuls inside Linear modules only (the MFCC front end also multiplies matrices)
+    linear = sum(flops for scope, ops in counts.items() if scope != "Global" and scope.endswith(_linear_names(model))
+                 for op, flops in ops.items() if op in (torch.ops.aten.addmm, torch.ops.aten.mm))
+    return (conv + linear) // 2
+
+
+def _linear_names(model: nn.Module) -> tuple[str, ...]:
+    return tuple("." + name for name, m in model.named_modules() if isinstance(m, nn.Linear)) or ("\0",)
