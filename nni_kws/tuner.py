@@ -59,7 +59,7 @@ def _inner_args(name: str, tuner_args: Mapping[str, Any] | None, optimize_mode: 
 
 
 class HardwareAwareClassArgsValidator(ClassArgsValidator):
-    """Checks ``classArgs`` when ``nnictl create`` reads the config, before anything runs."""
+    """Checks the ``classArgs`` of :class:`HardwareAwareTuner` (and those of the wrapped tuner)."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
         Schema({
@@ -114,8 +114,11 @@ class HardwareAwareTuner(Tuner):
                  budgets: dict[str, float] | None = None, mode: str = "reject", optimize_mode: str = "maximize",
                  penalty_scale: float = 1.0, reward_for_invalid: float = 0.0, max_tries: int = 200,
                  lut: str | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        # nnictl (config v2) never calls classArgsValidator, so check here: a bad config fails at start.
+        HardwareAwareClassArgsValidator().validate_class_args(
+            tuner=tuner, tuner_args=tuner_args or {}, preset=preset, budgets=budgets or {}, mode=mode,
+            optimize_mode=optimize_mode, penalty_scale=penalty_scale, reward_for_invalid=reward_for_invalid,
+            max_tries=max_tries, lut=lut)
         self.inner: Tuner = create_builtin_class_instance(tuner, _inner_args(tuner, tuner_args, optimize_mode),
                                                           "tuners")
         self.tuner_name, self.preset, self.lut = tuner, preset, lut

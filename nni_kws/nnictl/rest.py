@@ -1,0 +1,77 @@
+"""A minimal client of the NNI manager's REST API (what the web UI reads), for scripts and tests.
+
+Only loopback: the manager is asked at ``http://127.0.0.1:<port>/api/v1/nni/``.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+__all__ = ["NniRest", "free_port"]
+
+FINISHED = ("DONE", "STOPPED", "ERROR")  # NO_MORE_TRIAL: all submitted, some may still run
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now, with the next one free too (NNI may use port + 1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
+class NniRest:
+    """``GET`` endpoints of one running experiment's manager."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.base = f"http://127.0.0.1:{port}/api/v1/nni"
+        self.timeout = timeout
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.base}/{path.lstrip('/')}", timeout=self.timeout) as resp:
+            return json.loads(resp.read().decode())
+
+    def status(self) -> str:
+        """``RUNNING``, ``DONE``, ``NO_MORE_TRIAL``, ``STOPPED``, ``ERROR``, ..."""
+        return self.get("check-status")["status"]
+
+    def trials(self) -> list[dict[str, Any]]:
+        return self.get("trial-jobs")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every reported metric, with ``data`` decoded (``type`` is ``PERIODICAL`` or ``FINAL``)."""
+        out = []
+        for m in self.get("metric-data"):
+            data = json.loads(m["data"])
+            out.append({**m, "data": json.loads(data) if isinstance(data, str) else data})
+        return out
+
+    def final_results(self) -> dict[str, dict[str, Any]]:
+        """``{trial id: final metric dict}`` for the trials that reported one."""
+        return {m["trialJobId"]: m["data"] for m in self.metrics() if m["type"] == "FINAL"}
+
+    def wait(self, timeout: float = 600.0, poll: float = 1.0, trials: int | None = None) -> str:
+        """Block until the experiment is finished (or ``trials`` trials ended); return the status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self.status()
+                ended = [t for t in self.trials() if t["status"] not in ("WAITING", "RUNNING", "UNKNOWN")]
+                if status in FINISHED or (trials is not None and len(ended) >= trials):
+                    return status
+            except (urllib.error.URLError, ConnectionError):
+                pass  # manager still starting
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"experiment at {self.base} not finished after {timeout:.0f} s")
+            time.sleep(poll)

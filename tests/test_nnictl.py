@@ -1,0 +1,232 @@
+"""``nnictl`` front door: real experiments on loopback with the tiny space and tiny data, the trial
+entry's errors, and the hardware-aware tuner (registration and rejection)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_kws.nnictl.rest import NniRest, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+EXAMPLES = REPO / "examples" / "nnictl"
+TINY_SPACE = REPO / "search_spaces" / "tiny.json"
+ALL_TUNERS = os.environ.get("NNI_KWS_ALL_TUNERS") == "1"  # run every example config (≈ 30 s each)
+
+
+@pytest.fixture
+def nni_env(tmp_path: Path) -> dict[str, str]:
+    """Environment isolating NNI: config dir, ``~/nni-experiments`` registry and logs under tmp."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "HOME": str(home), "NNI_CONFIG_DIR": str(tmp_path / "nni-config"),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+
+
+def nnictl(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "nnictl"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def tiny_config(example: str, tmp_path: Path, data: Path, trials: int = 2, **extra: object) -> Path:
+    """The example config ``example`` turned into a tiny run: 'tiny' space and data, 1 epoch."""
+    config = yaml.safe_load((EXAMPLES / example).read_text())
+    command = config["trialCommand"].replace("--preset small", "--preset tiny").replace("--epochs 5", "--epochs 1")
+    config.update(searchSpaceFile=str(TINY_SPACE), trialCodeDirectory=str(REPO), trialConcurrency=2,
+                  trialCommand=f"{command} --data {data}", maxTrialNumber=trials,
+                  maxExperimentDuration="10m", experimentWorkingDirectory=str(tmp_path / "experiments"), **extra)
+    config.pop("assessor", None)
+    path = tmp_path / example
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes (this user's) that contain ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and proc.name != str(os.getpid()):
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(f"{proc.name}: {cmd[:160]}")
+    return found
+
+
+def run_experiment(config: Path, env: dict[str, str], trials: int, data: Path) -> tuple[str, list[dict], list[dict]]:
+    """``nnictl create`` on a free loopback port, wait for ``trials`` trials, ``nnictl stop``, check
+    that nothing is left running; returns the status, the trial records and the metrics (REST API)."""
+    port = free_port()
+    created = nnictl(env, "create", "--config", str(config), "--port", str(port))
+    assert created.returncode == 0, created.stdout + created.stderr
+    exp_id = next(line.split("Experiment ID:")[1].strip() for line in created.stdout.splitlines()
+                  if "Experiment ID:" in line)
+    exp_id = exp_id.replace("\x1b[36m", "").replace("\x1b[0m", "").strip()
+    rest = NniRest(port)
+    try:
+        status = rest.wait(timeout=150, trials=trials)
+        trials_info, metrics = rest.trials(), rest.metrics()
+    finally:
+        stopped = nnictl(env, "stop", exp_id)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    deadline = time.monotonic() + 15
+    while processes_mentioning(exp_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(exp_id), "nnictl stop left processes behind"
+    assert not processes_mentioning(f"nni_kws.trial --preset tiny --epochs 1 --data {data}"), "trials left behind"
+    return status, trials_info, metrics
+
+
+def check_trials(trials: list[dict], metrics: list[dict], n: int) -> None:
+    """``n`` trials succeeded, each with ≥ 1 intermediate accuracy and a final accuracy + costs."""
+    ended = [t for t in trials if t["status"] not in ("WAITING", "RUNNING")]
+    assert len(ended) >= n
+    for t in ended:
+        log = Path(t["logPath"], "trial.log")
+        assert t["status"] == "SUCCEEDED", log.read_text()[-3000:] if log.exists() else t
+        mine = [m for m in metrics if m["trialJobId"] == t["trialJobId"]]
+        assert any(m["type"] == "PERIODICAL" and 0 <= m["data"] <= 1 for m in mine)
+        final = next(m["data"] for m in mine if m["type"] == "FINAL")
+        assert set(final) == {"default", "params", "macs", "latency_ms", "peak_act_kb"}
+        assert 0 <= final["default"] <= 1 and final["params"] > 0 and final["macs"] > 0
+
+
+def test_nnictl_create_tpe_two_tiny_trials(tiny_gsc, tmp_path, nni_env):
+    config = tiny_config("tpe.yml", tmp_path, tiny_gsc)
+    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+    assert status in ("DONE", "NO_MORE_TRIAL", "RUNNING"), status
+    check_trials(trials, metrics, 2)
+    params = [json.loads(t["hyperParameters"][0])["parameters"] for t in trials]
+    assert all(set(p) == set(json.loads(TINY_SPACE.read_text())) for p in params)
+
+
+@pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
+@pytest.mark.parametrize("example", ["random.yml", "evolution.yml", "gridsearch.yml", "hyperband.yml"])
+def test_nnictl_other_tuners(example, tiny_gsc, tmp_path, nni_env):
+    extra = {"tuner": {"name": "Hyperband", "classArgs": {"optimize_mode": "maximize", "R": 2, "eta": 2}}} \
+        if example == "hyperband.yml" else {}
+    config = tiny_config(example, tmp_path, tiny_gsc, **extra)
+    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+    check_trials(trials, metrics, 2)
+
+
+def test_hardware_aware_tuner_registers_with_nnictl(nni_env):
+    reg = nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
+    assert reg.returncode == 0 and "registered" in reg.stdout + reg.stderr, reg.stdout + reg.stderr
+    assert (Path(nni_env["NNI_CONFIG_DIR"]) / "registered_algorithms.yml").is_file()
+    shown = nnictl(nni_env, "algo", "show", "KwsHardwareAware")
+    assert "nni_kws.tuner.HardwareAwareTuner" in shown.stdout
+    assert "KwsHardwareAware" in nnictl(nni_env, "algo", "list").stdout
+
+
+def _median_params_budget(preset: str = "tiny") -> float:
+    from nni_kws.nnictl.costs import arch_costs
+    from nni_kws.space import build_space, random_arch
+    params = sorted(arch_costs(random_arch(build_space(preset), seed=s), preset)["params"] for s in range(16))
+    return params[len(params) // 2]
+
+
+@pytest.mark.parametrize("inner", ["TPE", "Random", "Evolution", "GridSearch"])
+def test_hardware_aware_tuner_rejects_over_budget(inner):
+    from nni_kws.nnictl.costs import arch_costs
+    from nni_kws.tuner import HardwareAwareTuner
+    budget = _median_params_budget()
+    tuner_args = {"TPE": {"seed": 0}, "Random": {"seed": 0}, "Evolution": {"population_size": 4}}.get(inner)
+    tuner = HardwareAwareTuner(tuner=inner, preset="tiny", budgets={"params": budget}, tuner_args=tuner_args)
+    tuner.update_search_space(json.loads(TINY_SPACE.read_text()))
+    for round_ in range(3):  # generate, report, generate again: the inner tuner keeps working
+        ids = list(range(4 * round_, 4 * round_ + 4))
+        samples = tuner.generate_multiple_parameters(ids)
+        assert len(samples) == 4
+        assert all(arch_costs(p, "tiny")["params"] <= budget for p in samples)
+        for i, p in zip(ids, samples):
+            tuner.receive_trial_result(i, p, {"default": 0.5, "params": 1})
+            tuner.trial_end(i, True)
+    if inner in ("TPE", "Random"):  # seeded; Evolution's own RNG is not, GridSearch may start cheap
+        assert tuner.rejected > 0
+
+
+def test_hardware_aware_tuner_penalize_and_give_up():
+    from nni_kws.tuner import HardwareAwareTuner
+    seen = []
+    tuner = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, mode="penalize", penalty_scale=2.0)
+    tuner.update_search_space(json.loads(TINY_SPACE.read_text()))
+    tuner.inner.receive_trial_result = lambda pid, params, value, **kw: seen.append(value)
+    p = tuner.generate_parameters(0)          # penalize mode: everything runs
+    tuner.receive_trial_result(0, p, {"default": 0.9})
+    assert seen and seen[0] < 0.9 - 1.0       # overshoot is huge, reward strongly reduced
+
+    import nni
+    strict = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, max_tries=5)
+    strict.update_search_space(json.loads(TINY_SPACE.read_text()))
+    with pytest.raises(nni.NoMoreTrialError):
+        strict.generate_parameters(0)
+    assert strict.generate_multiple_parameters([1, 2]) == []   # NNI then ends the experiment
+    with pytest.raises(ValueError, match="advisor"):
+        HardwareAwareTuner(tuner="Hyperband", preset="tiny")
+    with pytest.raises(ValueError, match="unknown budget 'flops'"):
+        HardwareAwareTuner(tuner="TPE", preset="tiny", budgets={"flops": 3})
+
+
+@pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
+def test_hardware_aware_tuner_in_a_real_experiment(tiny_gsc, tmp_path, nni_env):
+    """Registered tuner in a real experiment whose budget leaves half the space: every trial within budget."""
+    nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
+    budget = _median_params_budget()
+    config = tiny_config("hardware_aware.yml", tmp_path, tiny_gsc, tuner={
+        "name": "KwsHardwareAware",
+        "classArgs": {"tuner": "TPE", "tuner_args": {"seed": 1}, "preset": "tiny", "budgets": {"params": budget}}})
+    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+    check_trials(trials, metrics, 2)
+    finals = [m["data"] for m in metrics if m["type"] == "FINAL"]
+    assert finals and all(f["params"] <= budget for f in finals)
+
+
+def test_bad_class_args_fail_the_experiment_with_a_clear_error(tmp_path, tiny_gsc, nni_env):
+    nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
+    config = tiny_config("hardware_aware.yml", tmp_path, tiny_gsc, tuner={
+        "name": "KwsHardwareAware", "classArgs": {"preset": "tiny", "budgets": {"flops": 1}}})
+    status, trials, _ = run_experiment(config, nni_env, trials=1, data=tiny_gsc)
+    assert status == "ERROR" and not trials
+    log = next((tmp_path / "experiments").glob("*/log/dispatcher.log")).read_text()
+    assert "unknown budget 'flops'" in log
+
+
+def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({**_first(), "s0_i0_k": 4}))
+    out = subprocess.run([sys.executable, "-m", "nni_kws.trial", "--preset", "tiny", "--data", str(tiny_gsc),
+                          "--arch", str(arch)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "label 's0_i0_k' has value 4" in out.stderr, out.stderr
+    from nni_kws.trial import split_parameters
+    with pytest.raises(ValueError, match="'s0_i0_k'"):
+        split_parameters({**_first(), "s0_i0_k": 4}, "tiny")
+    with pytest.raises(ValueError, match="unknown label 'lr'"):
+        split_parameters({**_first(), "lr": 0.1}, "tiny")
+    arch_, train, budget = split_parameters({**_first(), "learning_rate": "0.01", "TRIAL_BUDGET": 3}, "tiny")
+    assert train == {"learning_rate": 0.01} and budget == 3.0 and arch_ == _first()
+
+
+def test_trial_needs_data(monkeypatch, tmp_path):
+    from nni_kws.trial import resolve_data
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    with pytest.raises(ValueError, match="--data DIR or set NNI_KWS_DATA"):
+        resolve_data(None)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_data(tmp_path / "nope")
+    monkeypatch.setenv("NNI_KWS_DATA", str(tmp_path))
+    assert resolve_data(None) == tmp_path.resolve()
+
+
+def _first() -> dict:
+    return {label: spec["_value"][0] for label, spec in json.loads(TINY_SPACE.read_text()).items()}
