@@ -1,0 +1,27 @@
+"""Quantization of KWS models through NNI 3.0's compression framework, with learned bit-widths.
+
+- :class:`LearnedBitwidthQuantizer`: an NNI ``Quantizer`` learning step size and range per tensor
+  (Uhlich et al. 2020, U3), bit-widths derived, bounded and pushed under memory budgets;
+- :func:`fixed_quantizer`: NNI's QAT / LSQ at one bit-width, the baseline;
+- :func:`quantize_model`: prepare (bake SincConv, fold BN), fine-tune, report, export ONNX QDQ;
+- :func:`bit_report`, :func:`deploy_model`, :func:`export_onnx`, :func:`onnx_agreement`.
+
+Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
+"""
+from .api import METHODS, QuantResult, load_trained_model, make_evaluator, quantize_model
+from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
+from .fixed import FIXED_QUANTIZERS, fixed_quantizer
+from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
+from .prepare import QUANT_OP_TYPES, check_plain_model, config_list, fold_batchnorm, prepare_model, unsigned_inputs
+from .report import DEFINITIONS, bit_report, size_bytes, summarize, target_rows
+from .settings import register_1d_settings
+
+__all__ = [
+    "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
+    "FIXED_QUANTIZERS", "fixed_quantizer",
+    "METHODS", "QuantResult", "quantize_model", "make_evaluator", "load_trained_model",
+    "QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs", "config_list",
+    "DEFINITIONS", "bit_report", "summarize", "size_bytes", "target_rows",
+    "QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges",
+    "register_1d_settings",
+]

@@ -1,0 +1,248 @@
+"""``quantize_model``: learned or fixed bit-width quantization of a trained frozen model, with report and ONNX."""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import nni
+import torch
+import torch.nn.functional as F
+from nni.compression import TorchEvaluator
+from nni.compression.base.compressor import Quantizer
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from nni_kws.training import accuracy
+
+from .export import deploy_model, export_onnx, onnx_agreement
+from .fixed import FIXED_QUANTIZERS, fixed_quantizer
+from .learned_bits import LearnedBitwidthQuantizer
+from .prepare import config_list, prepare_model, unsigned_inputs
+from .report import bit_report
+
+__all__ = ["METHODS", "QuantResult", "quantize_model", "make_evaluator", "load_trained_model"]
+
+_logger = logging.getLogger(__name__)
+
+METHODS = ("trained", "fixed")
+
+
+@dataclass
+class QuantResult:
+    """What :func:`quantize_model` returns."""
+    model: nn.Module  #: the fake-quant model (NNI-wrapped, eval mode)
+    report: dict[str, Any]  #: JSON-able: per-layer bits, averages, sizes, accuracies, ONNX check
+    onnx_path: Path | None  #: the QDQ ONNX file (``None`` without ``out_dir``)
+    quantizer: Quantizer = field(repr=False)  #: the NNI quantizer (calibration config, learned bits)
+    float_model: nn.Module = field(repr=False)  #: the float model it started from (SincConv baked, BN folded)
+
+
+def _training_step(batch: Any, model: nn.Module) -> torch.Tensor:
+    x, y = batch
+    device = next(model.parameters()).device
+    return F.cross_entropy(model(x.to(device)), y.to(device))
+
+
+def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training_step: Callable,
+                   lr_schedulers: Any = None, max_steps: int | None = None, max_epochs: int | None = None, *,
+                   loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]]) -> None:
+    """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first."""
+    if max_steps is None and max_epochs is None:
+        raise ValueError("give max_steps or max_epochs")
+    epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(loader))
+    step = 0
+    with warnings.catch_warnings():
+        # NNI patches optimizer.step after the scheduler wrapped it; torch then warns, wrongly, about the call order.
+        warnings.filterwarnings("ignore", message=r"Seems like `optimizer.step\(\)` has been overridden")
+        for epoch in range(epochs):
+            model.train()
+            total, count = 0.0, 0
+            bar = tqdm(loader, desc=f"quantize epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            for batch in bar:
+                optimizers.zero_grad()
+                loss = training_step(batch, model)
+                loss.backward()
+                optimizers.step()
+                if lr_schedulers is not None:
+                    lr_schedulers.step()
+                step, total, count = step + 1, total + float(loss.detach()), count + 1
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **status())
+                if max_steps is not None and step >= max_steps:
+                    break
+            _logger.info("quantize epoch %d/%d: loss %.4f %s", epoch + 1, epochs, total / max(count, 1),
+                         " ".join(f"{k}={v}" for k, v in status().items()))
+            if max_steps is not None and step >= max_steps:
+                return
+
+
+def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, steps: int, progress: bool = True,
+                   status: Callable[[], dict[str, Any]] = dict) -> TorchEvaluator:
+    """NNI ``TorchEvaluator``: traced Adam (no weight decay: it would pull log step sizes to 0) + cosine schedule."""
+    optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
+    scheduler = nni.trace(torch.optim.lr_scheduler.CosineAnnealingLR)(optimizer, T_max=max(1, steps))
+    train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status)
+    return TorchEvaluator(train, optimizer, _training_step, lr_schedulers=scheduler)
+
+
+def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
+                budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
+                loaders: Mapping[str, DataLoader | None]) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
+    if epochs is None and max_steps is None:
+        raise ValueError("give epochs or max_steps")
+    for name, value in (("epochs", epochs), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if method == "fixed":
+        if weight_budget_bits is not None or act_budget_bits is not None:
+            raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
+        if fixed_algorithm not in FIXED_QUANTIZERS:
+            raise ValueError(f"fixed_algorithm must be one of {sorted(FIXED_QUANTIZERS)}, got {fixed_algorithm!r}")
+    else:
+        if not isinstance(min_bits, int) or not 2 <= min_bits <= bits:
+            raise ValueError(f"min_bits must be an int in 2..bits={bits}, got {min_bits!r}")
+        for name, budget in (("weight_budget_bits", weight_budget_bits), ("act_budget_bits", act_budget_bits)):
+            if budget is not None and not min_bits <= budget <= bits:
+                raise ValueError(f"{name}={budget!r} is outside [min_bits, bits] = [{min_bits}, {bits}]")
+        if not budget_weight >= 0:
+            raise ValueError(f"budget_weight must be >= 0, got {budget_weight!r}")
+    for name, loader in loaders.items():
+        if loader is not None and len(loader) == 0:
+            raise ValueError(f"{name} is empty")
+
+
+def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
+                   bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
+                   budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
+                   lr: float = 1e-3, fixed_algorithm: str = "qat", out_dir: str | Path | None = None,
+                   test_loader: DataLoader | None = None, extra_loaders: Mapping[str, DataLoader] | None = None,
+                   progress: bool = True) -> QuantResult:
+    """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
+
+    ``method='trained'``: :class:`~nni_kws.quant.LearnedBitwidthQuantizer`, bit-widths learned in
+    ``[min_bits, bits]`` under the optional budgets (average bits per weight / per activation) with
+    penalty weight ``budget_weight``. ``method='fixed'``: NNI's QAT (``fixed_algorithm='qat'``) or LSQ
+    quantizer at ``bits`` everywhere. Training: Adam at ``lr``, cosine schedule, ``epochs`` epochs (or
+    ``max_steps`` steps). The input model is not modified.
+
+    Accuracy before (float) and after (fake-quant) is measured on ``val_loader``, ``test_loader`` and
+    every ``extra_loaders`` entry. With ``out_dir``: ``model_qdq.onnx`` (QDQ int8, checked against the
+    fake-quant model with onnxruntime on the test set, else the validation set) and ``quant_report.json``.
+    """
+    loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
+    _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
+                fixed_algorithm, {"train_loader": train_loader, **loaders})
+    start = time.monotonic()
+    float_model = prepare_model(model)
+    device = next(float_model.parameters()).device
+    before = {name: accuracy(float_model, loader) for name, loader in loaders.items() if loader is not None}
+    example = next(iter(train_loader))[0].to(device)
+    unsigned = unsigned_inputs(float_model, example)
+
+    qmodel = copy.deepcopy(float_model)
+    steps = min(s for s in (max_steps, epochs and epochs * len(train_loader)) if s)
+    status: dict[str, Callable[[], dict[str, Any]]] = {"fn": dict}
+    evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
+                               status=lambda: status["fn"]())
+    if method == "trained":
+        quantizer: Quantizer = LearnedBitwidthQuantizer(
+            qmodel, config_list(unsigned, bits), evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
+            act_budget_bits=act_budget_bits, budget_weight=budget_weight)
+        quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
+        status["fn"] = lambda: {"w_bits": f"{float(quantizer.average_bits('weight')):.2f}",
+                                "a_bits": f"{float(quantizer.average_bits('activation')):.2f}"}
+    else:
+        quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm)
+    quantizer.compress(max_steps, epochs)
+    qmodel.eval()
+    with torch.no_grad():
+        qmodel(example)  # record activation shapes of this model for the report
+
+    report: dict[str, Any] = {
+        "method": method, "bits": bits,
+        **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
+            "budget_weight": budget_weight} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
+        "epochs": epochs, "max_steps": max_steps, "lr": lr,
+        "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
+                     for name, loader in loaders.items() if loader is not None},
+        **bit_report(quantizer, float_model),
+    }
+    onnx_path = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        onnx_path = export_onnx(deploy_model(quantizer), out_dir / "model_qdq.onnx", example[:1].cpu())
+        check_loader = test_loader if test_loader is not None else val_loader
+        report["onnx"] = {"path": onnx_path.name, "bytes": onnx_path.stat().st_size,
+                          "checked_on": "test" if test_loader is not None else "val",
+                          **onnx_agreement(qmodel, onnx_path, check_loader)}
+    report["time_s"] = round(time.monotonic() - start, 1)
+    if out_dir is not None:
+        (out_dir / "quant_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _logger.info("quantized (%s): %.2f bits/weight, %.2f bits/activation, val accuracy %.4f -> %.4f", method,
+                 report["avg_bits_per_weight"], report["avg_bits_per_activation"],
+                 report["accuracy"]["val"]["before"], report["accuracy"]["val"]["after"])
+    return QuantResult(qmodel, report, onnx_path, quantizer, float_model)
+
+
+def load_trained_model(path: str | Path, *, arch: str | Path | None = None, preset: str | None = None) -> nn.Module:
+    """A trained frozen model from a run folder or a checkpoint file.
+
+    ``path``: a file saved with ``torch.save`` (a whole model, a ``state_dict``, or a Lightning checkpoint
+    of :class:`~nni_kws.training.KwsModule`), or a folder holding one (``model.pt``, ``model.pth``,
+    ``checkpoints/last.ckpt``, ...). Unless the file holds a whole model, the architecture comes from
+    ``arch`` or the ``arch.json`` next to the weights (or one or two folders up), the space preset from
+    ``preset`` or that file's ``"preset"`` (default ``'paper'``).
+    """
+    from nni_kws.space import build_model, build_space, load_arch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model folder or checkpoint not found: {path}")
+    weights = path if path.is_file() else _find_weights(path)
+    obj = torch.load(weights, map_location="cpu", weights_only=False)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{weights}: not a model, state_dict or Lightning checkpoint")
+    state = obj.get("state_dict", obj)
+    if state and all(k.startswith("model.") for k in state):
+        state = {k[len("model."):]: v for k, v in state.items()}
+    arch_file = Path(arch) if arch is not None else next(
+        (d / "arch.json" for d in (weights.parent, *list(weights.parents)[1:3]) if (d / "arch.json").exists()), None)
+    if arch_file is None:
+        raise FileNotFoundError(f"no arch.json next to {weights} (or give --arch)")
+    data = json.loads(arch_file.read_text()) if arch_file.exists() else None
+    if data is None:
+        raise FileNotFoundError(f"architecture file not found: {arch_file}")
+    preset = preset or (data.get("preset") if isinstance(data, dict) else None) or "paper"
+    space = build_space(preset)
+    model = build_model(load_arch(arch_file, space), space)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{weights} does not fit {arch_file} with preset {preset!r}: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def _find_weights(folder: Path) -> Path:
+    for name in ("model.pt", "model.pth", "model.ckpt", "checkpoints/last.ckpt"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")])
+    if not found:
+        raise FileNotFoundError(f"no model file (model.pt, *.ckpt, checkpoints/last.ckpt) in {folder}")
+    return found[0]

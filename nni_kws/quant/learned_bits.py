@@ -1,0 +1,352 @@
+# Learned bit-width quantization for NNI 3.0's compression framework (nni-kws).
+# Licensed under the MIT license.
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List
+
+import torch
+from nni.compression.base.apply_method import quant_apply_methods
+from nni.compression.base.compressor import Compressor, Quantizer
+from nni.compression.base.target_space import QuantizationTargetSpace, TargetType
+from nni.compression.base.wrapper import ModuleWrapper
+from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
+from torch import Tensor
+
+__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "levels_for_bits", "bits_for_levels"]
+
+_logger = logging.getLogger(__name__)
+
+
+def levels_for_bits(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest number of positive levels ``n`` (grid ``-n..n`` or ``0..n``) that need ``bits``."""
+    if signed:
+        return (2 ** (bits - 2) if bits >= 2 else 0), 2 ** (bits - 1) - 1
+    return 2 ** (bits - 1), 2 ** bits - 1
+
+
+def bits_for_levels(levels: Tensor, signed: bool) -> Tensor:
+    """Bits of a grid with ``levels`` positive levels: ``ceil(log2(n + 1))`` plus a sign bit when signed."""
+    return torch.ceil(torch.log2(levels + 1)) + int(signed)
+
+
+def _is_signed(target_space: QuantizationTargetSpace) -> bool:
+    return not (target_space.quant_dtype or "int8").startswith("uint")
+
+
+def _qparams(target_space: QuantizationTargetSpace) -> tuple[Tensor, Tensor]:
+    """Step size ``d`` and dynamic range ``q_max`` of a target, differentiable."""
+    wrapper, name = target_space._wrapper, target_space._target_name
+    scale = getattr(wrapper, "_nni_kws_qparam_scale")
+    step = torch.exp(scale * getattr(wrapper, f"{name}_step_param"))
+    qrange = torch.exp(scale * getattr(wrapper, f"{name}_range_param"))
+    return step, qrange
+
+
+class U3ClampRound(torch.autograd.Function):
+    """``round(clip(x, low, q_max) / d) * d`` with Uhlich et al.'s straight-through gradients.
+
+    ``x`` gets the output gradient inside ``(low, q_max)``; ``q_max`` gets it where ``x`` is clipped
+    (``-1`` at the negative end); ``d`` gets ``round(x/d) - x/d`` of the clipped ``x``. Written as one
+    function, as NNI's LSQ is: composing clamp/round with autograd costs several times more.
+    Rounding is half to even, as in ONNX ``QuantizeLinear``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, target: Tensor, step: Tensor, qrange: Tensor, signed: bool) -> Tensor:
+        low = -qrange if signed else torch.zeros_like(qrange)
+        scaled = torch.clamp(target, low, qrange) / step
+        ctx.save_for_backward(target, step, qrange)
+        ctx.signed = signed
+        return torch.round(scaled) * step
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> Any:
+        target, step, qrange = ctx.saved_tensors
+        above = target >= qrange
+        below = target <= -qrange if ctx.signed else target <= 0
+        scaled = torch.clamp(target, -qrange if ctx.signed else torch.zeros_like(qrange), qrange) / step
+        grad_target = grad_output.masked_fill(above | below, 0.0)
+        grad_step = (grad_output * (torch.round(scaled) - scaled)).sum().view_as(step)
+        clipped = above.to(grad_output.dtype) - below.to(grad_output.dtype) if ctx.signed else above.to(grad_output.dtype)
+        grad_range = (grad_output * clipped).sum().view_as(qrange)
+        return grad_target, grad_step, grad_range, None
+
+
+def learned_bits_clamp_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
+    """Apply method ``'learned_bits'``: the U3 quantizer with the target's learned ``d`` and ``q_max``."""
+    step, qrange = _qparams(target_space)
+    return U3ClampRound.apply(target, step, qrange, _is_signed(target_space))
+
+
+quant_apply_methods["learned_bits"] = learned_bits_clamp_round
+
+
+class LearnedBitwidthQuantizer(Quantizer):
+    __doc__ = r"""
+    Quantizer that learns each target's bit-width, after `Mixed Precision DNNs: All you need is a good
+    parametrization <https://arxiv.org/abs/1905.11452>`__ (Uhlich et al., ICLR 2020), parametrization U3.
+
+    ..
+
+        We show that a suitable parametrization of the quantizer is the key to achieve a stable training
+        and a good final performance. Specifically, we propose to parametrize the quantizer with the step
+        size and dynamic range. The bitwidth can then be inferred from them.
+
+    Every target (weight or activation, per tensor, symmetric) gets a learned step size ``d`` and
+    dynamic range ``q_max``; the forward pass is ``round(clip(x, -q_max, q_max) / d) * d`` (``[0, q_max]``
+    for ``uint`` targets) with straight-through gradients, and the bit-width follows as
+    ``b = ceil(log2(n + 1)) + 1`` (signed) or ``ceil(log2(n + 1))`` (unsigned) with ``n = round(q_max / d)``
+    levels. After every optimizer step ``q_max / d`` is projected so that ``min_bits <= b <= max_bits``,
+    where ``max_bits`` is the ``quant_dtype`` of the config (``'int8'`` → 8); training starts at ``max_bits``
+    with ``q_max`` = the largest magnitude of the first batch (or of the weight).
+
+    Memory budgets are hinge penalties added to the training loss through ``evaluator.patch_loss``:
+    ``budget_weight * relu(avg_bits - budget)`` for the parameter-weighted average weight bits and the
+    element-weighted average activation bits, where ``b`` is the integer bit-width in the forward pass
+    and ``log2(q_max / d + 1)`` in the backward pass. ``d`` and ``q_max`` are learned in the log domain
+    (positive, and updates are relative, whatever the tensor's scale); they are stored as
+    ``<target>_step_param = log(d) / k`` and ``<target>_range_param = log(q_max) / k`` with
+    ``k = qparam_lr_scale``, so that the optimizer (NNI adds quantizer parameters to the layer's
+    parameter group, at the weights' learning rate) moves them ``k`` times faster than weights.
+
+    Parameters
+    ----------
+    model
+        Model to be quantized (plain torch layers: ``Conv1d``, ``Linear``, ...).
+    config_list
+        NNI compression config list; ``quant_dtype`` (``'intN'``, or ``'uintN'`` for non-negative
+        activations) gives the maximum bit-width. ``quant_scheme`` must be symmetric and granularity per tensor.
+    evaluator
+        {evaluator_docstring}
+    min_bits
+        Lower bound of every learned bit-width (at least 2).
+    weight_budget_bits, act_budget_bits
+        Targets of the average bits per weight / per activation element (``None``: no penalty).
+    budget_weight
+        Multiplier ``λ`` of the budget penalties.
+    qparam_lr_scale
+        ``k`` above: learning-rate multiplier of ``d`` and ``q_max`` relative to the weights.
+
+    Examples
+    --------
+        >>> from nni_kws.quant import LearnedBitwidthQuantizer
+        >>> config_list = [{{'op_types': ['Conv1d', 'Linear'], 'target_names': ['_input_', 'weight'],
+        ...                 'quant_dtype': 'int8', 'quant_scheme': 'symmetric'}}]
+        >>> quantizer = LearnedBitwidthQuantizer(model, config_list, evaluator, weight_budget_bits=4)
+        >>> quantizer.track_forward(example_batch)          # initialise d and q_max from data
+        >>> model, calibration_config = quantizer.compress(max_steps=None, max_epochs=5)
+        >>> calibration_config['classifier']['weight']['quant_bits']
+        3
+    """.format(evaluator_docstring=_EVALUATOR_DOCSTRING)
+
+    def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Evaluator | None = None,
+                 min_bits: int = 2, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
+                 budget_weight: float = 1.0, qparam_lr_scale: float = 20.0,
+                 existed_wrappers: Dict[str, ModuleWrapper] | None = None):
+        super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
+        self.evaluator: Evaluator
+        self.min_bits = min_bits
+        self.weight_budget_bits, self.act_budget_bits = weight_budget_bits, act_budget_bits
+        self.budget_weight, self.qparam_lr_scale = budget_weight, qparam_lr_scale
+
+        self.check_validation()
+        self.register_qparams()
+        self.register_learned_bits_apply_method()
+        self.register_track_func()
+
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: List[Dict], evaluator: Evaluator | None = None,
+                        **kwargs: Any):
+        return super().from_compressor(compressor, new_config_list, evaluator=evaluator, **kwargs)
+
+    def _targets(self):
+        for module_name, ts in self._target_spaces.items():
+            for target_name, target_space in ts.items():
+                yield module_name, target_name, target_space
+
+    def check_validation(self) -> None:
+        """Errors (not warnings) for settings the U3 quantizer cannot honour."""
+        if not isinstance(self.min_bits, int) or self.min_bits < 2:
+            raise ValueError(f"min_bits must be an int >= 2, got {self.min_bits!r}")
+        if self.budget_weight < 0 or self.qparam_lr_scale <= 0:
+            raise ValueError("budget_weight must be >= 0 and qparam_lr_scale > 0")
+        for name, budget in (("weight_budget_bits", self.weight_budget_bits), ("act_budget_bits", self.act_budget_bits)):
+            if budget is not None and not budget > 0:
+                raise ValueError(f"{name} must be a positive number of bits, got {budget!r}")
+        if not self._target_spaces:
+            raise ValueError("the config list selects no module of the model; check op_types / op_names")
+        for module_name, target_name, target_space in self._targets():
+            where = f"{module_name}.{target_name}"
+            if target_space.quant_scheme not in (None, "symmetric"):
+                raise ValueError(f"{where}: LearnedBitwidthQuantizer is symmetric (zero point 0), "
+                                 f"got quant_scheme={target_space.quant_scheme!r}")
+            if target_space.granularity not in (None, "default"):
+                raise ValueError(f"{where}: only per-tensor granularity is supported, got {target_space.granularity!r}")
+            if target_space.type is TargetType.PARAMETER and not _is_signed(target_space):
+                raise ValueError(f"{where}: parameters are signed, use an 'intN' quant_dtype")
+            if target_space.quant_bits < self.min_bits:
+                raise ValueError(f"{where}: quant_dtype {target_space.quant_dtype!r} allows fewer bits than "
+                                 f"min_bits={self.min_bits}")
+
+    def register_qparams(self):
+        """Log-domain step size and range parameters on each wrapper (initialised on the first forward)."""
+        for module_name, target_name, _ in self._targets():
+            wrapper = self._module_wrappers[module_name]
+            device = _device(wrapper, self.bound_model)
+            wrapper._nni_kws_qparam_scale = self.qparam_lr_scale
+            for kind in ("step", "range"):
+                wrapper.register_parameter(f"{target_name}_{kind}_param", torch.nn.Parameter(torch.zeros(1, device=device)))
+
+    def register_learned_bits_apply_method(self):
+        for _, _, target_space in self._targets():
+            target_space.apply_method = "learned_bits"
+
+    def register_track_func(self):
+        for module_name in self._target_spaces:
+            self._module_wrappers[module_name].register_track_func(self.init_qparams)
+
+    def init_qparams(self, wrapper: ModuleWrapper, target_name: str, target: Tensor):
+        """Track func: on a target's first forward, ``q_max`` = its largest magnitude, ``b = max_bits``."""
+        if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
+            return
+        target_space = wrapper.quantization_target_spaces[target_name]
+        if target_space.scale is not None:
+            return
+        signed = _is_signed(target_space)
+        qrange = target.detach().abs().max().clamp_min(1e-8) if signed else target.detach().max().clamp_min(1e-8)
+        n_max = levels_for_bits(target_space.quant_bits, signed)[1]
+        k = self.qparam_lr_scale
+        with torch.no_grad():
+            getattr(wrapper, f"{target_name}_range_param").fill_(float(torch.log(qrange)) / k)
+            getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_max)) / k)
+        self._sync(target_space)
+
+    def _sync(self, target_space: QuantizationTargetSpace) -> None:
+        """Mirror ``d`` and the integer range into NNI's buffers (scale, zero point, tracked min/max)."""
+        with torch.no_grad():
+            step, qrange = _qparams(target_space)
+            levels = torch.round(qrange / step)
+            target_space.scale = step.detach().clone()
+            target_space.zero_point = torch.zeros_like(step)
+            target_space.tracked_max = levels * step
+            target_space.tracked_min = -levels * step if _is_signed(target_space) else torch.zeros_like(step)
+
+    def project_qparams(self) -> None:
+        """Keep ``min_bits <= b <= max_bits``: clamp ``q_max / d`` to the levels those bit-widths allow."""
+        k = self.qparam_lr_scale
+        with torch.no_grad():
+            for module_name, target_name, target_space in self._targets():
+                if target_space.scale is None:
+                    continue
+                wrapper = self._module_wrappers[module_name]
+                step_param = getattr(wrapper, f"{target_name}_step_param")
+                lo, hi = levels_for_bits(self.min_bits, _is_signed(target_space))[0], \
+                    levels_for_bits(target_space.quant_bits, _is_signed(target_space))[1]
+                getattr(wrapper, f"{target_name}_range_param").clamp_(step_param + math.log(lo) / k,
+                                                                      step_param + math.log(hi) / k)
+                self._sync(target_space)
+
+    def target_bits(self, module_name: str, target_name: str) -> Tensor:
+        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)``."""
+        target_space = self._target_spaces[module_name][target_name]
+        step, qrange = _qparams(target_space)
+        signed = _is_signed(target_space)
+        soft = torch.log2(qrange / step + 1) + int(signed)
+        hard = bits_for_levels(torch.round(qrange / step), signed)
+        return (soft + (hard - soft).detach()).squeeze()
+
+    def average_bits(self, kind: str) -> Tensor | None:
+        """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits.
+
+        Activation sizes are per example (the batch dimension of the recorded shape is dropped);
+        ``None`` while no target of that kind has been seen.
+        """
+        total, count = 0.0, 0
+        for module_name, target_name, target_space in self._targets():
+            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None:
+                continue
+            numel = _numel(target_space)
+            if numel:
+                total = total + numel * self.target_bits(module_name, target_name)
+                count += numel
+        return total / count if count else None
+
+    def budget_penalty(self) -> Tensor | float:
+        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``."""
+        penalty: Tensor | float = 0.0
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            avg = self.average_bits(kind) if budget is not None else None
+            if avg is not None:
+                penalty = penalty + torch.relu(avg - budget)
+        return self.budget_weight * penalty
+
+    def learned_bits(self) -> Dict[str, Dict[str, int]]:
+        """``{module_name: {target_name: bits}}`` of the initialised targets."""
+        out: Dict[str, Dict[str, int]] = {}
+        for module_name, target_name, target_space in self._targets():
+            if target_space.scale is not None:
+                out.setdefault(module_name, {})[target_name] = int(self.target_bits(module_name, target_name))
+        return out
+
+    def get_calibration_config(self) -> Dict[str, Dict[str, Dict[str, Tensor | Any]]]:
+        """NNI's calibration config with the learned ``quant_bits`` / ``quant_dtype`` and integer ``qmin``/``qmax``."""
+        calibration_config = super().get_calibration_config()
+        for module_name, target_name, target_space in self._targets():
+            if target_space.scale is None:
+                continue
+            step, qrange = _qparams(target_space)
+            levels = int(torch.round(qrange / step))
+            signed = _is_signed(target_space)
+            bits = int(self.target_bits(module_name, target_name))
+            calibration_config[module_name][target_name].update(
+                quant_bits=bits, quant_dtype=f"{'' if signed else 'u'}int{bits}",
+                qmin=-levels if signed else 0, qmax=levels)
+        return calibration_config
+
+    def patch_optimizer_param_group(self):
+        module_name_param_dict = super().patch_optimizer_param_group()
+        for module_name, target_name, _ in self._targets():
+            wrapper = self._module_wrappers[module_name]
+            module_name_param_dict.setdefault(module_name, []).extend(
+                [getattr(wrapper, f"{target_name}_step_param"), getattr(wrapper, f"{target_name}_range_param")])
+        return module_name_param_dict
+
+    def register_trigger(self, evaluator: Evaluator):
+        evaluator.patch_optimizer_step(before_step_tasks=[], after_step_tasks=[self.project_qparams])
+
+    def register_budget(self, evaluator: Evaluator):
+        if self.weight_budget_bits is None and self.act_budget_bits is None:
+            return
+        evaluator.patch_loss(lambda loss, batch: loss + self.budget_penalty())
+
+    def _single_compress(self, max_steps: int | None, max_epochs: int | None):
+        self._fusion_compress(max_steps, max_epochs)
+
+    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
+        module_name_param_dict = self.patch_optimizer_param_group()
+        if len(module_name_param_dict) > 0:
+            evaluator.patch_optim_param_group(module_name_param_dict)
+        self.register_trigger(evaluator)
+        self.register_budget(evaluator)
+
+    def _fuse_postprocess(self, evaluator: Evaluator) -> None:
+        self.project_qparams()
+
+
+def _numel(target_space: QuantizationTargetSpace) -> int:
+    """Elements of a parameter, or per example of an activation (recorded shape without the batch dim)."""
+    shape = target_space.shape
+    if not shape:
+        return 0
+    if target_space.type is not TargetType.PARAMETER:
+        shape = shape[1:]
+    return math.prod(shape)
+
+
+def _device(wrapper: ModuleWrapper, model: torch.nn.Module) -> torch.device:
+    for tensor in (*wrapper.parameters(), *wrapper.buffers(), *model.parameters()):
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,108 @@
+"""Bit-width report of a quantized model: per layer, averages and size, JSON-able.
+
+Definitions (also written into every report under ``"definitions"``):
+
+- *bits per weight* = ``Σ_l N_l b_l / Σ_l N_l`` over the quantized weight tensors (``N_l``: elements of
+  the weight of layer ``l`` after Conv+BN folding; biases, float BN and other parameters excluded);
+- *bits per activation* = ``Σ_a M_a b_a / Σ_a M_a`` over the quantized activation tensors (the inputs of
+  the quantized layers; ``M_a``: elements per clip, batch dimension excluded);
+- the plain means over tensors (``*_layer_mean``) are given too;
+- *size* = weights packed at their bit-widths (``ceil(N_l b_l / 8)`` bytes per tensor) + 4 bytes per
+  float parameter left (biases, unfolded BN) + 4 bytes per quantized tensor (its float32 scale).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nni.compression.base.compressor import Quantizer
+from nni.compression.base.target_space import TargetType
+from torch import nn
+
+__all__ = ["DEFINITIONS", "target_rows", "summarize", "size_bytes", "bit_report"]
+
+DEFINITIONS = {
+    "avg_bits_per_weight": "sum_l N_l*b_l / sum_l N_l over quantized weight tensors (N_l = elements, after "
+                           "Conv+BN folding; biases and float parameters excluded)",
+    "avg_bits_per_activation": "sum_a M_a*b_a / sum_a M_a over quantized activations (inputs of the quantized "
+                               "layers; M_a = elements per clip, batch excluded)",
+    "*_layer_mean": "plain mean of b over the quantized tensors of that kind",
+    "size_bytes": "packed weights (ceil(N_l*b_l/8) bytes each) + 4 bytes per remaining float parameter "
+                  "(biases, unfolded BN) + 4 bytes per quantized tensor (float32 scale)",
+    "float_size_bytes": "4 bytes per parameter of the float model (after Conv+BN folding)",
+}
+
+
+def target_rows(quantizer: Quantizer) -> list[dict[str, Any]]:
+    """One row per quantized target: layer, type, target, kind, numel (per clip for activations), bits, signed.
+
+    Activation sizes come from the shapes NNI records on the last forward (run one first).
+    """
+    calibration = quantizer.get_calibration_config()
+    rows = []
+    for module_name, wrapper in quantizer._module_wrappers.items():
+        for target_name, target_space in wrapper.quantization_target_spaces.items():
+            config = calibration[module_name][target_name]
+            is_param = target_space.type is TargetType.PARAMETER
+            shape = target_space.shape
+            if shape is None:
+                raise ValueError(f"no shape recorded for {module_name}.{target_name}: run a forward pass first")
+            rows.append(dict(layer=module_name, type=type(wrapper.module).__name__, target=target_name,
+                             kind="weight" if is_param else "activation",
+                             numel=math.prod(shape if is_param else shape[1:]), bits=int(config["quant_bits"]),
+                             signed=not str(config["quant_dtype"]).startswith("uint")))
+    return rows
+
+
+def _mean(rows: list[dict[str, Any]], weighted: bool) -> float | None:
+    if not rows:
+        return None
+    if weighted:
+        return sum(r["numel"] * r["bits"] for r in rows) / sum(r["numel"] for r in rows)
+    return sum(r["bits"] for r in rows) / len(rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Averages of :func:`target_rows` (see the module docstring for the definitions)."""
+    weights = [r for r in rows if r["kind"] == "weight"]
+    acts = [r for r in rows if r["kind"] == "activation"]
+    act_bytes = [math.ceil(r["numel"] * r["bits"] / 8) for r in acts]
+    return {
+        "avg_bits_per_weight": _mean(weights, True),
+        "avg_bits_per_activation": _mean(acts, True),
+        "avg_bits_per_weight_layer_mean": _mean(weights, False),
+        "avg_bits_per_activation_layer_mean": _mean(acts, False),
+        "quantized_weights": sum(r["numel"] for r in weights),
+        "quantized_activations_per_clip": sum(r["numel"] for r in acts),
+        "weight_bits_total": sum(r["numel"] * r["bits"] for r in weights),
+        "activation_bytes_total": sum(act_bytes),
+        "activation_bytes_max": max(act_bytes, default=0),
+    }
+
+
+def size_bytes(float_model: nn.Module, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Model size at the learned bit-widths and in float32 (``float_model``: the prepared float model)."""
+    params = sum(p.numel() for p in float_model.parameters())
+    weights = [r for r in rows if r["kind"] == "weight"]
+    packed = sum(math.ceil(r["numel"] * r["bits"] / 8) for r in weights)
+    other = params - sum(r["numel"] for r in weights)
+    return {"size_bytes": packed + 4 * other + 4 * len(rows), "packed_weight_bytes": packed,
+            "float_param_bytes": 4 * other, "scale_bytes": 4 * len(rows), "float_size_bytes": 4 * params,
+            "parameters": params}
+
+
+def bit_report(quantizer: Quantizer, float_model: nn.Module) -> dict[str, Any]:
+    """Per-layer bits, averages, sizes and definitions; JSON-able."""
+    order = {name: i for i, (name, _) in enumerate(float_model.named_modules())}
+    rows = sorted(target_rows(quantizer), key=lambda r: (order.get(r["layer"], len(order)), r["target"]))
+    layers: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        layer = layers.setdefault(r["layer"], {"name": r["layer"], "type": r["type"]})
+        if r["target"] == "weight":
+            layer.update(weight_bits=r["bits"], weight_numel=r["numel"])
+        elif r["target"] == "_input_0":
+            layer.update(act_bits=r["bits"], act_numel=r["numel"], act_signed=r["signed"])
+        else:
+            layer[f"{r['target']}_bits"] = r["bits"]
+    return {**summarize(rows), **size_bytes(float_model, rows), "layers": list(layers.values()),
+            "definitions": DEFINITIONS}
