@@ -1,0 +1,179 @@
+"""``run_search``: one-shot architecture search on a KWS space with NNI's strategies.
+
+The strategy runs in-process on NNI's sequential engine (what ``NasExperiment`` picks for one-shot
+strategies, without its experiment folder and manager), with :class:`~nni_kws.training.KwsModule`
+as the training recipe inside a Lightning evaluator whose trainer adds what a long search needs:
+a checkpoint every epoch (supernet weights, alphas, optimizers, epoch) for ``resume``, a CSV log,
+``history.jsonl`` (expected and exact costs, argmax architecture per epoch) and a progress bar.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import nni
+import pytorch_lightning as pl
+import torch
+from nni.nas.evaluator.pytorch import Lightning
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.space import RawFormatModelSpace
+from nni.nas.strategy import ENAS, RandomOneShot
+from nni.nas.strategy.base import Strategy
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nni_kws.training import KwsModule, seed_everything
+
+from .penalty import ResourcePenalty
+from .strategy import ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch
+
+__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "budget_filter", "run_search"]
+
+_logger = logging.getLogger(__name__)
+
+#: Strategy names of :func:`run_search`. ``proxyless`` needs ``KwsSpace(coarse=True)``; ``enas``
+#: needs ``tianshou`` (and ``gym``), which NNI 3.0 imports with the pre-0.5 API.
+STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "proxyless", "random", "enas")
+_DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
+
+
+@dataclass
+class SearchResult:
+    """What a search found: the architecture dict, its per-label probabilities (differentiable
+    strategies; ``{}`` otherwise), one record per epoch, and the trained supernet."""
+
+    arch: dict[str, Any]
+    probs: dict[str, dict[Any, float]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    supernet: nn.Module | None = None
+
+
+def budget_filter(penalties: Sequence[ResourcePenalty], cost_model: Any) -> Callable[[Mapping[str, Any]], bool]:
+    """Sample filter for path-sampling strategies: every penalised resource within its target."""
+    def within(sample: Mapping[str, Any]) -> bool:
+        costs = cost_model.exact(sample)
+        return all(costs[p.resource] is not None and costs[p.resource] <= p.target for p in penalties)
+    return within
+
+
+def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
+                  arc_learning_rate: float = 3e-3, **kwargs: Any) -> Strategy:
+    """An NNI one-shot strategy by name, resource-aware where the strategy allows it.
+
+    Differentiable strategies get the penalties in their architecture loss; ``random`` turns them
+    into a hard budget filter on sampled paths (targets only); ``enas`` takes none.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if name in _DIFFERENTIABLE:
+        cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "proxyless": ResourceProxyless}[name]
+        return cls(penalties=penalties, cost_model=cost_model, arc_learning_rate=arc_learning_rate, **kwargs)
+    if name == "random":
+        flt = budget_filter(penalties, cost_model) if penalties else None
+        return RandomOneShot(filter=flt, **kwargs)
+    if penalties:
+        raise ValueError("the enas strategy takes no resource penalties; use darts, gumbel or proxyless")
+    try:
+        import tianshou  # noqa: F401  pylint: disable=unused-import
+    except ImportError:
+        raise ValueError("the enas strategy needs tianshou (NNI 3.0 uses its pre-0.5 API) and gym; "
+                         "install them or use darts, gumbel, proxyless or random") from None
+    return ENAS(**kwargs)
+
+
+def _last_checkpoint(out_dir: Path | None) -> Path | None:
+    ckpt = out_dir / "checkpoints" / "last.ckpt" if out_dir is not None else None
+    return ckpt if ckpt is not None and ckpt.is_file() else None
+
+
+def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchHistory) -> pl.Trainer:
+    callbacks: list[pl.Callback] = [history]
+    if out_dir is not None:
+        # monitor=None: one-shot DARTS has no validation loop, so keep the latest epoch only.
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch}",
+                                         save_last=True, save_top_k=0, every_n_epochs=1, monitor=None))
+    logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
+    return nni.trace(pl.Trainer)(max_epochs=epochs, accelerator="auto", devices=1, logger=logger, callbacks=callbacks,
+                                 enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
+                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
+
+
+def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str = "darts",
+               epochs: int, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
+               arc_learning_rate: float = 3e-3, learning_rate: float = 0.05, out_dir: str | Path | None = None,
+               seed: int = 0, resume: bool = False, progress: bool = True, strategy_kwargs: Mapping[str, Any] | None = None,
+               **module_kwargs: Any) -> SearchResult:
+    """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
+
+    Parameters
+    ----------
+    space
+        A fresh :class:`~nni_kws.space.KwsSpace` (``coarse=True`` for ``proxyless``).
+    train_loader, val_loader
+        Weights train on the first; the architecture step (DARTS family) or the validation
+        metrics (``random``) use the second.
+    strategy
+        One of :data:`STRATEGIES`.
+    epochs
+        Search epochs (the total, also when resuming).
+    penalties, cost_model
+        Resource penalties and the :class:`~nni_kws.cost.CostModel` giving expected costs; the cost
+        model defaults to one of ``space`` (then also used for the history's costs).
+    arc_learning_rate, learning_rate
+        Adam step for the architecture logits; SGD step for the weights.
+    out_dir
+        Where ``checkpoints/last.ckpt``, ``history.jsonl``, ``arch.json`` and CSV logs go.
+    seed
+        Seeds the alphas' initialisation, sampling and data order.
+    resume
+        Continue from ``out_dir/checkpoints/last.ckpt`` if it exists (weights, alphas, optimizers,
+        epoch); history records of epochs after that checkpoint are dropped.
+    progress
+        Lightning's progress bar.
+    strategy_kwargs
+        Extra strategy arguments (e.g. ``warmup_epochs``, ``temperature`` for ``gumbel``).
+    **module_kwargs
+        :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
+    """
+    from nni_kws.space import KwsSpace, save_arch
+
+    out = Path(out_dir) if out_dir is not None else None
+    if cost_model is None and isinstance(space, KwsSpace):
+        from nni_kws.cost import CostModel
+        cost_model = CostModel(space)  # before the strategy mutates the space
+    seed_everything(seed)
+    strat = make_strategy(strategy, penalties=penalties, cost_model=cost_model,
+                          arc_learning_rate=arc_learning_rate, **dict(strategy_kwargs or {}))
+
+    history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
+    ckpt = _last_checkpoint(out) if resume else None
+    if ckpt is not None:
+        done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"])  # epochs completed
+        history.load(before_epoch=done)
+        _logger.info("resuming the search from %s (%d epochs done)", ckpt, done)
+    elif out is not None and history.path is not None and history.path.exists():
+        history.path.unlink()  # a fresh search in an old folder
+
+    module = nni.trace(KwsModule)(learning_rate=learning_rate, **module_kwargs)
+    evaluator = Lightning(module, _trainer(epochs, out, progress, history), train_dataloaders=train_loader,
+                          val_dataloaders=val_loader, fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
+    strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+
+    oneshot = strat.oneshot_module  # type: ignore[attr-defined]
+    probs: dict[str, dict[Any, float]] = {}
+    if strategy in _DIFFERENTIABLE:
+        with torch.no_grad():
+            probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
+        arch = argmax_arch(probs)
+    else:
+        arch = dict(oneshot.export())
+    if out is not None:
+        extra: dict[str, Any] = {"strategy": strategy, "epochs": epochs,
+                                 "penalties": [p.to_dict() for p in penalties]}
+        if cost_model is not None:
+            extra["costs"] = {k: v for k, v in cost_model.exact(arch).items() if v is not None}
+        save_arch(arch, out / "arch.json", **extra)
+    return SearchResult(arch=arch, probs=probs, history=list(history.records), supernet=strat.supernet)  # type: ignore[attr-defined]

@@ -1,0 +1,259 @@
+"""Resource-aware differentiable strategies: NNI's DARTS, GumbelDARTS and Proxyless whose
+architecture step is penalised by differentiable expected hardware costs.
+
+Why not ``DARTS(penalty=...)``: NNI's ``DartsLightningModule`` hands the penalty
+``export_probs()``, which returns Python floats (``softmax(alpha).cpu().tolist()``), so the
+penalty is a constant w.r.t. the architecture logits and never changes the search. Here the
+probabilities are built as tensors from the supernet modules' ``_arch_alpha``, so both our
+:class:`~nni_kws.search.penalty.ResourcePenalty` terms (through ``CostModel.expected``) and an
+NNI ``ExpectationProfilerPenalty`` passed as ``penalty=`` reach the alphas.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence, cast
+
+import pytorch_lightning as pl
+import torch
+from nni.mutable import Categorical
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule, GumbelDartsLightningModule
+from nni.nas.oneshot.pytorch.supermodule.proxyless import ProxylessMixedRepeat
+from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless
+from torch import nn
+
+from .penalty import ResourcePenalty, penalized_loss
+
+__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "ResourceDartsModule", "ResourceGumbelDartsModule", "ResourceDARTS",
+           "ResourceGumbelDARTS", "ResourceProxyless", "SearchHistory"]
+
+
+def arch_alphas(module: BaseOneShotLightningModule) -> dict[str, nn.Parameter]:
+    """``{label: alpha}`` of a differentiable supernet (one logit vector per label, shared by modules)."""
+    alphas: dict[str, nn.Parameter] = {}
+    for m in module.supernet_modules():
+        alpha = getattr(m, "_arch_alpha", None)
+        if isinstance(alpha, nn.Parameter):  # LayerChoice / InputChoice
+            alphas.setdefault(cast(Any, m).label, alpha)
+        elif isinstance(alpha, nn.ParameterDict):  # mixed operations, Repeat
+            for label, a in alpha.items():
+                alphas.setdefault(label, a)
+    return alphas
+
+
+def arch_probs(module: BaseOneShotLightningModule, device: torch.device | str | None = "cpu") -> dict[str, dict[Any, torch.Tensor]]:
+    """``{label: {value: probability}}`` as tensors that keep the graph to the alphas.
+
+    ``softmax(alpha)`` per label, except a depth searched by Proxyless, whose distribution follows
+    from per-block skip gates (``ProxylessMixedRepeat.export_probs`` computes it with tensors).
+    The plain softmax is used for GumbelDARTS too: the penalty is an expectation over the
+    categorical distribution, not over one noisy Gumbel draw. By default the tensors are moved to
+    the CPU, where the cost model's constants live (``.cpu()`` is differentiable).
+    """
+    values = {label: list(m.values) for label, m in module.model.simplify().items() if isinstance(m, Categorical)}
+    for m in module.supernet_modules():  # Proxyless' per-block skip gates are not labels of the space
+        if isinstance(m, ProxylessMixedRepeat):
+            for block in list(m.blocks)[m.min_depth:]:
+                values.pop(getattr(block, "label", None), None)
+    probs: dict[str, dict[Any, torch.Tensor]] = {}
+    for label, alpha in arch_alphas(module).items():
+        if label in values:
+            probs[label] = dict(zip(values[label], torch.softmax(alpha, -1)))
+    for m in module.supernet_modules():
+        if isinstance(m, ProxylessMixedRepeat):
+            for label, dist in m.export_probs({}).items():
+                probs[label] = {v: torch.as_tensor(dist.get(v, 0.0)) for v in values[label]}
+    if device is not None:
+        probs = {label: {v: p.to(device) for v, p in dist.items()} for label, dist in probs.items()}
+    return probs
+
+
+def argmax_arch(probs: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any]:
+    """The most likely value of every label (NNI's DARTS export; for Proxyless' depth NNI samples)."""
+    return {label: max(dist, key=lambda v: float(dist[v])) for label, dist in probs.items()}
+
+
+class ResourceDartsModule(DartsLightningModule):
+    """``DartsLightningModule`` whose architecture loss includes resource penalties.
+
+    Parameters
+    ----------
+    penalties
+        :class:`ResourcePenalty` terms on ``cost_model.expected(probs)``.
+    cost_model
+        Anything with ``expected(probs) -> {resource: tensor}`` (:class:`nni_kws.cost.CostModel`).
+    penalty
+        Optionally NNI's ``ExpectationProfilerPenalty``; it now receives tensor probabilities.
+    **kwargs
+        ``DartsLightningModule`` arguments (``arc_learning_rate``, ``warmup_epochs``...).
+    """
+
+    def __init__(self, training_module: pl.LightningModule, *, penalties: Sequence[ResourcePenalty] = (),
+                 cost_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(training_module, **kwargs)
+        if penalties and cost_model is None:
+            raise ValueError("resource penalties need a cost model (nni_kws.cost.CostModel)")
+        self.penalties = list(penalties)
+        self.cost_model = cost_model
+
+    def expected_costs(self) -> dict[str, torch.Tensor]:
+        """Expected costs under the current architecture distribution (differentiable)."""
+        if self.cost_model is None:
+            return {}
+        return {k: v for k, v in self.cost_model.expected(arch_probs(self)).items() if v is not None}
+
+    def penalize(self, loss: torch.Tensor) -> torch.Tensor:
+        """Architecture loss with our penalties and NNI's (fixed) penalty; logs the terms."""
+        details: dict[str, Any] = {}
+        if self.penalties:
+            loss, terms = penalized_loss(loss, self.expected_costs(), self.penalties)
+            details.update({f"penalty/{k}": v.detach() for k, v in terms.items()})
+        if self.penalty is not None:
+            loss, nni_details = self.penalty(loss, arch_probs(self, device=None))
+            details.update({f"penalty/nni_{k}": torch.as_tensor(v).detach().float() for k, v in nni_details.items()})
+        if details:
+            self.log_dict(details)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        # DartsLightningModule.training_step, with ``self.penalize`` in the architecture step
+        # (NNI passes detached float probabilities to its penalty there).
+        arc_optim = self.architecture_optimizers()
+        if not isinstance(arc_optim, torch.optim.Optimizer):
+            raise TypeError(f"expected a single architecture optimizer, found {arc_optim}")
+        trn_batch, val_batch = batch["train"], batch["val"]
+
+        if self.warmup_epochs == 0 or self.trainer.current_epoch >= self.warmup_epochs:
+            self.resample()
+            arc_optim.zero_grad()
+            arc_loss = self.training_module.training_step(val_batch, 2 * batch_idx)
+            if isinstance(arc_loss, dict):
+                arc_loss = arc_loss["loss"]
+            self.log("arch_loss", arc_loss.detach())
+            arc_loss = self.penalize(arc_loss)
+            self.manual_backward(arc_loss)
+            arc_optim.step()
+
+        self.resample()
+        loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
+        w_step_loss = loss_and_metrics["loss"] if isinstance(loss_and_metrics, dict) else loss_and_metrics
+        self.advance_optimization(w_step_loss, batch_idx, self.gradient_clip_val)
+        self.advance_lr_schedulers(batch_idx)
+        if batch_idx % self.log_prob_every_n_step == 0:
+            self.log_probs(self.export_probs())
+        return loss_and_metrics
+
+
+class ResourceGumbelDartsModule(ResourceDartsModule, GumbelDartsLightningModule):
+    """:class:`ResourceDartsModule` with GumbelDARTS' temperature annealing."""
+
+
+class _ResourceAware:
+    """Strategy mixin: build the resource-aware module instead of NNI's ``DartsLightningModule``."""
+
+    module_class: type[ResourceDartsModule] = ResourceDartsModule
+
+    def __init__(self, *, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[call-arg]
+        if penalties and cost_model is None:
+            raise ValueError("resource penalties need a cost model (nni_kws.cost.CostModel)")
+        self.penalties = list(penalties)
+        self.cost_model = cost_model
+
+    def _module_kwargs(self, training_module: pl.LightningModule) -> dict[str, Any]:
+        s = cast(DARTS, self)
+        return dict(arc_learning_rate=s.arc_learning_rate, gradient_clip_val=s.gradient_clip_val,
+                    log_prob_every_n_step=s.log_prob_every_n_step, warmup_epochs=s.warmup_epochs, penalty=s.penalty)
+
+    def configure_oneshot_module(self, training_module: pl.LightningModule) -> BaseOneShotLightningModule:
+        return self.module_class(training_module, penalties=self.penalties, cost_model=self.cost_model,
+                                 **self._module_kwargs(training_module))
+
+
+class ResourceDARTS(_ResourceAware, DARTS):
+    """NNI's :class:`~nni.nas.strategy.DARTS` plus differentiable resource penalties.
+
+    ``ResourceDARTS(penalties=[ResourcePenalty('macs', 2e6, 1.0)], cost_model=CostModel(space),
+    arc_learning_rate=3e-3)``; every other argument is DARTS'.
+    """
+
+
+class ResourceGumbelDARTS(_ResourceAware, GumbelDARTS):
+    """NNI's :class:`~nni.nas.strategy.GumbelDARTS` plus differentiable resource penalties."""
+
+    module_class = ResourceGumbelDartsModule
+
+    def _module_kwargs(self, training_module: pl.LightningModule) -> dict[str, Any]:
+        # GumbelDARTS parses its temperature argument inside configure_oneshot_module; reuse it.
+        nni_module = GumbelDARTS.configure_oneshot_module(self, training_module)
+        scheduler = cast(GumbelDartsLightningModule, nni_module).temperature_scheduler
+        return {**super()._module_kwargs(training_module), "temperature_scheduler": scheduler}
+
+
+class ResourceProxyless(_ResourceAware, Proxyless):
+    """NNI's :class:`~nni.nas.strategy.Proxyless` (binary gates, one path per step) plus
+    differentiable resource penalties, as the ProxylessNAS latency loss. Needs ``coarse=True``."""
+
+
+def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(("prob/", "expected/", "exact/")):  # recorded separately
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class SearchHistory(pl.Callback):
+    """Once per epoch: log expected costs and write one JSON line to ``path`` with the epoch,
+    metrics, the argmax architecture, its exact costs, the expected costs and the probabilities.
+
+    Probabilities, the argmax architecture and costs exist for the differentiable strategies
+    only (RandomOneShot's "architecture" would be a random sample); metrics are always recorded. The records are also kept in :attr:`records`.
+    """
+
+    def __init__(self, path: str | Path | None = None, cost_model: Any = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.cost_model = cost_model
+        self.records: list[dict[str, Any]] = []
+
+    def load(self, before_epoch: int) -> None:
+        """Keep the records of epochs ``< before_epoch`` from an earlier (interrupted) run."""
+        if self.path is None or not self.path.exists():
+            return
+        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        self.records = [r for r in lines if r.get("epoch", -1) < before_epoch]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def summary(self, trainer: pl.Trainer, module: BaseOneShotLightningModule) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                                  "metrics": _floats(trainer.callback_metrics)}
+        if isinstance(module, DartsLightningModule):
+            with torch.no_grad():
+                probs = arch_probs(module)
+                record["arch"] = argmax_arch(probs)
+                record["probs"] = {label: {str(v): round(float(p), 6) for v, p in dist.items()}
+                                   for label, dist in probs.items()}
+                if self.cost_model is not None:
+                    record["expected"] = {k: float(v) for k, v in self.cost_model.expected(probs).items()
+                                          if v is not None}
+        if self.cost_model is not None and "arch" in record:
+            record["exact"] = {k: v for k, v in self.cost_model.exact(record["arch"]).items() if v is not None}
+        return record
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        module = cast(BaseOneShotLightningModule, pl_module)
+        record = self.summary(trainer, module)
+        log = {f"expected/{k}": float(v) for k, v in record.get("expected", {}).items()}
+        log.update({f"exact/{k}": float(v) for k, v in record.get("exact", {}).items()})
+        if log:
+            pl_module.log_dict(log)
+        self.records.append(record)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
