@@ -66,7 +66,7 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
             Optional("tuner"): str,
             Optional("tuner_args"): dict,
             Optional("preset"): str,
-            Optional("budgets"): {str: Or(int, float)},
+            Optional("budgets"): {Optional(str): Or(int, float)},
             Optional("mode"): self.choices("mode", *MODES),
             Optional("optimize_mode"): self.choices("optimize_mode", "maximize", "minimize"),
             Optional("penalty_scale"): And(Or(int, float), lambda x: x >= 0, error="penalty_scale must be >= 0"),

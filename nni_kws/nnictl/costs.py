@@ -28,10 +28,16 @@ def _cost_model(preset: str, lut: str | None) -> Any:
 
 
 def arch_costs(arch: Mapping[str, Any], preset: str, lut: str | None = None) -> dict[str, float]:
-    """``{metric: value}`` for every metric of :data:`COST_METRICS`, from the analytic cost model."""
-    exact = _cost_model(preset, lut).exact(dict(arch))
+    """``{metric: value}`` for the metrics of :data:`COST_METRICS`, from the analytic cost model.
+
+    ``latency_ms`` needs a latency table (``lut``, measured with ``nni-kws profile``); without
+    one it is left out rather than guessed.
+    """
+    exact = _cost_model(preset, None if lut is None else str(lut)).exact(dict(arch))
     out: dict[str, float] = {}
     for name, (key, scale) in COST_METRICS.items():
+        if exact.get(key) is None:
+            continue
         value = exact[key] * scale
         out[name] = int(value) if scale == 1.0 and float(value).is_integer() else round(float(value), 4)
     return out
@@ -67,9 +73,17 @@ def _split(item: str) -> tuple[str, str]:
 
 def over_budget(costs: Mapping[str, float], budgets: Mapping[str, float]) -> list[str]:
     """Names of the budgets that ``costs`` exceed (empty when within every budget)."""
+    _check_known(costs, budgets)
     return [name for name, limit in budgets.items() if costs[name] > limit]
 
 
 def budget_penalty(costs: Mapping[str, float], budgets: Mapping[str, float]) -> float:
     """Σ max(0, cost / budget − 1): 0 within budget, the relative overshoot otherwise."""
+    _check_known(costs, budgets)
     return sum(max(0.0, costs[name] / limit - 1.0) for name, limit in budgets.items())
+
+
+def _check_known(costs: Mapping[str, float], budgets: Mapping[str, float]) -> None:
+    for name in budgets:
+        if name not in costs:
+            raise ValueError(f"budget {name!r} cannot be checked: no {name} without a latency table (lut)")

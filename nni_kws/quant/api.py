@@ -163,8 +163,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             qmodel, config_list(unsigned, bits), evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
             act_budget_bits=act_budget_bits, budget_weight=budget_weight)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
-        status["fn"] = lambda: {"w_bits": f"{float(quantizer.average_bits('weight')):.2f}",
-                                "a_bits": f"{float(quantizer.average_bits('activation')):.2f}"}
+        status["fn"] = lambda: {"w_bits": f"{float(quantizer.average_bits('weight').detach()):.2f}",
+                                "a_bits": f"{float(quantizer.average_bits('activation').detach()):.2f}"}
     else:
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm)
     quantizer.compress(max_steps, epochs)

@@ -100,10 +100,12 @@ def quant_ranges(quantizer: Quantizer) -> dict[str, dict[str, dict[str, Any]]]:
                 raise ValueError(f"{module_name}.{target_name} has no scale yet: train or calibrate the quantizer first")
             if torch.as_tensor(config["scale"]).numel() != 1:
                 raise ValueError(f"{module_name}.{target_name}: only per-tensor quantization can be exported")
+            scale, zero_point = (float(torch.as_tensor(config[k]).detach()) for k in ("scale", "zero_point"))
+            qmin, qmax = int(config.get("qmin", target_space.qmin)), int(config.get("qmax", target_space.qmax))
+            if scale < 0 and qmin == -qmax and zero_point == 0:
+                scale = -scale  # LSQ's step size can go negative; a symmetric grid is the same with |scale|
             out.setdefault(module_name, {})[target_name] = dict(
-                scale=float(config["scale"]), zero_point=int(round(float(config["zero_point"]))),
-                qmin=int(config.get("qmin", target_space.qmin)), qmax=int(config.get("qmax", target_space.qmax)),
-                bits=int(config["quant_bits"]))
+                scale=scale, zero_point=int(round(zero_point)), qmin=qmin, qmax=qmax, bits=int(config["quant_bits"]))
     return out
 
 

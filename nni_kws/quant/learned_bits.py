@@ -283,6 +283,7 @@ class LearnedBitwidthQuantizer(Quantizer):
                 penalty = penalty + torch.relu(avg - budget)
         return self.budget_weight * penalty
 
+    @torch.no_grad()
     def learned_bits(self) -> Dict[str, Dict[str, int]]:
         """``{module_name: {target_name: bits}}`` of the initialised targets."""
         out: Dict[str, Dict[str, int]] = {}
@@ -291,6 +292,7 @@ class LearnedBitwidthQuantizer(Quantizer):
                 out.setdefault(module_name, {})[target_name] = int(self.target_bits(module_name, target_name))
         return out
 
+    @torch.no_grad()
     def get_calibration_config(self) -> Dict[str, Dict[str, Dict[str, Tensor | Any]]]:
         """NNI's calibration config with the learned ``quant_bits`` / ``quant_dtype`` and integer ``qmin``/``qmax``."""
         calibration_config = super().get_calibration_config()

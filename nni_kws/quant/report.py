@@ -80,9 +80,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def size_bytes(float_model: nn.Module, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Model size at the learned bit-widths and in float32 (``float_model``: the prepared float model)."""
-    params = sum(p.numel() for p in float_model.parameters())
+def size_bytes(model: nn.Module, rows: list[dict[str, Any]], exclude: set[int] = frozenset()) -> dict[str, int]:
+    """Model size at the rows' bit-widths and in float32; parameters whose ``id`` is in ``exclude`` are skipped."""
+    params = sum(p.numel() for p in model.parameters() if id(p) not in exclude)
     weights = [r for r in rows if r["kind"] == "weight"]
     packed = sum(math.ceil(r["numel"] * r["bits"] / 8) for r in weights)
     other = params - sum(r["numel"] for r in weights)
@@ -91,9 +91,15 @@ def size_bytes(float_model: nn.Module, rows: list[dict[str, Any]]) -> dict[str, 
             "parameters": params}
 
 
-def bit_report(quantizer: Quantizer, float_model: nn.Module) -> dict[str, Any]:
-    """Per-layer bits, averages, sizes and definitions; JSON-able."""
-    order = {name: i for i, (name, _) in enumerate(float_model.named_modules())}
+def bit_report(quantizer: Quantizer, model: nn.Module | None = None) -> dict[str, Any]:
+    """Per-layer bits, averages, sizes and definitions; JSON-able.
+
+    ``model``: the float model for the parameter count (default: the quantizer's model, less the
+    quantizer's own parameters such as step sizes).
+    """
+    model = model if model is not None else quantizer.bound_model
+    own = {id(p) for params in quantizer.patch_optimizer_param_group().values() for p in params}
+    order = {name.replace("._nni_wrapper", ""): i for i, (name, _) in enumerate(model.named_modules())}
     rows = sorted(target_rows(quantizer), key=lambda r: (order.get(r["layer"], len(order)), r["target"]))
     layers: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -104,5 +110,5 @@ def bit_report(quantizer: Quantizer, float_model: nn.Module) -> dict[str, Any]:
             layer.update(act_bits=r["bits"], act_numel=r["numel"], act_signed=r["signed"])
         else:
             layer[f"{r['target']}_bits"] = r["bits"]
-    return {**summarize(rows), **size_bytes(float_model, rows), "layers": list(layers.values()),
+    return {**summarize(rows), **size_bytes(model, rows, own), "layers": list(layers.values()),
             "definitions": DEFINITIONS}

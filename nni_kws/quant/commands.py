@@ -1,0 +1,86 @@
+"""``nni-kws quantize MODEL_DIR_OR_CKPT``: learned or fixed bit-width quantization of a trained model."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+    from nni_kws.training import seed_everything
+
+    from .api import load_trained_model, quantize_model
+
+    if args.method == "trained" and args.bits is None:
+        args.bits = 8
+    if args.method == "fixed" and args.bits is None:
+        raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
+    seed_everything(args.seed)
+    model = load_trained_model(args.model, arch=args.arch, preset=args.preset)
+    if args.data is None:
+        from nni_kws.data.synth import ensure_default_dataset
+        args.data = ensure_default_dataset(progress=not args.no_progress)
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {args.data}")
+    data = SpeechCommandsDataModule(args.data, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
+                                    max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
+    out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir()
+                                           else Path(args.model).parent) / f"quantize-{args.method}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = quantize_model(
+        model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
+        weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
+        min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+        fixed_algorithm=args.fixed_algorithm, out_dir=out, test_loader=data.test_dataloader(),
+        extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
+        progress=not args.no_progress)
+    r = result.report
+    acc = "  ".join(f"{name} {v['before']:.4f} -> {v['after']:.4f}" for name, v in r["accuracy"].items())
+    print(f"{r['avg_bits_per_weight']:.2f} bits/weight, {r['avg_bits_per_activation']:.2f} bits/activation, "
+          f"{r['size_bytes']} bytes (float {r['float_size_bytes']}); accuracy {acc}")
+    if "onnx" in r:
+        print(f"ONNX QDQ: {out / r['onnx']['path']} agrees with the fake-quant model on "
+              f"{100 * r['onnx']['agreement']:.2f}% of {r['onnx']['clips']} {r['onnx']['checked_on']} clips")
+    print(f"report: {out / 'quant_report.json'}")
+    if args.json:
+        print(json.dumps({k: v for k, v in r.items() if k not in ("layers", "definitions")}, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "quantize", help="quantize a trained model (learned or fixed bit-widths), report, export ONNX QDQ",
+        description="Quantization-aware fine-tuning through NNI's compression framework: learned per-layer "
+                    "bit-widths (--method trained, Uhlich et al. 2020) or NNI's QAT/LSQ at one bit-width "
+                    "(--method fixed). Writes quant_report.json and model_qdq.onnx to --out.")
+    p.add_argument("model", metavar="MODEL_DIR_OR_CKPT",
+                   help="run folder (model.pt / checkpoints/last.ckpt + arch.json) or a checkpoint file")
+    p.add_argument("--arch", help="architecture JSON (default: arch.json next to the weights)")
+    p.add_argument("--preset", help="space preset of the architecture (default: from arch.json, else 'paper')")
+    p.add_argument("--method", choices=["trained", "fixed"], default="trained")
+    p.add_argument("--bits", type=int, help="fixed: bits of every tensor; trained: maximum bits (default 8)")
+    p.add_argument("--min-bits", type=int, default=2, help="trained: minimum bits (default 2)")
+    p.add_argument("--weight-budget", type=float, help="trained: target average bits per weight")
+    p.add_argument("--act-budget", type=float, help="trained: target average bits per activation")
+    p.add_argument("--budget-weight", type=float, default=1.0, help="trained: weight of the budget penalty (default 1)")
+    p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat", help="fixed: NNI quantizer (default qat)")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--data", help="Speech Commands folder (default: the synthesized default dataset)")
+    p.add_argument("--real-test", help="a real test folder to report accuracy on too (e.g. gsc-v2-test)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: <model folder>/quantize-<method>)")
+    p.add_argument("--json", action="store_true", help="also print the report summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)

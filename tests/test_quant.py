@@ -1,0 +1,264 @@
+"""Quantization through NNI's compression framework: learned bit-widths, fixed baseline, report, ONNX export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nni
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from nni.compression import TorchEvaluator
+from nni.compression.quantization import QATQuantizer
+from onnx import numpy_helper
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nni_kws.quant import (LearnedBitwidthQuantizer, U3ClampRound, bit_report, config_list, deploy_model, export_onnx,
+                           fixed_quantizer, onnx_agreement, prepare_model, quantize_model, unsigned_inputs)
+from nni_kws.space import KwsSpace, build_space, random_arch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy 2-core machine two threads are many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_model(seed: int = 0, frontend: str = "sinc") -> nn.Module:
+    torch.manual_seed(seed)
+    space = build_space("tiny")
+    return space.freeze({**random_arch(space, seed), "frontend": frontend})
+
+
+def _data(n: int = 32, seed: int = 0, length: int = 16000) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(n, 1, length, generator=g), torch.randint(0, 12, (n,), generator=g)
+
+
+def _evaluator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 5e-3) -> TorchEvaluator:
+    def training_step(batch, model):
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    def training_func(model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
+        for step in range(max_steps):
+            i = (step * 8) % len(x)
+            optimizers.zero_grad()
+            training_step((x[i:i + 8], y[i:i + 8]), model).backward()
+            optimizers.step()
+
+    return TorchEvaluator(training_func, nni.trace(torch.optim.Adam)(model.parameters(), lr=lr), training_step)
+
+
+def _learned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_bits: int = 8, **kwargs) -> LearnedBitwidthQuantizer:
+    model = prepare_model(model)
+    quantizer = LearnedBitwidthQuantizer(model, config_list(unsigned_inputs(model, x[:8]), max_bits),
+                                         _evaluator(model, x, y), **kwargs)
+    quantizer.track_forward(x[:8])
+    return quantizer
+
+
+def test_frozen_kws_space_root_is_harmless() -> None:
+    space = build_space("tiny")
+    model = _tiny_model()
+    assert isinstance(model, KwsSpace)  # freeze keeps the root class: a ModelSpace, hence an NNI Mutable
+    x, y = _data(8)
+    quantizer = _learned(model, x, y)
+    wrapped = {type(w.module).__name__ for w in quantizer._module_wrappers.values()}
+    assert wrapped == {"Conv1d", "Linear"}  # the root and every other module are left alone
+    with pytest.raises(ValueError, match="search space"):
+        prepare_model(space)
+
+
+def test_u3_gradients_match_the_autograd_reference() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(200, requires_grad=True)
+    for signed in (True, False):
+        step, qrange = torch.tensor([0.3], requires_grad=True), torch.tensor([1.1], requires_grad=True)
+        out = U3ClampRound.apply(x, step, qrange, signed)
+        grads = torch.autograd.grad((out * torch.arange(200.0)).sum(), (x, step, qrange))
+        # Reference: clamp / round-with-straight-through composed by autograd (Uhlich et al.'s gradients).
+        low = -qrange if signed else torch.zeros(1)
+        clipped = torch.minimum(torch.maximum(x, low), qrange) / step
+        ref = (clipped + (clipped.round() - clipped).detach()) * step
+        ref_grads = torch.autograd.grad((ref * torch.arange(200.0)).sum(), (x, step, qrange))
+        assert torch.equal(out, ref)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # sums in another order
+        assert len(torch.unique(out)) <= (2 if signed else 1) * round(1.1 / 0.3) + 1
+
+
+def test_gradients_reach_step_and_range_parameters() -> None:
+    x, y = _data(8)
+    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3)
+    loss = F.cross_entropy(quantizer.bound_model(x), y) + quantizer.budget_penalty()
+    loss.backward()
+    for module_name, ts in quantizer._target_spaces.items():
+        wrapper = quantizer._module_wrappers[module_name]
+        for target_name in ts:
+            for kind in ("step", "range"):
+                grad = getattr(wrapper, f"{target_name}_{kind}_param").grad
+                assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, \
+                    (module_name, target_name, kind)
+
+
+def _train(quantizer: LearnedBitwidthQuantizer, steps: int) -> dict[str, float]:
+    quantizer.compress(max_steps=steps, max_epochs=None)
+    return {kind: float(quantizer.average_bits(kind).detach()) for kind in ("weight", "activation")}
+
+
+def test_tighter_budget_gives_fewer_bits() -> None:
+    x, y = _data(32)
+    loose = _train(_learned(_tiny_model(), x, y), 25)
+    tight = _train(_learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3, budget_weight=1.0), 25)
+    assert tight["weight"] < loose["weight"] - 1.5, (loose, tight)
+    assert tight["activation"] < loose["activation"] - 1.5, (loose, tight)
+
+
+def test_learned_bits_stay_in_bounds() -> None:
+    x, y = _data(16)
+    quantizer = _learned(_tiny_model(), x, y, max_bits=6, min_bits=3, weight_budget_bits=3, act_budget_bits=3,
+                         budget_weight=100.0)
+    _train(quantizer, 15)
+    bits = [b for targets in quantizer.learned_bits().values() for b in targets.values()]
+    assert bits and all(3 <= b <= 6 for b in bits) and min(bits) == 3, bits
+    # The fake-quantized weights take at most the 2^b - 1 values of their (signed, symmetric) grid.
+    calibration = quantizer.get_calibration_config()
+    for name, wrapper in quantizer._module_wrappers.items():
+        cfg = calibration[name]["weight"]
+        weight = wrapper.quantization_target_spaces["weight"]
+        q = torch.round(wrapper.patch_helper("weight", weight.target).detach() / cfg["scale"])
+        assert q.abs().max() <= cfg["qmax"] <= 2 ** (cfg["quant_bits"] - 1) - 1
+        assert len(torch.unique(q)) <= 2 ** cfg["quant_bits"] - 1
+
+
+def test_report_definitions_on_two_layers() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 5))
+    x, y = torch.randn(8, 1, 10), torch.randint(0, 5, (8,))
+    configs = [{"op_names": ["0"], "target_names": ["_input_", "weight"], "quant_dtype": "int4"},
+               {"op_names": ["3"], "target_names": ["_input_", "weight"], "quant_dtype": "int8",
+                "target_settings": {"_input_": {"quant_dtype": "uint8"}}}]
+    quantizer = LearnedBitwidthQuantizer(model, configs, _evaluator(model, x, y))
+    quantizer.track_forward(x)  # initial bits = the configured maximum: 4 for layer 0, 8 for layer 3
+    report = bit_report(quantizer)
+    # weights: conv 12 at 4 bits, linear 160 at 8 bits; activations per clip: 10 at 4 bits, 32 at 8 bits
+    assert report["avg_bits_per_weight"] == pytest.approx((12 * 4 + 160 * 8) / 172)
+    assert report["avg_bits_per_activation"] == pytest.approx((10 * 4 + 32 * 8) / 42)
+    assert report["avg_bits_per_weight_layer_mean"] == report["avg_bits_per_activation_layer_mean"] == 6
+    assert report["packed_weight_bytes"] == 12 * 4 // 8 + 160
+    assert report["size_bytes"] == 166 + 4 * (4 + 5) + 4 * 4  # + float biases + one float32 scale per tensor
+    assert report["float_size_bytes"] == 4 * (12 + 4 + 160 + 5)
+    assert [(l["name"], l["weight_bits"], l["act_bits"], l["act_signed"]) for l in report["layers"]] == \
+        [("0", 4, 4, True), ("3", 8, 8, False)]
+    assert "avg_bits_per_weight" in report["definitions"]
+    json.dumps(report)
+
+
+def test_quantize_model_exports_onnx_that_agrees(tmp_path: Path) -> None:
+    x, y = _data(48, seed=1)
+    train = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8, shuffle=True)
+    test = DataLoader(TensorDataset(x[16:], y[16:]), batch_size=16)
+    model = _tiny_model(frontend="sinc")
+    result = quantize_model(model, train, test, method="trained", bits=6, weight_budget_bits=4, act_budget_bits=5,
+                            epochs=1, out_dir=tmp_path, test_loader=test, progress=False)
+    assert isinstance(model.frontend[0], torch.nn.Module) and type(model.frontend[0]).__name__ == "SincConv1d"
+    report = json.loads((tmp_path / "quant_report.json").read_text())
+    assert report["onnx"]["agreement"] >= 0.999 and report["onnx"]["clips"] == 32
+    assert set(report["accuracy"]) == {"val", "test"} and set(report["accuracy"]["test"]) == {"before", "after"}
+    assert 2 <= report["avg_bits_per_weight"] <= 6
+
+    graph = onnx.load(str(result.onnx_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("DequantizeLinear") == 2 * len(report["layers"])  # weights and inputs
+    assert ops.count("QuantizeLinear") == len(report["layers"])  # inputs only: weights are stored as integers
+    int_weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8 and i.dims}  # not the scalar zero points
+    assert len(int_weights) == len(report["layers"])
+    for layer in report["layers"]:  # every weight uses at most 2^b - 1 of the int8 container's values
+        assert any(len(np.unique(w)) <= 2 ** layer["weight_bits"] - 1 and w.size == layer["weight_numel"]
+                   for w in int_weights.values())
+    # The deployable torch model (QDQ layers) computes the fake-quant model's function.
+    torch.testing.assert_close(deploy_model(result.quantizer)(x[16:]), result.model(x[16:]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ["qat", "lsq"])
+def test_fixed_baseline_runs_on_a_conv1d_model(algorithm: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 8, 9, stride=4), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 12))
+    x, y = _data(16, length=400)
+    unsigned = unsigned_inputs(model, x)
+    assert unsigned == {"0": False, "2": True, "6": True}
+    quantizer = fixed_quantizer(model, unsigned, 4, _evaluator(model, x, y, lr=1e-3), algorithm)
+    _, calibration = quantizer.compress(max_steps=4, max_epochs=None)
+    model.eval()
+    assert {t["quant_bits"] for targets in calibration.values() for t in targets.values()} == {4}
+    report = bit_report(quantizer, model)
+    assert report["avg_bits_per_weight"] == report["avg_bits_per_activation"] == 4
+    path = export_onnx(deploy_model(quantizer), tmp_path / "fixed.onnx", x[:1])
+    assert onnx_agreement(model, path, [(x, y)])["agreement"] >= 0.999
+
+
+def test_1d_pooling_layers_are_registered_with_nni() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(1))
+    x = torch.randn(4, 1, 20)
+    config = [{"op_types": ["AvgPool1d", "AdaptiveAvgPool1d"], "target_names": ["_output_"], "quant_dtype": "uint8",
+               "quant_scheme": "affine"}]
+    quantizer = QATQuantizer(model, config, _evaluator(model, x, torch.zeros(4, dtype=torch.long)))
+    assert set(quantizer._module_wrappers) == {"2", "3"}
+
+
+def test_bad_arguments_give_clear_errors() -> None:
+    model = _tiny_model()
+    x, y = _data(8)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    cases = [
+        (dict(method="learned"), "method must be one of"),
+        (dict(bits=9), "bits must be an int in 2..8"),
+        (dict(bits=4, weight_budget_bits=5), r"weight_budget_bits=5 is outside \[min_bits, bits\]"),
+        (dict(method="fixed", bits=4, act_budget_bits=3), "budgets only apply to method='trained'"),
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(lr=0), "lr must be > 0"),
+        (dict(method="fixed", bits=4, fixed_algorithm="dorefa"), "fixed_algorithm must be one of"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            quantize_model(model, loader, loader, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="val is empty"):
+        quantize_model(model, loader, DataLoader(TensorDataset(x[:0], y[:0])), progress=False)
+    with pytest.raises(ValueError, match="search space"):
+        quantize_model(build_space("tiny"), loader, loader, progress=False)
+    prepared = prepare_model(model)
+    evaluator = _evaluator(prepared, x, y)
+    with pytest.raises(ValueError, match="symmetric"):
+        LearnedBitwidthQuantizer(prepared, [{"op_types": ["Conv1d"], "quant_dtype": "int8", "quant_scheme": "affine",
+                                             "target_names": ["weight"]}], evaluator)
+    with pytest.raises(ValueError, match="min_bits must be an int >= 2"):
+        LearnedBitwidthQuantizer(prepare_model(model), [{"op_types": ["Conv1d"], "quant_dtype": "int8",
+                                                         "target_names": ["weight"]}], evaluator, min_bits=1)
+    with pytest.raises(ValueError, match="selects no module"):
+        LearnedBitwidthQuantizer(prepare_model(model), [{"op_types": ["Conv2d"], "quant_dtype": "int8"}], evaluator)
+
+
+def test_cli_quantizes_a_saved_model(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    from nni_kws.cli import main
+    from nni_kws.space import save_arch
+
+    space = build_space("tiny")
+    arch = {**random_arch(space, 1), "frontend": "conv"}
+    torch.save(space.freeze(arch).state_dict(), tmp_path / "model.pt")
+    save_arch(arch, tmp_path / "arch.json", preset="tiny")
+    out = tmp_path / "q"
+    assert main(["quantize", str(tmp_path), "--method", "fixed", "--bits", "4", "--data", str(tiny_gsc),
+                 "--epochs", "1", "--batch-size", "16", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "quant_report.json").read_text())
+    assert report["avg_bits_per_weight"] == 4 and report["onnx"]["agreement"] >= 0.999
+    assert "bits/weight" in capsys.readouterr().out
+    assert main(["quantize", str(tmp_path / "missing"), "--bits", "4", "--data", str(tiny_gsc)]) == 2
+    assert main(["quantize", str(tmp_path), "--method", "fixed", "--data", str(tiny_gsc)]) == 2
+    assert "--method fixed needs --bits" in capsys.readouterr().err
