@@ -19,7 +19,7 @@ import torch
 from nni.nas.evaluator.pytorch import Lightning
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
-from nni.nas.strategy import ENAS, RandomOneShot
+from nni.nas.strategy import DARTS, ENAS, RandomOneShot
 from nni.nas.strategy.base import Strategy
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
@@ -101,7 +101,7 @@ def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchH
                                  enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
 
 
-def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str = "darts",
+def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str | Strategy = "darts",
                epochs: int, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
                arc_learning_rate: float = 3e-3, learning_rate: float = 0.05, out_dir: str | Path | None = None,
                seed: int = 0, resume: bool = False, progress: bool = True, strategy_kwargs: Mapping[str, Any] | None = None,
@@ -116,7 +116,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         Weights train on the first; the architecture step (DARTS family) or the validation
         metrics (``random``) use the second.
     strategy
-        One of :data:`STRATEGIES`.
+        One of :data:`STRATEGIES`, or a ready NNI one-shot strategy object (then ``penalties``,
+        ``arc_learning_rate`` and ``strategy_kwargs`` are its own business).
     epochs
         Search epochs (the total, also when resuming).
     penalties, cost_model
@@ -145,8 +146,13 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         from nni_kws.cost import CostModel
         cost_model = CostModel(space)  # before the strategy mutates the space
     seed_everything(seed)
-    strat = make_strategy(strategy, penalties=penalties, cost_model=cost_model,
-                          arc_learning_rate=arc_learning_rate, **dict(strategy_kwargs or {}))
+    if isinstance(strategy, Strategy):
+        if penalties or strategy_kwargs:
+            raise ValueError("pass penalties and strategy arguments to the strategy object itself")
+        strat = strategy
+    else:
+        strat = make_strategy(strategy, penalties=penalties, cost_model=cost_model,
+                              arc_learning_rate=arc_learning_rate, **dict(strategy_kwargs or {}))
 
     history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
     ckpt = _last_checkpoint(out) if resume else None
@@ -164,14 +170,15 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
 
     oneshot = strat.oneshot_module  # type: ignore[attr-defined]
     probs: dict[str, dict[Any, float]] = {}
-    if strategy in _DIFFERENTIABLE:
+    if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
         arch = argmax_arch(probs)
     else:
         arch = dict(oneshot.export())
     if out is not None:
-        extra: dict[str, Any] = {"strategy": strategy, "epochs": epochs,
+        extra: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
+                                 "epochs": epochs,
                                  "penalties": [p.to_dict() for p in penalties]}
         if cost_model is not None:
             extra["costs"] = {k: v for k, v in cost_model.exact(arch).items() if v is not None}
