@@ -7,13 +7,13 @@ and NNI profilers built on them.
 from .costmodel import CostModel
 from .exact import COSTS, exact_costs, torch_conv_linear_macs
 from .expectation import expected_costs, probs_from_alphas
-from .latency import BACKENDS, LatencyTable, UnknownConfiguration, measure_model, measure_module
+from .latency import BACKENDS, LatencyTable, UnknownConfiguration, make_runner, measure_model, time_runners
 from .layers import Layer, SpaceTable, Unit, space_table
 from .profilers import (KwsCostProfiler, KwsLatencyProfiler, KwsMacsProfiler, KwsParamsProfiler, KwsPeakMemoryProfiler,
                         KwsWeightBytesProfiler)
 
 __all__ = ["CostModel", "COSTS", "exact_costs", "expected_costs", "probs_from_alphas", "torch_conv_linear_macs",
-           "BACKENDS", "LatencyTable", "UnknownConfiguration", "measure_model", "measure_module", "Layer", "SpaceTable",
+           "BACKENDS", "LatencyTable", "UnknownConfiguration", "make_runner", "measure_model", "time_runners", "Layer", "SpaceTable",
            "Unit", "space_table", "KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler", "KwsWeightBytesProfiler",
            "KwsLatencyProfiler", "KwsPeakMemoryProfiler"]
 

@@ -1,15 +1,18 @@
 """Latency look-up table: measure every unit configuration of a space on the target, predict by sums.
 
 A table entry is one *unit* (front end, whole MBConv block with its BN/ReLU/shortcut add, or the
-head), keyed by its geometry (see :class:`~nni_kws.cost.layers.Unit`), holding the median of
-repeated batch-1 timings. Timing whole blocks instead of single convs keeps the per-op overheads
-of BN/ReLU/add inside the entries. What is left, the model's own forward overhead, is one fixed
-term: the median of (measured whole model − sum of its entries) over a few calibration archs.
+head), keyed by its geometry (see :class:`~nni_kws.cost.layers.Unit`), holding a statistic
+(median by default) of repeated batch-1 timings. Timing whole blocks rather than single convs
+keeps the per-op costs of BN/ReLU/add inside the entries. What the sum misses (the model's own
+forward, cache effects between consecutive blocks) is one fixed per-model term, the median of
+(measured − Σ entries) over a few random calibration archs: ``latency = overhead_ms + Σ entries``.
+(A fitted slope as well was tried: with ~10 noisy calibration points it generalised worse.)
 
 Backends: ``torch-cpu`` (eager, ``torch.inference_mode``, ``torch.set_num_threads(threads)``) and
 ``onnxruntime`` (each unit exported with ``torch.onnx.export``, CPU provider, ``threads`` intra-op
 threads). In both, SincConv is baked into a plain conv first (its filters are constants at
-inference).
+inference). Timings of all configurations are interleaved over ``rounds`` passes, so a burst of
+background load spreads over all entries instead of inflating one.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -32,9 +35,16 @@ from nni_kws.space import KwsSpace, bake_sinc, random_arch
 
 from .layers import SpaceTable, Unit, space_table, unit_modules
 
-__all__ = ["BACKENDS", "LatencyTable", "UnknownConfiguration", "measure_model", "measure_module", "device_info"]
+__all__ = ["BACKENDS", "CLOCKS", "STATISTICS", "LatencyTable", "UnknownConfiguration", "make_runner", "time_runners",
+           "measure_model", "device_info"]
 
 BACKENDS = ("torch-cpu", "onnxruntime")
+# 'wall': elapsed time (the real latency; wants a quiet machine). 'cpu': CPU time of the calling
+# thread, which preemption by other processes does not inflate (for shared machines; with
+# threads=1 both backends compute in the calling thread, so it equals wall time on a quiet one).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+# 'min' is the classic estimator under additive noise (timeit); 'median' the issue's default.
+STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
 
 
 class UnknownConfiguration(KeyError):
@@ -44,122 +54,117 @@ class UnknownConfiguration(KeyError):
         return str(self.args[0])
 
 
-def device_info(backend: str, threads: int) -> dict[str, Any]:
-    """What the timings are valid for: CPU model, library versions, thread count."""
+def device_info(backend: str, threads: int, clock: str = "wall", statistic: str = "median") -> dict[str, Any]:
+    """What the timings are valid for: CPU model, library versions, thread count, clock."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "backend": backend, "threads": threads}
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "backend": backend,
+            "threads": threads, "clock": clock, "statistic": statistic}
     if backend == "onnxruntime":
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__
     return info
 
 
-def _runner(module: nn.Module, x: torch.Tensor, backend: str, threads: int) -> Callable[[], Any]:
+def make_runner(module: nn.Module, in_shape: Sequence[int], backend: str = "torch-cpu",
+                threads: int = 1) -> Callable[[], Any]:
+    """A no-argument callable running ``module`` (sinc baked, eval) on a batch-1 random input."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown latency backend {backend!r}; choose from {BACKENDS}")
     module = bake_sinc(copy.deepcopy(module)).eval()
+    x = torch.randn(1, *in_shape)
     if backend == "torch-cpu":
-        torch.set_num_threads(threads)
-
         def run() -> Any:
             with torch.inference_mode():
                 return module(x)
         return run
-    if backend == "onnxruntime":
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), buffer, input_names=["x"], dynamo=False)  # no onnxscript needed
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        feed = {"x": x.numpy()}
-        return lambda: session.run(None, feed)
-    raise ValueError(f"unknown latency backend {backend!r}; choose from {BACKENDS}")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), buffer, input_names=["x"], dynamo=False)  # legacy exporter: no onnxscript
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    return lambda: session.run(None, feed)
 
 
-def _median_ms(run: Callable[[], Any], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def time_runners(runners: Mapping[str, Callable[[], Any]], repeats: int = 50, rounds: int = 3, threads: int = 1,
+                 clock: str = "wall", statistic: str = "median", warmup: int = 2, progress: bool = False,
+                 desc: str = "timing") -> dict[str, float]:
+    """``{key: statistic of repeats timings in ms}``, interleaving the runners over ``rounds`` passes."""
+    from tqdm.auto import tqdm
 
-
-def measure_module(module: nn.Module, in_shape: Sequence[int], backend: str = "torch-cpu", repeats: int = 50,
-                   threads: int = 1, warmup: int = 5) -> float:
-    """Median batch-1 latency in ms of ``module`` on a random input of shape ``(1, *in_shape)``."""
+    if clock not in CLOCKS or statistic not in STATISTICS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)} and statistic one of {sorted(STATISTICS)}")
+    now, per_round = CLOCKS[clock], max(1, -(-repeats // rounds))
+    times: dict[str, list[float]] = {key: [] for key in runners}
     old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        return _median_ms(_runner(module, torch.randn(1, *in_shape), backend, threads), repeats, warmup)
+        with tqdm(total=len(runners) * rounds, desc=desc, unit="config", disable=not progress) as bar:
+            for _ in range(rounds):
+                for key, run in runners.items():
+                    for _ in range(warmup):
+                        run()
+                    for _ in range(per_round):
+                        start = now()
+                        run()
+                        times[key].append((now() - start) * 1e3)
+                    bar.update()
     finally:
         torch.set_num_threads(old_threads)
+    return {key: STATISTICS[statistic](ts) for key, ts in times.items()}
 
 
 def measure_model(model: nn.Module, backend: str = "torch-cpu", repeats: int = 50, threads: int = 1,
-                  warmup: int = 5, input_samples: int = 16000) -> float:
-    """Median batch-1 latency in ms of a whole frozen model on one clip."""
-    return measure_module(model, (1, input_samples), backend, repeats, threads, warmup)
+                  clock: str = "wall", statistic: str = "median", input_samples: int = 16000) -> float:
+    """Batch-1 latency in ms (``statistic`` over ``repeats``) of a whole frozen model on one clip."""
+    run = make_runner(model, (1, input_samples), backend, threads)
+    return time_runners({"model": run}, repeats, 1, threads, clock, statistic, warmup=5)["model"]
 
 
 @dataclass
 class LatencyTable:
-    """Measured unit latencies (ms) of one space on one device, plus the per-model overhead."""
+    """Measured unit latencies (ms) of one space on one device, plus the per-model ``overhead_ms``."""
     backend: str
     entries: dict[str, float]
     overhead_ms: float = 0.0
     device: dict[str, Any] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> geometry + macs
-    meta: dict[str, Any] = field(default_factory=dict)  # repeats, calibration archs, ...
+    meta: dict[str, Any] = field(default_factory=dict)  # repeats, rounds, calibration seeds
     source: str = "<memory>"
 
     @classmethod
     def measure(cls, space: KwsSpace, backend: str = "torch-cpu", repeats: int = 50, threads: int = 1,
-                rounds: int = 3, calibration: int = 5, table: SpaceTable | None = None,
-                progress: bool = True) -> "LatencyTable":
-        """Time every unit configuration of ``space`` (``repeats`` calls each, split over ``rounds``
-        interleaved passes so that a burst of background load does not hit one entry only), then
-        fit the overhead on ``calibration`` random archs (their seeds are saved in ``meta``)."""
-        from tqdm.auto import tqdm
-
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown latency backend {backend!r}; choose from {BACKENDS}")
+                rounds: int = 3, calibration: int = 10, clock: str = "wall", statistic: str = "median",
+                table: SpaceTable | None = None, progress: bool = True) -> "LatencyTable":
+        """Time every unit configuration of ``space``, then the per-model overhead on
+        ``calibration`` random archs (seeds ``10**6 + i``, saved in ``meta``)."""
         table = table or space_table(space)
-        old_threads = torch.get_num_threads()
-        try:
-            units = list(unit_modules(space, table))
-            runners = [(u, _runner(m, torch.randn(1, *u.layers[0].in_shape), backend, threads)) for u, m in units]
-            times: dict[str, list[float]] = {u.key: [] for u, _ in units}
-            per_round = max(1, repeats // rounds)
-            with tqdm(total=len(runners) * rounds, desc=f"profile {backend}", unit="config",
-                      disable=not progress) as bar:
-                for _ in range(rounds):
-                    for unit, run in runners:
-                        times[unit.key].append(_median_ms(run, per_round, warmup=2))
-                        bar.update()
-            entries = {key: statistics.median(ts) for key, ts in times.items()}
-            lut = cls(backend, entries, 0.0, device_info(backend, threads),
-                      {u.key: {"kind": u.kind, **dict(u.config), "macs": u.macs} for u, _ in units},
-                      {"repeats": repeats, "rounds": rounds})
-            seeds = [10**6 + i for i in range(calibration)]
-            gaps = []
-            for seed in seeds:
-                arch = random_arch(space, seed)
-                measured = measure_model(space.freeze(arch), backend, repeats, threads, 5, table.input_samples)
-                gaps.append(measured - lut.predict(table.units(arch)))
-            lut.overhead_ms = statistics.median(gaps) if gaps else 0.0
-            lut.meta["calibration_seeds"] = seeds
-        finally:
-            torch.set_num_threads(old_threads)
+        units = dict((u.key, (u, m)) for u, m in unit_modules(space, table))
+        runners = {key: make_runner(m, u.layers[0].in_shape, backend, threads) for key, (u, m) in units.items()}
+        entries = time_runners(runners, repeats, rounds, threads, clock, statistic, progress=progress,
+                               desc=f"profile {backend}")
+        lut = cls(backend, entries, 0.0, device_info(backend, threads, clock, statistic),
+                  {key: {"kind": u.kind, **dict(u.config), "macs": u.macs} for key, (u, _) in units.items()},
+                  {"repeats": repeats, "rounds": rounds})
+        seeds = [10**6 + i for i in range(calibration)]
+        archs = [random_arch(space, seed) for seed in seeds]
+        models = {str(s): make_runner(space.freeze(a), (1, table.input_samples), backend, threads)
+                  for s, a in zip(seeds, archs)}
+        measured = time_runners(models, repeats, rounds, threads, clock, statistic, progress=progress,
+                                desc="calibrate")
+        gaps = [m - lut.predict(table.units(a)) for a, m in zip(archs, measured.values())]
+        lut.overhead_ms = statistics.median(gaps) if gaps else 0.0
+        lut.meta["calibration_seeds"] = seeds
         return lut
 
     def lookup(self, unit: Unit, fallback: str | None = None) -> float:
@@ -177,7 +182,7 @@ class LatencyTable:
         return unit.macs * statistics.median(rates)
 
     def predict(self, units: Iterable[Unit], fallback: str | None = None) -> float:
-        """Predicted latency in ms: fixed overhead + sum of the units' entries."""
+        """Predicted latency in ms: ``overhead_ms + Σ`` entries of the units."""
         return self.overhead_ms + sum(self.lookup(u, fallback) for u in units)
 
     def to_json(self) -> dict[str, Any]:
@@ -202,7 +207,6 @@ class LatencyTable:
         try:
             entries = {key: float(e["ms"]) for key, e in data["entries"].items()}
             configs = {key: {k: v for k, v in e.items() if k != "ms"} for key, e in data["entries"].items()}
-            return cls(data["backend"], entries, float(data.get("overhead_ms", 0.0)), data.get("device", {}), configs,
-                       data.get("meta", {}), str(path))
+            return cls(data["backend"], entries, float(data.get("overhead_ms", 0.0)), data.get("device", {}), configs, data.get("meta", {}), str(path))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: not a latency table JSON (missing {err})") from None

@@ -1,0 +1,123 @@
+"""Benchmark of the cost model: latency-table predictions vs measured whole models, MACs vs torch.
+
+1. Build the latency table of a space (default preset 'small', torch-cpu, 1 thread).
+2. On ``--archs`` random architectures that were not used to build it (neither harvest nor
+   calibration archs), measure whole-model batch-1 latency (interleaved rounds, same clock and
+   statistic as the table) and report the share predicted within ±10 %.
+3. On the same archs, check ``2 · macs`` against ``torch.utils.flop_counter.FlopCounterMode``'s
+   conv + linear FLOPs (must agree exactly).
+
+Each ``--variants`` entry ``clock:statistic`` repeats steps 1–2: ``wall:median`` is the plain
+definition; ``cpu:min`` (thread CPU time, minimum) is robust to other processes on a shared machine.
+
+    python benchmarks/cost_model.py [--preset small] [--backend torch-cpu] [--out benchmarks/results/cost_model.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nni_kws.cost import CostModel, LatencyTable, make_runner, time_runners, torch_conv_linear_macs
+from nni_kws.space import PRESETS, build_space, random_arch
+
+
+def test_archs(space: Any, cm: CostModel, n: int, exclude: list[dict]) -> list[tuple[int, dict]]:
+    """``n`` distinct random archs (seed, arch) that are none of ``exclude``."""
+    seen = [dict(a) for a in exclude]
+    out: list[tuple[int, dict]] = []
+    seed = 0
+    while len(out) < n:
+        arch = random_arch(space, seed)
+        if arch not in seen:
+            seen.append(arch)
+            out.append((seed, arch))
+        seed += 1
+    return out
+
+
+def run_variant(space: Any, cm: CostModel, args: argparse.Namespace, clock: str, statistic: str) -> dict[str, Any]:
+    start = time.time()
+    lut = LatencyTable.measure(space, args.backend, args.repeats, args.threads, args.rounds, args.calibration,
+                               clock, statistic, table=cm.table, progress=not args.quiet)
+    lut_s = time.time() - start
+    calib = [random_arch(space, s) for s in lut.meta["calibration_seeds"]]
+    archs = test_archs(space, cm, args.archs, calib + cm.table.harvest)
+    runners = {str(seed): make_runner(space.freeze(arch), (1, 16000), args.backend, args.threads) for seed, arch in archs}
+    measured = time_runners(runners, args.repeats, args.rounds, args.threads, clock, statistic,
+                            progress=not args.quiet, desc="whole models")
+    rows = []
+    for seed, arch in archs:
+        predicted, real = lut.predict(cm.units(arch)), measured[str(seed)]
+        rows.append({"seed": seed, "measured_ms": round(real, 4), "predicted_ms": round(predicted, 4),
+                     "rel_error": round(predicted / real - 1, 4)})
+    errors = [abs(r["rel_error"]) for r in rows]
+    return {
+        "clock": clock, "statistic": statistic,
+        "within_10pct": sum(e <= 0.10 for e in errors) / len(errors),
+        "within_5pct": sum(e <= 0.05 for e in errors) / len(errors),
+        "mean_abs_rel_error": statistics.fmean(errors), "max_abs_rel_error": max(errors),
+        "bias": statistics.fmean(r["rel_error"] for r in rows),
+        "lut": {"entries": len(lut.entries), "overhead_ms": lut.overhead_ms,
+                "build_s": round(lut_s, 1), "device": lut.device},
+        "archs": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--backend", default="torch-cpu", choices=["torch-cpu", "onnxruntime"])
+    parser.add_argument("--archs", type=int, default=50, help="test architectures (default 50)")
+    parser.add_argument("--repeats", type=int, default=60, help="timings per configuration / model")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved passes the repeats are split over")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calibration", type=int, default=10, help="archs used to measure the per-model overhead")
+    parser.add_argument("--variants", default="wall:median,cpu:min", help="comma-separated clock:statistic")
+    parser.add_argument("--out", default="benchmarks/results/cost_model.json")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    start = time.time()
+    space = build_space(args.preset)
+    cm = CostModel(space)
+    result: dict[str, Any] = {"preset": args.preset, "backend": args.backend, "threads": args.threads,
+                              "repeats": args.repeats, "rounds": args.rounds, "n_archs": args.archs, "variants": {}}
+    for variant in args.variants.split(","):
+        clock, statistic = variant.split(":")
+        result["variants"][variant] = run_variant(space, cm, args, clock, statistic)
+
+    # MACs vs torch's FLOP counter (conv + linear FLOPs = 2 x MACs), on the same test archs
+    archs = test_archs(space, cm, args.archs, cm.table.harvest)
+    agree = 0
+    mismatches = []
+    for seed, arch in archs:
+        ours, torch_macs = cm.exact(arch)["macs"], torch_conv_linear_macs(space.freeze(arch))
+        agree += ours == torch_macs
+        if ours != torch_macs:
+            mismatches.append({"seed": seed, "ours": ours, "torch": torch_macs})
+    result["macs_vs_flop_counter"] = {"archs": len(archs), "exact_agreement": agree / len(archs),
+                                      "mismatches": mismatches}
+    result["runtime_s"] = round(time.time() - start, 1)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"cost model benchmark: preset {args.preset}, backend {args.backend}, {args.archs} test archs, "
+          f"{args.threads} thread(s), {result['runtime_s']} s")
+    for name, v in result["variants"].items():
+        print(f"  latency [{name}]: {v['within_10pct']:.0%} within ±10% (target ≥95%), {v['within_5pct']:.0%} within "
+              f"±5%, mean |err| {v['mean_abs_rel_error']:.1%}, max {v['max_abs_rel_error']:.1%}, bias "
+              f"{v['bias']:+.1%}; table: {v['lut']['entries']} entries, overhead {v['lut']['overhead_ms']:.3f} ms")
+    print(f"  MACs: 2·macs == FlopCounterMode conv+linear FLOPs on "
+          f"{result['macs_vs_flop_counter']['exact_agreement']:.0%} of {len(archs)} archs")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
