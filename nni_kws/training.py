@@ -51,6 +51,11 @@ class KwsModule(LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_train_start(self) -> None:
+        # Lightning 2.x keeps each submodule's train/eval mode as it found it, so a model that was
+        # evaluated before fit() would train with frozen BatchNorm statistics.
+        self.model.train()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
@@ -91,8 +96,12 @@ def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress
     a checkpoint every epoch (``last.ckpt``) so an interrupted run resumes with nothing lost."""
     callbacks = list(kwargs.pop("callbacks", []))
     if checkpoint and out_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=Path(out_dir) / "checkpoints", save_last=True,
-                                         every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"))
+        ckpt_dir = Path(out_dir) / "checkpoints"
+        # last.ckpt after every epoch (resume) and best.ckpt by validation accuracy (model selection).
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_epochs=1,
+                                         enable_version_counter=False))
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
+                                         enable_version_counter=False))
     logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
     trainer_cls: Callable[..., pl.Trainer] = kwargs.pop("trainer_cls", pl.Trainer)
     return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
