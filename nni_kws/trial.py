@@ -37,7 +37,8 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
     Raises :class:`~nni_kws.space.InvalidArchitecture` (a ``ValueError``) naming the first bad
     label: unknown, missing, or a value outside the space of ``preset``.
     """
-    from nni_kws.space import build_space, validate_arch
+    from nni_kws.nnictl.costs import space_by_name
+    from nni_kws.space import validate_arch
 
     rest = dict(params)
     budget = rest.pop(BUDGET_KEY, None)
@@ -47,7 +48,7 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
             train[key] = TRAIN_PARAMS[key](rest.pop(key))
         except (TypeError, ValueError):
             raise ValueError(f"parameter {key!r} must be a {TRAIN_PARAMS[key].__name__}, got {params[key]!r}") from None
-    arch = validate_arch(build_space(preset), rest)
+    arch = validate_arch(space_by_name(preset), rest)
     return arch, train, (None if budget is None else float(budget))
 
 
@@ -76,15 +77,15 @@ def run_trial(arch: Mapping[str, Any], *, data: str | os.PathLike, preset: str, 
     import nni
 
     from nni_kws.data.datamodule import SpeechCommandsDataModule
-    from nni_kws.nnictl.costs import arch_costs
-    from nni_kws.space import build_model, build_space
+    from nni_kws.nnictl.costs import arch_costs, space_by_name
+    from nni_kws.space import build_model
     from nni_kws.training import fit, seed_everything
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     seed_everything(seed)
     if model is None:
-        model = build_model(arch, build_space(preset))
+        model = build_model(arch, space_by_name(preset))
     dm = SpeechCommandsDataModule(data, batch_size=batch_size, num_workers=num_workers, seed=seed,
                                   max_per_class=max_per_class)
     metrics = fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, out_dir=out_dir,
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m nni_kws.trial``."""
     p = argparse.ArgumentParser(prog="python -m nni_kws.trial", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA)")
-    p.add_argument("--preset", default="small", help="space preset the search space was made from (default: small)")
+    p.add_argument("--preset", default="small",
+                   help="space of the search-space file: a preset, or preset-frontend such as small-mfcc (default: small)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (ignored when the tuner sends TRIAL_BUDGET)")
     p.add_argument("--epochs-per-budget", type=float, default=1.0,
                    help="epochs per unit of Hyperband's TRIAL_BUDGET (default 1: R in the config = max epochs)")
@@ -126,11 +128,12 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     params = nni.get_next_parameter() or {}
     if params:
         return dict(params)
-    from nni_kws.space import build_space, load_arch, space_choices
+    from nni_kws.nnictl.costs import space_by_name
+    from nni_kws.space import load_arch, space_choices
     if args.arch:
         return load_arch(args.arch)
     _logger.warning("no parameters from NNI and no --arch: training the first candidate of every label")
-    return {label: values[0] for label, values in space_choices(build_space(args.preset)).items()}
+    return {label: values[0] for label, values in space_choices(space_by_name(args.preset)).items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator, OptimizeMode, extract_scalar_reward
 from schema import And, Optional, Or, Schema
 
-from nni_kws.nnictl.costs import arch_costs, budget_penalty, over_budget, parse_budgets
+from nni_kws.nnictl.costs import arch_costs, budget_penalty, over_budget, parse_budgets, space_by_name
 from nni_kws.trial import BUDGET_KEY, TRAIN_PARAMS
 
 __all__ = ["HardwareAwareTuner", "HardwareAwareClassArgsValidator"]
@@ -75,9 +75,7 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
             Optional("lut"): Or(str, None),
         }).validate(kwargs)
         parse_budgets(kwargs.get("budgets"))
-        from nni_kws.space import PRESETS
-        if kwargs.get("preset", "small") not in PRESETS:
-            raise ValueError(f"unknown space preset {kwargs['preset']!r}; choose from {sorted(PRESETS)}")
+        space_by_name(kwargs.get("preset", "small"))  # raises naming an unknown preset or front end
         name = kwargs.get("tuner", "TPE")
         args = _inner_args(name, kwargs.get("tuner_args"), kwargs.get("optimize_mode", "maximize"))
         validator = create_validator_instance("tuners", name)
@@ -93,7 +91,7 @@ class HardwareAwareTuner(Tuner):
     tuner, tuner_args
         Built-in name of the wrapped tuner and its class arguments (``optimize_mode`` is passed on).
     preset
-        Space preset of the search space (``search_spaces/<preset>.json``), for the cost model.
+        Name of the search space (``search_spaces/<preset>.json``: ``small``, ``small-mfcc``...), for the cost model.
     budgets
         ``{metric: limit}`` over ``params``, ``macs``, ``latency_ms``, ``peak_act_kb``.
     mode

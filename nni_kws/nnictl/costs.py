@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-__all__ = ["COST_METRICS", "arch_costs", "parse_budgets", "over_budget", "budget_penalty"]
+__all__ = ["COST_METRICS", "space_by_name", "arch_costs", "parse_budgets", "over_budget", "budget_penalty"]
 
 #: Metric name -> (key of ``CostModel.exact``, scale). Budgets use the metric names.
 COST_METRICS: dict[str, tuple[str, float]] = {
@@ -20,15 +20,23 @@ COST_METRICS: dict[str, tuple[str, float]] = {
 }
 
 
-@lru_cache(maxsize=8)
-def _cost_model(preset: str, lut: str | None) -> Any:
-    from nni_kws.cost import CostModel  # heavy; only when costs are asked for
+def space_by_name(name: str) -> Any:
+    """The space named like its search-space file: ``'small'`` → preset small, ``'small-mfcc'`` →
+    preset small with the MFCC front end (``search_spaces/<name>.json``)."""
     from nni_kws.space import build_space
-    return CostModel(build_space(preset), lut=lut)
+    preset, _, frontend = name.partition("-")
+    return build_space(preset, **({"frontend": frontend} if frontend else {}))
+
+
+@lru_cache(maxsize=8)
+def _cost_model(space: str, lut: str | None) -> Any:
+    from nni_kws.cost import CostModel  # heavy; only when costs are asked for
+    return CostModel(space_by_name(space), lut=lut)
 
 
 def arch_costs(arch: Mapping[str, Any], preset: str, lut: str | None = None) -> dict[str, float]:
-    """``{metric: value}`` for the metrics of :data:`COST_METRICS`, from the analytic cost model.
+    """``{metric: value}`` for the metrics of :data:`COST_METRICS`, from the analytic cost model
+    (``preset``: a space name of :func:`space_by_name`).
 
     ``latency_ms`` needs a latency table (``lut``, measured with ``nni-kws profile``); without
     one it is left out rather than guessed.

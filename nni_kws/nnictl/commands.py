@@ -1,0 +1,135 @@
+"""``nni-kws experiment``: multi-trial NAS with the web UI (``run``) and a pre-flight check of
+``nnictl`` configs (``check``), since ``nnictl create`` (config v2) never validates ``classArgs``."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["register", "check_config"]
+
+HW_TUNER = "KwsHardwareAware"  # builtinName in examples/nnictl/meta.yml
+
+
+def check_config(path: str | Path) -> list[str]:
+    """Check a ``nnictl`` config for nni-kws: the tuner's ``classArgs`` (with the tuner's registered
+    ``ClassArgsValidator``), and that the search space matches the trial's ``--preset``.
+
+    Raises ``ValueError`` naming the first problem; returns warnings (e.g. no dataset given).
+    """
+    from nni.tools.package_utils import config_manager
+    from nni.tools.package_utils.tuner_factory import create_validator_instance
+
+    from nni_kws.space import space_choices
+    from nni_kws.trial import TRAIN_PARAMS
+    from nni_kws.tuner import HardwareAwareClassArgsValidator
+
+    from .costs import space_by_name
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    tuner = config.get("tuner") or config.get("advisor") or {}
+    warnings = []
+    if tuner.get("name"):
+        if config_manager.get_algo_meta(tuner["name"]) is None:
+            hint = " (nnictl algo register --meta examples/nnictl/meta.yml)" if tuner["name"] == HW_TUNER else ""
+            warnings.append(f"tuner {tuner['name']!r} is not registered with nnictl{hint}")
+        validator = (HardwareAwareClassArgsValidator() if tuner["name"] == HW_TUNER
+                     else create_validator_instance("tuners", tuner["name"]))
+        if validator is not None:
+            try:
+                validator.validate_class_args(**(tuner.get("classArgs") or {}))
+            except Exception as err:  # schema.SchemaError, ValueError...
+                raise ValueError(f"{path}: tuner {tuner['name']} classArgs: {err}") from None
+    command = config.get("trialCommand", "")
+    match = re.search(r"--preset[= ](\S+)", command)
+    preset = match.group(1) if match else "small"
+    if "nni_kws.trial" not in command:
+        return warnings + [f"trialCommand does not run nni_kws.trial: {command!r}"]
+    if "searchSpaceFile" in config:
+        space_file = (path.parent / config["searchSpaceFile"]).resolve()
+        if not space_file.is_file():
+            raise FileNotFoundError(f"{path}: searchSpaceFile not found: {space_file}")
+        search_space = json.loads(space_file.read_text())
+    else:
+        search_space = config.get("searchSpace") or {}
+    choices = space_choices(space_by_name(preset))
+    for label, spec in search_space.items():
+        if label in TRAIN_PARAMS:
+            continue
+        if label not in choices:
+            raise ValueError(f"{path}: search-space label {label!r} is not in the {preset!r} space (--preset)")
+        bad = [v for v in spec.get("_value", []) if v not in choices[label]]
+        if spec.get("_type") != "choice" or bad:
+            raise ValueError(f"{path}: label {label!r} must be a choice among {choices[label]}, got {spec}")
+    missing = sorted(set(choices) - set(search_space))
+    if missing:
+        raise ValueError(f"{path}: search space lacks label {missing[0]!r} of the {preset!r} space")
+    classargs = tuner.get("classArgs") or {}
+    if tuner.get("name") == HW_TUNER and classargs.get("preset", "small") != preset:
+        raise ValueError(f"{path}: KwsHardwareAware preset {classargs.get('preset', 'small')!r} "
+                         f"differs from the trial's --preset {preset!r}")
+    if "--data" not in command:
+        warnings.append("no --data in trialCommand: trials read $NNI_KWS_DATA (set it before nnictl create)")
+    return warnings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nni_kws.trial import resolve_data
+
+    from .experiment import run_nas_experiment
+
+    results = run_nas_experiment(
+        resolve_data(args.data), preset=args.preset, strategy=args.strategy, max_trials=args.trials,
+        concurrency=args.concurrency, epochs=args.epochs, budgets=_budgets(args.budget), port=args.port,
+        seed=args.seed, lut=args.lut, batch_size=args.batch_size, max_per_class=args.max_per_class,
+        experiment_dir=args.experiment_dir, top_k=args.top_k, out=args.out, keep_ui=args.keep_ui)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _budgets(items: list[str] | None) -> dict[str, float]:
+    from .costs import parse_budgets
+    return parse_budgets(items or [])
+
+
+def _check(args: argparse.Namespace) -> int:
+    for warning in check_config(args.config):
+        print(f"warning: {warning}")
+    print(f"{args.config}: ok")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("experiment", help="multi-trial NAS with NNI's web UI; check nnictl configs")
+    sub = parser.add_subparsers(dest="experiment_command", metavar="ACTION", required=True)
+
+    run = sub.add_parser("run", help="multi-trial NAS (NasExperiment) with the web UI on --port")
+    run.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA)")
+    run.add_argument("--preset", default="small", help="space: preset or preset-frontend (default: small)")
+    run.add_argument("--strategy", default="evolution", choices=["random", "evolution", "tpe", "grid"])
+    run.add_argument("--trials", type=int, default=20, help="architectures to train")
+    run.add_argument("--concurrency", type=int, default=1)
+    run.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
+    run.add_argument("--budget", action="append", metavar="NAME=LIMIT",
+                     help="hardware budget, repeatable: params, macs, peak_act_kb, latency_ms (with --lut)")
+    run.add_argument("--lut", help="latency table (nni-kws profile) for latency_ms")
+    run.add_argument("--port", type=int, default=8080, help="web UI port on 127.0.0.1 (default 8080)")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--max-per-class", type=int, help="cap clips per class in every trial")
+    run.add_argument("--experiment-dir", help="instead of ~/nni-experiments")
+    run.add_argument("--top-k", type=int, default=5)
+    run.add_argument("--out", help="folder for top_models.json")
+    run.add_argument("--keep-ui", action="store_true", help="keep the web UI up after the search, until Ctrl-C")
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check", help="check an nnictl config (classArgs, search space vs --preset)")
+    check.add_argument("config")
+    check.set_defaults(func=_check)
