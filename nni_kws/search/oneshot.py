@@ -93,8 +93,8 @@ def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchH
     callbacks: list[pl.Callback] = [history]
     if out_dir is not None:
         # monitor=None: one-shot DARTS has no validation loop, so keep the latest epoch only.
-        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch}",
-                                         save_last=True, save_top_k=0, every_n_epochs=1, monitor=None))
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{epoch}",
+                                         save_last=True, save_top_k=1, every_n_epochs=1, monitor=None))
     logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
     return nni.trace(pl.Trainer)(max_epochs=epochs, accelerator="auto", devices=1, logger=logger, callbacks=callbacks,
                                  enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
@@ -157,10 +157,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
     ckpt = _last_checkpoint(out) if resume else None
     if ckpt is not None:
-        done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"])  # epochs completed
-        history.load(before_epoch=done)
-        _logger.info("resuming the search from %s (%d epochs done)", ckpt, done)
-    elif out is not None and history.path is not None and history.path.exists():
+        _logger.info("resuming the search from %s", ckpt)
+    elif history.path is not None and history.path.exists():
         history.path.unlink()  # a fresh search in an old folder
 
     module = nni.trace(KwsModule)(learning_rate=learning_rate, **module_kwargs)

@@ -97,6 +97,15 @@ class ResourceDartsModule(DartsLightningModule):
         self.penalties = list(penalties)
         self.cost_model = cost_model
 
+    def arch_parameters(self) -> list[nn.Parameter]:
+        # NNI returns ``list(set(...))``: an order that changes from run to run, so a resumed
+        # checkpoint would load Adam's moments into the wrong alphas. Keep the module order.
+        params: dict[int, nn.Parameter] = {}
+        for m in self.supernet_modules():
+            for p in getattr(m, "arch_parameters", lambda: ())():
+                params.setdefault(id(p), p)
+        return list(params.values())
+
     def expected_costs(self) -> dict[str, torch.Tensor]:
         """Expected costs under the current architecture distribution (differentiable)."""
         if self.cost_model is None:
@@ -221,8 +230,14 @@ class SearchHistory(pl.Callback):
         self.cost_model = cost_model
         self.records: list[dict[str, Any]] = []
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After a restored checkpoint, current_epoch is the first epoch still to run.
+        self.load(before_epoch=trainer.current_epoch)
+
     def load(self, before_epoch: int) -> None:
-        """Keep the records of epochs ``< before_epoch`` from an earlier (interrupted) run."""
+        """Keep the records of epochs ``< before_epoch`` from an earlier (interrupted) run: the
+        record of an epoch is written just before its checkpoint, so a crash in between leaves one
+        record too many."""
         if self.path is None or not self.path.exists():
             return
         lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,158 @@
+"""Resource-aware DARTS: penalties reach the architecture logits (NNI's do not), a larger λ gives a
+cheaper architecture, and an interrupted search resumes to the same state."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+
+import pytest
+import torch
+from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
+from nni.nas.strategy import DARTS
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from nni_kws.cost import CostModel, KwsMacsProfiler
+from nni_kws.search import ResourceDARTS, ResourcePenalty, penalized_loss, run_search
+from nni_kws.space import build_space
+
+warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+
+ARC_LR = 0.05  # large, so that a few architecture steps show the effect
+
+
+@pytest.fixture(scope="module")
+def data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(8, 1, 16000, generator=g), torch.randint(0, 12, (8,), generator=g))
+
+
+@pytest.fixture(scope="module")
+def cost_model() -> CostModel:
+    return CostModel("tiny")
+
+
+def _search(data, strategy="darts", epochs=2, **kwargs):
+    torch.manual_seed(0)  # same supernet weights in every run
+    loader = DataLoader(data, batch_size=4)
+    return run_search(build_space("tiny"), loader, loader, strategy=strategy, epochs=epochs,
+                      arc_learning_rate=ARC_LR, progress=False, **kwargs)
+
+
+def _flat(probs) -> torch.Tensor:
+    return torch.tensor([p for label in sorted(probs) for p in probs[label].values()])
+
+
+# ---- penalty arithmetic ----------------------------------------------------------------------
+
+def test_penalty_forms_and_validation():
+    loss, cost = torch.tensor(2.0), torch.tensor(150.0)
+    hinge = ResourcePenalty("macs", 100, 0.5)
+    assert float(penalized_loss(loss, {"macs": cost}, [hinge])[0]) == pytest.approx(2 + 0.5 * 0.5)
+    assert float(penalized_loss(loss, {"macs": torch.tensor(50.0)}, [hinge])[0]) == pytest.approx(2.0)
+    add = ResourcePenalty("macs", 100, 0.5, "add")
+    assert float(penalized_loss(loss, {"macs": torch.tensor(50.0)}, [add])[0]) == pytest.approx(2 - 0.25)
+    mul = ResourcePenalty("params", 100, 2.0, "mul-log")
+    both, details = penalized_loss(loss, {"macs": cost, "params": cost}, [hinge, mul])
+    assert float(both) == pytest.approx(2 * (math.log(150) / math.log(100)) ** 2 + 0.25)
+    assert set(details) == {"hinge/macs", "mul-log/params"}
+    for bad in [dict(resource="flops", target=1), dict(resource="macs", target=0), dict(resource="macs", target=1,
+                form="mul-log"), dict(resource="macs", target=1, weight=-1), dict(resource="macs", target=1, form="x")]:
+        with pytest.raises(ValueError):
+            ResourcePenalty(**bad)
+    with pytest.raises(ValueError, match="latency"):
+        penalized_loss(loss, {"macs": cost, "latency_ms": None}, [ResourcePenalty("latency_ms", 5.0)])
+
+
+@pytest.mark.parametrize("form", ["hinge", "add", "mul-log"])
+def test_every_form_pushes_probability_towards_cheaper_choices(form, cost_model):
+    alphas = {label: torch.zeros(len(values), requires_grad=True) for label, values in cost_model.choices.items()}
+    expected = cost_model.expected(cost_model.probs_from_alphas(alphas))
+    loss, _ = penalized_loss(torch.tensor(1.0), expected, [ResourcePenalty("macs", 1e5, 1.0, form)])
+    loss.backward()
+    for label in ("s0_i0_e", "s0_i0_k", "s1_depth"):  # values ordered cheap -> expensive
+        grad = alphas[label].grad
+        assert grad[-1] > 0 > grad[0], (label, grad)
+
+
+# ---- the search ------------------------------------------------------------------------------
+
+def test_larger_lambda_gives_cheaper_architectures(data, cost_model, tmp_path):
+    runs = {lam: _search(data, penalties=[ResourcePenalty("macs", 2e5, lam)] if lam else [],
+                         cost_model=cost_model, out_dir=tmp_path / str(lam)) for lam in (0.0, 0.3, 30.0)}
+    expected = [runs[lam].history[-1]["expected"]["macs"] for lam in sorted(runs)]
+    exact = [cost_model.exact(runs[lam].arch)["macs"] for lam in sorted(runs)]
+    assert expected[0] > expected[1] > expected[2], expected
+    assert exact[0] >= exact[1] >= exact[2] and exact[0] > exact[2], exact
+    # the strong penalty picks the cheapest block options
+    arch = runs[30.0].arch
+    assert arch["s1_depth"] == 1 and all(arch[f"s{i}_e"] == 1 for i in ("0_i0", "1_i0"))
+    # logged every epoch, also to history.jsonl
+    lines = [json.loads(line) for line in (tmp_path / "30.0" / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert lines[-1]["arch"] == arch and lines[-1]["exact"]["macs"] == exact[2]
+    assert lines[0]["expected"]["macs"] > lines[1]["expected"]["macs"]
+    assert "penalty/hinge/macs" in lines[-1]["metrics"]
+
+
+def test_our_penalty_moves_alphas_while_nni_darts_penalty_does_not(data, cost_model):
+    def nni_penalty():
+        return ExpectationProfilerPenalty(KwsMacsProfiler(build_space("tiny")), baseline=1e5, scale=100.0)
+
+    baseline = _search(data, epochs=1, penalties=[], cost_model=cost_model).probs
+    nni = _search(data, epochs=1, strategy=DARTS(arc_learning_rate=ARC_LR, penalty=nni_penalty())).probs
+    ours = _search(data, epochs=1, penalties=[ResourcePenalty("macs", 1e5, 1.0, "add")], cost_model=cost_model).probs
+    fixed = _search(data, epochs=1, strategy=ResourceDARTS(arc_learning_rate=ARC_LR, penalty=nni_penalty())).probs
+    assert torch.equal(_flat(nni), _flat(baseline))  # NNI's penalty is a constant w.r.t. alpha
+    assert (_flat(ours) - _flat(baseline)).abs().max() > 0.01
+    assert (_flat(fixed) - _flat(baseline)).abs().max() > 0.01  # same NNI penalty, fed tensor probabilities
+    assert cost_model.expected(ours)["macs"] < cost_model.expected(baseline)["macs"]
+
+
+def test_gumbel_with_multiplicative_log_penalty(data, cost_model):
+    result = _search(data, strategy="gumbel", epochs=1, penalties=[ResourcePenalty("macs", 2e5, 8.0, "mul-log")],
+                     cost_model=cost_model)
+    record = result.history[-1]
+    assert record["metrics"]["gumbel_temperature"] == pytest.approx(1.0)
+    assert "penalty/mul-log/macs" in record["metrics"] and record["expected"]["macs"] > 0
+
+
+class _Interrupting(Dataset):
+    """Wraps a dataset and raises once, at a given fetch (a crash in the middle of a search)."""
+
+    def __init__(self, base: Dataset, fail_at: int) -> None:
+        self.base, self.fail_at, self.count = base, fail_at, 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i):
+        self.count += 1
+        if self.count == self.fail_at:
+            raise RuntimeError("simulated crash")
+        return self.base[i]
+
+
+def test_interrupted_search_resumes_to_the_same_state(data, cost_model, tmp_path):
+    penalties = [ResourcePenalty("macs", 2e5, 1.0)]
+    full = _search(data, epochs=2, penalties=penalties, cost_model=cost_model, out_dir=tmp_path / "full")
+
+    torch.manual_seed(0)
+    out = tmp_path / "crash"
+    crashing = DataLoader(_Interrupting(data, fail_at=len(data) + 1), batch_size=4)  # first fetch of epoch 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_search(build_space("tiny"), crashing, DataLoader(data, batch_size=4), epochs=2, penalties=penalties,
+                   cost_model=cost_model, arc_learning_rate=ARC_LR, out_dir=out, progress=False)
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1  # epoch 0 done and saved
+
+    resumed = _search(data, epochs=2, penalties=penalties, cost_model=cost_model, out_dir=out, resume=True)
+    assert [r["epoch"] for r in resumed.history] == [0, 1]
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history]
+    assert resumed.arch == full.arch
+    torch.testing.assert_close(_flat(resumed.probs), _flat(full.probs))
+    full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, msg=key)
+    assert json.loads((out / "arch.json").read_text())["arch"] == full.arch
