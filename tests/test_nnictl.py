@@ -244,3 +244,20 @@ def test_trial_needs_data(monkeypatch, tmp_path):
 
 def _first() -> dict:
     return {label: spec["_value"][0] for label, spec in json.loads(TINY_SPACE.read_text()).items()}
+
+
+def test_experiment_check_validates_configs(tmp_path, monkeypatch):
+    from nni_kws.nnictl.commands import check_config
+    monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path / "nni-config"))
+    for example in sorted(EXAMPLES.glob("*.yml")):
+        if example.name != "meta.yml":
+            assert all("not registered" in w or "--data" in w for w in check_config(example)), example
+    config = yaml.safe_load((EXAMPLES / "hardware_aware.yml").read_text())
+    bad = tmp_path / "bad.yml"
+    for edit, message in [({"tuner": {**config["tuner"], "classArgs": {"budgets": {"flops": 1}}}}, "unknown budget"),
+                          ({"tuner": {"name": "TPE", "classArgs": {"optimize_mode": "best"}}}, "TPE classArgs.*best"),
+                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"}, "label 'frontend'"),
+                          ({"searchSpaceFile": "nope.json"}, "not found")]:
+        bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"), **edit}))
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            check_config(bad)

@@ -22,7 +22,7 @@ def check_config(path: str | Path) -> list[str]:
     Raises ``ValueError`` naming the first problem; returns warnings (e.g. no dataset given).
     """
     from nni.tools.package_utils import config_manager
-    from nni.tools.package_utils.tuner_factory import create_validator_instance
+    from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
     from nni_kws.space import space_choices
     from nni_kws.trial import TRAIN_PARAMS
@@ -42,11 +42,13 @@ def check_config(path: str | Path) -> list[str]:
             warnings.append(f"tuner {tuner['name']!r} is not registered with nnictl{hint}")
         validator = (HardwareAwareClassArgsValidator() if tuner["name"] == HW_TUNER
                      else create_validator_instance("tuners", tuner["name"]))
-        if validator is not None:
-            try:
+        try:
+            if validator is not None:
                 validator.validate_class_args(**(tuner.get("classArgs") or {}))
-            except Exception as err:  # schema.SchemaError, ValueError...
-                raise ValueError(f"{path}: tuner {tuner['name']} classArgs: {err}") from None
+            elif config_manager.get_algo_meta(tuner["name"]) is not None:  # e.g. TPE has no validator
+                create_builtin_class_instance(tuner["name"], tuner.get("classArgs"), "tuners")
+        except Exception as err:  # schema.SchemaError, ValueError, TypeError...
+            raise ValueError(f"{path}: tuner {tuner['name']} classArgs: {err}") from None
     command = config.get("trialCommand", "")
     match = re.search(r"--preset[= ](\S+)", command)
     preset = match.group(1) if match else "small"
