@@ -256,7 +256,7 @@ def test_experiment_check_validates_configs(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yml"
     for edit, message in [({"tuner": {**config["tuner"], "classArgs": {"budgets": {"flops": 1}}}}, "unknown budget"),
                           ({"tuner": {"name": "TPE", "classArgs": {"optimize_mode": "best"}}}, "TPE classArgs.*best"),
-                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"}, "label 'frontend'"),
+                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"}, "label 's0_depth' is not in the 'tiny' space"),
                           ({"searchSpaceFile": "nope.json"}, "not found")]:
         bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"), **edit}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
