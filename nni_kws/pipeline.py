@@ -79,6 +79,7 @@ class PipelineConfig:
     bits: int = 8
     weight_budget_bits: float | None = None
     act_budget_bits: float | None = None
+    latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
     progress: bool = True
@@ -175,6 +176,7 @@ class Pipeline:
         self.out = Path(cfg.out)
         self._dm = data_module
         self._data_info: dict[str, Any] | None = None
+        self._lut: Any = None
         self.timings: dict[str, float] = {}
 
     # ---- shared resources -------------------------------------------------------------------
@@ -214,13 +216,40 @@ class Pipeline:
 
     def space(self) -> Any:
         """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
-        return build_space(self.cfg.preset, frontend=self.cfg.frontend)
+        coarse = {"coarse": True} if self.cfg.strategy == "proxyless" else {}  # whole-block LayerChoices
+        return build_space(self.cfg.preset, frontend=self.cfg.frontend, **coarse)
+
+    def latency_table(self) -> Any:
+        """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
+
+        Measured with single-thread CPU time per call (``clock='cpu'``), which background load on
+        a shared machine does not inflate; ``nni-kws profile`` makes wall-clock tables for a device.
+        """
+        from .cost import LatencyTable
+
+        if self._lut is None:
+            path = Path(self.cfg.latency_lut) if self.cfg.latency_lut else self.out / "profile" / "latency.json"
+            if path.is_file() or self.cfg.latency_lut:
+                self._lut = LatencyTable.load(path)
+            else:
+                start = time.perf_counter()
+                log.info("measuring a latency table of the %s space (%s front end)", self.cfg.preset, self.cfg.frontend)
+                self._lut = LatencyTable.measure(self.space(), repeats=20, rounds=2, calibration=3, clock="cpu",
+                                                 progress=False)
+                self._lut.save(path)
+                _write_json(path.parent / RESULT, {"entries": len(self._lut.entries), "clock": "cpu",
+                                                   "seconds": time.perf_counter() - start})
+        return self._lut
+
+    def cost_model(self) -> Any:
+        """A :class:`CostModel` of a fresh space with the run's latency table."""
+        from .cost import CostModel
+
+        return CostModel(self.space(), lut=self.latency_table(), fallback="macs")
 
     def costs(self, arch: Mapping[str, Any]) -> dict[str, float]:
         """Exact hardware costs of ``arch``, plus weights and peak activations in kB."""
-        from .cost import CostModel
-
-        costs = {k: float(v) for k, v in CostModel(self.space()).exact(dict(arch)).items()}
+        costs = {k: float(v) for k, v in self.cost_model().exact(dict(arch)).items() if v is not None}
         if "weight_bytes" in costs:
             costs["weight_kb"] = costs["weight_bytes"] / 1000
         if "peak_activation_bytes" in costs:
@@ -239,7 +268,7 @@ class Pipeline:
         """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config."""
         done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
         if overwrite:
-            for stage in STAGES[:-1]:
+            for stage in (*STAGES[:-1], "profile"):
                 shutil.rmtree(self.out / stage, ignore_errors=True)
             for name in (CONFIG, "results.json", "report.md", "pareto.png"):
                 (self.out / name).unlink(missing_ok=True)
@@ -283,13 +312,12 @@ class Pipeline:
                 for resource, target in self.cfg.budgets().items()]
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
-        from .cost import CostModel
         from .search.mixed_ops import derive_model
         from .search.oneshot import run_search
 
         cfg, space = self.cfg, self.space()
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
-                            epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=CostModel(space),
+                            epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress)
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
@@ -358,22 +386,28 @@ class Pipeline:
         return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume)
 
     def _quantize(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
+        """Fine-tune with quantizers (no mid-stage checkpoint: an interrupted quantization restarts)."""
         from .quant import quantize_model
 
         cfg = self.cfg
         arch, model = self.trained_model()
+        trained = stage_done(self.out, "train") or {}
+        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"), "real_test": trained.get("real_test_acc")}
+        extra = {"real_test": self.loader("real_test")} if self.has_real_test else {}
         kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, weight_budget_bits=cfg.weight_budget_bits,
                                       act_budget_bits=cfg.act_budget_bits, epochs=cfg.quant_epochs, out_dir=stage_dir,
-                                      test_loader=self.loader("test"), progress=cfg.progress)
+                                      test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
+                                      float_accuracy={k: v for k, v in known.items() if v is not None})
         if "resume" in inspect.signature(quantize_model).parameters:
             kwargs["resume"] = resume
-        qres = quantize_model(model, self.loader("train"), self.loader("val"), **kwargs)
-        acc = self.evaluate(qres.model)
+        qres = quantize_model(model.to(_device()), self.loader("train"), self.loader("val"), **kwargs)
         report = _jsonable(qres.report)
+        after = {name: acc.get("after") for name, acc in report.get("accuracy", {}).items()}
         costs = dict(self.costs(arch))
         costs.update(_quant_costs(report, costs))
         return {"arch": arch, "method": cfg.quant_method, "costs": costs, "report": report,
-                "onnx": str(qres.onnx_path) if qres.onnx_path else None, **_quant_bits(report), **acc}
+                "onnx": str(qres.onnx_path) if qres.onnx_path else None, **_quant_bits(report),
+                "val_acc": after.get("val"), "test_acc": after.get("test"), "real_test_acc": after.get("real_test")}
 
     def report(self) -> dict[str, Any]:
         """Stage 4: gather the stages into ``results.json``, ``report.md`` and ``pareto.png``."""
@@ -391,7 +425,7 @@ class Pipeline:
                                "test_acc": res.get("test_acc"), "real_test_acc": res.get("real_test_acc"),
                                "val_acc": res.get("val_acc"), "bits_weight": res.get("bits_weight"),
                                "bits_act": res.get("bits_act")})
-        timings = {"data": self.timings.get("data")}
+        timings = {"data": self.timings.get("data"), "profile": (stage_done(self.out, "profile") or {}).get("seconds")}
         timings.update({s: res["seconds"] for s, res in stages.items() if res})
         arch = next((res["arch"] for res in (stages["train"], stages["search"]) if res), None)
         quant = stages["quantize"] or {}
@@ -422,17 +456,14 @@ def _first(report: Mapping[str, Any], *keys: str) -> Any:
 
 def _quant_bits(report: Mapping[str, Any]) -> dict[str, Any]:
     """Average bits per weight / activation from the quantizer's report."""
-    return {"bits_weight": _first(report, "avg_weight_bits", "weight_bits_avg", "bits_weight", "mean_weight_bits"),
-            "bits_act": _first(report, "avg_act_bits", "act_bits_avg", "bits_act", "mean_act_bits")}
+    return {"bits_weight": _first(report, "avg_bits_per_weight", "avg_weight_bits"),
+            "bits_act": _first(report, "avg_bits_per_activation", "avg_act_bits")}
 
 
 def _quant_costs(report: Mapping[str, Any], float_costs: Mapping[str, float]) -> dict[str, float]:
     """Weight memory of the quantized model in kB (from the report, else from the average bits)."""
-    kb = _first(report, "weight_kb", "weight_memory_kb")
-    if kb is None and _first(report, "weight_bytes", "weight_memory_bytes") is not None:
-        kb = float(_first(report, "weight_bytes", "weight_memory_bytes")) / 1000
-    if kb is None and _first(report, "weight_bits_total", "total_weight_bits") is not None:
-        kb = float(_first(report, "weight_bits_total", "total_weight_bits")) / 8000
+    kb = _first(report, "size_bytes", "weight_bytes")
+    kb = float(kb) / 1000 if kb is not None else None
     bits = _quant_bits(report)["bits_weight"]
     if kb is None and bits is not None and "params" in float_costs:
         kb = float(float_costs["params"]) * float(bits) / 8000
@@ -440,9 +471,8 @@ def _quant_costs(report: Mapping[str, Any], float_costs: Mapping[str, float]) ->
 
 
 def _quant_layers(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-layer bits (``[{name, weight_bits, act_bits, ...}]``) from the quantizer's report."""
     layers = report.get("layers") if isinstance(report, Mapping) else None
-    if isinstance(layers, Mapping):
-        return [{"name": k, **(v if isinstance(v, Mapping) else {"weight_bits": v})} for k, v in layers.items()]
     return list(layers) if isinstance(layers, list) else []
 
 
@@ -465,7 +495,7 @@ def make_data_module(cfg: PipelineConfig) -> Any:
     else:
         from .data.synth import ensure_default_dataset
 
-        root = ensure_default_dataset(**({"speakers": cfg.speakers} if cfg.speakers else {}))
+        root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
     real = cfg.real_test
     if real == "auto":
         real_root = default_real_test_root()
@@ -545,9 +575,14 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     points = []
     jobs = [(fe, v) for fe in plan.frontends for v in plan.values]
     start = time.perf_counter()
+    luts: dict[str, str] = {}
     for frontend, value in tqdm(jobs, desc="sweep", unit="point", disable=not cfg.progress):
+        if frontend not in luts:  # one latency table per front end, so the points' latencies compare
+            luts[frontend] = cfg.latency_lut or str(out / frontend / "profile" / "latency.json")
+            if not Path(luts[frontend]).is_file():
+                Pipeline(dataclasses.replace(cfg, out=str(out / frontend), frontend=frontend)).latency_table()
         sub = dataclasses.replace(cfg, out=str(_point_dir(out, frontend, plan.knob, value)), frontend=frontend,
-                                  **{plan.knob: value}, **plan.extra)
+                                  latency_lut=luts[frontend], **{plan.knob: value}, **plan.extra)
         pipe = Pipeline(sub, data_module=dm)
         if dm is None:
             dm = pipe.data_module

@@ -55,7 +55,11 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--max-peak-kb", type=float, help="budget: peak activation memory [kB]")
     g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms]")
     g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
-    g.add_argument("--penalty-form", help=f"form of the budget penalty, see ResourcePenalty (default: {d.penalty_form})")
+    g.add_argument("--penalty-form", choices=["hinge", "add", "mul-log"],
+                   help=f"budget penalty: hinge = λ·relu(E/T−1), add = λ·(E/T−1), mul-log = loss·(log E/log T)^λ "
+                   f"(default: {d.penalty_form})")
+    g.add_argument("--latency-lut", metavar="FILE", help="latency table from `nni-kws profile` (default: measure "
+                   "one for this space, a few seconds, into <out>/profile/)")
 
 
 def _add_train(p: argparse.ArgumentParser, d: Any) -> None:

@@ -1,0 +1,131 @@
+"""``nni-kws run/search/train`` end to end through ``nni_kws.cli.main`` on the tiny dataset.
+
+Each test runs real (1-epoch, 'tiny' preset) search, retraining and quantization; no mocks.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nni_kws.cli import main
+from nni_kws.data.labels import CLASSES
+
+COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
+FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1"]
+QUANT = ["--quant-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_real(tiny_gsc: Path, tmp_path_factory) -> Path:
+    """A miniature stand-in for the real v2 test folder: one folder per class, from tiny_gsc's test clips."""
+    root = tmp_path_factory.mktemp("tiny_real")
+    lines = (tiny_gsc / "testing_list.txt").read_text().split()
+    for name in CLASSES:
+        (root / name).mkdir()
+    for rel in lines:
+        word = rel.split("/")[0]
+        cls = word if word in CLASSES else "_unknown_"
+        shutil.copy(tiny_gsc / rel, root / cls / rel.replace("/", "_"))
+    noise = sorted((tiny_gsc / "_background_noise_").glob("*.wav"))[0]
+    import soundfile as sf
+
+    audio, sr = sf.read(noise, dtype="float32")
+    sf.write(root / "_silence_" / "0.wav", audio[:sr], sr, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_gsc: Path, tiny_real: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "demo"
+    rc = main(["run", "--data", str(tiny_gsc), "--real-test", str(tiny_real), "--out", str(out),
+               "--max-macs", "2e5", *FAST, *QUANT])
+    assert rc == 0
+    return out
+
+
+def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
+    res = json.loads((finished_run / "results.json").read_text())
+    assert set(res["timings_s"]) >= {"search", "train", "quantize", "report", "total"}
+    assert all(v is None or v >= 0 for v in res["timings_s"].values())
+    assert res["config"]["preset"] == "tiny" and res["config"]["max_macs"] == 2e5
+    assert res["data"]["n_test"] > 0 and res["data"]["n_real_test"] > 0
+    kinds = [p["kind"] for p in res["points"]]
+    assert kinds == ["searched", "retrained", "quantized"]
+    for p in res["points"]:
+        assert 0 <= p["test_acc"] <= 1
+        assert p["costs"]["macs"] > 0 and p["costs"]["params"] > 0
+    retrained, quantized = res["points"][1], res["points"][2]
+    assert 0 <= retrained["real_test_acc"] <= 1 and 0 <= quantized["real_test_acc"] <= 1
+    assert quantized["bits_weight"] is not None and 0 < quantized["bits_weight"] <= 32
+    assert quantized["costs"]["weight_kb"] < retrained["costs"]["weight_kb"]
+    assert res["arch"] == json.loads((finished_run / "search" / "arch.json").read_text())["arch"]
+    report = (finished_run / "report.md").read_text()
+    assert "| retrained (float) |" in report and "## Architecture" in report and "pareto.png" in report
+    assert (finished_run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (finished_run / "train" / "model.pt").is_file()
+    assert (finished_run / "train" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_run_again_without_resume_is_refused(finished_run: Path, tiny_gsc: Path, capsys) -> None:
+    rc = main(["run", "--data", str(tiny_gsc), "--out", str(finished_run), *FAST])
+    assert rc == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_skips_completed_stages(tiny_gsc: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # "interrupted" after the search stage: only search has run
+    assert main(["search", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), *COMMON,
+                 "--search-epochs", "1"]) == 0
+    searched = (out / "search" / "result.json").read_text()
+    stamp = (out / "search" / "result.json").stat().st_mtime_ns
+    # --resume needs no other option: they come from <out>/config.json
+    assert main(["run", "--out", str(out), "--resume", "--quant-epochs", "1", "--train-epochs", "1"]) == 0
+    assert (out / "search" / "result.json").stat().st_mtime_ns == stamp
+    assert (out / "search" / "result.json").read_text() == searched
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["preset"] == "tiny" and res["data"]["real_test_root"] is None
+    assert [p["kind"] for p in res["points"]] == ["searched", "retrained", "quantized"]
+    assert res["points"][1]["real_test_acc"] is None
+
+
+def test_train_with_bad_arch_names_the_label(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    from nni_kws.space import build_space, random_arch
+
+    arch = random_arch(build_space("tiny"), seed=0)
+    arch["s1_i0_k"] = 4  # not a candidate kernel size
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"arch": arch, "preset": "tiny"}))
+    rc = main(["train", "--arch", str(bad), "--data", str(tiny_gsc), "--out", str(tmp_path / "t"), *COMMON])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "s1_i0_k" in err and "bad.json" in err
+    assert "Traceback" not in err
+
+
+def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path) -> None:
+    from nni_kws.space import build_space, random_arch, save_arch
+
+    path = save_arch(random_arch(build_space("tiny"), seed=1), tmp_path / "a.json", preset="tiny")
+    out = tmp_path / "t"
+    assert main(["train", "--arch", str(path), "--data", str(tiny_gsc), "--no-real-test", "--out", str(out),
+                 "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    res = json.loads((out / "train" / "result.json").read_text())
+    assert res["arch"] == json.loads(path.read_text())["arch"] and 0 <= res["test_acc"] <= 1
+
+
+def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "no-such-gsc"
+    rc = main(["run", "--data", str(missing), "--out", str(tmp_path / "r"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(missing) in err and "not found" in err
+
+
+def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    rc = main(["train", "--data", str(tiny_gsc), "--out", str(tmp_path / "r"), *COMMON])
+    assert rc == 2
+    assert "nni-kws search" in capsys.readouterr().err

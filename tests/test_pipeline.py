@@ -1,0 +1,112 @@
+"""The pipeline's stages, resume after an interruption, sweeps and the report helpers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import nni_kws.pipeline as pipeline
+from nni_kws.pipeline import PipelineConfig, SweepPlan, load_config, run_pipeline, run_sweep, stage_done
+from nni_kws.report import pareto_front, plot_pareto, render_report, render_sweep
+
+
+def _cfg(tiny_gsc: Path, out: Path, **kw) -> PipelineConfig:
+    base = dict(out=str(out), data=str(tiny_gsc), real_test=None, preset="tiny", search_epochs=1, train_epochs=1,
+                quant_epochs=1, batch_size=16, progress=False)
+    return PipelineConfig(**{**base, **kw})
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tiny_gsc: Path, tmp_path: Path, monkeypatch) -> None:
+    real_fit = pipeline.fit
+    calls: list[dict] = []
+
+    def fit_then_interrupt(model, train, val, *, epochs, **kw):
+        """The first call trains 1 of 2 epochs (checkpoint written), then the user presses Ctrl-C."""
+        calls.append(dict(epochs=epochs, **kw))
+        if len(calls) == 1:
+            real_fit(model, train, val, epochs=1, **kw)
+            raise KeyboardInterrupt
+        return real_fit(model, train, val, epochs=epochs, **kw)
+
+    monkeypatch.setattr(pipeline, "fit", fit_then_interrupt)
+    cfg = _cfg(tiny_gsc, tmp_path / "r", train_epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, ["search", "train"])
+    assert stage_done(cfg.out, "search") and not stage_done(cfg.out, "train")
+    ckpt = Path(cfg.out) / "train" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 0  # saved at the end of epoch 0
+
+    search_stamp = (Path(cfg.out) / "search" / "result.json").stat().st_mtime_ns
+    with pytest.raises(ValueError, match="--resume"):
+        run_pipeline(cfg, ["search", "train"])  # not without --resume
+    out = run_pipeline(cfg, ["search", "train"], resume=True)
+    assert calls[1]["resume"] is True
+    assert (Path(cfg.out) / "search" / "result.json").stat().st_mtime_ns == search_stamp
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 1
+    # the resumed run (its own CSV log version) trained only the missing epoch
+    logs = sorted((Path(cfg.out) / "train" / "logs").glob("version_*/metrics.csv"))
+    assert len(logs) == 2
+    epochs = {line.split(",")[0] for line in logs[1].read_text().splitlines()[1:]}
+    assert epochs == {"1"}
+    assert 0 <= out["train"]["test_acc"] <= 1
+
+
+def test_init_from_supernet_weights(tiny_gsc: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_gsc, tmp_path / "r", init="supernet", train_epochs=1)
+    out = run_pipeline(cfg, ["search"])
+    weights = torch.load(Path(cfg.out) / "search" / "init_weights.pt")
+    pipe = pipeline.Pipeline(cfg)
+    model = pipe._initial_model(out["search"]["arch"])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert stage_done(cfg.out, "search")["arch"] == out["search"]["arch"]
+
+
+def test_identity_options_cannot_change_in_a_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(PipelineConfig(preset="tiny").to_json()))
+    assert load_config(tmp_path, {}).preset == "tiny"
+    assert load_config(tmp_path, {"train_epochs": 3}).train_epochs == 3
+    with pytest.raises(ValueError, match="preset"):
+        load_config(tmp_path, {"preset": "small"})
+
+
+def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_gsc, tmp_path / "sweep", max_macs=1e5)
+    sweep = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]))
+    assert len(sweep["points"]) == 4
+    assert {p["frontend"] for p in sweep["points"]} == {"raw", "mfcc"}
+    for p in sweep["points"]:
+        assert p["costs"]["macs"] > 0 and 0 <= p["test_acc"] <= 1 and "macs" in p["pareto"]
+    assert any(p["pareto"]["macs"] for p in sweep["points"] if p["frontend"] == "mfcc")
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert saved["knob"] == "lam" and len(saved["points"]) == 4
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "Front end `raw`" in md and "Front end `mfcc`" in md and "★" in md
+    assert (tmp_path / "sweep" / "pareto.png").stat().st_size > 1000
+    # resuming a finished sweep redoes nothing
+    again = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]), resume=True)
+    assert [p["test_acc"] for p in again["points"]] == [p["test_acc"] for p in sweep["points"]]
+
+
+def test_pareto_front() -> None:
+    pts = [{"costs": {"macs": 1}, "test_acc": 0.5}, {"costs": {"macs": 2}, "test_acc": 0.4},
+           {"costs": {"macs": 3}, "test_acc": 0.9}, {"costs": {"macs": 3}, "test_acc": 0.8},
+           {"costs": {"macs": 5}, "test_acc": None}]
+    assert pareto_front(pts, "macs") == [0, 2]
+
+
+def test_report_renders_from_results_alone(tmp_path: Path) -> None:
+    points = [{"name": "retrained (float)", "kind": "retrained", "test_acc": 0.9, "real_test_acc": None,
+               "costs": {"macs": 1e6, "params": 2e4, "weight_kb": 80.0, "latency_ms": 1.2}},
+              {"name": "quantized", "kind": "quantized", "test_acc": 0.88, "bits_weight": 3.1, "bits_act": 4.0,
+               "costs": {"macs": 1e6, "params": 2e4, "weight_kb": 8.0, "latency_ms": 1.2}}]
+    md = render_report({"config": {"preset": "small"}, "points": points, "arch": {"s0_i0_k": 3},
+                        "timings_s": {"search": 1.0}})
+    assert "| quantized | 88.00 | – |" in md and "3.10 / 4.00" in md and "`s0_i0_k`" in md
+    png = plot_pareto(points, tmp_path / "p.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    sweep_md = render_sweep({"knob": "lam", "values": [0], "frontends": ["raw"], "points": [
+        {"frontend": "raw", "lam": 0, **points[0]}]})
+    assert "| 0 |" in sweep_md and "★" in sweep_md
