@@ -1,0 +1,199 @@
+"""Benchmark of the one-shot search: supernet step time vs the derived child's, and search wall time.
+
+1. Step time on the ``--preset`` space (default 'small') with ``--batch`` random 16,000-sample clips:
+   - the DARTS supernet (every kernel/width a 1-D mixed op, both front ends, all depths), one
+     weight step (forward, cross-entropy, backward, SGD) at the initial architecture weights;
+   - one full DARTS iteration (architecture step with a MACs penalty + weight step);
+   - the same weight step on plain children from :func:`derive_model`: the DARTS argmax child at
+     initialisation and the largest child (every maximum option), the fair reference for weight
+     sharing, which always computes the largest kernels and widths.
+   Wall-clock and CPU time, min and median over ``--steps`` after ``--warmup``, with ``--threads``
+   torch threads. On a shared CPU the process CPU time is the stable measure (the load average is
+   recorded); on a GPU the wall clock is. Target: supernet weight step <= 4x the derived child's.
+2. Wall time of a short ``run_search`` (``--search-epochs`` epochs, ``--search-clips`` random clips
+   for training and as many for the architecture step, batch ``--batch``) with a MACs penalty.
+
+    python benchmarks/search.py [--preset small] [--batch 32] [--out benchmarks/results/search.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nni_kws.cost import CostModel
+from nni_kws.search import (ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, derive_model, penalized_loss,
+                            run_search)
+from nni_kws.search.strategy import ResourceDartsModule
+from nni_kws.space import build_space, space_choices
+from nni_kws.training import KwsModule, seed_everything
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> dict[str, float]:
+    """Wall-clock and process CPU seconds of ``step`` (min and median over ``steps`` runs after
+    ``warmup``). On a shared CPU the CPU time is the stable figure: other processes stretch the
+    wall clock, not the work done."""
+    for _ in range(warmup):
+        step()
+    wall, cpu = [], []
+    for _ in range(steps):
+        _sync(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step()
+        _sync(device)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"wall_min_s": min(wall), "wall_median_s": statistics.median(wall),
+            "cpu_min_s": min(cpu), "cpu_median_s": statistics.median(cpu)}
+
+
+def weight_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: list[nn.Parameter]) -> Callable[[], None]:
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    seed_everything(args.seed)
+    space = build_space(args.preset)
+    cost_model = CostModel(space)
+    choices = space_choices(space)
+    strategy = ResourceDARTS(penalties=[ResourcePenalty("macs", 1e6, 1.0)], cost_model=cost_model)
+    supernet = strategy.mutate_model(space).to(device).train()
+    module = ResourceDartsModule(KwsModule(), penalties=strategy.penalties, cost_model=cost_model)
+    module.set_model(supernet)
+    alphas = module.arch_parameters()
+    weights = [p for p in supernet.parameters() if all(p is not a for a in alphas)]
+
+    x = torch.randn(args.batch, 1, 16000, device=device)
+    y = torch.randint(0, 12, (args.batch,), device=device)
+    xv = torch.randn(args.batch, 1, 16000, device=device)
+    yv = torch.randint(0, 12, (args.batch,), device=device)
+
+    sup_step = weight_step(supernet, x, y, weights)
+    arc_opt = torch.optim.Adam(alphas, 3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+
+    def darts_iteration() -> None:  # ResourceDartsModule.training_step without Lightning's bookkeeping
+        arc_opt.zero_grad(set_to_none=True)
+        loss, _ = penalized_loss(F.cross_entropy(supernet(xv), yv), module.expected_costs(), module.penalties)
+        loss.backward()
+        arc_opt.step()
+        sup_step()
+
+    with torch.no_grad():
+        derived_arch = argmax_arch(arch_probs(module))
+    largest_arch = {label: (max(values) if label != "frontend" else "sinc") for label, values in choices.items()}
+    if "frontend" in choices and "sinc" not in choices["frontend"]:
+        largest_arch["frontend"] = choices["frontend"][0]
+
+    result: dict[str, Any] = {}
+    result["supernet_weight_step"] = time_steps(sup_step, device, args.warmup, args.steps)
+    result["supernet_darts_iteration"] = time_steps(darts_iteration, device, args.warmup, args.steps)
+    for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch)):
+        child = derive_model(build_space(args.preset), arch, supernet).to(device).train()
+        result[name] = {**time_steps(weight_step(child, x, y, list(child.parameters())), device, args.warmup,
+                                     args.steps),
+                        "arch": arch, "macs": cost_model.exact(arch)["macs"], "params": cost_model.exact(arch)["params"]}
+    for stat in ("cpu_median_s", "wall_min_s", "wall_median_s"):
+        tag = stat[:-2]
+        sup = result["supernet_weight_step"][stat]
+        result[f"ratio_weight_step_vs_derived_child_{tag}"] = sup / result["derived_child"][stat]
+        result[f"ratio_weight_step_vs_largest_child_{tag}"] = sup / result["largest_child"][stat]
+        result[f"ratio_darts_iteration_vs_derived_child_{tag}"] = (result["supernet_darts_iteration"][stat]
+                                                                   / result["derived_child"][stat])
+    result["supernet_params"] = sum(p.numel() for p in weights)
+    return result
+
+
+def bench_search(args: argparse.Namespace) -> dict[str, Any]:
+    seed_everything(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+
+    def loader() -> DataLoader:
+        data = TensorDataset(torch.randn(args.search_clips, 1, 16000, generator=g),
+                             torch.randint(0, 12, (args.search_clips,), generator=g))
+        return DataLoader(data, batch_size=args.batch, shuffle=True)
+
+    space = build_space(args.preset)
+    cost_model = CostModel(space)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = run_search(space, loader(), loader(), strategy="darts", epochs=args.search_epochs,
+                            penalties=[ResourcePenalty("macs", 1e6, 1.0)], cost_model=cost_model, out_dir=tmp,
+                            progress=not args.quiet)
+        seconds = time.perf_counter() - start
+    steps = args.search_epochs * -(-args.search_clips // args.batch)
+    return {"strategy": "darts", "epochs": args.search_epochs, "train_clips": args.search_clips,
+            "val_clips": args.search_clips, "batch": args.batch, "iterations": steps,
+            "wall_s": round(seconds, 2), "s_per_iteration": round(seconds / steps, 3),
+            "arch": result.arch, "expected_macs_last_epoch": result.history[-1]["expected"]["macs"]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--search-epochs", type=int, default=2)
+    parser.add_argument("--search-clips", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable CPU timings)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/search.json")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
+    if args.quiet:
+        logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    steps = bench_steps(args, device)
+    search = bench_search(args)
+    key = f"ratio_weight_step_vs_derived_child_{'cpu_median' if device.type == 'cpu' else 'wall_median'}"
+    report = {
+        "benchmark": "search", "preset": args.preset, "batch": args.batch, "clip_samples": 16000,
+        "target": "supernet weight step <= 4x the derived child's step",
+        "judged_on": key, "ratio": steps[key], "met": steps[key] <= 4.0,
+        "step_time": steps, "search": search,
+        "environment": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                        "torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "python": platform.python_version(), "machine": platform.machine(),
+                        "cpus": os.cpu_count(), "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]]},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"judged_on": key, "ratio": round(steps[key], 2), "met": report["met"],
+                      **{k: round(v, 2) for k, v in steps.items() if k.startswith("ratio")},
+                      "search_wall_s": search["wall_s"]}))
+    return report
+
+
+if __name__ == "__main__":
+    main()
