@@ -39,8 +39,15 @@ class NniRest:
         self.timeout = timeout
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.base}/{path.lstrip('/')}", timeout=self.timeout) as resp:
-            return json.loads(resp.read().decode())
+        """Decoded JSON of ``GET <base>/<path>``; ``ConnectionError`` while the manager is not serving
+        the API yet (it answers the web UI's HTML page then)."""
+        url = f"{self.base}/{path.lstrip('/')}"
+        with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            body = resp.read().decode()
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            raise ConnectionError(f"{url} did not answer JSON (NNI manager not ready)") from None
 
     def status(self) -> str:
         """``RUNNING``, ``DONE``, ``NO_MORE_TRIAL``, ``STOPPED``, ``ERROR``, ..."""

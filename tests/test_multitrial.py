@@ -1,0 +1,113 @@
+"""Multi-trial NAS from Python: strategies, the budget filter, the trial evaluator (mocked NNI
+runtime) and one real ``NasExperiment`` (Random, 2 tiny trials) watched through the web UI's REST API."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nni_kws.nnictl.costs import arch_costs
+from nni_kws.nnictl.rest import NniRest, free_port
+from nni_kws.space import build_space, random_arch
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _median_params(preset: str = "tiny") -> float:
+    params = sorted(arch_costs(random_arch(build_space(preset), seed=s), preset)["params"] for s in range(16))
+    return params[len(params) // 2]
+
+
+def test_strategies_maximize_and_filter_over_budget():
+    from nni.nas.strategy import TPE
+    from nni.nas.strategy.middleware import Chain, Filter
+
+    from nni_kws.nnictl.experiment import STRATEGIES, budget_filter, make_strategy
+    for name in STRATEGIES:
+        assert make_strategy(name, seed=0) is not None
+    tpe = make_strategy("tpe", seed=0)
+    assert isinstance(tpe, TPE) and tpe.tuner.optimize_mode.value == "maximize"
+    chained = make_strategy("random", seed=0, budgets={"params": 1000}, preset="tiny")
+    assert isinstance(chained, Chain) and isinstance(chained._middlewares[0], Filter)
+    assert chained._middlewares[0].metric_for_invalid == 0.0
+    with pytest.raises(ValueError, match="unknown strategy"):
+        make_strategy("darts")
+
+    budget = _median_params()
+    keep = budget_filter("tiny", {"params": budget})
+
+    class Model:  # what Filter passes: an ExecutableModelSpace; only .sample is read
+        def __init__(self, sample):
+            self.sample = sample
+
+    archs = [random_arch(build_space("tiny"), seed=s) for s in range(16)]
+    assert [keep(Model(a)) for a in archs] == [arch_costs(a, "tiny")["params"] <= budget for a in archs]
+    assert 0 < sum(keep(Model(a)) for a in archs) < len(archs)
+
+
+def test_trial_evaluator_reports_accuracy_and_costs(tiny_gsc):
+    from nni.nas.space import SimplifiedModelSpace
+
+    from nni_kws.nnictl.experiment import trial_evaluator
+    space = build_space("tiny")
+    evaluator = trial_evaluator(tiny_gsc, "tiny", epochs=1, batch_size=32)
+    arch = random_arch(space, seed=3)
+    model = SimplifiedModelSpace.from_model(space, evaluator).freeze(arch)
+    with evaluator.mock_runtime(model):
+        evaluator.evaluate(model.executable_model())
+    assert 0 <= model.metrics.final <= 1          # NAS keeps the 'default' of the reported dict
+    assert len(model.metrics.intermediates) == 1  # one epoch, one val_acc
+
+
+def test_nas_experiment_random_two_trials_in_the_web_ui(tiny_gsc, tmp_path):
+    """``nni-kws experiment run --keep-ui`` (NasExperiment, Random + budget Filter): the REST API of
+    its web UI lists 2 succeeded trials with accuracy and costs; Ctrl-C stops it, leaving nothing running."""
+    port, budget = free_port(), _median_params()
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(VENV_BIN / "nni-kws"), "experiment", "run", "--data", str(tiny_gsc), "--preset", "tiny",
+           "--strategy", "random", "--trials", "2", "--concurrency", "2", "--epochs", "1", "--seed", "0",
+           "--budget", f"params={budget}", "--port", str(port), "--experiment-dir", str(tmp_path / "exp"),
+           "--out", str(tmp_path / "out"), "--batch-size", "32", "--keep-ui"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    rest, trials, finals = NniRest(port), [], {}
+    try:
+        deadline = time.monotonic() + 150
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                trials, finals = rest.trials(), rest.final_results()
+                if sum(t["status"] == "SUCCEEDED" for t in trials) >= 2 and (tmp_path / "out").is_dir():
+                    break
+            except OSError:
+                pass  # manager starting
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert sum(t["status"] == "SUCCEEDED" for t in trials) == 2, trials
+    assert len(finals) == 2
+    for final in finals.values():
+        assert {"default", "params", "macs", "peak_act_kb"} <= set(final) and final["params"] <= budget
+    top = json.loads(out[out.rindex("\n[\n") + 1:])  # NNI logs to stdout too; the JSON comes last
+    assert top and all(t["params"] <= budget and 0 <= t["accuracy"] <= 1 for t in top)
+    assert json.loads((tmp_path / "out" / "top_models.json").read_text())["top"] == top
+    with pytest.raises(OSError):  # the manager is gone with the experiment
+        rest.status()
+    exp_dir = str(tmp_path / "exp")
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                if exp_dir.encode() in _read(p)], "processes of the experiment still running"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
