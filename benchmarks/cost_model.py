@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,7 +48,8 @@ def run_variant(space: Any, cm: CostModel, args: argparse.Namespace, clock: str,
     lut_s = time.time() - start
     calib = [random_arch(space, s) for s in lut.meta["calibration_seeds"]]
     archs = test_archs(space, cm, args.archs, calib + cm.table.harvest)
-    runners = {str(seed): make_runner(space.freeze(arch), (1, 16000), args.backend, args.threads) for seed, arch in archs}
+    runners = {str(seed): make_runner(space.freeze(arch), (1, 16000), args.backend, args.threads)
+               for seed, arch in archs}
     measured = time_runners(runners, args.repeats, args.rounds, args.threads, clock, statistic,
                             progress=not args.quiet, desc="whole models")
     rows = []
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--backend", default="torch-cpu", choices=["torch-cpu", "onnxruntime"])
     parser.add_argument("--archs", type=int, default=50, help="test architectures (default 50)")
-    parser.add_argument("--repeats", type=int, default=60, help="timings per configuration / model")
+    parser.add_argument("--repeats", type=int, default=150, help="timings per configuration / model")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes the repeats are split over")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibration", type=int, default=10, help="archs used to measure the per-model overhead")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     space = build_space(args.preset)
     cm = CostModel(space)
     result: dict[str, Any] = {"preset": args.preset, "backend": args.backend, "threads": args.threads,
-                              "repeats": args.repeats, "rounds": args.rounds, "n_archs": args.archs, "variants": {}}
+                              "repeats": args.repeats, "rounds": args.rounds, "n_archs": args.archs,
+                              "load_average_at_start": os.getloadavg(), "variants": {}}
     for variant in args.variants.split(","):
         clock, statistic = variant.split(":")
         result["variants"][variant] = run_variant(space, cm, args, clock, statistic)
@@ -103,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     result["macs_vs_flop_counter"] = {"archs": len(archs), "exact_agreement": agree / len(archs),
                                       "mismatches": mismatches}
     result["runtime_s"] = round(time.time() - start, 1)
+    result["load_average_at_end"] = os.getloadavg()  # other processes share this machine's cores
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"cost model benchmark: preset {args.preset}, backend {args.backend}, {args.archs} test archs, "
-          f"{args.threads} thread(s), {result['runtime_s']} s")
+          f"{args.threads} thread(s), {result['runtime_s']} s, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
     for name, v in result["variants"].items():
-        print(f"  latency [{name}]: {v['within_10pct']:.0%} within ±10% (target ≥95%), {v['within_5pct']:.0%} within "
-              f"±5%, mean |err| {v['mean_abs_rel_error']:.1%}, max {v['max_abs_rel_error']:.1%}, bias "
+        print(f"  latency [{name}]: {v['within_10pct']:.0%} within ±10% (target ≥95%), "
+              f"{v['within_5pct']:.0%} within ±5%, mean |err| {v['mean_abs_rel_error']:.1%}, max {v['max_abs_rel_error']:.1%}, bias "
               f"{v['bias']:+.1%}; table: {v['lut']['entries']} entries, overhead {v['lut']['overhead_ms']:.3f} ms")
     print(f"  MACs: 2·macs == FlopCounterMode conv+linear FLOPs on "
           f"{result['macs_vs_flop_counter']['exact_agreement']:.0%} of {len(archs)} archs")

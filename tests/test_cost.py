@@ -27,7 +27,9 @@ def models() -> dict[str, CostModel]:
 @pytest.fixture(scope="module")
 def tiny_lut(models: dict[str, CostModel]) -> LatencyTable:
     cm = models["tiny"]
-    return LatencyTable.measure(cm.space, repeats=3, rounds=1, calibration=2, table=cm.table, progress=False)
+    # thread CPU time and min: few repeats stay sane on a busy 2-core machine (wall clock did not)
+    return LatencyTable.measure(cm.space, repeats=5, rounds=1, calibration=2, clock="cpu", statistic="min",
+                                table=cm.table, progress=False)
 
 
 def conv(c_in: int, c_out: int, k: int, t_out: int, groups: int = 1) -> int:
@@ -152,7 +154,8 @@ def test_latency_table_round_trip_and_unknown_configuration(models: dict[str, Co
     assert tiny_lut.device["threads"] == 1 and tiny_lut.device["torch"] == torch.__version__
     loaded = LatencyTable.load(tiny_lut.save(tmp_path / "lut.json"))
     assert loaded.entries == tiny_lut.entries and loaded.overhead_ms == tiny_lut.overhead_ms
-    assert CostModel(cm.space, tmp_path / "lut.json").exact(arch)["latency_ms"] == pytest.approx(cm.exact(arch)["latency_ms"])
+    from_file = CostModel(cm.space, tmp_path / "lut.json")
+    assert from_file.exact(arch)["latency_ms"] == pytest.approx(cm.exact(arch)["latency_ms"])
 
     other = CostModel(build_space("tiny", widths=(8, 16)), loaded)  # a stage the table has never seen
     arch = random_arch(other.space, 0)
@@ -175,8 +178,9 @@ def test_onnxruntime_backend(models: dict[str, CostModel]) -> None:
 
 def test_cli_profile_and_cost(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lut = tmp_path / "lut.json"
-    assert cli_main(["profile", "--preset", "tiny", "--repeats", "2", "--rounds", "1", "--calibration", "1",
-                     "--out", str(lut)]) == 0
+    assert cli_main(["profile", "--preset", "tiny", "--repeats", "5", "--rounds", "1", "--calibration", "2",
+                     "--clock", "cpu", "--statistic", "min", "--out", str(lut)]) == 0
+    assert json.loads(lut.read_text())["device"]["clock"] == "cpu"
     arch = save_arch(random_arch(build_space("tiny"), 3), tmp_path / "arch.json", preset="tiny")
     capsys.readouterr()
     assert cli_main(["cost", str(arch), "--lut", str(lut), "--bits", "8"]) == 0

@@ -10,10 +10,9 @@ from .expectation import expected_costs, probs_from_alphas
 from .latency import BACKENDS, LatencyTable, UnknownConfiguration, make_runner, measure_model, time_runners
 from .layers import Layer, SpaceTable, Unit, space_table
 from .profilers import (KwsCostProfiler, KwsLatencyProfiler, KwsMacsProfiler, KwsParamsProfiler, KwsPeakMemoryProfiler,
-                        KwsWeightBytesProfiler)
+                        KwsWeightBytesProfiler, budget_filter)
 
 __all__ = ["CostModel", "COSTS", "exact_costs", "expected_costs", "probs_from_alphas", "torch_conv_linear_macs",
-           "BACKENDS", "LatencyTable", "UnknownConfiguration", "make_runner", "measure_model", "time_runners", "Layer", "SpaceTable",
-           "Unit", "space_table", "KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler", "KwsWeightBytesProfiler",
-           "KwsLatencyProfiler", "KwsPeakMemoryProfiler"]
-
+           "BACKENDS", "LatencyTable", "UnknownConfiguration", "make_runner", "measure_model", "time_runners",
+           "Layer", "SpaceTable", "Unit", "space_table", "KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler",
+           "KwsWeightBytesProfiler", "KwsLatencyProfiler", "KwsPeakMemoryProfiler", "budget_filter"]

@@ -76,13 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _space_args(profile, "small")
     profile.add_argument("--backend", default="torch-cpu", choices=BACKENDS)
     profile.add_argument("--out", default="lut.json", help="output JSON (default: lut.json)")
-    profile.add_argument("--repeats", type=int, default=50, help="timed calls per configuration (default 50)")
+    profile.add_argument("--repeats", type=int, default=100, help="timed calls per configuration (default 100)")
     profile.add_argument("--rounds", type=int, default=3, help="interleaved passes the repeats are split over")
     profile.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     profile.add_argument("--calibration", type=int, default=10, help="random archs for the per-model overhead")
     profile.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
-                         help="wall: elapsed time; cpu: thread CPU time (robust on a busy machine)")
-    profile.add_argument("--statistic", default="median", choices=sorted(STATISTICS))
+                         help="wall: elapsed time (default); cpu: thread CPU time, robust to other processes")
+    profile.add_argument("--statistic", default="median", choices=sorted(STATISTICS),
+                         help="median (default) or min of the repeats; on a shared machine use --clock cpu "
+                              "--statistic min")
     profile.set_defaults(func=run_profile)
 
     cost = subparsers.add_parser("cost", help="print params, MACs, memory and latency of an architecture as JSON")

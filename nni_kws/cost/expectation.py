@@ -31,7 +31,8 @@ __all__ = ["Probs", "expected_costs", "probs_from_alphas"]
 Probs = Mapping[str, Mapping[Any, Any]]
 
 
-def probs_from_alphas(alphas: Mapping[str, torch.Tensor], choices: Mapping[str, Sequence[Any]]) -> dict[str, dict[Any, torch.Tensor]]:
+def probs_from_alphas(alphas: Mapping[str, torch.Tensor],
+                      choices: Mapping[str, Sequence[Any]]) -> dict[str, dict[Any, torch.Tensor]]:
     """``{label: {value: softmax(alpha)[i]}}`` from one logit vector per label (ordered as ``choices``)."""
     return {label: dict(zip(choices[label], torch.softmax(alpha, -1))) for label, alpha in alphas.items()}
 

@@ -207,6 +207,7 @@ class LatencyTable:
         try:
             entries = {key: float(e["ms"]) for key, e in data["entries"].items()}
             configs = {key: {k: v for k, v in e.items() if k != "ms"} for key, e in data["entries"].items()}
-            return cls(data["backend"], entries, float(data.get("overhead_ms", 0.0)), data.get("device", {}), configs, data.get("meta", {}), str(path))
+            return cls(data["backend"], entries, float(data.get("overhead_ms", 0.0)), data.get("device", {}), configs,
+                       data.get("meta", {}), str(path))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: not a latency table JSON (missing {err})") from None

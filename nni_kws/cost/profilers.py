@@ -10,11 +10,13 @@ enumerate the whole space — use :meth:`CostModel.expected` (smooth max) for DA
 """
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nni.mutable import MutableExpression
-from nni.nas.profiler import ExpressionProfiler
+from nni.nas.profiler import ExpressionProfiler, Profiler
 
 from nni_kws.space import KwsSpace
 
@@ -23,7 +25,7 @@ from .latency import LatencyTable
 from .layers import Bits, Decision, Unit
 
 __all__ = ["KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler", "KwsWeightBytesProfiler",
-           "KwsLatencyProfiler", "KwsPeakMemoryProfiler", "cost_expression"]
+           "KwsLatencyProfiler", "KwsPeakMemoryProfiler", "cost_expression", "budget_filter"]
 
 
 def _switch(mutables: Mapping[str, Any], labels: tuple[str, ...], costs: dict[tuple, float]) -> Any:
@@ -63,8 +65,10 @@ class KwsCostProfiler(ExpressionProfiler):
         super().__init__(model_space if isinstance(model_space, KwsSpace) else model_space.space)
         if isinstance(model_space, CostModel):
             self.cost_model = model_space
-            if lut is not None:
-                self.cost_model = CostModel(model_space.space, lut, fallback)
+            if lut is not None:  # same table, another latency table
+                self.cost_model = copy.copy(model_space)
+                self.cost_model.lut = LatencyTable.load(lut) if isinstance(lut, (str, Path)) else lut
+                self.cost_model.fallback = fallback
         else:
             self.cost_model = CostModel(model_space, lut, fallback)
         self.bits, self.act_bits = bits, act_bits
@@ -100,7 +104,8 @@ class KwsPeakMemoryProfiler(KwsCostProfiler):
     cost = "peak_activation_bytes"
 
     def _expression(self) -> Any:
-        return cost_expression(self.cost_model, lambda u: float(u.peak_elems * self.act_bits / 8), reduce="max")
+        return cost_expression(self.cost_model, lambda u: float(math.ceil(u.peak_elems * self.act_bits / 8)),
+                               reduce="max")
 
 
 class KwsLatencyProfiler(KwsCostProfiler):
@@ -117,3 +122,13 @@ class KwsLatencyProfiler(KwsCostProfiler):
         lut, fallback = self.cost_model.lut, self.cost_model.fallback
         assert lut is not None
         return cost_expression(self.cost_model, lambda u: lut.lookup(u, fallback), constant=lut.overhead_ms)
+
+
+def budget_filter(profiler: Profiler, min: float | None = None, max: float | None = None) -> Callable[[Any], bool]:
+    """``min <= cost <= max`` as a filter function for both NNI hooks: ``RandomOneShot(filter=...)``
+    passes sample dicts, the ``nni.nas.strategy.middleware.Filter`` middleware passes
+    ``ExecutableModelSpace`` objects, whose ``.sample`` is profiled."""
+    from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter  # imports Lightning: only on use
+
+    in_range = RangeProfilerFilter(profiler, min=min, max=max)
+    return lambda model: in_range(getattr(model, "sample", model))
