@@ -1,8 +1,7 @@
 """The ``nni-kws`` command.
 
 Each sub-command lives next to the code it drives, in a module that defines
-``register(subparsers)``; this file only collects them, so adding a command never touches
-another team's module.
+``register(subparsers)``; this file only maps command names to those modules.
 """
 from __future__ import annotations
 
@@ -11,37 +10,40 @@ import importlib
 import logging
 import sys
 
-# module path -> holds ``register(subparsers)``; imported lazily so ``--help`` stays fast.
-COMMAND_MODULES = [
-    "nni_kws.data.commands",       # data synth / data check
-    "nni_kws.space.commands",      # search-space
-    "nni_kws.cost.commands",       # profile / cost
-    "nni_kws.search.commands",     # search / train / run / sweep
-    "nni_kws.quant.commands",      # quantize
-    "nni_kws.nnictl.commands",     # experiment (multi-trial NAS from Python, web UI)
-]
+# command -> module holding ``register(subparsers)``. Only the module of the command being run is
+# imported (each pulls in torch and NNI, seconds under load); ``--help`` imports them all.
+COMMANDS = {
+    "data": "nni_kws.data.commands",              # data synth / data check
+    "search-space": "nni_kws.space.commands",     # NNI search-space JSON
+    "profile": "nni_kws.cost.commands",           # latency look-up table
+    "cost": "nni_kws.cost.commands",              # costs of one architecture
+    "search": "nni_kws.search.commands",          # hardware-aware one-shot search
+    "train": "nni_kws.search.commands",           # retrain a frozen architecture
+    "run": "nni_kws.search.commands",             # the whole job
+    "sweep": "nni_kws.search.commands",           # Pareto front
+    "quantize": "nni_kws.quant.commands",         # learned or fixed bit-widths
+    "experiment": "nni_kws.nnictl.commands",      # multi-trial NAS with the web UI
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with only ``command``'s module registered when it is a known command."""
     parser = argparse.ArgumentParser(
         prog="nni-kws",
         description="Hardware-aware keyword-spotting NAS and learned bit-width quantization on NNI 3.0.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name and name.startswith(err.name):  # module not written yet
-                continue
-            raise
-        module.register(subparsers)
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
