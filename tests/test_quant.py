@@ -95,7 +95,8 @@ def test_u3_gradients_match_the_autograd_reference() -> None:
 
 def test_gradients_reach_step_and_range_parameters() -> None:
     x, y = _data(8)
-    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3)
+    # Bits start at ceil(budget) = 3, above the budget: the penalty reaches every range too.
+    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=2.5, act_budget_bits=2.5)
     loss = F.cross_entropy(quantizer.bound_model(x), y) + quantizer.budget_penalty()
     loss.backward()
     for module_name, ts in quantizer._target_spaces.items():
@@ -118,11 +119,15 @@ def test_tighter_budget_gives_fewer_bits() -> None:
     tight = _train(_learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3, budget_weight=1.0), 25)
     assert tight["weight"] < loose["weight"] - 1.5, (loose, tight)
     assert tight["activation"] < loose["activation"] - 1.5, (loose, tight)
+    # Below the starting point ceil(2.5) = 3 bits, only the penalty can take them.
+    tighter = _train(_learned(_tiny_model(), x, y, weight_budget_bits=2.5, act_budget_bits=2.5), 25)
+    assert tighter["weight"] < 2.9 and tighter["activation"] < 2.9, tighter
 
 
 def test_learned_bits_stay_in_bounds() -> None:
     x, y = _data(16)
-    quantizer = _learned(_tiny_model(), x, y, max_bits=6, min_bits=3, weight_budget_bits=3, act_budget_bits=3,
+    # A budget below min_bits and a heavy penalty push every bit-width down against the lower bound.
+    quantizer = _learned(_tiny_model(), x, y, max_bits=6, min_bits=3, weight_budget_bits=2, act_budget_bits=2,
                          budget_weight=100.0)
     _train(quantizer, 15)
     bits = [b for targets in quantizer.learned_bits().values() for b in targets.values()]
@@ -135,6 +140,12 @@ def test_learned_bits_stay_in_bounds() -> None:
         q = torch.round(wrapper.patch_helper("weight", weight.target).detach() / cfg["scale"])
         assert q.abs().max() <= cfg["qmax"] <= 2 ** (cfg["quant_bits"] - 1) - 1
         assert len(torch.unique(q)) <= 2 ** cfg["quant_bits"] - 1
+    # Ranges pushed far up are projected back to max_bits after the optimizer step.
+    with torch.no_grad():
+        for wrapper in quantizer._module_wrappers.values():
+            wrapper.weight_range_param.add_(1.0)
+    quantizer.project_qparams()
+    assert {t["weight"] for t in quantizer.learned_bits().values()} == {6}
 
 
 def test_report_definitions_on_two_layers() -> None:
@@ -170,7 +181,9 @@ def test_quantize_model_exports_onnx_that_agrees(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "quant_report.json").read_text())
     assert report["onnx"]["agreement"] >= 0.999 and report["onnx"]["clips"] == 32
     assert set(report["accuracy"]) == {"val", "test"} and set(report["accuracy"]["test"]) == {"before", "after"}
-    assert 2 <= report["avg_bits_per_weight"] <= 6
+    assert 2 <= report["avg_bits_per_weight"] <= 6 and report["model_input_bits"] == 8  # input_bits, by default
+    assert [l.get("model_input", False) for l in report["layers"]][:2] == [True, False]
+    assert any("bias_bits" in l for l in report["layers"])  # folded BN biases, int32 on d_input * d_weight
 
     graph = onnx.load(str(result.onnx_path)).graph
     ops = [n.op_type for n in graph.node]

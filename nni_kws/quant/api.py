@@ -26,7 +26,7 @@ from nni_kws.training import accuracy
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer
-from .prepare import config_list, prepare_model, unsigned_inputs
+from .prepare import biased_layers, config_list, input_layers, prepare_model, unsigned_inputs
 from .report import bit_report
 
 __all__ = ["METHODS", "QuantResult", "quantize_model", "make_evaluator", "load_trained_model"]
@@ -95,11 +95,14 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                loaders: Mapping[str, DataLoader | None]) -> None:
+                input_bits: int | None, loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
+    for name, value in (("bits", bits), ("input_bits", input_bits)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 8):
+            raise ValueError(f"{name} must be an int in 2..8, got {value!r}")
+    if bits is None:
+        raise ValueError("bits must be an int in 2..8, got None")
     if epochs is None and max_steps is None:
         raise ValueError("give epochs or max_steps")
     for name, value in (("epochs", epochs), ("max_steps", max_steps)):
@@ -128,30 +131,37 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 1e-3, fixed_algorithm: str = "qat", out_dir: str | Path | None = None,
+                   lr: float = 1e-3, fixed_algorithm: str = "qat", input_bits: int | None = 8,
+                   out_dir: str | Path | None = None,
                    test_loader: DataLoader | None = None, extra_loaders: Mapping[str, DataLoader] | None = None,
-                   progress: bool = True) -> QuantResult:
+                   float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
     """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
 
     ``method='trained'``: :class:`~nni_kws.quant.LearnedBitwidthQuantizer`, bit-widths learned in
     ``[min_bits, bits]`` under the optional budgets (average bits per weight / per activation) with
     penalty weight ``budget_weight``. ``method='fixed'``: NNI's QAT (``fixed_algorithm='qat'``) or LSQ
-    quantizer at ``bits`` everywhere. Training: Adam at ``lr``, cosine schedule, ``epochs`` epochs (or
+    quantizer at ``bits`` everywhere. The raw waveform, where the first layer reads it, is quantized at
+    ``input_bits`` (a microphone's format, not an activation: outside the budgets and the averages;
+    ``None``: like any activation). Training: Adam at ``lr``, cosine schedule, ``epochs`` epochs (or
     ``max_steps`` steps). The input model is not modified.
 
     Accuracy before (float) and after (fake-quant) is measured on ``val_loader``, ``test_loader`` and
-    every ``extra_loaders`` entry. With ``out_dir``: ``model_qdq.onnx`` (QDQ int8, checked against the
+    every ``extra_loaders`` entry (``float_accuracy``: the float accuracies per loader name, when already
+    known, to skip measuring them again). With ``out_dir``: ``model_qdq.onnx`` (QDQ int8, checked against the
     fake-quant model with onnxruntime on the test set, else the validation set) and ``quant_report.json``.
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, {"train_loader": train_loader, **loaders})
+                fixed_algorithm, input_bits, {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model)
     device = next(float_model.parameters()).device
-    before = {name: accuracy(float_model, loader) for name, loader in loaders.items() if loader is not None}
+    before = {name: float_accuracy[name] if float_accuracy and name in float_accuracy else accuracy(float_model, loader)
+              for name, loader in loaders.items() if loader is not None}
     example = next(iter(train_loader))[0].to(device)
     unsigned = unsigned_inputs(float_model, example)
+    raw = input_layers(float_model, example) if input_bits is not None else []
+    model_inputs = [f"{name}._input_0" for name in raw]
 
     qmodel = copy.deepcopy(float_model)
     steps = min(s for s in (max_steps, epochs and epochs * len(train_loader)) if s)
@@ -159,27 +169,31 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
                                status=lambda: status["fn"]())
     if method == "trained":
+        configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
+                              int32_bias=biased_layers(float_model))
         quantizer: Quantizer = LearnedBitwidthQuantizer(
-            qmodel, config_list(unsigned, bits), evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
-            act_budget_bits=act_budget_bits, budget_weight=budget_weight)
+            qmodel, configs, evaluator, min_bits=min(min_bits, input_bits or min_bits),
+            weight_budget_bits=weight_budget_bits, act_budget_bits=act_budget_bits, budget_weight=budget_weight,
+            budget_exclude=model_inputs)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         status["fn"] = lambda: {"w_bits": f"{float(quantizer.average_bits('weight').detach()):.2f}",
                                 "a_bits": f"{float(quantizer.average_bits('activation').detach()):.2f}"}
     else:
-        quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm)
+        quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
+                                    input_bits=input_bits)
     quantizer.compress(max_steps, epochs)
     qmodel.eval()
     with torch.no_grad():
         qmodel(example)  # record activation shapes of this model for the report
 
     report: dict[str, Any] = {
-        "method": method, "bits": bits,
+        "method": method, "bits": bits, "input_bits": input_bits,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
             "budget_weight": budget_weight} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
-        **bit_report(quantizer, float_model),
+        **bit_report(quantizer, float_model, model_inputs),
     }
     onnx_path = None
     if out_dir is not None:

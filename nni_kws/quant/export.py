@@ -4,7 +4,9 @@ Every quantized target becomes a QDQ pair in an 8-bit container (``int8``, or ``
 range is non-negative) with the learned scale; bit-widths below 8 are a ``Clip`` to the learned
 integer range before ``QuantizeLinear``, so the int8 tensor only takes ``2^b`` (or ``2^b - 1``) values.
 Weights are stored as integer initializers feeding ``DequantizeLinear``, as in onnxruntime's QDQ format.
-Biases stay float32 (the fake-quant model does not quantize them either).
+An ``'int32'`` bias target (the learned quantizer's) is stored in float32 on its grid ``d_input * d_weight``;
+onnxruntime turns it into an int32 initializer exactly (its ``WeightBiasQuantization`` rewrite). Without
+a bias target (NNI's QAT/LSQ) the float bias is off that grid, and that rewrite changes the numbers a little.
 
 The graph is made by torch's TorchScript-based exporter (``dynamo=False``): it maps
 ``torch.fake_quantize_per_tensor_affine`` to a QDQ pair, while the dynamo exporter needs onnxscript
@@ -123,12 +125,17 @@ def deploy_model(quantizer: Quantizer) -> nn.Module:
     for name, targets in ranges.items():
         module = model.get_submodule(name)
         target_spaces = quantizer._module_wrappers[name].quantization_target_spaces
-        qdqs = {target: QDQ(r["scale"], r["zero_point"], r["qmin"], r["qmax"]) for target, r in targets.items()}
-        with torch.no_grad():  # store weights on their grid, so the exported QuantizeLinear is exact
-            for target, qdq in qdqs.items():
-                if target_spaces[target].type is TargetType.PARAMETER:
-                    getattr(module, target).copy_(qdq(getattr(module, target)))
-                    qdq.clip = False  # on the grid now: no Clip node, and QuantizeLinear folds to integers
+        qdqs = {}
+        with torch.no_grad():
+            for target, r in targets.items():
+                param = getattr(module, target) if target_spaces[target].type is TargetType.PARAMETER else None
+                if target == "bias" and r["bits"] > 8:  # int32 bias: on its grid, left to the engine as float
+                    param.copy_(torch.round(param / r["scale"]) * r["scale"])
+                    continue
+                qdqs[target] = QDQ(r["scale"], r["zero_point"], r["qmin"], r["qmax"])
+                if param is not None:  # store weights on their grid: no Clip node, QuantizeLinear folds to integers
+                    param.copy_(qdqs[target](param))
+                    qdqs[target].clip = False
         model.set_submodule(name, QuantizedLayer(module, qdqs))
     return model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from nni.compression.base.apply_method import quant_apply_methods
@@ -15,7 +15,8 @@ from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
-__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "levels_for_bits", "bits_for_levels"]
+__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round", "levels_for_bits",
+           "bits_for_levels"]
 
 _logger = logging.getLogger(__name__)
 
@@ -81,7 +82,20 @@ def learned_bits_clamp_round(target: Tensor, target_space: QuantizationTargetSpa
     return U3ClampRound.apply(target, step, qrange, _is_signed(target_space))
 
 
+def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
+    """Apply method ``'int32_bias'``: round a bias to its layer's accumulator grid ``d_input * d_weight``.
+
+    Integer engines add the bias as an int32 at that scale (onnxruntime rewrites a float Conv/Gemm bias
+    between QDQ inputs so); emulating it keeps the fake-quant model and the exported one bit-compatible.
+    The scale is not learned through the bias (straight-through, detached).
+    """
+    targets = target_space._wrapper.quantization_target_spaces
+    scale = (_qparams(targets["_input_0"])[0] * _qparams(targets["weight"])[0]).detach()
+    return target + (torch.round(target / scale) * scale - target).detach()
+
+
 quant_apply_methods["learned_bits"] = learned_bits_clamp_round
+quant_apply_methods["int32_bias"] = int32_bias_round
 
 
 class LearnedBitwidthQuantizer(Quantizer):
@@ -100,8 +114,11 @@ class LearnedBitwidthQuantizer(Quantizer):
     for ``uint`` targets) with straight-through gradients, and the bit-width follows as
     ``b = ceil(log2(n + 1)) + 1`` (signed) or ``ceil(log2(n + 1))`` (unsigned) with ``n = round(q_max / d)``
     levels. After every optimizer step ``q_max / d`` is projected so that ``min_bits <= b <= max_bits``,
-    where ``max_bits`` is the ``quant_dtype`` of the config (``'int8'`` → 8); training starts at ``max_bits``
-    with ``q_max`` = the largest magnitude of the first batch (or of the weight).
+    where ``max_bits`` is the ``quant_dtype`` of the config (``'int8'`` → 8). On a target's first forward
+    ``q_max`` is its largest magnitude (of the weight, or of the first batch) and ``b`` is ``max_bits``, or
+    ``ceil(budget)`` when a budget applies to it (so a short fine-tuning need not walk down from 8 bits).
+    A ``bias`` target (``'int32'``) is not learned: it is rounded to the layer's accumulator grid
+    ``d_input * d_weight``, as integer engines (and onnxruntime's QDQ rewrite) add it.
 
     Memory budgets are hinge penalties added to the training loss through ``evaluator.patch_loss``:
     ``budget_weight * relu(avg_bits - budget)`` for the parameter-weighted average weight bits and the
@@ -127,6 +144,9 @@ class LearnedBitwidthQuantizer(Quantizer):
         Targets of the average bits per weight / per activation element (``None``: no penalty).
     budget_weight
         Multiplier ``λ`` of the budget penalties.
+    budget_exclude
+        Targets (``'<module>.<target>'``, e.g. the raw-audio input ``'frontend.0._input_0'``) left out of
+        the budgets and :meth:`average_bits`; they start and usually stay at ``max_bits``.
     qparam_lr_scale
         ``k`` above: learning-rate multiplier of ``d`` and ``q_max`` relative to the weights.
 
@@ -144,13 +164,14 @@ class LearnedBitwidthQuantizer(Quantizer):
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Evaluator | None = None,
                  min_bits: int = 2, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
-                 budget_weight: float = 1.0, qparam_lr_scale: float = 20.0,
+                 budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
                  existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
         self.min_bits = min_bits
         self.weight_budget_bits, self.act_budget_bits = weight_budget_bits, act_budget_bits
         self.budget_weight, self.qparam_lr_scale = budget_weight, qparam_lr_scale
+        self.budget_exclude = set(budget_exclude)
 
         self.check_validation()
         self.register_qparams()
@@ -162,10 +183,12 @@ class LearnedBitwidthQuantizer(Quantizer):
                         **kwargs: Any):
         return super().from_compressor(compressor, new_config_list, evaluator=evaluator, **kwargs)
 
-    def _targets(self):
+    def _targets(self, bias: bool = False):
+        """``(module_name, target_name, target_space)`` of the learned targets (and the int32 biases)."""
         for module_name, ts in self._target_spaces.items():
             for target_name, target_space in ts.items():
-                yield module_name, target_name, target_space
+                if bias or target_name != "bias":
+                    yield module_name, target_name, target_space
 
     def check_validation(self) -> None:
         """Errors (not warnings) for settings the U3 quantizer cannot honour."""
@@ -178,8 +201,16 @@ class LearnedBitwidthQuantizer(Quantizer):
                 raise ValueError(f"{name} must be a positive number of bits, got {budget!r}")
         if not self._target_spaces:
             raise ValueError("the config list selects no module of the model; check op_types / op_names")
-        for module_name, target_name, target_space in self._targets():
+        unknown = self.budget_exclude - {f"{m}.{t}" for m, t, _ in self._targets()}
+        if unknown:
+            raise ValueError(f"budget_exclude names no quantized target: {sorted(unknown)}")
+        for module_name, target_name, target_space in self._targets(bias=True):
             where = f"{module_name}.{target_name}"
+            if target_name == "bias":
+                if target_space.quant_dtype != "int32" or not {"_input_0", "weight"} <= set(self._target_spaces[module_name]):
+                    raise ValueError(f"{where}: a bias is quantized as 'int32' at the scale of the layer's "
+                                     "'_input_' and 'weight' targets, which must be quantized too")
+                continue
             if target_space.quant_scheme not in (None, "symmetric"):
                 raise ValueError(f"{where}: LearnedBitwidthQuantizer is symmetric (zero point 0), "
                                  f"got quant_scheme={target_space.quant_scheme!r}")
@@ -201,8 +232,8 @@ class LearnedBitwidthQuantizer(Quantizer):
                 wrapper.register_parameter(f"{target_name}_{kind}_param", torch.nn.Parameter(torch.zeros(1, device=device)))
 
     def register_learned_bits_apply_method(self):
-        for _, _, target_space in self._targets():
-            target_space.apply_method = "learned_bits"
+        for _, target_name, target_space in self._targets(bias=True):
+            target_space.apply_method = "int32_bias" if target_name == "bias" else "learned_bits"
 
     def register_track_func(self):
         for module_name in self._target_spaces:
@@ -213,16 +244,25 @@ class LearnedBitwidthQuantizer(Quantizer):
         if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
             return
         target_space = wrapper.quantization_target_spaces[target_name]
-        if target_space.scale is not None:
+        if target_name == "bias":
+            self._sync_bias(wrapper)
+        if target_space.scale is not None or target_name == "bias":
             return
         signed = _is_signed(target_space)
         qrange = target.detach().abs().max().clamp_min(1e-8) if signed else target.detach().max().clamp_min(1e-8)
-        n_max = levels_for_bits(target_space.quant_bits, signed)[1]
+        budget = self._budget(wrapper.name, target_name, target_space)
+        bits = target_space.quant_bits if budget is None else min(target_space.quant_bits, max(self.min_bits, math.ceil(budget)))
+        n_max = levels_for_bits(bits, signed)[1]
         k = self.qparam_lr_scale
         with torch.no_grad():
             getattr(wrapper, f"{target_name}_range_param").fill_(float(torch.log(qrange)) / k)
             getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_max)) / k)
         self._sync(target_space)
+
+    def _budget(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace) -> float | None:
+        if f"{module_name}.{target_name}" in self.budget_exclude:
+            return None
+        return self.weight_budget_bits if target_space.type is TargetType.PARAMETER else self.act_budget_bits
 
     def _sync(self, target_space: QuantizationTargetSpace) -> None:
         """Mirror ``d`` and the integer range into NNI's buffers (scale, zero point, tracked min/max)."""
@@ -233,6 +273,15 @@ class LearnedBitwidthQuantizer(Quantizer):
             target_space.zero_point = torch.zeros_like(step)
             target_space.tracked_max = levels * step
             target_space.tracked_min = -levels * step if _is_signed(target_space) else torch.zeros_like(step)
+
+    @staticmethod
+    def _sync_bias(wrapper: ModuleWrapper) -> None:
+        """The int32 bias target's scale ``d_input * d_weight``, once both are initialised."""
+        targets = wrapper.quantization_target_spaces
+        if "bias" in targets and targets["_input_0"].scale is not None and targets["weight"].scale is not None:
+            with torch.no_grad():
+                targets["bias"].scale = _qparams(targets["_input_0"])[0] * _qparams(targets["weight"])[0]
+                targets["bias"].zero_point = torch.zeros_like(targets["bias"].scale)
 
     def project_qparams(self) -> None:
         """Keep ``min_bits <= b <= max_bits``: clamp ``q_max / d`` to the levels those bit-widths allow."""
@@ -248,6 +297,8 @@ class LearnedBitwidthQuantizer(Quantizer):
                 getattr(wrapper, f"{target_name}_range_param").clamp_(step_param + math.log(lo) / k,
                                                                       step_param + math.log(hi) / k)
                 self._sync(target_space)
+            for wrapper in self._module_wrappers.values():
+                self._sync_bias(wrapper)
 
     def target_bits(self, module_name: str, target_name: str) -> Tensor:
         """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)``."""
@@ -259,14 +310,16 @@ class LearnedBitwidthQuantizer(Quantizer):
         return (soft + (hard - soft).detach()).squeeze()
 
     def average_bits(self, kind: str) -> Tensor | None:
-        """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits.
+        """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits
+        of the targets under budget (not in ``budget_exclude``).
 
         Activation sizes are per example (the batch dimension of the recorded shape is dropped);
         ``None`` while no target of that kind has been seen.
         """
         total, count = 0.0, 0
         for module_name, target_name, target_space in self._targets():
-            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None:
+            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None \
+                    or f"{module_name}.{target_name}" in self.budget_exclude:
                 continue
             numel = _numel(target_space)
             if numel:

@@ -13,7 +13,7 @@ frozen space holds no mutable module (``check_plain_model`` verifies it).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from nni.mutable import Mutable
@@ -25,7 +25,7 @@ from nni_kws.space.blocks import SincConv1d, bake_sinc
 from .settings import register_1d_settings
 
 __all__ = ["QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs",
-           "config_list"]
+           "input_layers", "biased_layers", "config_list"]
 
 #: Layers whose weights and inputs are quantized.
 QUANT_OP_TYPES = ("Conv1d", "Linear")
@@ -74,37 +74,72 @@ def prepare_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def _quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if type(m).__name__ in QUANT_OP_TYPES]
+
+
 @torch.no_grad()
-def unsigned_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, bool]:
-    """``{layer name: True if its input was >= 0 on example}`` for every quantized layer (post-ReLU inputs)."""
-    seen: dict[str, bool] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(
-                 name, seen.get(name, True) and bool(args[0].min() >= 0)))
-             for name, m in model.named_modules() if type(m).__name__ in QUANT_OP_TYPES]
+def _inputs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[bool, bool]]:
+    """``{layer: (input >= 0, input is the model input)}`` over one eval-mode forward of ``example``."""
+    seen: dict[str, tuple[bool, bool]] = {}
+
+    def hook(name: str, args: tuple) -> None:
+        nonneg, raw = seen.get(name, (True, False))
+        seen[name] = (nonneg and bool(args[0].min() >= 0), raw or args[0] is example)
+
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: hook(name, args)) for name, m in _quantized_layers(model)]
     was_training = model.training
     try:
         model.eval()
         model(example)
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+        for h in hooks:
+            h.remove()
     return seen
 
 
-def config_list(unsigned: dict[str, bool], bits: int, unsigned_scheme: str = "symmetric") -> list[dict[str, Any]]:
-    """NNI config list: every layer's ``weight`` as ``int{bits}`` symmetric, its input as ``int{bits}``,
-    or ``uint{bits}`` (with ``unsigned_scheme``) when it is non-negative."""
-    if not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in 2..8 (int8 containers), got {bits!r}")
-    groups = {flag: sorted(name for name, u in unsigned.items() if u is flag) for flag in (False, True)}
+def unsigned_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, bool]:
+    """``{layer name: True if its input was >= 0 on example}`` for every quantized layer (post-ReLU inputs)."""
+    return {name: nonneg for name, (nonneg, _) in _inputs(model, example).items()}
+
+
+def input_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The quantized layers that read the model input itself (the raw waveform), if any."""
+    return [name for name, (_, raw) in _inputs(model, example).items() if raw]
+
+
+def biased_layers(model: nn.Module) -> list[str]:
+    """The quantized layers that have a bias (after BN folding, most convs)."""
+    return [name for name, m in _quantized_layers(model) if getattr(m, "bias", None) is not None]
+
+
+def config_list(unsigned: dict[str, bool], bits: int, unsigned_scheme: str = "symmetric", *,
+                input_layers: Sequence[str] = (), input_bits: int | None = None,
+                int32_bias: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """NNI config list over the layers of ``unsigned`` (``{layer: input is non-negative}``).
+
+    Every layer's ``weight`` is ``int{bits}`` symmetric and its input ``int{bits}``, or ``uint{bits}``
+    (with ``unsigned_scheme``) when non-negative; the inputs of ``input_layers`` (the model input) are
+    ``int{input_bits}`` when given; layers in ``int32_bias`` also get an ``'int32'`` ``bias`` target.
+    """
+    for name, value in (("bits", bits), ("input_bits", input_bits)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 8):
+            raise ValueError(f"{name} must be an int in 2..8 (int8 containers), got {value!r}")
+    groups: dict[tuple[bool, bool, bool], list[str]] = {}
+    for name, nonneg in sorted(unsigned.items()):
+        raw = name in input_layers and input_bits is not None
+        groups.setdefault((nonneg and not raw, name in int32_bias, raw), []).append(name)
     configs = []
-    for flag, names in groups.items():
-        if not names:
-            continue
-        config: dict[str, Any] = {"op_names": names, "target_names": ["_input_", "weight"],
-                                  "quant_dtype": f"int{bits}", "quant_scheme": "symmetric"}
-        if flag:
-            config["target_settings"] = {"_input_": {"quant_dtype": f"uint{bits}", "quant_scheme": unsigned_scheme}}
-        configs.append(config)
+    for (nonneg, bias, raw), names in groups.items():
+        settings: dict[str, dict[str, Any]] = {}
+        if nonneg:
+            settings["_input_"] = {"quant_dtype": f"uint{bits}", "quant_scheme": unsigned_scheme}
+        if raw:
+            settings["_input_"] = {"quant_dtype": f"int{input_bits}"}
+        if bias:
+            settings["bias"] = {"quant_dtype": "int32"}
+        configs.append({"op_names": names, "target_names": ["_input_", "weight"] + (["bias"] if bias else []),
+                        "quant_dtype": f"int{bits}", "quant_scheme": "symmetric",
+                        **({"target_settings": settings} if settings else {})})
     return configs

@@ -5,15 +5,16 @@ Definitions (also written into every report under ``"definitions"``):
 - *bits per weight* = ``Σ_l N_l b_l / Σ_l N_l`` over the quantized weight tensors (``N_l``: elements of
   the weight of layer ``l`` after Conv+BN folding; biases, float BN and other parameters excluded);
 - *bits per activation* = ``Σ_a M_a b_a / Σ_a M_a`` over the quantized activation tensors (the inputs of
-  the quantized layers; ``M_a``: elements per clip, batch dimension excluded);
+  the quantized layers; ``M_a``: elements per clip, batch dimension excluded), except the model input
+  (the raw waveform, reported on its own as ``model_input_bits``);
 - the plain means over tensors (``*_layer_mean``) are given too;
 - *size* = weights packed at their bit-widths (``ceil(N_l b_l / 8)`` bytes per tensor) + 4 bytes per
-  float parameter left (biases, unfolded BN) + 4 bytes per quantized tensor (its float32 scale).
+  other parameter (biases as int32 or float, unfolded BN) + 4 bytes per quantized tensor (its float32 scale).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 from nni.compression.base.compressor import Quantizer
 from nni.compression.base.target_space import TargetType
@@ -25,19 +26,23 @@ DEFINITIONS = {
     "avg_bits_per_weight": "sum_l N_l*b_l / sum_l N_l over quantized weight tensors (N_l = elements, after "
                            "Conv+BN folding; biases and float parameters excluded)",
     "avg_bits_per_activation": "sum_a M_a*b_a / sum_a M_a over quantized activations (inputs of the quantized "
-                               "layers; M_a = elements per clip, batch excluded)",
+                               "layers; M_a = elements per clip, batch excluded), without the model input",
+    "model_input_bits": "bits of the raw waveform where the first layer reads it (not in the averages)",
     "*_layer_mean": "plain mean of b over the quantized tensors of that kind",
-    "size_bytes": "packed weights (ceil(N_l*b_l/8) bytes each) + 4 bytes per remaining float parameter "
-                  "(biases, unfolded BN) + 4 bytes per quantized tensor (float32 scale)",
+    "size_bytes": "packed weights (ceil(N_l*b_l/8) bytes each) + 4 bytes per other parameter (biases as int32 "
+                  "or float, unfolded BN) + 4 bytes per quantized weight or activation (float32 scale)",
     "float_size_bytes": "4 bytes per parameter of the float model (after Conv+BN folding)",
 }
 
 
-def target_rows(quantizer: Quantizer) -> list[dict[str, Any]]:
+def target_rows(quantizer: Quantizer, model_inputs: Iterable[str] = ()) -> list[dict[str, Any]]:
     """One row per quantized target: layer, type, target, kind, numel (per clip for activations), bits, signed.
 
-    Activation sizes come from the shapes NNI records on the last forward (run one first).
+    ``kind`` is ``'weight'``, ``'bias'``, ``'activation'``, or ``'input'`` for the targets named in
+    ``model_inputs`` (``'<layer>._input_0'``). Activation sizes come from the shapes NNI records on
+    the last forward (run one first).
     """
+    model_inputs = set(model_inputs)
     calibration = quantizer.get_calibration_config()
     rows = []
     for module_name, wrapper in quantizer._module_wrappers.items():
@@ -47,8 +52,9 @@ def target_rows(quantizer: Quantizer) -> list[dict[str, Any]]:
             shape = target_space.shape
             if shape is None:
                 raise ValueError(f"no shape recorded for {module_name}.{target_name}: run a forward pass first")
-            rows.append(dict(layer=module_name, type=type(wrapper.module).__name__, target=target_name,
-                             kind="weight" if is_param else "activation",
+            kind = ("bias" if target_name == "bias" else "weight") if is_param else \
+                "input" if f"{module_name}.{target_name}" in model_inputs else "activation"
+            rows.append(dict(layer=module_name, type=type(wrapper.module).__name__, target=target_name, kind=kind,
                              numel=math.prod(shape if is_param else shape[1:]), bits=int(config["quant_bits"]),
                              signed=not str(config["quant_dtype"]).startswith("uint")))
     return rows
@@ -67,6 +73,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     weights = [r for r in rows if r["kind"] == "weight"]
     acts = [r for r in rows if r["kind"] == "activation"]
     act_bytes = [math.ceil(r["numel"] * r["bits"] / 8) for r in acts]
+    inputs = [r["bits"] for r in rows if r["kind"] == "input"]
     return {
         "avg_bits_per_weight": _mean(weights, True),
         "avg_bits_per_activation": _mean(acts, True),
@@ -77,6 +84,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "weight_bits_total": sum(r["numel"] * r["bits"] for r in weights),
         "activation_bytes_total": sum(act_bytes),
         "activation_bytes_max": max(act_bytes, default=0),
+        "model_input_bits": inputs[0] if len(inputs) == 1 else (inputs or None),
     }
 
 
@@ -86,28 +94,36 @@ def size_bytes(model: nn.Module, rows: list[dict[str, Any]], exclude: set[int] =
     weights = [r for r in rows if r["kind"] == "weight"]
     packed = sum(math.ceil(r["numel"] * r["bits"] / 8) for r in weights)
     other = params - sum(r["numel"] for r in weights)
-    return {"size_bytes": packed + 4 * other + 4 * len(rows), "packed_weight_bytes": packed,
-            "float_param_bytes": 4 * other, "scale_bytes": 4 * len(rows), "float_size_bytes": 4 * params,
+    scales = 4 * sum(r["kind"] != "bias" for r in rows)
+    return {"size_bytes": packed + 4 * other + scales, "packed_weight_bytes": packed,
+            "other_param_bytes": 4 * other, "scale_bytes": scales, "float_size_bytes": 4 * params,
             "parameters": params}
 
 
-def bit_report(quantizer: Quantizer, model: nn.Module | None = None) -> dict[str, Any]:
+def bit_report(quantizer: Quantizer, model: nn.Module | None = None,
+               model_inputs: Iterable[str] | None = None) -> dict[str, Any]:
     """Per-layer bits, averages, sizes and definitions; JSON-able.
 
     ``model``: the float model for the parameter count (default: the quantizer's model, less the
-    quantizer's own parameters such as step sizes).
+    quantizer's own parameters such as step sizes). ``model_inputs``: see :func:`target_rows` (default:
+    the quantizer's ``budget_exclude``, if any).
     """
+    if model_inputs is None:
+        model_inputs = getattr(quantizer, "budget_exclude", ())
     model = model if model is not None else quantizer.bound_model
     own = {id(p) for params in quantizer.patch_optimizer_param_group().values() for p in params}
     order = {name.replace("._nni_wrapper", ""): i for i, (name, _) in enumerate(model.named_modules())}
-    rows = sorted(target_rows(quantizer), key=lambda r: (order.get(r["layer"], len(order)), r["target"]))
+    rows = sorted(target_rows(quantizer, model_inputs), key=lambda r: (order.get(r["layer"], len(order)), r["target"]))
     layers: dict[str, dict[str, Any]] = {}
     for r in rows:
         layer = layers.setdefault(r["layer"], {"name": r["layer"], "type": r["type"]})
         if r["target"] == "weight":
             layer.update(weight_bits=r["bits"], weight_numel=r["numel"])
+        elif r["target"] == "bias":
+            layer.update(bias_bits=r["bits"])
         elif r["target"] == "_input_0":
-            layer.update(act_bits=r["bits"], act_numel=r["numel"], act_signed=r["signed"])
+            layer.update(act_bits=r["bits"], act_numel=r["numel"], act_signed=r["signed"],
+                         **({"model_input": True} if r["kind"] == "input" else {}))
         else:
             layer[f"{r['target']}_bits"] = r["bits"]
     return {**summarize(rows), **size_bytes(model, rows, own), "layers": list(layers.values()),

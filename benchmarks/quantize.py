@@ -1,0 +1,156 @@
+"""Benchmark of quantization: accuracy drop vs float at learned bit-widths and at fixed 4/3/2 bits.
+
+1. Train a fixed architecture of the 'small' preset (SincConv front end) on the synthesized dataset
+   (``nni_kws.data.synth.ensure_default_dataset``), or reuse the one a previous run saved under ``--work``.
+2. Learned bit-widths (``LearnedBitwidthQuantizer``, max 8 bits, budgets ``--weight-budget`` /
+   ``--act-budget`` average bits) and NNI's QAT at each ``--fixed-bits``, all fine-tuned from the
+   same float weights with the same schedule.
+3. Accuracy before/after on the synthesized test split and on the real Speech Commands v2 test set
+   (``--real-test``), average bits (definitions in the JSON), sizes, and the ONNX QDQ export's top-1
+   agreement with the fake-quant model under onnxruntime, on the real test set.
+
+Target: at most 0.5 points of accuracy lost at <= 4 average bits (weights and activations).
+
+    python benchmarks/quantize.py [--float-epochs 25] [--quant-epochs 6] [--out benchmarks/results/quantize.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.synth import ensure_default_dataset
+from nni_kws.quant import DEFINITIONS, onnx_agreement, prepare_model, quantize_model
+from nni_kws.space import build_model, build_space, load_arch, save_arch
+from nni_kws.training import accuracy, fit, seed_everything
+
+#: The benchmarked architecture (preset 'small'): SincConv front end, two blocks per stage.
+ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e": 2, "s0_i1_k": 5,
+        "s1_depth": 2, "s1_i0_e": 2, "s1_i0_k": 5, "s1_i1_e": 2, "s1_i1_k": 5,
+        "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
+PRESET = "small"
+REAL_TEST = "/work/shared/data/gsc-v2-test"
+
+
+def float_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (or reload from ``--work``) the float model."""
+    space = build_space(PRESET)
+    folder = Path(args.work) / "float"
+    if args.reuse and (folder / "model.pt").is_file():
+        model = build_model(load_arch(folder / "arch.json", space), space)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
+    seed_everything(args.seed)
+    model = build_model(ARCH, space)
+    start = time.monotonic()
+    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.float_epochs,
+                  progress=not args.quiet, learning_rate=args.float_lr)
+    training = {"epochs": args.float_epochs, "lr": args.float_lr, "seconds": round(time.monotonic() - start, 1),
+                "val_acc": metrics.get("val_acc")}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "model.pt")
+    save_arch(ARCH, folder / "arch.json", preset=PRESET, training=training)
+    return model, training
+
+
+def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    acc = report["accuracy"]
+    return {
+        "name": name, "avg_bits_per_weight": report["avg_bits_per_weight"],
+        "avg_bits_per_activation": report["avg_bits_per_activation"], "size_bytes": report["size_bytes"],
+        "accuracy": {k: v["after"] for k, v in acc.items()},
+        "drop_points": {k: round(100 * (v["before"] - v["after"]), 2) for k, v in acc.items()},
+        "time_s": report["time_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--float-epochs", type=int, default=25)
+    p.add_argument("--float-lr", type=float, default=0.05)
+    p.add_argument("--quant-epochs", type=int, default=6)
+    p.add_argument("--quant-lr", type=float, default=1e-3)
+    p.add_argument("--weight-budget", type=float, default=4.0)
+    p.add_argument("--act-budget", type=float, default=4.0)
+    p.add_argument("--budget-weight", type=float, default=1.0)
+    p.add_argument("--fixed-bits", type=int, nargs="*", default=[4, 3, 2])
+    p.add_argument("--real-test", default=REAL_TEST, help="real test folder ('' to skip)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/bench-quantize", help="float model and ONNX files")
+    p.add_argument("--reuse", action="store_true", help="reuse the float model saved under --work")
+    p.add_argument("--out", default="benchmarks/results/quantize.json")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+
+    root = ensure_default_dataset(progress=not args.quiet)
+    real = args.real_test if args.real_test and Path(args.real_test).is_dir() else None
+    data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, real_test_root=real, cache=True)
+    loaders = {"test": data.test_dataloader(), **({"real_test": data.real_test_dataloader()} if real else {})}
+    model, training = float_model(args, data)
+    prepared = prepare_model(model)
+    float_acc = {"val": accuracy(prepared, data.val_dataloader()),
+                 **{name: accuracy(prepared, loader) for name, loader in loaders.items()}}
+    logging.info("float model: %s", float_acc)
+    common = dict(epochs=args.quant_epochs, lr=args.quant_lr, test_loader=loaders["test"],
+                  extra_loaders={k: v for k, v in loaders.items() if k != "test"}, float_accuracy=float_acc,
+                  progress=not args.quiet)
+
+    runs: dict[str, dict[str, Any]] = {}
+    seed_everything(args.seed)
+    learned = quantize_model(model, data.train_dataloader(), data.val_dataloader(), method="trained", bits=8,
+                             weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget,
+                             budget_weight=args.budget_weight, out_dir=Path(args.work) / "trained", **common)
+    runs["trained"] = learned.report
+    check = loaders.get("real_test", loaders["test"])
+    agreement = {"on": "real_test" if real else "test", **onnx_agreement(learned.model, learned.onnx_path, check)}
+    logging.info("ONNX agreement: %s", agreement)
+    for bits in args.fixed_bits:
+        seed_everything(args.seed)
+        runs[f"fixed{bits}"] = quantize_model(model, data.train_dataloader(), data.val_dataloader(), method="fixed",
+                                              bits=bits, out_dir=Path(args.work) / f"fixed{bits}", **common).report
+
+    rows = [summary(name, report) for name, report in runs.items()]
+    t = runs["trained"]
+    target = {"max_avg_bits": 4.0, "max_drop_points": 0.5,
+              "met": bool(max(t["avg_bits_per_weight"], t["avg_bits_per_activation"]) <= 4.0
+                          and all(d <= 0.5 for d in rows[0]["drop_points"].values()))}
+    result = {
+        "benchmark": "quantize", "preset": PRESET, "arch": ARCH, "dataset": str(root),
+        "clips": {"train": len(data.dataset("training")), "val": len(data.dataset("validation")),
+                  "test": len(data.dataset("testing")), **({"real_test": len(data.dataset("real_test"))} if real else {})},
+        "float": {"accuracy": float_acc, "parameters": sum(p.numel() for p in prepared.parameters()),
+                  "size_bytes": 4 * sum(p.numel() for p in prepared.parameters()), "training": training},
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "weight_budget", "act_budget",
+                                                  "budget_weight", "fixed_bits", "batch_size", "threads", "seed")},
+        "summary": rows, "target": target,
+        "onnx": {**agreement, "path": str(learned.onnx_path), "bytes": learned.report["onnx"]["bytes"]},
+        "trained_layers": t["layers"], "definitions": DEFINITIONS,
+        "machine": {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()},
+        "total_s": round(time.monotonic() - start, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for row in rows:
+        print(f"{row['name']:>8}: {row['avg_bits_per_weight']:.2f} b/w {row['avg_bits_per_activation']:.2f} b/a "
+              f"{row['size_bytes']:>6} B  acc {row['accuracy']}  drop {row['drop_points']}")
+    print(f"float: {float_acc}; ONNX agreement {agreement['agreement']:.4f} on {agreement['clips']} clips; "
+          f"target met: {target['met']}; {result['total_s']:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
