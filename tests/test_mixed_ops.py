@@ -25,6 +25,7 @@ def _one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 PLAIN = {"KwsSpace", "Sequential", "ConvFrontEnd", "SincFrontEnd", "ConvBNReLU1d", "MBConv1d", "Conv1d", "BatchNorm1d",
          "ReLU", "AvgPool1d", "AdaptiveAvgPool1d", "Linear", "Identity", "SincConv1d", "LogCompression"}
 
