@@ -18,7 +18,6 @@ from typing import Any, Mapping, cast
 
 import torch
 import torch.nn.functional as F
-from nni.mutable import MutableExpression
 from nni.nas.nn.pytorch import ModelSpace, MutableBatchNorm1d, MutableConv1d, ParametrizedModule
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import evaluate_constant
 from nni.nas.oneshot.pytorch.supermodule._operation_utils import MaybeWeighted as _W
