@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     profile.add_argument("--backend", default="torch-cpu", choices=BACKENDS)
     profile.add_argument("--out", default="lut.json", help="output JSON (default: lut.json)")
     profile.add_argument("--repeats", type=int, default=100, help="timed calls per configuration (default 100)")
-    profile.add_argument("--rounds", type=int, default=3, help="interleaved passes the repeats are split over")
+    profile.add_argument("--rounds", type=int, default=5, help="interleaved passes the repeats are split over")
     profile.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     profile.add_argument("--calibration", type=int, default=10, help="random archs for the per-model overhead")
     profile.add_argument("--clock", default="wall", choices=sorted(CLOCKS),

@@ -5,7 +5,8 @@ head), keyed by its geometry (see :class:`~nni_kws.cost.layers.Unit`), holding a
 (median by default) of repeated batch-1 timings. Timing whole blocks rather than single convs
 keeps the per-op costs of BN/ReLU/add inside the entries. What the sum misses (the model's own
 forward, cache effects between consecutive blocks) is one fixed per-model term, the median of
-(measured − Σ entries) over a few random calibration archs: ``latency = overhead_ms + Σ entries``.
+(measured − Σ entries) over a few random calibration archs, timed in the same interleaved passes
+as the entries: ``latency = overhead_ms + Σ entries``.
 (A fitted slope as well was tried: with ~10 noisy calibration points it generalised worse.)
 
 Backends: ``torch-cpu`` (eager, ``torch.inference_mode``, ``torch.set_num_threads(threads)``) and
@@ -143,28 +144,31 @@ class LatencyTable:
     source: str = "<memory>"
 
     @classmethod
-    def measure(cls, space: KwsSpace, backend: str = "torch-cpu", repeats: int = 50, threads: int = 1,
-                rounds: int = 3, calibration: int = 10, clock: str = "wall", statistic: str = "median",
-                table: SpaceTable | None = None, progress: bool = True) -> "LatencyTable":
-        """Time every unit configuration of ``space``, then the per-model overhead on
-        ``calibration`` random archs (seeds ``10**6 + i``, saved in ``meta``)."""
+    def measure(cls, space: KwsSpace, backend: str = "torch-cpu", repeats: int = 100, threads: int = 1,
+                rounds: int = 5, calibration: int = 10, clock: str = "wall", statistic: str = "median",
+                table: SpaceTable | None = None, progress: bool = True,
+                extra: Mapping[str, Callable[[], Any]] | None = None) -> "LatencyTable":
+        """Time every unit configuration of ``space`` and ``calibration`` whole random archs (seeds
+        ``10**6 + i``, saved in ``meta``) in the same interleaved passes, so that entries and
+        overhead see the same machine load. ``extra`` runners (e.g. a benchmark's test models) are
+        timed in those passes too; their timings go to ``meta['extra_ms']`` and nowhere else."""
         table = table or space_table(space)
         units = dict((u.key, (u, m)) for u, m in unit_modules(space, table))
-        runners = {key: make_runner(m, u.layers[0].in_shape, backend, threads) for key, (u, m) in units.items()}
-        entries = time_runners(runners, repeats, rounds, threads, clock, statistic, progress=progress,
-                               desc=f"profile {backend}")
-        lut = cls(backend, entries, 0.0, device_info(backend, threads, clock, statistic),
-                  {key: {"kind": u.kind, **dict(u.config), "macs": u.macs} for key, (u, _) in units.items()},
-                  {"repeats": repeats, "rounds": rounds})
         seeds = [10**6 + i for i in range(calibration)]
         archs = [random_arch(space, seed) for seed in seeds]
-        models = {str(s): make_runner(space.freeze(a), (1, table.input_samples), backend, threads)
+        runners = {key: make_runner(m, u.layers[0].in_shape, backend, threads) for key, (u, m) in units.items()}
+        models = {f"model:{s}": make_runner(space.freeze(a), (1, table.input_samples), backend, threads)
                   for s, a in zip(seeds, archs)}
-        measured = time_runners(models, repeats, rounds, threads, clock, statistic, progress=progress,
-                                desc="calibrate")
-        gaps = [m - lut.predict(table.units(a)) for a, m in zip(archs, measured.values())]
+        extra = {f"extra:{key}": run for key, run in (extra or {}).items()}
+        times = time_runners({**runners, **models, **extra}, repeats, rounds, threads, clock, statistic,
+                             progress=progress, desc=f"profile {backend}")
+        lut = cls(backend, {key: times[key] for key in runners}, 0.0, device_info(backend, threads, clock, statistic),
+                  {key: {"kind": u.kind, **dict(u.config), "macs": u.macs} for key, (u, _) in units.items()},
+                  {"repeats": repeats, "rounds": rounds, "calibration_seeds": seeds})
+        gaps = [times[key] - lut.predict(table.units(a)) for key, a in zip(models, archs)]
         lut.overhead_ms = statistics.median(gaps) if gaps else 0.0
-        lut.meta["calibration_seeds"] = seeds
+        if extra:
+            lut.meta["extra_ms"] = {key[len("extra:"):]: times[key] for key in extra}
         return lut
 
     def lookup(self, unit: Unit, fallback: str | None = None) -> float:
