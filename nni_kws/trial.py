@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture JSON to train when run outside NNI")
     p.add_argument("--out", help="output folder (default: $NNI_OUTPUT_DIR, the trial folder)")
     p.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    darts = p.add_argument_group("--mode darts: a one-shot search per trial (tuned labels: lambda, target, ...)")
+    darts.add_argument("--mode", choices=["train", "darts"], default="train",
+                       help="train: the tuner's architecture; darts: search, then retrain the result (--epochs)")
+    darts.add_argument("--search-epochs", type=int, default=5, help="one-shot search epochs (TRIAL_BUDGET sets them)")
+    darts.add_argument("--strategy", default="darts", help="one-shot strategy: darts, gumbel, proxyless (default darts)")
+    darts.add_argument("--resource", default="macs", help="penalised cost: macs, params, peak_activation_bytes, latency_ms")
+    darts.add_argument("--target", type=float, help="budget of --resource unless the tuner sends 'target'")
+    darts.add_argument("--lambda", dest="weight", type=float, default=1.0, help="penalty weight unless tuned")
+    darts.add_argument("--form", default="hinge", help="penalty form: hinge, add, mul-log")
     return p
 
 
@@ -142,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         data = resolve_data(args.data)
+        if args.mode == "darts":
+            _run_darts(args, data)
+            return 0
         arch, train, budget = split_parameters(_parameters(args), args.preset)
         epochs = args.epochs if budget is None else max(1, round(budget * args.epochs_per_budget))
         train.setdefault("learning_rate", args.learning_rate)
@@ -155,6 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nni_kws.trial: error: invalid trial: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_darts(args: argparse.Namespace, data: Path) -> None:
+    import nni
+
+    from nni_kws.nnictl.darts_trial import run_darts_trial
+
+    params = dict(nni.get_next_parameter() or {})
+    budget = params.get(BUDGET_KEY)
+    search_epochs = args.search_epochs if budget is None else max(1, round(float(budget) * args.epochs_per_budget))
+    run_darts_trial(params, data=data, preset=args.preset, search_epochs=search_epochs, epochs=args.epochs,
+                    resource=args.resource, target=args.target, weight=args.weight, form=args.form,
+                    strategy=args.strategy, batch_size=args.batch_size, num_workers=args.workers,
+                    max_per_class=args.max_per_class, seed=args.seed, out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"),
+                    lut=args.lut, progress=args.progress, learning_rate=args.learning_rate)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 __all__ = ["register", "check_config"]
 
 HW_TUNER = "KwsHardwareAware"  # builtinName in examples/nnictl/meta.yml
+_NO_DATA = "no --data in trialCommand: trials read $NNI_KWS_DATA (set it before nnictl create)"
 
 
 def check_config(path: str | Path) -> list[str]:
@@ -62,6 +63,12 @@ def check_config(path: str | Path) -> list[str]:
     else:
         search_space = config.get("searchSpace") or {}
     choices = space_choices(space_by_name(preset))
+    if re.search(r"--mode[= ]darts", command):
+        from .darts_trial import DARTS_PARAMS
+        unknown = sorted(set(search_space) - set(DARTS_PARAMS))
+        if unknown:
+            raise ValueError(f"{path}: label {unknown[0]!r} is not tunable in --mode darts ({', '.join(DARTS_PARAMS)})")
+        return warnings + ([] if "--data" in command else [_NO_DATA])
     for label, spec in search_space.items():
         if label in TRAIN_PARAMS:
             continue
@@ -77,9 +84,7 @@ def check_config(path: str | Path) -> list[str]:
     if tuner.get("name") == HW_TUNER and classargs.get("preset", "small") != preset:
         raise ValueError(f"{path}: KwsHardwareAware preset {classargs.get('preset', 'small')!r} "
                          f"differs from the trial's --preset {preset!r}")
-    if "--data" not in command:
-        warnings.append("no --data in trialCommand: trials read $NNI_KWS_DATA (set it before nnictl create)")
-    return warnings
+    return warnings + ([] if "--data" in command else [_NO_DATA])
 
 
 def _run(args: argparse.Namespace) -> int:
