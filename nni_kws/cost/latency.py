@@ -48,8 +48,8 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
 
 
-class UnknownConfiguration(KeyError):
-    """A unit configuration the latency table does not hold."""
+class UnknownConfiguration(ValueError, KeyError):
+    """A unit configuration the latency table does not hold (a ValueError: the CLI prints one line)."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])

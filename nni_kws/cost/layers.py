@@ -129,12 +129,10 @@ def _unit(name: str, layers: list[Layer], residual: bool) -> Unit:
     first, last = layers[0], layers[-1]
     convs = [layer for layer in layers if layer.op in ("Conv1d", "SincConv1d")]
     if name == "frontend":
-        head = layers[0]
-        kind = {"SincConv1d": "sinc", "Conv1d": "conv", "MFCC": "mfcc"}.get(head.op, head.op.lower())
+        kind = "frontend-" + {"SincConv1d": "sinc", "Conv1d": "conv", "MFCC": "mfcc"}.get(first.op, first.op.lower())
         pool = next((layer.kernel for layer in layers if layer.op == "AvgPool1d"), 1)
-        conv = convs[0] if head.op != "MFCC" else convs[-1]
+        conv = convs[-1]  # the filterbank conv, or the MFCC stem
         config = dict(c_out=conv.out_shape[0], k=conv.kernel, stride=conv.stride, pool=pool, t_in=first.in_shape[-1])
-        kind = f"frontend-{kind}"
     elif name.startswith("stages."):
         dw = convs[-2]  # expand? → depthwise → project
         kind = "mbconv"
