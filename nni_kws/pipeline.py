@@ -30,8 +30,8 @@ from torch import nn
 from .space import build_space, load_arch, save_arch, validate_arch
 from .training import accuracy, fit, seed_everything
 
-__all__ = ["STAGES", "IDENTITY_FIELDS", "PipelineConfig", "Pipeline", "default_real_test_root", "load_config",
-           "run_pipeline", "run_sweep", "stage_done"]
+__all__ = ["STAGES", "IDENTITY_FIELDS", "PipelineConfig", "Pipeline", "SweepPlan", "check_inputs",
+           "default_real_test_root", "load_config", "make_data_module", "run_pipeline", "run_sweep", "stage_done"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class PipelineConfig:
     preset: str = "small"
     frontend: str = "raw"
     strategy: str = "darts"
-    max_macs: float | None = None
+    max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space (5.0M .. 11.6M); 0: none
     max_params: float | None = None
     max_peak_kb: float | None = None
     max_latency_ms: float | None = None
@@ -73,12 +73,13 @@ class PipelineConfig:
     train_epochs: int = 12
     quant_epochs: int = 3
     init: str = "scratch"  # 'scratch' or 'supernet'
-    lr: float = 0.05
+    lr: float = 0.2  # SGD-Nesterov, cosine (the ICPR recipe); weights of the supernet and of the retrained net
+    arc_lr: float = 0.03  # Adam step of the architecture logits (large: the demo's search is short)
     batch_size: int = 64
     quant_method: str = "trained"
     bits: int = 8
-    weight_budget_bits: float | None = None
-    act_budget_bits: float | None = None
+    weight_budget_bits: float | None = 3.0
+    act_budget_bits: float | None = 4.0
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
@@ -87,7 +88,7 @@ class PipelineConfig:
     def budgets(self) -> dict[str, float]:
         """``{resource: target}`` in the cost model's units for the budgets that are set."""
         return {res: float(getattr(self, name)) * factor for name, (res, factor) in _BUDGETS.items()
-                if getattr(self, name) is not None}
+                if getattr(self, name) is not None and float(getattr(self, name)) > 0}
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,8 +192,8 @@ class Pipeline:
 
     def loader(self, split: str) -> Any:
         """A train/val/test/real_test DataLoader (building the split, and timing it, on first use)."""
-        start = time.perf_counter()
         dm = self.data_module
+        start = time.perf_counter()
         result = getattr(dm, f"{split}_dataloader")()
         self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
         return result
@@ -201,15 +202,17 @@ class Pipeline:
     def has_real_test(self) -> bool:
         return getattr(self.data_module, "real_test_root", None) is not None
 
-    def data_info(self) -> dict[str, Any]:
-        """Where the data came from and the split sizes (for results.json)."""
-        if self._data_info is None:
+    def data_info(self, include_real: bool = True) -> dict[str, Any]:
+        """Where the data came from and the split sizes (for results.json); ``include_real``
+        counts the real test set (loading it, when not loaded yet)."""
+        if self._data_info is None or (include_real and "n_real_test" not in self._data_info
+                                       and self.data_module.real_test_root):
             dm = self.data_module
             info: dict[str, Any] = {"root": str(dm.root), "synthetic": self.cfg.data is None,
                                     "real_test_root": str(dm.real_test_root) if dm.real_test_root else None}
             for key, subset in (("n_train", "training"), ("n_val", "validation"), ("n_test", "testing")):
                 info[key] = len(dm.dataset(subset))
-            if dm.real_test_root:
+            if dm.real_test_root and include_real:
                 info["n_real_test"] = len(dm.dataset("real_test"))
             self._data_info = info
         return self._data_info
@@ -318,7 +321,8 @@ class Pipeline:
         cfg, space = self.cfg, self.space()
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
-                            out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress)
+                            out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
+                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr)
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
         save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs)
@@ -327,7 +331,7 @@ class Pipeline:
         acc = self.evaluate(inherited, real=False)
         return {"arch": arch, "costs": costs, "strategy": cfg.strategy, "penalties": [
             {"resource": r, "target": t, "weight": cfg.lam, "form": cfg.penalty_form} for r, t in cfg.budgets().items()],
-            "probs": result.probs, "history": result.history, **acc}
+            "probs": result.probs, "history": result.history, **acc, "data": self.data_info(include_real=False)}
 
     def train(self, arch: Mapping[str, Any] | None = None, *, resume: bool = False) -> dict[str, Any]:
         """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it."""
@@ -370,7 +374,7 @@ class Pipeline:
         costs = self.costs(arch)
         acc = self.evaluate(model)
         return {"arch": arch, "costs": costs, "init": cfg.init, "epochs": cfg.train_epochs,
-                "val_acc": metrics.get("val_acc"), **acc}
+                "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
 
     def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
         """The architecture and float weights of the completed train stage."""
@@ -394,8 +398,11 @@ class Pipeline:
         trained = stage_done(self.out, "train") or {}
         known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"), "real_test": trained.get("real_test_acc")}
         extra = {"real_test": self.loader("real_test")} if self.has_real_test else {}
-        kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, weight_budget_bits=cfg.weight_budget_bits,
-                                      act_budget_bits=cfg.act_budget_bits, epochs=cfg.quant_epochs, out_dir=stage_dir,
+        learned = cfg.quant_method == "trained"  # bit budgets only steer learned bit-widths; 0 switches one off
+        budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),
+                                                               ("act_budget_bits", cfg.act_budget_bits))}
+        kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, **budget, epochs=cfg.quant_epochs,
+                                      out_dir=stage_dir,
                                       test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
                                       float_accuracy={k: v for k, v in known.items() if v is not None})
         if "resume" in inspect.signature(quantize_model).parameters:
@@ -425,17 +432,22 @@ class Pipeline:
                                "test_acc": res.get("test_acc"), "real_test_acc": res.get("real_test_acc"),
                                "val_acc": res.get("val_acc"), "bits_weight": res.get("bits_weight"),
                                "bits_act": res.get("bits_act")})
-        timings = {"data": self.timings.get("data"), "profile": (stage_done(self.out, "profile") or {}).get("seconds")}
-        timings.update({s: res["seconds"] for s, res in stages.items() if res})
+        timings = {s: res["seconds"] for s, res in stages.items() if res}
         arch = next((res["arch"] for res in (stages["train"], stages["search"]) if res), None)
         quant = stages["quantize"] or {}
         results = {
-            "config": self.cfg.to_json(), "device": _device_name(), "data": self.data_info(), "arch": arch,
-            "search": stages["search"] and {k: v for k, v in stages["search"].items() if k not in ("history",)},
-            "float": stages["train"],
+            "config": self.cfg.to_json(), "device": _device_name(), "arch": arch,
+            "data": next((res["data"] for res in (stages["train"], stages["search"]) if res and res.get("data")), None)
+            or self.data_info(),
+            "search": stages["search"] and {k: v for k, v in stages["search"].items() if k not in ("history", "data")},
+            "float": stages["train"] and {k: v for k, v in stages["train"].items() if k != "data"},
             "quant": quant and {**{k: v for k, v in quant.items() if k != "report"},
                                 "layers": _quant_layers(quant.get("report", {}))},
             "points": points, "timings_s": timings,
+            # parts of the stage times above (not added to the total): data loading/synthesis in this
+            # process, measuring the latency table
+            "timings_included_s": {"data_loading": self.timings.get("data"),
+                                   "latency_profile": (stage_done(self.out, "profile") or {}).get("seconds")},
         }
         results["quant_report"] = quant.get("report")
         write_report(results, self.out)
@@ -483,15 +495,28 @@ def build_model_for(space: Any, arch: Mapping[str, Any]) -> nn.Module:
     return build_model(arch, space)
 
 
+def check_inputs(cfg: PipelineConfig) -> None:
+    """Fail early, before any folder is written, on missing data/real-test/LUT paths or bad options."""
+    if cfg.data is not None and not Path(cfg.data).expanduser().is_dir():
+        raise FileNotFoundError(f"data folder not found: {cfg.data} (expected a Speech Commands copy in the "
+                                "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
+    if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
+        raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
+    if cfg.latency_lut and not Path(cfg.latency_lut).is_file():
+        raise FileNotFoundError(f"latency table not found: {cfg.latency_lut}")
+    if cfg.init not in ("scratch", "supernet"):
+        raise ValueError(f"init must be 'scratch' or 'supernet', got {cfg.init!r}")
+    for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+
+
 def make_data_module(cfg: PipelineConfig) -> Any:
-    """The data module of a run: ``cfg.data`` (checked to exist) or the synthesized default dataset."""
+    """The data module of a run: ``cfg.data`` or the synthesized default dataset."""
     from .data.datamodule import SpeechCommandsDataModule
 
     if cfg.data is not None:
         root = Path(cfg.data).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"data folder not found: {root} (expected a Speech Commands copy in the "
-                                    "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
     else:
         from .data.synth import ensure_default_dataset
 
@@ -519,6 +544,7 @@ def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume:
     ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture.
     """
     stages = [s for s in STAGES if s in set(stages)]
+    check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
     pipe.prepare(stages, resume=resume, overwrite=overwrite)
     total = time.perf_counter()
@@ -564,6 +590,10 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     valid = {f.name for f in dataclasses.fields(PipelineConfig)}
     if plan.knob not in valid or (plan.knob != "lam" and plan.knob not in _BUDGETS):
         raise ValueError(f"a sweep varies 'lam' or one of {sorted(_BUDGETS)}, not {plan.knob!r}")
+    check_inputs(cfg)
+    if plan.knob == "lam" and not cfg.budgets():
+        raise ValueError("a λ sweep needs a budget to weigh: give one of --max-macs, --max-params, --max-peak-kb, "
+                         "--max-latency-ms (or sweep a budget with --budgets)")
     out = Path(cfg.out)
     if overwrite:
         for frontend in plan.frontends:

@@ -63,13 +63,16 @@ def _fmt(value: Any, digits: int = 2, scale: float = 1.0, pct: bool = False) -> 
 
 
 def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str = "test_acc",
-                title: str = "", axes: Iterable[str] = ("macs", "params", "weight_kb", "latency_ms"),
-                group: str = "kind") -> Path:
+                second_metric: str | None = "real_test_acc", title: str = "",
+                axes: Iterable[str] = ("macs", "params", "weight_kb", "latency_ms"), group: str = "kind",
+                budgets: Mapping[str, float] | None = None) -> Path:
     """Accuracy against each cost of ``axes`` (one panel each) for ``points``; writes a PNG.
 
     Each point is ``{"name", "kind" or "frontend", "costs": {...}, metric: float in [0, 1]}``.
     With ``group='kind'`` (a run) points get the searched/retrained/quantized style; with
     ``group='frontend'`` (a sweep) every front end gets a colour and its Pareto front a line.
+    ``second_metric`` (the real test accuracy) is drawn as hollow markers of the same style;
+    ``budgets`` (``{cost key: limit}``, display units as in the costs) as dashed vertical lines.
     """
     import matplotlib
 
@@ -77,9 +80,10 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
     import matplotlib.pyplot as plt
 
     axes = [a for a in axes if any(not math.isnan(_num(p.get("costs", {}).get(a))) for p in points)] or ["macs"]
+    has_second = bool(second_metric) and any(not math.isnan(_num(p.get(second_metric))) for p in points)
     ncols = 2 if len(axes) > 1 else 1
     nrows = math.ceil(len(axes) / ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.9 * nrows), squeeze=False)
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(points):
         groups.setdefault(str(p.get(group, "point")), []).append(i)
@@ -88,32 +92,46 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
         for g, (name, idx) in enumerate(groups.items()):
             sub = [points[i] for i in idx]
             style = dict(_KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)], s=46)))
+            color = style.pop("color")
             xs = [_num(p.get("costs", {}).get(cost)) * scale for p in sub]
-            ys = [100 * _num(p.get(metric)) for p in sub]
-            ax.scatter(xs, ys, label=name, zorder=3, edgecolors="black", linewidths=0.5, **style)
-            if group != "kind" and len(sub) > 1:
-                front = pareto_front(sub, cost, metric)
-                ax.plot([xs[i] for i in front], [ys[i] for i in front], color=style["color"], lw=1.2,
-                        ls="--", zorder=2)
-            for p, x, y in zip(sub, xs, ys):
-                if not (math.isnan(x) or math.isnan(y)) and p.get("label"):
-                    ax.annotate(str(p["label"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            for key, filled in ((metric, True), (second_metric, False)):
+                if not key or (not filled and not has_second):
+                    continue
+                ys = [100 * _num(p.get(key)) for p in sub]
+                if all(math.isnan(y) for y in ys):
+                    continue
+                ax.scatter(xs, ys, label=name if filled else f"{name} ({key.replace('_acc', '').replace('_', ' ')})",
+                           zorder=3, linewidths=0.6 if filled else 1.3, facecolors=color if filled else "none",
+                           edgecolors="black" if filled else color, **style)
+                if group != "kind" and len(sub) > 1:
+                    front = pareto_front(sub, cost, key)
+                    ax.plot([xs[i] for i in front], [ys[i] for i in front], color=color, lw=1.2 if filled else 0.8,
+                            ls="--" if filled else ":", zorder=2)
+                if filled:
+                    for p, x, y in zip(sub, xs, ys):
+                        if not (math.isnan(x) or math.isnan(y)) and p.get("label"):
+                            ax.annotate(str(p["label"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if group == "kind":  # connect searched -> retrained -> quantized: what each stage bought
             order = [p for k in ("searched", "retrained", "quantized") for p in points if p.get("kind") == k]
             ax.plot([_num(p.get("costs", {}).get(cost)) * scale for p in order],
                     [100 * _num(p.get(metric)) for p in order], color="0.6", lw=0.8, ls=":", zorder=1)
+        if budgets and budgets.get(cost):
+            ax.axvline(budgets[cost] * scale, color="tab:green", ls="--", lw=1, zorder=1)
+            ax.annotate("budget", (budgets[cost] * scale, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", color="tab:green", fontsize=8)
         ax.set_xlabel(label)
-        ax.set_ylabel(f"{metric.replace('_', ' ')} [%]")
+        ax.set_ylabel("accuracy [%]")
         ax.grid(True, alpha=0.3)
         if cost in ("macs", "params", "weight_kb") and _spread(points, cost) > 20:
             ax.set_xscale("log")
     for ax in list(grid.flat)[len(axes):]:
         ax.axis("off")
     handles, labels = grid.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3) or 1, frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    rows = math.ceil(len(labels) / 3) if labels else 1
+    fig.tight_layout(rect=(0, 0.035 + 0.03 * rows, 1, 0.95 if title else 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -182,7 +200,7 @@ def render_report(results: Mapping[str, Any]) -> str:
 def _budgets(cfg: Mapping[str, Any]) -> str:
     names = {"max_macs": "MACs ≤ {:,.0f}", "max_params": "params ≤ {:,.0f}", "max_peak_kb": "peak activations ≤ {} kB",
              "max_latency_ms": "latency ≤ {} ms"}
-    parts = [fmt.format(cfg[k]) for k, fmt in names.items() if cfg.get(k) is not None]
+    parts = [fmt.format(cfg[k]) for k, fmt in names.items() if cfg.get(k)]
     return ", ".join(parts) or "none"
 
 
@@ -213,8 +231,10 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``."""
     out_dir = Path(out_dir)
     cfg = results.get("config", {})
-    png = plot_pareto(results.get("points", []), out_dir / "pareto.png",
-                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: accuracy vs cost")
+    budgets = {"macs": cfg.get("max_macs"), "params": cfg.get("max_params"), "latency_ms": cfg.get("max_latency_ms")}
+    png = plot_pareto(results.get("points", []), out_dir / "pareto.png", budgets=budgets,
+                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: synthesized-speech "
+                      "test (filled) and real test (hollow) accuracy vs cost")
     md = out_dir / "report.md"
     md.write_text(render_report(results))
     return md, png
@@ -224,7 +244,9 @@ def write_sweep_report(sweep: Mapping[str, Any], out_dir: str | Path) -> tuple[P
     """Write ``sweep.md`` and ``pareto.png`` of a sweep into ``out_dir``."""
     out_dir = Path(out_dir)
     png = plot_pareto(sweep.get("points", []), out_dir / "pareto.png", group="frontend",
-                      title=f"Pareto front over {sweep.get('knob', 'lam')} (synth test accuracy)")
+                      axes=("macs", "params", "latency_ms"),
+                      title=f"Sweep over {sweep.get('knob', 'lam')}: synthesized-speech test (filled, front dashed) "
+                      "and real test (hollow)")
     md = out_dir / "sweep.md"
     md.write_text(render_sweep(sweep))
     return md, png

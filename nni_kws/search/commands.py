@@ -50,10 +50,12 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--strategy", choices=["darts", "gumbel", "random", "proxyless"],
                    help=f"one-shot strategy (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
-    g.add_argument("--max-macs", type=float, help="budget: multiply-accumulates per inference")
+    g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
+                   "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")
     g.add_argument("--max-peak-kb", type=float, help="budget: peak activation memory [kB]")
     g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms]")
+    g.add_argument("--arc-lr", type=float, help=f"Adam step of the architecture logits (default: {d.arc_lr})")
     g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
     g.add_argument("--penalty-form", choices=["hinge", "add", "mul-log"],
                    help=f"budget penalty: hinge = λ·relu(E/T−1), add = λ·(E/T−1), mul-log = loss·(log E/log T)^λ "
@@ -67,15 +69,18 @@ def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--train-epochs", type=int, help=f"(default: {d.train_epochs})")
     g.add_argument("--init", choices=["scratch", "supernet"], help=f"start from fresh or inherited supernet "
                    f"weights (default: {d.init})")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate, cosine schedule (default: {d.lr})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate of the weights (search and retraining), cosine "
+                   f"schedule (default: {d.lr})")
 
 
 def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("quantization")
     g.add_argument("--quant-method", choices=["trained", "fixed"], help=f"learned or fixed bit-widths (default: {d.quant_method})")
     g.add_argument("--bits", type=int, help=f"fixed bit-width, or the learned ones' start (default: {d.bits})")
-    g.add_argument("--weight-budget-bits", type=float, help="learned: average bits per weight to aim for")
-    g.add_argument("--act-budget-bits", type=float, help="learned: average bits per activation to aim for")
+    g.add_argument("--weight-budget-bits", type=float, help=f"learned: average bits per weight to aim for "
+                   f"(default: {d.weight_budget_bits}; 0: none)")
+    g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "
+                   f"(default: {d.act_budget_bits}; 0: none)")
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
 
 
