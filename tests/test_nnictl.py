@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -49,17 +48,8 @@ def tiny_lut(tmp_path_factory) -> Path:
 def tiny_config(example: str, tmp_path: Path, data: Path, trials: int = 2, lut: Path | None = None,
                 **extra: object) -> Path:
     """The example config ``example`` turned into a tiny run: 'tiny' space and data, 1 epoch."""
-    config = yaml.safe_load((EXAMPLES / example).read_text())
-    command = re.sub(r"--epochs \d+", "--epochs 1", config["trialCommand"].replace("--preset small", "--preset tiny"))
-    command += f" --data {data}" + (f" --lut {lut}" if lut else "")
-    config.update(searchSpaceFile=str(TINY_SPACE), trialCodeDirectory=str(REPO), trialConcurrency=2,
-                  trialCommand=command, maxTrialNumber=trials,
-                  maxExperimentDuration="10m", experimentWorkingDirectory=str(tmp_path / "experiments"))
-    config.update(extra)
-    config.pop("assessor", None)
-    path = tmp_path / example
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return launch.shrink_config(EXAMPLES / example, tmp_path / example, data, trials=trials, lut=lut,
+                                workdir=tmp_path / "experiments", **extra)
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -132,7 +122,7 @@ def test_nnictl_other_tuners(example, tiny_gsc, tmp_path, nni_env):
 def test_darts_searches_as_trials_report_every_search_epoch(tiny_gsc, tmp_path, nni_env):
     """``--mode darts`` (examples/nnictl/darts.yml): TPE tunes λ and the MAC target of short DARTS
     searches; the UI gets one intermediate result per search epoch, live, and the retrained accuracy."""
-    config = tiny_config("darts.yml", tmp_path, tiny_gsc, searchSpaceFile=str(EXAMPLES / "darts_search_space.json"))
+    config = tiny_config("darts.yml", tmp_path, tiny_gsc)
     text = yaml.safe_load(config.read_text())
     text["trialCommand"] = text["trialCommand"].replace("--search-epochs 5", "--search-epochs 2")
     config.write_text(yaml.safe_dump(text))

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-__all__ = ["nnictl", "create", "stop"]
+import yaml
+
+__all__ = ["nnictl", "create", "stop", "shrink_config"]
 
 _ID = re.compile(r"Experiment ID:\s*(?:\x1b\[\d+m)?([A-Za-z0-9_-]+)")
 
@@ -35,3 +37,31 @@ def stop(experiment_id: str, env: Mapping[str, str] | None = None) -> None:
     out = nnictl("stop", experiment_id, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"nnictl stop {experiment_id} failed:\n{out.stdout}\n{out.stderr}")
+
+
+def shrink_config(config: str | Path, out: str | Path, data: str | Path, *, preset: str = "tiny", trials: int = 2,
+                  epochs: int = 1, concurrency: int = 2, lut: str | Path | None = None,
+                  workdir: str | Path | None = None, trial_args: str = "", **fields: Any) -> Path:
+    """A quick variant of an example config: space ``preset`` (its ``search_spaces/`` file, unless
+    the config tunes something else), ``epochs`` per trial, ``trials`` trials, data ``data``, no
+    assessor; paths made absolute; ``trial_args`` appended to the trial command. ``fields``
+    override config keys. Returns ``out``."""
+    config = Path(config).resolve()
+    repo = config.parents[2] if config.parent.parent.name == "examples" else Path.cwd()
+    cfg: dict[str, Any] = yaml.safe_load(config.read_text())
+    command = re.sub(r"--preset \S+", f"--preset {preset}", cfg["trialCommand"])
+    command = re.sub(r"--epochs \d+", f"--epochs {epochs}", command)
+    command += f" --data {Path(data).resolve()}" + (f" --lut {Path(lut).resolve()}" if lut else "")
+    command += f" {trial_args}" if trial_args else ""
+    space = cfg.get("searchSpaceFile", "")
+    space = (repo / "search_spaces" / f"{preset}.json" if "search_spaces" in space
+             else (config.parent / space).resolve())
+    cfg.update(searchSpaceFile=str(space), trialCodeDirectory=str(repo), trialConcurrency=concurrency,
+               trialCommand=command, maxTrialNumber=trials, maxExperimentDuration="30m")
+    if workdir is not None:
+        cfg["experimentWorkingDirectory"] = str(Path(workdir).resolve())
+    cfg.pop("assessor", None)
+    cfg.update(fields)
+    out = Path(out)
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
