@@ -275,3 +275,18 @@ def test_experiment_check_validates_configs(tmp_path, monkeypatch):
         bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"), **edit}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             check_config(bad)
+
+
+def test_remote_and_kubernetes_configs_are_valid_nni_configs(tmp_path, monkeypatch):
+    from nni.experiment.config import ExperimentConfig
+
+    from nni_kws.nnictl.commands import check_config
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text("dummy")  # the remote config's key file must exist
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for path, platform in [(REPO / "examples/remote/config.yml", "remote"),
+                           (REPO / "examples/kubernetes/config.yml", "frameworkcontroller")]:
+        assert all("--data" not in w for w in check_config(path))  # they name the data path explicitly
+        config = ExperimentConfig.load(path).canonical_copy()
+        assert config.training_service.platform == platform
+        assert config.tuner.class_args["optimize_mode"] == "maximize"

@@ -50,7 +50,10 @@ def check_config(path: str | Path) -> list[str]:
                 create_builtin_class_instance(tuner["name"], tuner.get("classArgs"), "tuners")
         except Exception as err:  # schema.SchemaError, ValueError, TypeError...
             raise ValueError(f"{path}: tuner {tuner['name']} classArgs: {err}") from None
-    command = config.get("trialCommand", "")
+    ts = config.get("trainingService") or {}
+    ts = ts[0] if isinstance(ts, list) else ts
+    roles = ts.get("taskRoles", []) + [ts[r] for r in ("worker", "master", "ps") if isinstance(ts.get(r), dict)]
+    command = config.get("trialCommand") or " ".join(r.get("command", "") for r in roles)  # Kubernetes: per role
     match = re.search(r"--preset[= ](\S+)", command)
     preset = match.group(1) if match else "small"
     if "nni_kws.trial" not in command:
