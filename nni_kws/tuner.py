@@ -25,7 +25,7 @@ from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator, OptimizeMode, extract_scalar_reward
 from schema import And, Optional, Or, Schema
 
-from nni_kws.nnictl.costs import arch_costs, budget_penalty, over_budget, parse_budgets, space_by_name
+from nni_kws.nnictl.costs import arch_costs, budget_penalty, over_budget, parse_budgets, require_lut, space_by_name
 from nni_kws.trial import BUDGET_KEY, TRAIN_PARAMS
 
 __all__ = ["HardwareAwareTuner", "HardwareAwareClassArgsValidator"]
@@ -74,7 +74,7 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
             Optional("max_tries"): self.range("max_tries", int, 1, 1_000_000),
             Optional("lut"): Or(str, None),
         }).validate(kwargs)
-        parse_budgets(kwargs.get("budgets"))
+        require_lut(parse_budgets(kwargs.get("budgets")), kwargs.get("lut"))
         space_by_name(kwargs.get("preset", "small"))  # raises naming an unknown preset or front end
         name = kwargs.get("tuner", "TPE")
         args = _inner_args(name, kwargs.get("tuner_args"), kwargs.get("optimize_mode", "maximize"))

@@ -203,6 +203,8 @@ def test_hardware_aware_tuner_penalize_and_give_up():
         HardwareAwareTuner(tuner="Hyperband", preset="tiny")
     with pytest.raises(ValueError, match="unknown budget 'flops'"):
         HardwareAwareTuner(tuner="TPE", preset="tiny", budgets={"flops": 3})
+    with pytest.raises(ValueError, match="latency_ms budget needs a latency table"):
+        HardwareAwareTuner(tuner="TPE", preset="tiny", budgets={"latency_ms": 3})
 
 
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-__all__ = ["COST_METRICS", "space_by_name", "arch_costs", "parse_budgets", "over_budget", "budget_penalty"]
+__all__ = ["COST_METRICS", "space_by_name", "arch_costs", "parse_budgets", "require_lut", "over_budget",
+           "budget_penalty"]
 
 #: Metric name -> (key of ``CostModel.exact``, scale). Budgets use the metric names.
 COST_METRICS: dict[str, tuple[str, float]] = {
@@ -70,6 +71,12 @@ def parse_budgets(budgets: Mapping[str, Any] | Iterable[str] | None) -> dict[str
         if out[name] <= 0:
             raise ValueError(f"budget {name!r} must be positive, got {limit!r}")
     return out
+
+
+def require_lut(budgets: Mapping[str, float], lut: Any) -> None:
+    """``ValueError`` when a ``latency_ms`` budget comes without a latency table to check it."""
+    if "latency_ms" in budgets and lut is None:
+        raise ValueError("a latency_ms budget needs a latency table (lut), measured with `nni-kws profile`")
 
 
 def _split(item: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 
-from .costs import arch_costs, over_budget, parse_budgets, space_by_name
+from .costs import arch_costs, over_budget, parse_budgets, require_lut, space_by_name
 
 __all__ = ["STRATEGIES", "make_strategy", "budget_filter", "trial_evaluator", "evaluate_model",
            "run_nas_experiment"]
@@ -53,6 +53,7 @@ def make_strategy(name: str, *, seed: int | None = None, population_size: int = 
     else:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     budgets = parse_budgets(budgets)
+    require_lut(budgets, lut)
     if not budgets:
         return strategy
     return Chain(strategy, Filter(budget_filter(preset, budgets, lut), metric_for_invalid=0.0))
