@@ -4,11 +4,27 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import nni
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from nni_kws.data.labels import BACKGROUND_NOISE_DIR, KEYWORDS, SAMPLE_RATE
+
+# One intra-op thread: on a 2-core machine shared with NNI trial processes, two threads fight
+# (the search tests took 95 s with two threads and 17 s with one).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_nni_trial_state():
+    """NNI keeps the current trial's parameters in module globals (``nni.trial._params``); a test
+    that ran a trial in-process must not make the next one look like it runs inside a trial."""
+    yield
+    nni.trial._params = None
+    nni.trial._intermediate_seq = 0
+
 
 TINY_UNKNOWN_WORDS = ("bed", "cat", "dog")
 TINY_SPLIT = ("training", "training", "validation", "testing")  # subset of speaker 0..3
