@@ -170,20 +170,30 @@ def test_report_definitions_on_two_layers() -> None:
     json.dumps(report)
 
 
-def test_quantize_model_exports_onnx_that_agrees(tmp_path: Path) -> None:
+def test_fold_batchnorm_keeps_the_function() -> None:
+    model = _tiny_model(frontend="conv").eval()
+    x, _ = _data(4)
+    folded = prepare_model(model, fold_bn=True)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in folded.modules()) == 0
+    torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, tmp_path: Path) -> None:
     x, y = _data(48, seed=1)
     train = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8, shuffle=True)
     test = DataLoader(TensorDataset(x[16:], y[16:]), batch_size=16)
     model = _tiny_model(frontend="sinc")
     result = quantize_model(model, train, test, method="trained", bits=6, weight_budget_bits=4, act_budget_bits=5,
-                            epochs=1, out_dir=tmp_path, test_loader=test, progress=False)
+                            epochs=1, out_dir=tmp_path, test_loader=test, fold_bn=fold_bn, progress=False)
     assert isinstance(model.frontend[0], torch.nn.Module) and type(model.frontend[0]).__name__ == "SincConv1d"
     report = json.loads((tmp_path / "quant_report.json").read_text())
     assert report["onnx"]["agreement"] >= 0.999 and report["onnx"]["clips"] == 32
     assert set(report["accuracy"]) == {"val", "test"} and set(report["accuracy"]["test"]) == {"before", "after"}
     assert 2 <= report["avg_bits_per_weight"] <= 6 and report["model_input_bits"] == 8  # input_bits, by default
     assert [l.get("model_input", False) for l in report["layers"]][:2] == [True, False]
-    assert any("bias_bits" in l for l in report["layers"])  # folded BN biases, int32 on d_input * d_weight
+    biased = [l["name"] for l in report["layers"] if l.get("bias_bits") == 32]  # int32 on d_input * d_weight
+    assert biased == ["classifier"] if not fold_bn else len(biased) > 1  # + the convs' folded BN
 
     graph = onnx.load(str(result.onnx_path)).graph
     ops = [n.op_type for n in graph.node]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from nni.compression import TorchEvaluator
 from nni.compression.base.compressor import Quantizer
+from nni.compression.distillation import DynamicLayerwiseDistiller
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -26,7 +27,7 @@ from nni_kws.training import accuracy
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer
-from .prepare import biased_layers, config_list, input_layers, prepare_model, unsigned_inputs
+from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 
 __all__ = ["METHODS", "QuantResult", "quantize_model", "make_evaluator", "load_trained_model"]
@@ -95,7 +96,7 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                input_bits: int | None, loaders: Mapping[str, DataLoader | None]) -> None:
+                input_bits: int | None, distill: float, loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("bits", bits), ("input_bits", input_bits)):
@@ -110,6 +111,8 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not distill >= 0:
+        raise ValueError(f"distill must be >= 0, got {distill!r}")
     if method == "fixed":
         if weight_budget_bits is not None or act_budget_bits is not None:
             raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
@@ -131,19 +134,22 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 1e-3, fixed_algorithm: str = "qat", input_bits: int | None = 8,
-                   out_dir: str | Path | None = None,
-                   test_loader: DataLoader | None = None, extra_loaders: Mapping[str, DataLoader] | None = None,
+                   lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
+                   fold_bn: bool = False, out_dir: str | Path | None = None, test_loader: DataLoader | None = None, extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
     """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
 
     ``method='trained'``: :class:`~nni_kws.quant.LearnedBitwidthQuantizer`, bit-widths learned in
     ``[min_bits, bits]`` under the optional budgets (average bits per weight / per activation) with
     penalty weight ``budget_weight``. ``method='fixed'``: NNI's QAT (``fixed_algorithm='qat'``) or LSQ
-    quantizer at ``bits`` everywhere. The raw waveform, where the first layer reads it, is quantized at
-    ``input_bits`` (a microphone's format, not an activation: outside the budgets and the averages;
-    ``None``: like any activation). Training: Adam at ``lr``, cosine schedule, ``epochs`` epochs (or
-    ``max_steps`` steps). The input model is not modified.
+    quantizer at ``bits`` everywhere. Both fine-tune with Adam at ``lr`` and a cosine schedule for
+    ``epochs`` epochs (or ``max_steps`` steps) on cross-entropy plus ``distill`` times the KL divergence
+    to the float model's logits (NNI's ``DynamicLayerwiseDistiller`` fused with the quantizer; 0: off).
+    BN stays float and unfolded unless ``fold_bn`` (as in the ICPR code; folding it into the convs
+    before per-tensor quantization costs much accuracy at 4 bits). The raw waveform, where the first
+    layer reads it, is quantized at ``input_bits``, or left float (the sensor's PCM) with ``None``; it
+    is the microphone's format, not an activation: outside the budgets and the averages. The input
+    model is not modified.
 
     Accuracy before (float) and after (fake-quant) is measured on ``val_loader``, ``test_loader`` and
     every ``extra_loaders`` entry (``float_accuracy``: the float accuracies per loader name, when already
@@ -152,16 +158,16 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, {"train_loader": train_loader, **loaders})
+                fixed_algorithm, input_bits, distill, {"train_loader": train_loader, **loaders})
     start = time.monotonic()
-    float_model = prepare_model(model)
+    float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device
     before = {name: float_accuracy[name] if float_accuracy and name in float_accuracy else accuracy(float_model, loader)
               for name, loader in loaders.items() if loader is not None}
     example = next(iter(train_loader))[0].to(device)
     unsigned = unsigned_inputs(float_model, example)
-    raw = input_layers(float_model, example) if input_bits is not None else []
-    model_inputs = [f"{name}._input_0" for name in raw]
+    raw = input_layers(float_model, example)
+    model_inputs = [f"{name}._input_0" for name in raw] if input_bits is not None else []
 
     qmodel = copy.deepcopy(float_model)
     steps = min(s for s in (max_steps, epochs and epochs * len(train_loader)) if s)
@@ -170,7 +176,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                                status=lambda: status["fn"]())
     if method == "trained":
         configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
-                              int32_bias=biased_layers(float_model))
+                              int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
         quantizer: Quantizer = LearnedBitwidthQuantizer(
             qmodel, configs, evaluator, min_bits=min(min_bits, input_bits or min_bits),
             weight_budget_bits=weight_budget_bits, act_budget_bits=act_budget_bits, budget_weight=budget_weight,
@@ -181,16 +187,27 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     else:
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
                                     input_bits=input_bits)
-    quantizer.compress(max_steps, epochs)
+    if distill > 0:  # NNI's distiller fused with the quantizer: KL to the float model's logits (T = 2)
+        teacher = copy.deepcopy(float_model).eval()
+        distiller = DynamicLayerwiseDistiller.from_compressor(
+            quantizer, [{"op_names": [output_layer(float_model, example)], "target_names": ["_output_"],
+                         "lambda": distill, "apply_method": "kl"}],
+            teacher_model=teacher, teacher_predict=lambda batch, model: model(batch[0].to(device)))
+        distiller.compress(max_steps, epochs)
+        distiller.unwrap_teacher_model()
+        distiller.unwrap_model()
+        quantizer.wrap_model()
+    else:
+        quantizer.compress(max_steps, epochs)
     qmodel.eval()
     with torch.no_grad():
         qmodel(example)  # record activation shapes of this model for the report
 
     report: dict[str, Any] = {
-        "method": method, "bits": bits, "input_bits": input_bits,
+        "method": method, "bits": bits, "input_bits": input_bits, "fold_bn": fold_bn,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
             "budget_weight": budget_weight} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
-        "epochs": epochs, "max_steps": max_steps, "lr": lr,
+        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),

@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     result = quantize_model(
         model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
         weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
-        min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
-        fixed_algorithm=args.fixed_algorithm, out_dir=out, test_loader=data.test_dataloader(),
+        min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
+        fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
+        fold_bn=args.fold_bn, out_dir=out, test_loader=data.test_dataloader(),
         extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
         progress=not args.no_progress)
     r = result.report
@@ -72,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat", help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--distill", type=float, default=1.0,
+                   help="weight of the KL loss to the float model's logits (default 1; 0: off)")
+    p.add_argument("--input-bits", type=int, default=8,
+                   help="bits of the raw waveform where the first layer reads it (default 8; 0: float)")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
     p.add_argument("--data", help="Speech Commands folder (default: the synthesized default dataset)")
     p.add_argument("--real-test", help="a real test folder to report accuracy on too (e.g. gsc-v2-test)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -16,7 +16,7 @@ from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
 __all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round", "levels_for_bits",
-           "bits_for_levels"]
+           "bits_for_levels", "mse_range"]
 
 _logger = logging.getLogger(__name__)
 
@@ -115,8 +115,9 @@ class LearnedBitwidthQuantizer(Quantizer):
     ``b = ceil(log2(n + 1)) + 1`` (signed) or ``ceil(log2(n + 1))`` (unsigned) with ``n = round(q_max / d)``
     levels. After every optimizer step ``q_max / d`` is projected so that ``min_bits <= b <= max_bits``,
     where ``max_bits`` is the ``quant_dtype`` of the config (``'int8'`` → 8). On a target's first forward
-    ``q_max`` is its largest magnitude (of the weight, or of the first batch) and ``b`` is ``max_bits``, or
-    ``ceil(budget)`` when a budget applies to it (so a short fine-tuning need not walk down from 8 bits).
+    ``b`` is ``max_bits``, or ``ceil(budget)`` when a budget applies to it (so a short fine-tuning need not
+    walk down from 8 bits), and ``q_max`` minimises the squared quantization error of the weight (or of
+    the first batch) at that bit-width.
     A ``bias`` target (``'int32'``) is not learned: it is rounded to the layer's accumulator grid
     ``d_input * d_weight``, as integer engines (and onnxruntime's QDQ rewrite) add it.
 
@@ -240,7 +241,7 @@ class LearnedBitwidthQuantizer(Quantizer):
             self._module_wrappers[module_name].register_track_func(self.init_qparams)
 
     def init_qparams(self, wrapper: ModuleWrapper, target_name: str, target: Tensor):
-        """Track func: on a target's first forward, ``q_max`` = its largest magnitude, ``b = max_bits``."""
+        """Track func: on a target's first forward, ``b = max_bits`` (or ``ceil(budget)``), ``q_max`` from :func:`mse_range`."""
         if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
             return
         target_space = wrapper.quantization_target_spaces[target_name]
@@ -249,10 +250,10 @@ class LearnedBitwidthQuantizer(Quantizer):
         if target_space.scale is not None or target_name == "bias":
             return
         signed = _is_signed(target_space)
-        qrange = target.detach().abs().max().clamp_min(1e-8) if signed else target.detach().max().clamp_min(1e-8)
         budget = self._budget(wrapper.name, target_name, target_space)
         bits = target_space.quant_bits if budget is None else min(target_space.quant_bits, max(self.min_bits, math.ceil(budget)))
         n_max = levels_for_bits(bits, signed)[1]
+        qrange = mse_range(target.detach(), signed, n_max)
         k = self.qparam_lr_scale
         with torch.no_grad():
             getattr(wrapper, f"{target_name}_range_param").fill_(float(torch.log(qrange)) / k)
@@ -389,6 +390,23 @@ class LearnedBitwidthQuantizer(Quantizer):
 
     def _fuse_postprocess(self, evaluator: Evaluator) -> None:
         self.project_qparams()
+
+
+def mse_range(x: Tensor, signed: bool, levels: int, candidates: int = 24) -> Tensor:
+    """The range ``q_max`` (among fractions of ``max |x|`` down to 5 %) whose ``levels``-level grid
+    reconstructs ``x`` with the least squared error: the largest magnitude alone leaves too few
+    levels for the bulk of a heavy-tailed activation at 2-4 bits."""
+    x = x.flatten().float()
+    if x.numel() > 2 ** 20:  # a random subset is as good for choosing one number
+        x = x[torch.randint(x.numel(), (2 ** 20,), device=x.device)]
+    top = (x.abs().max() if signed else x.max()).clamp_min(1e-8)
+    best, best_err = top, float("inf")
+    for fraction in torch.logspace(0, math.log10(0.05), candidates).tolist():
+        q = top * fraction
+        err = float(((torch.round(torch.clamp(x, -q if signed else 0, q) / (q / levels)) * (q / levels) - x) ** 2).sum())
+        if err < best_err:
+            best, best_err = q, err
+    return best
 
 
 def _numel(target_space: QuantizationTargetSpace) -> int:

@@ -25,7 +25,7 @@ from nni_kws.space.blocks import SincConv1d, bake_sinc
 from .settings import register_1d_settings
 
 __all__ = ["QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs",
-           "input_layers", "biased_layers", "config_list"]
+           "input_layers", "output_layer", "biased_layers", "config_list"]
 
 #: Layers whose weights and inputs are quantized.
 QUANT_OP_TYPES = ("Conv1d", "Linear")
@@ -62,12 +62,13 @@ def check_plain_model(model: nn.Module) -> None:
                              "quantize a frozen model (space.freeze(arch))")
 
 
-def prepare_model(model: nn.Module) -> nn.Module:
-    """A deep copy of a frozen model in eval mode with SincConv baked and Conv+BN folded."""
+def prepare_model(model: nn.Module, fold_bn: bool = False) -> nn.Module:
+    """A deep copy of a frozen model in eval mode with SincConv baked (and Conv+BN folded with ``fold_bn``)."""
     check_plain_model(model)
     model = copy.deepcopy(model).eval()
     bake_sinc(model)
-    fold_batchnorm(model)
+    if fold_bn:
+        fold_batchnorm(model)
     if not any(type(m).__name__ in QUANT_OP_TYPES for m in model.modules()):
         raise ValueError(f"the model has no {' / '.join(QUANT_OP_TYPES)} layer to quantize")
     assert not any(isinstance(m, SincConv1d) for m in model.modules())
@@ -109,6 +110,23 @@ def input_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [name for name, (_, raw) in _inputs(model, example).items() if raw]
 
 
+@torch.no_grad()
+def output_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """The module whose output is the model's output (the classifier), for logit distillation."""
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, args, out, name=name: outputs.__setitem__(name, out))
+             for name, m in model.named_modules() if name]
+    try:
+        result = model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    names = [name for name, out in outputs.items() if out is result]
+    if not names:
+        raise ValueError("no module returns the model's output (is the last operation a module?)")
+    return names[-1]
+
+
 def biased_layers(model: nn.Module) -> list[str]:
     """The quantized layers that have a bias (after BN folding, most convs)."""
     return [name for name, m in _quantized_layers(model) if getattr(m, "bias", None) is not None]
@@ -121,25 +139,29 @@ def config_list(unsigned: dict[str, bool], bits: int, unsigned_scheme: str = "sy
 
     Every layer's ``weight`` is ``int{bits}`` symmetric and its input ``int{bits}``, or ``uint{bits}``
     (with ``unsigned_scheme``) when non-negative; the inputs of ``input_layers`` (the model input) are
-    ``int{input_bits}`` when given; layers in ``int32_bias`` also get an ``'int32'`` ``bias`` target.
+    ``int{input_bits}``, or not quantized when ``input_bits`` is ``None``; layers in ``int32_bias`` also
+    get an ``'int32'`` ``bias`` target.
     """
     for name, value in (("bits", bits), ("input_bits", input_bits)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 8):
             raise ValueError(f"{name} must be an int in 2..8 (int8 containers), got {value!r}")
     groups: dict[tuple[bool, bool, bool], list[str]] = {}
     for name, nonneg in sorted(unsigned.items()):
-        raw = name in input_layers and input_bits is not None
+        raw = name in input_layers
         groups.setdefault((nonneg and not raw, name in int32_bias, raw), []).append(name)
     configs = []
     for (nonneg, bias, raw), names in groups.items():
+        if bias and raw and input_bits is None:
+            raise ValueError(f"an int32 bias needs a quantized input; layers {names} read the float model input")
         settings: dict[str, dict[str, Any]] = {}
         if nonneg:
             settings["_input_"] = {"quant_dtype": f"uint{bits}", "quant_scheme": unsigned_scheme}
-        if raw:
+        if raw and input_bits is not None:
             settings["_input_"] = {"quant_dtype": f"int{input_bits}"}
         if bias:
             settings["bias"] = {"quant_dtype": "int32"}
-        configs.append({"op_names": names, "target_names": ["_input_", "weight"] + (["bias"] if bias else []),
+        targets = ([] if raw and input_bits is None else ["_input_"]) + ["weight"] + (["bias"] if bias else [])
+        configs.append({"op_names": names, "target_names": targets,
                         "quant_dtype": f"int{bits}", "quant_scheme": "symmetric",
                         **({"target_settings": settings} if settings else {})})
     return configs
