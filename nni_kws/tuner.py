@@ -62,6 +62,12 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
     """Checks the ``classArgs`` of :class:`HardwareAwareTuner` (and those of the wrapped tuner)."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
+        self.check_light(**kwargs)
+        space_by_name(kwargs.get("preset", "small"))  # raises naming an unknown preset or front end
+
+    def check_light(self, **kwargs: Any) -> None:
+        """Every check that does not build the space (which imports torch: the tuner must connect
+        to the NNI manager within 10 s of starting, so it builds the space later)."""
         Schema({
             Optional("tuner"): str,
             Optional("tuner_args"): dict,
@@ -75,7 +81,6 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
             Optional("lut"): Or(str, None),
         }).validate(kwargs)
         require_lut(parse_budgets(kwargs.get("budgets")), kwargs.get("lut"))
-        space_by_name(kwargs.get("preset", "small"))  # raises naming an unknown preset or front end
         name = kwargs.get("tuner", "TPE")
         args = _inner_args(name, kwargs.get("tuner_args"), kwargs.get("optimize_mode", "maximize"))
         validator = create_validator_instance("tuners", name)
@@ -113,7 +118,7 @@ class HardwareAwareTuner(Tuner):
                  penalty_scale: float = 1.0, reward_for_invalid: float = 0.0, max_tries: int = 200,
                  lut: str | None = None) -> None:
         # nnictl (config v2) never calls classArgsValidator, so check here: a bad config fails at start.
-        HardwareAwareClassArgsValidator().validate_class_args(
+        HardwareAwareClassArgsValidator().check_light(
             tuner=tuner, tuner_args=tuner_args or {}, preset=preset, budgets=budgets or {}, mode=mode,
             optimize_mode=optimize_mode, penalty_scale=penalty_scale, reward_for_invalid=reward_for_invalid,
             max_tries=max_tries, lut=lut)
@@ -133,6 +138,13 @@ class HardwareAwareTuner(Tuner):
         return arch_costs(arch, self.preset, self.lut)
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
+        """Check that the labels are those of the ``preset`` space (naming the first stray one)."""
+        from nni_kws.space import space_choices
+        choices = space_choices(space_by_name(self.preset))
+        for label in search_space:
+            if label not in choices and label not in TRAIN_PARAMS:
+                raise ValueError(f"search-space label {label!r} is not in the {self.preset!r} space of "
+                                 f"KwsHardwareAware (classArgs.preset)")
         self.inner.update_search_space(search_space)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:

@@ -77,11 +77,12 @@ def run_experiment(config: Path, env: dict[str, str], trials: int, data: Path) -
         trials_info, metrics = rest.trials(), rest.metrics()
     finally:
         launch.stop(exp_id, env)
-    deadline = time.monotonic() + 15
-    while processes_mentioning(exp_id) and time.monotonic() < deadline:
+    trial_cmd = "nni_kws.trial --preset tiny"  # as in tiny_config's trial commands
+    deadline = time.monotonic() + 20  # killed processes take a moment to go, on a loaded machine
+    while (processes_mentioning(exp_id) or processes_mentioning(trial_cmd)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(exp_id), "nnictl stop left processes behind"
-    assert not processes_mentioning("nni_kws.trial --preset tiny"), "trials left behind"
+    assert not processes_mentioning(trial_cmd), "trials left behind"
     return status, trials_info, metrics
 
 
