@@ -12,6 +12,7 @@ budget) and front ends and writes ``sweep.json``, ``sweep.md`` and a Pareto plot
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -22,12 +23,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .space import build_space, load_arch, save_arch, validate_arch
+from .space import build_space, save_arch, validate_arch
 from .training import accuracy, fit, seed_everything
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "PipelineConfig", "Pipeline", "SweepPlan", "check_inputs",
@@ -69,20 +70,23 @@ class PipelineConfig:
     max_latency_ms: float | None = None
     lam: float = 1.0
     penalty_form: str = "hinge"
-    search_epochs: int = 6
-    train_epochs: int = 12
-    quant_epochs: int = 3
+    search_epochs: int = 3
+    train_epochs: int = 15
+    quant_epochs: int = 2
     init: str = "scratch"  # 'scratch' or 'supernet'
     lr: float = 0.2  # SGD-Nesterov, cosine (the ICPR recipe); weights of the supernet and of the retrained net
     arc_lr: float = 0.03  # Adam step of the architecture logits (large: the demo's search is short)
     batch_size: int = 64
     quant_method: str = "trained"
     bits: int = 8
-    weight_budget_bits: float | None = 3.0
+    weight_budget_bits: float | None = 4.0
     act_budget_bits: float | None = 4.0
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
+    # torch CPU threads (0: torch's default). One: these small 1-D convs gain little from intra-op
+    # threads, and lose several-fold when the cores are shared (measured on a busy 2-core machine).
+    threads: int = 1
     progress: bool = True
 
     def budgets(self) -> dict[str, float]:
@@ -547,6 +551,24 @@ def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume:
     check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
     pipe.prepare(stages, resume=resume, overwrite=overwrite)
+    with _torch_threads(cfg.threads):
+        return _run_stages(pipe, stages, resume, arch)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block (0: leave torch's default)."""
+    old = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = pipe.cfg
     total = time.perf_counter()
     out: dict[str, Any] = {}
     for i, stage in enumerate(stages, 1):
@@ -583,10 +605,6 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     Every point is an ordinary run folder ``<out>/<frontend>/<knob>-<value>/``, so an interrupted
     sweep resumes point by point and stage by stage. Data is loaded once and shared.
     """
-    from tqdm.auto import tqdm
-
-    from .report import pareto_front, write_sweep_report
-
     valid = {f.name for f in dataclasses.fields(PipelineConfig)}
     if plan.knob not in valid or (plan.knob != "lam" and plan.knob not in _BUDGETS):
         raise ValueError(f"a sweep varies 'lam' or one of {sorted(_BUDGETS)}, not {plan.knob!r}")
@@ -601,10 +619,20 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG, {**cfg.to_json(), "sweep": dataclasses.asdict(plan)})
     stages = ["search", "train"] + (["quantize"] if plan.quantize else [])
-    dm = None
-    points = []
     jobs = [(fe, v) for fe in plan.frontends for v in plan.values]
     start = time.perf_counter()
+    with _torch_threads(cfg.threads):
+        points = _sweep_points(cfg, plan, jobs, out, stages, resume)
+    return _finish_sweep(cfg, plan, points, out, start)
+
+
+def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, float]], out: Path,
+                  stages: list[str], resume: bool) -> list[dict[str, Any]]:
+    """Run (or, resuming, read back) every point of a sweep; returns the points' records."""
+    from tqdm.auto import tqdm
+
+    dm = None
+    points: list[dict[str, Any]] = []
     luts: dict[str, str] = {}
     for frontend, value in tqdm(jobs, desc="sweep", unit="point", disable=not cfg.progress):
         if frontend not in luts:  # one latency table per front end, so the points' latencies compare
@@ -632,6 +660,14 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
                                                                      "bits_act", "costs")},
                        "seconds": searched["seconds"] + trained["seconds"] + (quant or {}).get("seconds", 0.0),
                        "dir": sub.out})
+    return points
+
+
+def _finish_sweep(cfg: PipelineConfig, plan: "SweepPlan", points: list[dict[str, Any]], out: Path,
+                  start: float) -> dict[str, Any]:
+    """Mark each front end's Pareto points; write sweep.json, sweep.md and pareto.png."""
+    from .report import pareto_front, write_sweep_report
+
     for frontend in plan.frontends:
         sub_idx = [i for i, p in enumerate(points) if p["frontend"] == frontend]
         for cost in ("macs", "params", "latency_ms"):

@@ -211,7 +211,9 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
     lines = ["# nni-kws sweep", "",
              f"Sweep over `{knob}` = {sweep.get('values')} for front ends {sweep.get('frontends')} "
              f"(preset `{sweep.get('config', {}).get('preset')}`, strategy `{sweep.get('config', {}).get('strategy')}`). "
-             "Rows marked ★ are on the accuracy–MACs Pareto front of their front end.", ""]
+             "Rows marked ★ are on the accuracy–MACs Pareto front (synthesized-speech test accuracy) of their front end. "
+             "MACs count conv and linear layers only, as in the ICPR code: the MFCC feature extraction is not in "
+             "them, while the measured latency includes it, so compare front ends on latency.", ""]
     for frontend in sweep.get("frontends", []):
         sub = [p for p in points if p.get("frontend") == frontend]
         front = set(pareto_front(sub, "macs"))

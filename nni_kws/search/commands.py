@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "overrides_from_args", "parse_budget_sweep"]
+__all__ = ["register", "overrides_from_args", "parse_budget_sweep", "quiet_libraries"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
     g.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
     g.add_argument("--workers", type=int, help=f"DataLoader worker processes (default: {d.workers})")
+    g.add_argument("--threads", type=int, help=f"torch CPU threads, 0: torch's default (default: {d.threads}: "
+                   "faster for these small convs, by far on a shared machine)")
     g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default: {d.seed})")
     g.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run: completed stages are "
@@ -76,7 +78,7 @@ def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
 def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("quantization")
     g.add_argument("--quant-method", choices=["trained", "fixed"], help=f"learned or fixed bit-widths (default: {d.quant_method})")
-    g.add_argument("--bits", type=int, help=f"fixed bit-width, or the learned ones' start (default: {d.bits})")
+    g.add_argument("--bits", type=int, help=f"fixed: the bit-width; trained: the largest bit-width allowed (default: {d.bits})")
     g.add_argument("--weight-budget-bits", type=float, help=f"learned: average bits per weight to aim for "
                    f"(default: {d.weight_budget_bits}; 0: none)")
     g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "
@@ -98,15 +100,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
-    from nni_kws.pipeline import load_config
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None, base: Any = None) -> Any:
+    """Options of this invocation: ``base`` (default PipelineConfig) ⊕ stored config ⊕ command line."""
+    from nni_kws.pipeline import PipelineConfig, load_config
 
     overrides = {**overrides_from_args(args), **(extra or {})}
+    base = base or PipelineConfig()
     if args.overwrite:  # a fresh start: nothing comes from the old config.json
-        from nni_kws.pipeline import PipelineConfig
-
-        return PipelineConfig(**{**overrides, "out": args.out})
-    return load_config(args.out, overrides)
+        return PipelineConfig(**{**base.to_json(), **overrides, "out": args.out})
+    return load_config(args.out, overrides, base=base)
 
 
 def _interrupted(args: argparse.Namespace) -> int:
@@ -127,10 +129,35 @@ def _summary(results: dict[str, Any]) -> None:
     print(f"  total {results.get('timings_s', {}).get('total', 0):.0f} s; see {results['config']['out']}/report.md")
 
 
+class _DropMessages(logging.Filter):
+    """Drops log records containing any of ``parts`` (known, harmless library chatter)."""
+
+    def __init__(self, *parts: str) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(part in record.getMessage() for part in self.parts)
+
+
+def quiet_libraries() -> None:
+    """Silence warnings that do not apply to in-process runs, so progress and errors stay readable."""
+    import warnings
+
+    for message in (r"When using training service to spawn trials", r"`isinstance\(treespec, LeafSpec\)`",
+                    r"The number of training batches .* is smaller than the logging interval",
+                    r".* is found to be not a nn.Module, which is unexpected"):
+        warnings.filterwarnings("ignore", message=message)
+    logging.getLogger("nni.nas.evaluator.pytorch.lightning").addFilter(_DropMessages("Validation dataloaders are missing"))
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropMessages("Tip:", "TPU available", "estimate number of stepping batches"))
+
+
 def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | None = None,
             extra: dict[str, Any] | None = None) -> int:
     from nni_kws.pipeline import run_pipeline
 
+    quiet_libraries()
     cfg = _config(args, extra)
     try:
         out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch)
@@ -178,6 +205,12 @@ def _run_run(args: argparse.Namespace) -> int:
     return _stages(args, ["search", "train", "quantize", "report"])
 
 
+#: A sweep's default penalty: the paper's multiplicative loss·(log E / log T)^λ, whose pull per relative
+#: change of cost is the same for every front end and budget (a fair raw-vs-MFCC comparison).
+SWEEP_PENALTY_FORM = "mul-log"
+SWEEP_LAMBDAS = "0,2,8,32"
+
+
 def parse_budget_sweep(text: str) -> tuple[str, list[float]]:
     """``'max_macs=1e6,2e6'`` (or ``macs=...``) → ``('max_macs', [1e6, 2e6])``."""
     from nni_kws.pipeline import _BUDGETS
@@ -202,7 +235,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from nni_kws.pipeline import SweepPlan, run_sweep
+    from nni_kws.pipeline import PipelineConfig, SweepPlan, run_sweep
 
     frontends = [f.strip() for f in (args.frontends or "").split(",") if f.strip()]
     bad = [f for f in frontends if f not in ("raw", "sinc", "conv", "mfcc")]
@@ -212,7 +245,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
         knob, values = parse_budget_sweep(args.budgets)
     else:
         knob, values = "lam", _floats(args.lambdas, "--lambdas")
-    cfg = _config(args)
+    quiet_libraries()
+    cfg = _config(args, base=PipelineConfig(penalty_form=SWEEP_PENALTY_FORM))
     plan = SweepPlan(knob=knob, values=values, frontends=frontends or [cfg.frontend], quantize=args.quantize)
     try:
         sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
@@ -258,7 +292,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_search(p, d)
     _add_train(p, d)
     _add_quant(p, d)
-    p.add_argument("--lambdas", default="0,0.3,1,3", help="comma-separated λ values (default: 0,0.3,1,3)")
+    p.add_argument("--lambdas", default=SWEEP_LAMBDAS, help=f"comma-separated λ values (default: {SWEEP_LAMBDAS}, "
+                   f"with --penalty-form {SWEEP_PENALTY_FORM} unless given)")
     p.add_argument("--budgets", metavar="NAME=V1,V2", help="sweep one budget instead of λ, e.g. macs=5e5,1e6,2e6")
     p.add_argument("--frontends", help="comma-separated front ends to compare, e.g. raw,mfcc (default: --frontend)")
     p.add_argument("--quantize", action="store_true", help="also quantize every point")
