@@ -1,5 +1,6 @@
 """Multi-trial NAS from Python: strategies, the budget filter, the trial evaluator (mocked NNI
-runtime) and one real ``NasExperiment`` (Random, 2 tiny trials) watched through the web UI's REST API."""
+runtime) and one real ``NasExperiment`` (Random, 2 tiny trials) watched through the web UI's REST
+API; one-shot DARTS searches run as ``nnictl`` trials (``--mode darts``) with per-epoch metrics."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from nni_kws.nnictl import launch
 from nni_kws.nnictl.costs import arch_costs
 from nni_kws.nnictl.rest import NniRest, free_port
 from nni_kws.space import build_space, random_arch
 
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _median_params(preset: str = "tiny") -> float:
@@ -101,9 +104,7 @@ def test_nas_experiment_random_two_trials_in_the_web_ui(tiny_gsc, tmp_path):
     assert json.loads((tmp_path / "out" / "top_models.json").read_text())["top"] == top
     with pytest.raises(OSError):  # the manager is gone with the experiment
         rest.status()
-    exp_dir = str(tmp_path / "exp")
-    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                if exp_dir.encode() in _read(p)], "processes of the experiment still running"
+    assert not _running(str(tmp_path / "exp")), "processes of the experiment still running"
 
 
 def _read(path: Path) -> bytes:
@@ -111,3 +112,44 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_darts_searches_as_trials_report_every_search_epoch(tiny_gsc, tmp_path):
+    """``examples/nnictl/darts.yml`` on the tiny space: TPE tunes λ and the MAC target of 2-epoch
+    DARTS searches; the UI gets one intermediate result per search epoch (sent live, while NNI's
+    one-shot engine has the trial channel mocked) and the retrained accuracy with costs."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "NNI_CONFIG_DIR": str(tmp_path / "nni-config"),
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    config = launch.shrink_config(REPO / "examples/nnictl/darts.yml", tmp_path / "darts.yml", tiny_gsc,
+                                  workdir=tmp_path / "exp", trial_args="--search-epochs 2 --batch-size 32")
+    with launch.running(config, env) as rest:
+        rest.wait(timeout=180, trials=2)
+        trials, metrics = rest.trials(), rest.metrics()
+    assert [t["status"] for t in trials] == ["SUCCEEDED"] * 2
+    for t in trials:
+        mine = [m for m in metrics if m["trialJobId"] == t["trialJobId"]]
+        epochs = [m["data"] for m in mine if m["type"] == "PERIODICAL"]
+        assert len(epochs) == 2
+        assert all({"default", "arch_loss", "expected_macs", "argmax_macs"} <= set(e) for e in epochs)
+        final = next(m["data"] for m in mine if m["type"] == "FINAL")
+        assert 0 <= final["default"] <= 1 and final["macs"] > 0
+        assert json.loads(t["hyperParameters"][0])["parameters"].keys() == {"lambda", "target"}
+    deadline = time.monotonic() + 20
+    while _running(str(tmp_path / "exp")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _running(str(tmp_path / "exp")) and not _running("nni_kws.trial --mode darts --preset tiny")
+
+
+def test_darts_parameters_are_checked():
+    from nni_kws.nnictl.darts_trial import epoch_metrics, split_darts_parameters
+    assert split_darts_parameters({"lambda": "0.5", "target": 3e6, "TRIAL_BUDGET": 2}) == {"lambda": 0.5, "target": 3e6}
+    with pytest.raises(ValueError, match="unknown label 's0_i0_k'"):
+        split_darts_parameters({"s0_i0_k": 3})
+    record = {"metrics": {"arch_loss": 2.0, "penalty/hinge/macs": 0.1}, "expected": {"macs": 5.0}, "exact": {"macs": 4}}
+    assert epoch_metrics(record) == {"default": 2.0, "arch_loss": 2.0, "penalty_hinge_macs": 0.1,
+                                     "expected_macs": 5.0, "argmax_macs": 4.0}
+
+
+def _running(text: str) -> list[Path]:
+    """Live processes whose command line contains ``text``."""
+    return [p for p in Path("/proc").glob("[0-9]*/cmdline") if text.encode() in _read(p)]

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from nni_kws.nnictl import launch
-from nni_kws.nnictl.rest import NniRest, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -69,14 +68,10 @@ def processes_mentioning(text: str) -> list[str]:
 def run_experiment(config: Path, env: dict[str, str], trials: int, data: Path) -> tuple[str, list[dict], list[dict]]:
     """``nnictl create`` on a free loopback port, wait for ``trials`` trials, ``nnictl stop``, check
     that nothing is left running; returns the status, the trial records and the metrics (REST API)."""
-    port = free_port()
-    exp_id = launch.create(config, port, env)
-    rest = NniRest(port)
-    try:
+    with launch.running(config, env) as rest:
         status = rest.wait(timeout=150, trials=trials)
         trials_info, metrics = rest.trials(), rest.metrics()
-    finally:
-        launch.stop(exp_id, env)
+    exp_id = rest.experiment_id
     trial_cmd = "nni_kws.trial --preset tiny"  # as in tiny_config's trial commands
     deadline = time.monotonic() + 20  # killed processes take a moment to go, on a loaded machine
     while (processes_mentioning(exp_id) or processes_mentioning(trial_cmd)) and time.monotonic() < deadline:
@@ -118,34 +113,6 @@ def test_nnictl_other_tuners(example, tiny_gsc, tmp_path, nni_env):
     config = tiny_config(example, tmp_path, tiny_gsc, **extra)
     status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
     check_trials(trials, metrics, 2)
-
-
-def test_darts_searches_as_trials_report_every_search_epoch(tiny_gsc, tmp_path, nni_env):
-    """``--mode darts`` (examples/nnictl/darts.yml): TPE tunes λ and the MAC target of short DARTS
-    searches; the UI gets one intermediate result per search epoch, live, and the retrained accuracy."""
-    config = tiny_config("darts.yml", tmp_path, tiny_gsc)
-    text = yaml.safe_load(config.read_text())
-    text["trialCommand"] = text["trialCommand"].replace("--search-epochs 5", "--search-epochs 2")
-    config.write_text(yaml.safe_dump(text))
-    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
-    assert [t["status"] for t in trials] == ["SUCCEEDED"] * 2
-    for t in trials:
-        mine = [m for m in metrics if m["trialJobId"] == t["trialJobId"]]
-        epochs = [m["data"] for m in mine if m["type"] == "PERIODICAL"]
-        assert len(epochs) == 2 and all({"default", "arch_loss", "expected_macs", "argmax_macs"} <= set(e) for e in epochs)
-        final = next(m["data"] for m in mine if m["type"] == "FINAL")
-        assert 0 <= final["default"] <= 1 and final["macs"] > 0
-        assert json.loads(t["hyperParameters"][0])["parameters"].keys() == {"lambda", "target"}
-
-
-def test_darts_parameters_are_checked():
-    from nni_kws.nnictl.darts_trial import epoch_metrics, split_darts_parameters
-    assert split_darts_parameters({"lambda": "0.5", "target": 3e6, "TRIAL_BUDGET": 2}) == {"lambda": 0.5, "target": 3e6}
-    with pytest.raises(ValueError, match="unknown label 's0_i0_k'"):
-        split_darts_parameters({"s0_i0_k": 3})
-    record = {"metrics": {"arch_loss": 2.0, "penalty/hinge/macs": 0.1}, "expected": {"macs": 5.0}, "exact": {"macs": 4}}
-    assert epoch_metrics(record) == {"default": 2.0, "arch_loss": 2.0, "penalty_hinge_macs": 0.1,
-                                     "expected_macs": 5.0, "argmax_macs": 4.0}
 
 
 def test_hardware_aware_tuner_registers_with_nnictl(nni_env):

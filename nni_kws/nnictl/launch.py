@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import yaml
 
-__all__ = ["nnictl", "create", "stop", "shrink_config"]
+__all__ = ["nnictl", "create", "stop", "running", "shrink_config"]
 
 _ID = re.compile(r"Experiment ID:\s*(?:\x1b\[\d+m)?([A-Za-z0-9_-]+)")
 
@@ -37,6 +38,22 @@ def stop(experiment_id: str, env: Mapping[str, str] | None = None) -> None:
     out = nnictl("stop", experiment_id, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"nnictl stop {experiment_id} failed:\n{out.stdout}\n{out.stderr}")
+
+
+@contextmanager
+def running(config: str | Path, env: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[Any]:
+    """``with running(config) as rest:`` an experiment created on ``port`` (default: a free one),
+    its :class:`~nni_kws.nnictl.rest.NniRest` client (``rest.experiment_id`` set), stopped on exit."""
+    from .rest import NniRest, free_port
+
+    port = port or free_port()
+    exp_id = create(config, port, env)
+    rest = NniRest(port)
+    rest.experiment_id = exp_id
+    try:
+        yield rest
+    finally:
+        stop(exp_id, env)
 
 
 def shrink_config(config: str | Path, out: str | Path, data: str | Path, *, preset: str = "tiny", trials: int = 2,

@@ -36,7 +36,8 @@ class NniRest:
 
     def __init__(self, port: int, timeout: float = 10.0) -> None:
         self.base = f"http://127.0.0.1:{port}/api/v1/nni"
-        self.timeout = timeout
+        self.port, self.timeout = port, timeout
+        self.experiment_id: str | None = None
 
     def get(self, path: str) -> Any:
         """Decoded JSON of ``GET <base>/<path>``; ``ConnectionError`` while the manager is not serving
