@@ -89,11 +89,15 @@ def test_nas_experiment_random_two_trials_in_the_web_ui(tiny_gsc, tmp_path):
             except OSError:
                 pass  # manager starting
             time.sleep(1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the command stops the experiment (also on test failure)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                for cmdline in _running(str(tmp_path / "exp")):  # its orphaned NNI manager, if any
+                    os.kill(int(cmdline.parent.name), signal.SIGTERM)
     assert proc.returncode == 0, err[-3000:]
     assert sum(t["status"] == "SUCCEEDED" for t in trials) == 2, trials
     assert len(finals) == 2

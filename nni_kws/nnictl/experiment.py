@@ -122,8 +122,11 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
     exp = NasExperiment(space, evaluator, strat, config)
     _logger.info("web UI: http://127.0.0.1:%d (experiment %s)", port, exp.id)
     results: list[dict[str, Any]] = []
+    stopped = False
     try:
-        exp.run(port=port, debug=debug)
+        if not exp.run(port=port, debug=debug):  # None: NNI caught Ctrl-C and stopped the experiment
+            stopped = True
+            raise KeyboardInterrupt
         results = _top_models(exp, top_k, preset, lut, parse_budgets(budgets), max_trials)
         if out is not None:
             path = Path(out) / "top_models.json"
@@ -137,7 +140,8 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
     except KeyboardInterrupt:
         _logger.info("interrupted")
     finally:
-        exp.stop()
+        if not stopped:
+            exp.stop()
     return results
 
 
