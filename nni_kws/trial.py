@@ -4,7 +4,7 @@ This is the ``trialCommand`` of the ``nnictl`` configs (``examples/nnictl/*.yml`
 run a NAS experiment from ``nnictl`` (only HPO), so the space is exported as an HPO search space
 (``search_spaces/<preset>.json``) and this entry point turns a tuner's parameters back into a
 model: it freezes the architecture, trains it, reports ``val_acc`` after every epoch and finally
-``{'default': accuracy, 'params', 'macs', 'latency_ms', 'peak_act_kb'}``, so the web UI lists
+``{'default': accuracy, 'params', 'macs', 'peak_act_kb'}`` (plus ``'latency_ms'`` with ``--lut``), so the web UI lists
 accuracy and hardware costs per trial.
 
 Parameters a tuner may send besides the architecture labels: the training hyper-parameters of
