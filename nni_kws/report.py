@@ -6,11 +6,13 @@ Plots use matplotlib's Agg backend (no display needed).
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["COST_AXES", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
+__all__ = ["COST_AXES", "arch_summary", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
            "write_sweep_report"]
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
@@ -127,10 +129,11 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
     for ax in list(grid.flat)[len(axes):]:
         ax.axis("off")
     handles, labels = grid.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3) or 1, frameon=False, fontsize=9)
+    ncol = len(labels) if len(labels) <= 5 else math.ceil(len(labels) / 2)
+    fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
-    rows = math.ceil(len(labels) / 3) if labels else 1
+    rows = math.ceil(len(labels) / max(ncol, 1)) if labels else 1
     fig.tight_layout(rect=(0, 0.035 + 0.03 * rows, 1, 0.95 if title else 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +182,9 @@ def render_report(results: Mapping[str, Any]) -> str:
               "Speech Commands v2 test set, never used for training or tuning.", ""]
     arch = results.get("arch") or {}
     if arch:
-        lines += ["## Architecture", "", "| label | value |", "|---|---|"]
-        lines += [f"| `{k}` | {v} |" for k, v in arch.items()]
-        lines.append("")
+        lines += ["## Architecture", "", "| part | choice |", "|---|---|"]
+        lines += [f"| {part} | {choice} |" for part, choice in arch_summary(arch)]
+        lines += ["", f"Labels as in `search/arch.json`: `{json.dumps(arch, separators=(',', ':'))}`", ""]
     quant = results.get("quant") or {}
     if quant.get("layers"):
         lines += ["## Bit-widths per layer", "", "| layer | weight bits | activation bits |", "|---|---|---|"]
@@ -195,6 +198,29 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["![accuracy against cost](pareto.png)", ""]
     return "\n".join(lines)
+
+
+def arch_summary(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``[(part, choice)]`` of an architecture dict: front end, then per stage its active blocks
+    (``s{i}_depth`` of them) as ``k{kernel} e{expansion}``; labels it does not know are listed as they are."""
+    rows, used = [], set()
+    if "frontend" in arch:
+        rows.append(("front end", str(arch["frontend"])))
+        used.add("frontend")
+    stages = sorted({int(m.group(1)) for k in arch if (m := re.match(r"s(\d+)_", k))})
+    for i in stages:
+        n_blocks = sum(1 for k in arch if re.fullmatch(rf"s{i}_i\d+(_k)?", k))
+        depth = int(arch.get(f"s{i}_depth", n_blocks or 1))
+        blocks = []
+        for j in range(depth):
+            if f"s{i}_i{j}" in arch:  # coarse space: one choice per block, e.g. 'k5e2'
+                blocks.append(str(arch[f"s{i}_i{j}"]))
+            else:
+                blocks.append(f"k{arch.get(f's{i}_i{j}_k', '?')} e{arch.get(f's{i}_i{j}_e', '?')}")
+        used |= {k for k in arch if k.startswith(f"s{i}_")}
+        rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}: " + ", ".join(blocks)))
+    rows += [(f"`{k}`", str(v)) for k, v in arch.items() if k not in used]
+    return rows
 
 
 def _budgets(cfg: Mapping[str, Any]) -> str:

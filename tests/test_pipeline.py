@@ -108,6 +108,16 @@ def test_pareto_front() -> None:
     assert pareto_front(pts, "macs") == [0, 2]
 
 
+def test_arch_summary_lists_active_blocks() -> None:
+    from nni_kws.report import arch_summary
+
+    arch = {"frontend": "sinc", "s0_i0_k": 3, "s0_i0_e": 1, "s1_depth": 1, "s1_i0_k": 5, "s1_i0_e": 2, "s1_i1_k": 7,
+            "s1_i1_e": 4, "other": 1}
+    assert arch_summary(arch) == [("front end", "sinc"), ("stage 0", "1 block: k3 e1"), ("stage 1", "1 block: k5 e2"),
+                                  ("`other`", "1")]
+    assert arch_summary({"s0_depth": 2, "s0_i0": "k3e1", "s0_i1": "k5e2"}) == [("stage 0", "2 blocks: k3e1, k5e2")]
+
+
 def test_report_renders_from_results_alone(tmp_path: Path) -> None:
     points = [{"name": "retrained (float)", "kind": "retrained", "test_acc": 0.9, "real_test_acc": None,
                "costs": {"macs": 1e6, "params": 2e4, "weight_kb": 80.0, "latency_ms": 1.2}},
@@ -115,7 +125,7 @@ def test_report_renders_from_results_alone(tmp_path: Path) -> None:
                "costs": {"macs": 1e6, "params": 2e4, "weight_kb": 8.0, "latency_ms": 1.2}}]
     md = render_report({"config": {"preset": "small"}, "points": points, "arch": {"s0_i0_k": 3},
                         "timings_s": {"search": 1.0}})
-    assert "| quantized | 88.00 | – |" in md and "3.10 / 4.00" in md and "`s0_i0_k`" in md
+    assert "| quantized | 88.00 | – |" in md and "3.10 / 4.00" in md and "s0_i0_k" in md
     png = plot_pareto(points, tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     sweep_md = render_sweep({"knob": "lam", "values": [0], "frontends": ["raw"], "points": [

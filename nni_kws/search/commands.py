@@ -181,7 +181,8 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from nni_kws.space import build_space, load_arch
+    from nni_kws.pipeline import Pipeline
+    from nni_kws.space import load_arch
 
     arch, extra = None, {}
     if args.arch:
@@ -197,7 +198,7 @@ def _run_train(args: argparse.Namespace) -> int:
             if isinstance(meta, dict) and meta.get(key) and getattr(args, key) is None and not stored:
                 extra[key] = meta[key]
         cfg = _config(args, extra)
-        arch = load_arch(path, build_space(cfg.preset, frontend=cfg.frontend))
+        arch = load_arch(path, Pipeline(cfg).space())
     return _stages(args, ["train"], arch=arch, extra=extra)
 
 
