@@ -28,7 +28,7 @@ import torch
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.quant import DEFINITIONS, onnx_agreement, prepare_model, quantize_model
+from nni_kws.quant import DEFINITIONS, TrainingDiverged, onnx_agreement, prepare_model, quantize_model
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float-epochs", type=int, default=25)
     p.add_argument("--float-lr", type=float, default=0.05)
     p.add_argument("--quant-epochs", type=int, default=6)
-    p.add_argument("--quant-lr", type=float, default=1e-3)
+    p.add_argument("--quant-lr", type=float, default=3e-3)
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
     p.add_argument("--weight-budget", type=float, default=4.0)
     p.add_argument("--act-budget", type=float, default=4.0)
     p.add_argument("--budget-weight", type=float, default=1.0)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     float_acc = {"val": accuracy(prepared, data.val_dataloader()),
                  **{name: accuracy(prepared, loader) for name, loader in loaders.items()}}
     logging.info("float model: %s", float_acc)
-    common = dict(epochs=args.quant_epochs, lr=args.quant_lr, test_loader=loaders["test"],
+    common = dict(epochs=args.quant_epochs, lr=args.quant_lr, distill=args.distill, test_loader=loaders["test"],
                   extra_loaders={k: v for k, v in loaders.items() if k != "test"}, float_accuracy=float_acc,
                   progress=not args.quiet)
 
@@ -117,23 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     check = loaders.get("real_test", loaders["test"])
     agreement = {"on": "real_test" if real else "test", **onnx_agreement(learned.model, learned.onnx_path, check)}
     logging.info("ONNX agreement: %s", agreement)
+    diverged = {}
     for bits in args.fixed_bits:
         seed_everything(args.seed)
-        runs[f"fixed{bits}"] = quantize_model(model, data.train_dataloader(), data.val_dataloader(), method="fixed",
-                                              bits=bits, out_dir=Path(args.work) / f"fixed{bits}", **common).report
+        try:
+            runs[f"fixed{bits}"] = quantize_model(model, data.train_dataloader(), data.val_dataloader(),
+                                                  method="fixed", bits=bits, out_dir=Path(args.work) / f"fixed{bits}",
+                                                  **common).report
+        except TrainingDiverged as err:  # a result too: NNI's QAT does not train at this bit-width
+            logging.warning("fixed %d bits: %s", bits, err)
+            diverged[f"fixed{bits}"] = {"name": f"fixed{bits}", "bits": bits, "diverged": str(err)}
 
-    rows = [summary(name, report) for name, report in runs.items()]
+    rows = [summary(name, report) for name, report in runs.items()] + list(diverged.values())
     t = runs["trained"]
+    bits_ok = max(t["avg_bits_per_weight"], t["avg_bits_per_activation"]) <= 4.0
     target = {"max_avg_bits": 4.0, "max_drop_points": 0.5,
-              "met": bool(max(t["avg_bits_per_weight"], t["avg_bits_per_activation"]) <= 4.0
-                          and all(d <= 0.5 for d in rows[0]["drop_points"].values()))}
+              "met": {k: bool(bits_ok and d <= 0.5) for k, d in rows[0]["drop_points"].items() if k != "val"}}
     result = {
         "benchmark": "quantize", "preset": PRESET, "arch": ARCH, "dataset": str(root),
         "clips": {"train": len(data.dataset("training")), "val": len(data.dataset("validation")),
-                  "test": len(data.dataset("testing")), **({"real_test": len(data.dataset("real_test"))} if real else {})},
+                  "test": len(data.dataset("testing")),
+                  **({"real_test": len(data.dataset("real_test"))} if real else {})},
         "float": {"accuracy": float_acc, "parameters": sum(p.numel() for p in prepared.parameters()),
                   "size_bytes": 4 * sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "weight_budget", "act_budget",
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "distill", "weight_budget", "act_budget",
                                                   "budget_weight", "fixed_bits", "batch_size", "threads", "seed")},
         "summary": rows, "target": target,
         "onnx": {**agreement, "path": str(learned.onnx_path), "bytes": learned.report["onnx"]["bytes"]},
@@ -145,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for row in rows:
+        if "diverged" in row:
+            print(f"{row['name']:>8}: diverged ({row['diverged']})")
+            continue
         print(f"{row['name']:>8}: {row['avg_bits_per_weight']:.2f} b/w {row['avg_bits_per_activation']:.2f} b/a "
               f"{row['size_bytes']:>6} B  acc {row['accuracy']}  drop {row['drop_points']}")
     print(f"float: {float_acc}; ONNX agreement {agreement['agreement']:.4f} on {agreement['clips']} clips; "

@@ -16,8 +16,9 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_kws.quant import (LearnedBitwidthQuantizer, U3ClampRound, bit_report, config_list, deploy_model, export_onnx,
-                           fixed_quantizer, onnx_agreement, prepare_model, quantize_model, unsigned_inputs)
+from nni_kws.quant import (LearnedBitwidthQuantizer, TrainingDiverged, U3ClampRound, bit_report, config_list,
+                           deploy_model, export_onnx, fixed_quantizer, onnx_agreement, prepare_model, quantize_model,
+                           unsigned_inputs)
 from nni_kws.space import KwsSpace, build_space, random_arch
 
 
@@ -55,7 +56,8 @@ def _evaluator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 5
     return TorchEvaluator(training_func, nni.trace(torch.optim.Adam)(model.parameters(), lr=lr), training_step)
 
 
-def _learned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_bits: int = 8, **kwargs) -> LearnedBitwidthQuantizer:
+def _learned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_bits: int = 8,
+             **kwargs) -> LearnedBitwidthQuantizer:
     model = prepare_model(model)
     quantizer = LearnedBitwidthQuantizer(model, config_list(unsigned_inputs(model, x[:8]), max_bits),
                                          _evaluator(model, x, y), **kwargs)
@@ -256,6 +258,9 @@ def test_bad_arguments_give_clear_errors() -> None:
         quantize_model(model, loader, DataLoader(TensorDataset(x[:0], y[:0])), progress=False)
     with pytest.raises(ValueError, match="search space"):
         quantize_model(build_space("tiny"), loader, loader, progress=False)
+    nan_loader = DataLoader(TensorDataset(torch.full_like(x, float("nan")), y), batch_size=8)
+    with pytest.raises(TrainingDiverged, match="diverged .* try a lower learning rate"):
+        quantize_model(model, nan_loader, loader, method="fixed", bits=4, progress=False)
     prepared = prepare_model(model)
     evaluator = _evaluator(prepared, x, y)
     with pytest.raises(ValueError, match="symmetric"):

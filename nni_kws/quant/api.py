@@ -30,11 +30,15 @@ from .learned_bits import LearnedBitwidthQuantizer
 from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 
-__all__ = ["METHODS", "QuantResult", "quantize_model", "make_evaluator", "load_trained_model"]
+__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "make_evaluator", "load_trained_model"]
 
 _logger = logging.getLogger(__name__)
 
 METHODS = ("trained", "fixed")
+
+
+class TrainingDiverged(ValueError):
+    """Quantization-aware training produced a non-finite loss (a lower ``lr`` usually helps)."""
 
 
 @dataclass
@@ -71,6 +75,9 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
             for batch in bar:
                 optimizers.zero_grad()
                 loss = training_step(batch, model)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"quantization-aware training diverged (loss {float(loss.detach())} at "
+                                           f"epoch {epoch + 1}, step {step + 1}); try a lower learning rate")
                 loss.backward()
                 optimizers.step()
                 if lr_schedulers is not None:
@@ -135,7 +142,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
-                   fold_bn: bool = False, out_dir: str | Path | None = None, test_loader: DataLoader | None = None, extra_loaders: Mapping[str, DataLoader] | None = None,
+                   fold_bn: bool = False, out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
+                   extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
     """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
 
@@ -265,7 +273,8 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{weights} does not fit {arch_file} with preset {preset!r}: {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0]
+        raise ValueError(f"{weights} does not fit {arch_file} with preset {preset!r}: {reason}") from None
     return model
 
 
@@ -273,7 +282,7 @@ def _find_weights(folder: Path) -> Path:
     for name in ("model.pt", "model.pth", "model.ckpt", "checkpoints/last.ckpt"):
         if (folder / name).is_file():
             return folder / name
-    found = sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")])
+    found = sorted(p for pattern in ("*.pt", "*.pth", "*.ckpt", "checkpoints/*.ckpt") for p in folder.glob(pattern))
     if not found:
         raise FileNotFoundError(f"no model file (model.pt, *.ckpt, checkpoints/last.ckpt) in {folder}")
     return found[0]

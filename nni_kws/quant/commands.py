@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-budget", type=float, help="trained: target average bits per weight")
     p.add_argument("--act-budget", type=float, help="trained: target average bits per activation")
     p.add_argument("--budget-weight", type=float, default=1.0, help="trained: weight of the budget penalty (default 1)")
-    p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat", help="fixed: NNI quantizer (default qat)")
+    p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat",
+                   help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")

@@ -60,7 +60,7 @@ class QDQ(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zp, *_CONTAINERS[self.container])
 
     def extra_repr(self) -> str:
-        return f"{self.container}[{self.qmin}, {self.qmax}], scale={float(self.scale):.4g}, zero_point={self.zero_point}"
+        return f"{self.container}[{self.qmin}, {self.qmax}], scale={float(self.scale):.4g}, zp={self.zero_point}"
 
 
 class QuantizedLayer(nn.Module):
@@ -99,7 +99,7 @@ def quant_ranges(quantizer: Quantizer) -> dict[str, dict[str, dict[str, Any]]]:
         for target_name, target_space in wrapper.quantization_target_spaces.items():
             config = calibration[module_name][target_name]
             if config["scale"] is None or config["zero_point"] is None:
-                raise ValueError(f"{module_name}.{target_name} has no scale yet: train or calibrate the quantizer first")
+                raise ValueError(f"{module_name}.{target_name} has no scale yet: train or calibrate the quantizer")
             if torch.as_tensor(config["scale"]).numel() != 1:
                 raise ValueError(f"{module_name}.{target_name}: only per-tensor quantization can be exported")
             scale, zero_point = (float(torch.as_tensor(config[k]).detach()) for k in ("scale", "zero_point"))

@@ -22,7 +22,8 @@ FIXED_QUANTIZERS: Dict[str, Type[Quantizer]] = {"qat": QATQuantizer, "lsq": LsqQ
 
 
 def fixed_quantizer(model: torch.nn.Module, unsigned: dict[str, bool], bits: int, evaluator: Evaluator,
-                    algorithm: str = "qat", *, input_layers: Sequence[str] = (), input_bits: int | None = None) -> Quantizer:
+                    algorithm: str = "qat", *, input_layers: Sequence[str] = (),
+                    input_bits: int | None = None) -> Quantizer:
     """NNI's QAT (``algorithm='qat'``) or LSQ quantizer on ``model`` at ``bits`` for every target.
 
     ``unsigned``: ``{layer: input is non-negative}`` from :func:`~nni_kws.quant.prepare.unsigned_inputs`;

@@ -15,8 +15,8 @@ from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
-__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round", "levels_for_bits",
-           "bits_for_levels", "mse_range"]
+__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round",
+           "levels_for_bits", "bits_for_levels", "mse_range"]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class U3ClampRound(torch.autograd.Function):
         scaled = torch.clamp(target, -qrange if ctx.signed else torch.zeros_like(qrange), qrange) / step
         grad_target = grad_output.masked_fill(above | below, 0.0)
         grad_step = (grad_output * (torch.round(scaled) - scaled)).sum().view_as(step)
-        clipped = above.to(grad_output.dtype) - below.to(grad_output.dtype) if ctx.signed else above.to(grad_output.dtype)
+        clipped = above.to(grad_output.dtype) - (below.to(grad_output.dtype) if ctx.signed else 0)
         grad_range = (grad_output * clipped).sum().view_as(qrange)
         return grad_target, grad_step, grad_range, None
 
@@ -197,7 +197,8 @@ class LearnedBitwidthQuantizer(Quantizer):
             raise ValueError(f"min_bits must be an int >= 2, got {self.min_bits!r}")
         if self.budget_weight < 0 or self.qparam_lr_scale <= 0:
             raise ValueError("budget_weight must be >= 0 and qparam_lr_scale > 0")
-        for name, budget in (("weight_budget_bits", self.weight_budget_bits), ("act_budget_bits", self.act_budget_bits)):
+        budgets = {"weight_budget_bits": self.weight_budget_bits, "act_budget_bits": self.act_budget_bits}
+        for name, budget in budgets.items():
             if budget is not None and not budget > 0:
                 raise ValueError(f"{name} must be a positive number of bits, got {budget!r}")
         if not self._target_spaces:
@@ -208,7 +209,8 @@ class LearnedBitwidthQuantizer(Quantizer):
         for module_name, target_name, target_space in self._targets(bias=True):
             where = f"{module_name}.{target_name}"
             if target_name == "bias":
-                if target_space.quant_dtype != "int32" or not {"_input_0", "weight"} <= set(self._target_spaces[module_name]):
+                siblings = set(self._target_spaces[module_name])
+                if target_space.quant_dtype != "int32" or not {"_input_0", "weight"} <= siblings:
                     raise ValueError(f"{where}: a bias is quantized as 'int32' at the scale of the layer's "
                                      "'_input_' and 'weight' targets, which must be quantized too")
                 continue
@@ -230,7 +232,8 @@ class LearnedBitwidthQuantizer(Quantizer):
             device = _device(wrapper, self.bound_model)
             wrapper._nni_kws_qparam_scale = self.qparam_lr_scale
             for kind in ("step", "range"):
-                wrapper.register_parameter(f"{target_name}_{kind}_param", torch.nn.Parameter(torch.zeros(1, device=device)))
+                param = torch.nn.Parameter(torch.zeros(1, device=device))
+                wrapper.register_parameter(f"{target_name}_{kind}_param", param)
 
     def register_learned_bits_apply_method(self):
         for _, target_name, target_space in self._targets(bias=True):
@@ -241,7 +244,8 @@ class LearnedBitwidthQuantizer(Quantizer):
             self._module_wrappers[module_name].register_track_func(self.init_qparams)
 
     def init_qparams(self, wrapper: ModuleWrapper, target_name: str, target: Tensor):
-        """Track func: on a target's first forward, ``b = max_bits`` (or ``ceil(budget)``), ``q_max`` from :func:`mse_range`."""
+        """Track func: on a target's first forward, ``b = max_bits`` (or ``ceil(budget)``) and ``q_max``
+        from :func:`mse_range`."""
         if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
             return
         target_space = wrapper.quantization_target_spaces[target_name]
@@ -251,7 +255,9 @@ class LearnedBitwidthQuantizer(Quantizer):
             return
         signed = _is_signed(target_space)
         budget = self._budget(wrapper.name, target_name, target_space)
-        bits = target_space.quant_bits if budget is None else min(target_space.quant_bits, max(self.min_bits, math.ceil(budget)))
+        bits = target_space.quant_bits
+        if budget is not None:
+            bits = min(bits, max(self.min_bits, math.ceil(budget)))
         n_max = levels_for_bits(bits, signed)[1]
         qrange = mse_range(target.detach(), signed, n_max)
         k = self.qparam_lr_scale
@@ -403,7 +409,8 @@ def mse_range(x: Tensor, signed: bool, levels: int, candidates: int = 24) -> Ten
     best, best_err = top, float("inf")
     for fraction in torch.logspace(0, math.log10(0.05), candidates).tolist():
         q = top * fraction
-        err = float(((torch.round(torch.clamp(x, -q if signed else 0, q) / (q / levels)) * (q / levels) - x) ** 2).sum())
+        step = q / levels
+        err = float(((torch.round(torch.clamp(x, -q if signed else 0, q) / step) * step - x) ** 2).sum())
         if err < best_err:
             best, best_err = q, err
     return best

@@ -1,10 +1,11 @@
 """Turn a frozen KWS model into what the quantizers see, and build their NNI config lists.
 
 ``prepare_model`` bakes :class:`~nni_kws.space.blocks.SincConv1d` into a plain ``Conv1d`` (NNI
-quantizes ``weight`` parameters, which SincConv does not have) and folds every ``Conv1d → BatchNorm1d``
-pair into the conv (``torch.nn.utils.fusion.fuse_conv_bn_eval``), so the weights the quantizer
-learns are the ones an integer engine runs. BN layers that do not directly follow a conv (the SincNet
-front end's BN after the log compression) stay float.
+quantizes ``weight`` parameters, which SincConv does not have). BatchNorm stays a float layer, as in
+the ICPR code; with ``fold_bn`` every ``Conv1d → BatchNorm1d`` pair is folded into the conv
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``) so the quantized weights are the ones an integer engine
+runs, which per-tensor quantization pays for at 4 bits (folded depthwise weights differ in scale by
+channel). A BN that does not directly follow a conv (the SincNet front end's) always stays float.
 
 The frozen root is still a :class:`~nni_kws.space.KwsSpace` (a ``ModelSpace``); that is harmless for
 NNI's compression: modules are selected by class name (``Conv1d``, ``Linear``), never the root, and a
@@ -88,7 +89,8 @@ def _inputs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[bool, bo
         nonneg, raw = seen.get(name, (True, False))
         seen[name] = (nonneg and bool(args[0].min() >= 0), raw or args[0] is example)
 
-    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: hook(name, args)) for name, m in _quantized_layers(model)]
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: hook(name, args))
+             for name, m in _quantized_layers(model)]
     was_training = model.training
     try:
         model.eval()
