@@ -13,16 +13,6 @@ import pytest
 from nni_kws.cli import main
 from nni_kws.data.labels import CLASSES
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a busy 2-core machine two threads mostly wait on each other."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
 FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1"]

@@ -17,15 +17,6 @@ from nni_kws.search import MixedBatchNorm1d, MixedConv1d, derive_model, run_sear
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one torch thread is faster, and far faster on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PLAIN = {"KwsSpace", "Sequential", "ConvFrontEnd", "SincFrontEnd", "ConvBNReLU1d", "MBConv1d", "Conv1d", "BatchNorm1d",
          "ReLU", "AvgPool1d", "AdaptiveAvgPool1d", "Linear", "Identity", "SincConv1d", "LogCompression"}
 

@@ -12,17 +12,6 @@ from nni_kws.pipeline import PipelineConfig, SweepPlan, load_config, run_pipelin
 from nni_kws.report import pareto_front, plot_pareto, render_report, render_sweep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a busy 2-core machine two threads mostly wait on each other."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _cfg(tiny_gsc: Path, out: Path, **kw) -> PipelineConfig:
     base = dict(out=str(out), data=str(tiny_gsc), real_test=None, preset="tiny", search_epochs=1, train_epochs=1,
                 quant_epochs=1, batch_size=16, progress=False)

@@ -22,15 +22,6 @@ from nni_kws.quant import (LearnedBitwidthQuantizer, TrainingDiverged, U3ClampRo
 from nni_kws.space import KwsSpace, build_space, random_arch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core machine two threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_model(seed: int = 0, frontend: str = "sinc") -> nn.Module:
     torch.manual_seed(seed)
     space = build_space("tiny")

@@ -21,15 +21,6 @@ warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one torch thread is faster, and far faster on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ARC_LR = 0.05  # large, so that a few architecture steps show the effect
 
 
