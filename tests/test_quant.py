@@ -241,6 +241,8 @@ def test_bad_arguments_give_clear_errors() -> None:
         (dict(epochs=0), "epochs must be a positive int"),
         (dict(lr=0), "lr must be > 0"),
         (dict(method="fixed", bits=4, fixed_algorithm="dorefa"), "fixed_algorithm must be one of"),
+        (dict(min_bits=4, input_bits=3), "input_bits=3 is below min_bits=4"),
+        (dict(distill=-1), "distill must be >= 0"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -131,11 +131,31 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         for name, budget in (("weight_budget_bits", weight_budget_bits), ("act_budget_bits", act_budget_bits)):
             if budget is not None and not min_bits <= budget <= bits:
                 raise ValueError(f"{name}={budget!r} is outside [min_bits, bits] = [{min_bits}, {bits}]")
+        if input_bits is not None and input_bits < min_bits:
+            raise ValueError(f"input_bits={input_bits} is below min_bits={min_bits}")
         if not budget_weight >= 0:
             raise ValueError(f"budget_weight must be >= 0, got {budget_weight!r}")
     for name, loader in loaders.items():
         if loader is not None and len(loader) == 0:
             raise ValueError(f"{name} is empty")
+
+
+def _fine_tune(quantizer: Quantizer, float_model: nn.Module, example: torch.Tensor, distill: float,
+               max_steps: int | None, epochs: int | None) -> None:
+    """``quantizer.compress``, fused with NNI's logit distiller (KL to the float model, T = 2) when ``distill``."""
+    if not distill:
+        quantizer.compress(max_steps, epochs)
+        return
+    device = example.device
+    distiller = DynamicLayerwiseDistiller.from_compressor(
+        quantizer, [{"op_names": [output_layer(float_model, example)], "target_names": ["_output_"],
+                     "lambda": distill, "apply_method": "kl"}],
+        teacher_model=copy.deepcopy(float_model).eval(),
+        teacher_predict=lambda batch, model: model(batch[0].to(device)))
+    distiller.compress(max_steps, epochs)
+    distiller.unwrap_teacher_model()
+    distiller.unwrap_model()  # hand the shared wrappers back to the quantizer
+    quantizer.wrap_model()
 
 
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
@@ -173,7 +193,6 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     before = {name: float_accuracy[name] if float_accuracy and name in float_accuracy else accuracy(float_model, loader)
               for name, loader in loaders.items() if loader is not None}
     example = next(iter(train_loader))[0].to(device)
-    unsigned = unsigned_inputs(float_model, example)
     raw = input_layers(float_model, example)
     model_inputs = [f"{name}._input_0" for name in raw] if input_bits is not None else []
 
@@ -182,31 +201,20 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     status: dict[str, Callable[[], dict[str, Any]]] = {"fn": dict}
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
                                status=lambda: status["fn"]())
+    unsigned = unsigned_inputs(float_model, example)
     if method == "trained":
         configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
                               int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
         quantizer: Quantizer = LearnedBitwidthQuantizer(
-            qmodel, configs, evaluator, min_bits=min(min_bits, input_bits or min_bits),
-            weight_budget_bits=weight_budget_bits, act_budget_bits=act_budget_bits, budget_weight=budget_weight,
-            budget_exclude=model_inputs)
+            qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
+            act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
-        status["fn"] = lambda: {"w_bits": f"{float(quantizer.average_bits('weight').detach()):.2f}",
-                                "a_bits": f"{float(quantizer.average_bits('activation').detach()):.2f}"}
+        status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
+                                for kind in ("weight", "activation")}
     else:
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
                                     input_bits=input_bits)
-    if distill > 0:  # NNI's distiller fused with the quantizer: KL to the float model's logits (T = 2)
-        teacher = copy.deepcopy(float_model).eval()
-        distiller = DynamicLayerwiseDistiller.from_compressor(
-            quantizer, [{"op_names": [output_layer(float_model, example)], "target_names": ["_output_"],
-                         "lambda": distill, "apply_method": "kl"}],
-            teacher_model=teacher, teacher_predict=lambda batch, model: model(batch[0].to(device)))
-        distiller.compress(max_steps, epochs)
-        distiller.unwrap_teacher_model()
-        distiller.unwrap_model()
-        quantizer.wrap_model()
-    else:
-        quantizer.compress(max_steps, epochs)
+    _fine_tune(quantizer, float_model, example, distill, max_steps, epochs)
     qmodel.eval()
     with torch.no_grad():
         qmodel(example)  # record activation shapes of this model for the report
@@ -224,10 +232,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     if out_dir is not None:
         out_dir = Path(out_dir)
         onnx_path = export_onnx(deploy_model(quantizer), out_dir / "model_qdq.onnx", example[:1].cpu())
-        check_loader = test_loader if test_loader is not None else val_loader
-        report["onnx"] = {"path": onnx_path.name, "bytes": onnx_path.stat().st_size,
-                          "checked_on": "test" if test_loader is not None else "val",
-                          **onnx_agreement(qmodel, onnx_path, check_loader)}
+        checked_on = "test" if test_loader is not None else "val"
+        report["onnx"] = {"path": onnx_path.name, "bytes": onnx_path.stat().st_size, "checked_on": checked_on,
+                          **onnx_agreement(qmodel, onnx_path, loaders[checked_on])}
     report["time_s"] = round(time.monotonic() - start, 1)
     if out_dir is not None:
         (out_dir / "quant_report.json").write_text(json.dumps(report, indent=2) + "\n")
