@@ -3,7 +3,8 @@
 Definitions (also written into every report under ``"definitions"``):
 
 - *bits per weight* = ``Σ_l N_l b_l / Σ_l N_l`` over the quantized weight tensors (``N_l``: elements of
-  the weight of layer ``l`` after Conv+BN folding; biases, float BN and other parameters excluded);
+  the weight of layer ``l``; the SincConv front end counts as its baked ``Conv1d`` weights, not its
+  cut-off frequencies; biases, float BN and other parameters excluded);
 - *bits per activation* = ``Σ_a M_a b_a / Σ_a M_a`` over the quantized activation tensors (the inputs of
   the quantized layers; ``M_a``: elements per clip, batch dimension excluded), except the model input
   (the raw waveform, reported on its own as ``model_input_bits``);
@@ -23,8 +24,8 @@ from torch import nn
 __all__ = ["DEFINITIONS", "target_rows", "summarize", "size_bytes", "bit_report"]
 
 DEFINITIONS = {
-    "avg_bits_per_weight": "sum_l N_l*b_l / sum_l N_l over quantized weight tensors (N_l = elements, after "
-                           "Conv+BN folding; biases and float parameters excluded)",
+    "avg_bits_per_weight": "sum_l N_l*b_l / sum_l N_l over quantized weight tensors (N_l = elements; the SincConv "
+                           "front end counts as its baked Conv1d weights; biases and float BN excluded)",
     "avg_bits_per_activation": "sum_a M_a*b_a / sum_a M_a over quantized activations (inputs of the quantized "
                                "layers; M_a = elements per clip, batch excluded), without the model input",
     "model_input_bits": "bits of the raw waveform where the first layer reads it (not in the averages)",
