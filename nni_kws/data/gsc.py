@@ -134,6 +134,11 @@ class _AugmentedClips(_ClipDataset):
             self._gen, self._gen_key = torch.Generator().manual_seed(self.seed if info is None else info.seed), key
         return self._gen
 
+    def reseed(self, seed: int) -> None:
+        """Restart the main process' augmentation generator from ``seed`` (each stage and epoch of a run
+        does, so its augmentation does not depend on what ran before it in the process)."""
+        self._gen, self._gen_key = torch.Generator().manual_seed(int(seed)), None
+
     def _noise_slice(self, g: torch.Generator, max_volume: float) -> torch.Tensor | None:
         """``U(0, max_volume)`` times a random 1 s slice of a random noise file, or None without noise."""
         noises = self._noises()
