@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import nni
 
 from nni_kws.space import load_arch, space_by_name, space_choices
+from nni_kws.training import TrainingDiverged
 
 from .darts_trial import run_darts_trial
 from .train_trial import BUDGET_KEY, resolve_data, run_trial, split_parameters
@@ -90,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   num_workers=args.workers, max_per_class=args.max_per_class, seed=args.seed,
                   out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"), progress=args.progress, lut=args.lut,
                   **train)
+    except TrainingDiverged as err:  # a failed trial, not chance accuracy reported to the tuner
+        print(f"nni_kws.trial: error: trial failed: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"nni_kws.trial: error: invalid trial: {err}", file=sys.stderr)
         return 2

@@ -105,7 +105,7 @@ def options_mismatch(stored: Mapping[str, Any], options: Mapping[str, Any]) -> s
         if name not in stored or stored[name] == value:
             continue
         if name == "arch" and isinstance(stored[name], dict) and isinstance(value, dict):
-            diff = [f"{k}={stored[name].get(k)!r}" for k in sorted(set(stored[name]) | set(value))
+            diff = [f"{k}={stored[name].get(k)!r} not {value.get(k)!r}" for k in sorted(set(stored[name]) | set(value))
                     if stored[name].get(k) != value.get(k)]
             return f"another architecture ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})"
         shown = name if name == "budgets" else name.replace("_", "-")
@@ -183,7 +183,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
         raise ValueError(f"lambda must be finite and >= 0, got {cfg.lam}")
     if not (isinstance(cfg.bits, int) and 2 <= cfg.bits <= 8):
         raise ValueError(f"bits must be an int in 2..8, got {cfg.bits}")
-    for name in ("weight_budget_bits", "act_budget_bits"):
+    for name in ("weight_budget_bits", "act_budget_bits") if cfg.quant_method == "trained" else ():
         value = getattr(cfg, name)
         if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
             raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")

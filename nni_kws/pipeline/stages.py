@@ -60,7 +60,8 @@ def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
     for name in (RESULT, OPTIONS):
         path = Path(out) / stage / name
         if path.is_file():
-            options = read_json(path).get("options") if name == RESULT else read_json(path)
+            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
             return options if isinstance(options, dict) else None
     return None
 
@@ -170,8 +171,9 @@ class Pipeline:
     def check_options(self, stage: str, arch: Mapping[str, Any] | None = None) -> None:
         """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
         stored = stored_options(self.out, stage)
-        if stored is None:
-            return
+        unfinished = not (self.out / stage / RESULT).is_file()
+        if stored is None or (unfinished and not (self.out / stage / "checkpoints" / "last.ckpt").is_file()):
+            return  # nothing kept: an unfinished stage without a checkpoint (or quantize) starts afresh
         mismatch = options_mismatch(stored, stage_options(self.cfg, stage, arch))
         if mismatch:
             raise ValueError(f"{self.out / stage} was made with {mismatch}; resume with the same options, delete "
