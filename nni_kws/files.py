@@ -85,8 +85,8 @@ def load_torch(path: str | Path, *, hint: str = "delete it or start over with --
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a broken file
-        raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                               f"{hint}") from None
+        reason = next(iter(str(err).splitlines()), "") or ("empty file" if path.stat().st_size == 0 else "")
+        raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {reason[:160]}); {hint}") from None
 
 
 def load_state_dict(model: torch.nn.Module, path: str | Path, *, hint: str = "delete it or start over with --overwrite"
@@ -99,7 +99,8 @@ def load_state_dict(model: torch.nn.Module, path: str | Path, *, hint: str = "de
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        reason = str(err).splitlines()[1 if len(str(err).splitlines()) > 1 else 0].strip()
+        lines = str(err).splitlines() or [""]
+        reason = lines[1 if len(lines) > 1 else 0].strip()
         raise CorruptStateFile(f"{path}: does not fit this architecture ({reason[:160]}); {hint}") from None
     return model
 

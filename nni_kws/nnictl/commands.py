@@ -20,11 +20,26 @@ _NO_DATA = "no --data in trialCommand: trials read $NNI_KWS_DATA (set it before 
 
 
 def check_config(path: str | Path) -> list[str]:
-    """Check a ``nnictl`` config for nni-kws: the tuner's ``classArgs`` (with the tuner's registered
-    ``ClassArgsValidator``), and that the search space matches the trial's ``--preset``.
+    """Check a ``nnictl`` config for nni-kws: valid YAML with known top-level keys, the tuner's and
+    assessor's ``classArgs`` (with their registered ``ClassArgsValidator``), trial arguments that the
+    trial's parser accepts, the search space against the trial's ``--preset``, and registered tuner and
+    assessor names (nnictl accepts a typo, then hangs with no trials).
 
     Raises ``ValueError`` naming the first problem; returns warnings (e.g. no dataset given).
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    config = _load_yaml(path)
+    warnings = _check_content(path, config)
+    # last, so that a config's other problems are reported too before the tuner is registered
+    for kind in ("tuner", "advisor", "assessor"):
+        if (config.get(kind) or {}).get("name"):
+            _check_registered(path, kind, config[kind]["name"])
+    return warnings
+
+
+def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     from nni.tools.package_utils import config_manager
     from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
@@ -33,15 +48,10 @@ def check_config(path: str | Path) -> list[str]:
     from .train_trial import TRAIN_PARAMS
     from .tuner import HardwareAwareClassArgsValidator
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    config = _load_yaml(path)
     tuner = config.get("tuner") or config.get("advisor") or {}
     warnings: list[str] = []
     assessor = config.get("assessor") or {}
     if assessor.get("name"):
-        _check_registered(path, "assessor", assessor["name"])
         validator = create_validator_instance("assessors", assessor["name"])
         try:
             if validator is not None:
@@ -49,7 +59,6 @@ def check_config(path: str | Path) -> list[str]:
         except Exception as err:  # schema.SchemaError, ValueError, TypeError...
             raise ValueError(f"{path}: assessor {assessor['name']} classArgs: {err}") from None
     if tuner.get("name"):
-        _check_registered(path, "tuner" if "tuner" in config else "advisor", tuner["name"])
         validator = (HardwareAwareClassArgsValidator() if tuner["name"] == HW_TUNER
                      else create_validator_instance("tuners", tuner["name"]))
         try:
