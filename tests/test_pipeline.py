@@ -73,7 +73,7 @@ def test_identity_options_cannot_change_in_a_run_folder(tmp_path: Path) -> None:
 
 
 def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tiny_gsc, tmp_path / "sweep", max_macs=1e5)
+    cfg = _cfg(tiny_gsc, tmp_path / "sweep", max_macs=1.5e6)  # feasible for both front ends
     sweep = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]))
     assert len(sweep["points"]) == 4
     assert {p["frontend"] for p in sweep["points"]} == {"raw", "mfcc"}

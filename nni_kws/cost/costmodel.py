@@ -77,3 +77,24 @@ class CostModel:
     def one_hot(self, arch: Mapping[str, Any]) -> dict[str, dict[Any, float]]:
         """Probabilities putting all mass on ``arch`` (``expected(one_hot(a)) == exact(a)``)."""
         return {label: {v: float(v == arch[label]) for v in values} for label, values in self.choices.items()}
+
+    def cheapest(self, cost: str) -> tuple[dict[str, Any], float]:
+        """``(arch, value)`` of the architecture with the smallest ``cost`` (a key of :meth:`exact`).
+
+        Coordinate descent over the labels from the smallest value of each: exact for costs that add up
+        over layers (params, MACs, latency) since each label then moves the total on its own; for the
+        peak activation (a maximum over layers) it is the smallest found along the way.
+        """
+        arch = {label: min(values, key=lambda v: (isinstance(v, str), v)) for label, values in self.choices.items()}
+        best = self.exact(arch)[cost]
+        if best is None:
+            raise ValueError(f"no {cost} without a latency table (lut)")
+        changed = True
+        while changed:
+            changed = False
+            for label, values in self.choices.items():
+                for value in values:
+                    value_cost = self.exact({**arch, label: value})[cost]
+                    if value_cost < best:
+                        arch, best, changed = {**arch, label: value}, value_cost, True
+        return arch, float(best)

@@ -38,6 +38,10 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
     g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
+    g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
+                   "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
+    g.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list), "
+                   "e.g. gsc-v2-test-splits/heldout.txt")
     g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
@@ -63,6 +67,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--max-peak-act-kb", "--max-peak-kb", dest="max_peak_act_kb", type=float,
                    help="budget: peak activation memory [kB = 1000 bytes]")
     g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms] (from the latency table)")
+    g.add_argument("--allow-over-budget", action="store_const", const=True, help="finish the run when the searched "
+                   "architecture ends over a budget (default: stop after the search with exit status 3)")
     g.add_argument("--arc-lr", type=float, help=f"Adam step of the architecture logits (default: {d.arc_lr})")
     g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
     g.add_argument("--penalty-form", choices=["hinge", "add", "mul-log"],
@@ -101,8 +107,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     if values.get("real_test") == "":
         values["real_test"] = None
-    if "data" in values:
-        values["data"] = str(Path(values["data"]).expanduser().absolute())
+    for key in ("data", "train_list", "test_list"):
+        if key in values:
+            values[key] = str(Path(values[key]).expanduser().absolute())
     return values
 
 

@@ -75,8 +75,10 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
             luts[frontend] = cfg.latency_lut or str(out / frontend / "profile" / "latency.json")
             if not Path(luts[frontend]).is_file():
                 Pipeline(dataclasses.replace(cfg, out=str(out / frontend), frontend=frontend)).latency_table()
+        # a sweep maps the accuracy-cost trade-off: points over budget (small λ) are results, not errors
         sub = dataclasses.replace(cfg, out=str(_point_dir(out, frontend, plan.knob, value)), frontend=frontend,
-                                  latency_lut=luts[frontend], **{plan.knob: value}, **plan.extra)
+                                  latency_lut=luts[frontend], allow_over_budget=True, **{plan.knob: value},
+                                  **plan.extra)
         pipe = Pipeline(sub, data_module=dm)
         if dm is None:
             dm = pipe.data_module
