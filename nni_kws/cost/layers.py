@@ -254,7 +254,7 @@ def _harvest_archs(choices: Mapping[str, list[Any]], decisions: list[tuple[str, 
 
 
 def space_table(space: KwsSpace, input_samples: int = 16000) -> SpaceTable:
-    """Build the :class:`SpaceTable` of ``space`` (freezes ~|k|·|e| architectures; < 1 s for 'small')."""
+    """Build the :class:`SpaceTable` of ``space`` (freezes ~|k|·|e| architectures, one per block configuration)."""
     choices = space_choices(space)
     names = ["frontend"] + [f"stages.{p.index}.{i}" for p in space.stage_plans for i in range(p.max_depth)] + ["head"]
     labelled = {name: _decision_labels(name, choices) for name in names}
