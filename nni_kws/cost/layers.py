@@ -54,6 +54,11 @@ class Layer:
     feature_macs: int = 0  # MFCC/log-mel extraction MACs (nni_kws.cost.frontend), also in ``macs`` if included
 
     @property
+    def allocates(self) -> bool:
+        """Writes a fresh output buffer (conv, pooling, linear, feature extraction) rather than working in place."""
+        return self.op in ALLOCATING or self.feature_macs > 0
+
+    @property
     def in_elems(self) -> int:
         return math.prod(self.in_shape)
 
@@ -137,7 +142,7 @@ class Unit:
     def peak_elems(self) -> int:
         """Largest live set of any allocating layer: its input + output (+ the unit input while a
         residual block runs, for every layer after the first, whose input *is* the unit input)."""
-        live = [layer for layer in self.layers if layer.op in ALLOCATING]
+        live = [layer for layer in self.layers if layer.allocates]
         if not live:
             return 0
         keep = live[0].in_elems if self.residual else 0
