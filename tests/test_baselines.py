@@ -1,6 +1,7 @@
 """Peers (hand-designed KWS models), the generic cost counter, and the feature-extraction MAC count."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -164,3 +165,23 @@ def test_counter_equals_cost_model(preset: str, kwargs: dict) -> None:
         ours, theirs = count_costs(model, bits=6, act_bits=8), cm.exact(arch, bits=6, act_bits=8)
         for key in ("params", "macs", "frontend_macs", "ops", "weight_bytes", "peak_activation_bytes"):
             assert ours[key] == theirs[key], (preset, kwargs, seed, key)
+
+
+# ---------------------------------------------------------------- nni-kws train --baseline
+def test_cli_train_baseline(tiny_gsc, tmp_path, capsys) -> None:
+    from nni_kws.cli import main
+    from nni_kws.files import load_torch
+
+    out = tmp_path / "peer"
+    assert main(["train", "--baseline", "tc-resnet8", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out),
+                 "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    res = json.loads((out / "train" / "result.json").read_text())
+    model = build_baseline("tc-resnet8")
+    model.load_state_dict(load_torch(out / "train" / "model.pt"))         # the trained peer's weights
+    expected = count_costs(model)
+    assert res["baseline"] == "tc-resnet8" and res["arch"] is None and 0 <= res["test_acc"] <= 1
+    assert {k: res["costs"][k] for k in ("params", "macs", "frontend_macs")} == \
+        {k: expected[k] for k in ("params", "macs", "frontend_macs")}
+    capsys.readouterr()
+    assert main(["train", "--baseline", "ds-cnn-s", "--arch", "a.json", "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err
