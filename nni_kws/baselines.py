@@ -4,8 +4,8 @@ Every peer takes the raw 1 s, 16 kHz waveform ``[B, 1, 16000]`` and returns ``[B
 logits, its feature extractor included as a submodule with the published settings, so it trains
 with the same data pipeline and is costed by the same counter (:func:`nni_kws.cost.counter.count_costs`)
 as a searched architecture, feature extraction included (:mod:`nni_kws.cost.frontend`).
-Published configurations and their computed costs: ``/work/shared/peers.md`` (kept in the repo as
-``benchmarks/results/peers.json`` for the computed numbers).
+Each class docstring cites its paper and reference code; the computed costs are in
+``benchmarks/results/peers.json`` (``benchmarks/peer_costs.py``).
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ class DsCnn(nn.Module):
         self.body = nn.Sequential(*[nn.Sequential(*_conv_bn_relu2d(channels, channels, 3, groups=channels),
                                                   *_conv_bn_relu2d(channels, channels, 1))
                                     for _ in range(blocks)])
-        self.head = nn.Sequential(nn.Dropout(0.4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+        self.head = nn.Sequential(nn.Dropout(0.4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(channels, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x).transpose(1, 2).unsqueeze(1)                     # [B, 1, T=49, 10]
@@ -230,7 +231,8 @@ class BcResNet(nn.Module):
                 blocks.append(_BcResBlock(c[stage] if i == 0 else c[stage + 1], c[stage + 1], stage, stride))
         self.blocks = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
-            nn.Conv2d(c[-2], c[-2], 5, padding=(0, 2), groups=c[-2], bias=False), nn.Conv2d(c[-2], c[-1], 1, bias=False),
+            nn.Conv2d(c[-2], c[-2], 5, padding=(0, 2), groups=c[-2], bias=False),
+            nn.Conv2d(c[-2], c[-1], 1, bias=False),
             nn.BatchNorm2d(c[-1]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Conv2d(c[-1], num_classes, 1), nn.Flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

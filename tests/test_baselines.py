@@ -131,7 +131,8 @@ def test_ds_cnn_s_by_hand() -> None:
     # 49 x 10 MFCC → conv 64 (10 x 4, stride 2) → 25 x 5; 4 x (dw 3 x 3 + pw 64); dense 64 → 12
     body = 25 * 5 * 64 * 10 * 4 + 4 * (25 * 5 * 64 * 9 + 25 * 5 * 64 * 64) + 64 * 12
     assert costs["macs"] - costs["frontend_macs"] == body
-    assert costs["params"] == (64 * 40 + 64) + 4 * (64 * 9 + 64 + 64 * 64 + 64) + 9 * 2 * 64 + (64 * 12 + 12)  # 9 BN (gamma, beta)
+    bn = 9 * 2 * 64  # 9 BN layers with gamma and beta
+    assert costs["params"] == (64 * 40 + 64) + 4 * (64 * 9 + 64 + 64 * 64 + 64) + bn + (64 * 12 + 12)
     # MLPerf front end: 49 frames of 480 samples, FFT 512 (257 bins), magnitude, 40 mel, log, 10 coefficients
     assert costs["frontend_macs"] == 49 * (480 + 512 * 10 + 257 * 3 + 257 * 40 + 40 + 40 * 10)
 
@@ -185,3 +186,16 @@ def test_cli_train_baseline(tiny_gsc, tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["train", "--baseline", "ds-cnn-s", "--arch", "a.json", "--out", str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_peers_json_is_current(tmp_path) -> None:
+    """benchmarks/results/peers.json is what benchmarks/peer_costs.py computes now (no stale figures)."""
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = runpy.run_path(str(root / "benchmarks" / "peer_costs.py"))
+    assert script["main"](["--out", str(tmp_path / "peers.json")]) == 0
+    fresh = json.loads((tmp_path / "peers.json").read_text())
+    assert fresh == json.loads((root / "benchmarks" / "results" / "peers.json").read_text())
+    assert fresh["peers"]["ds-cnn-s"]["macs"] == count_costs(build_baseline("ds-cnn-s"))["macs"]
