@@ -73,7 +73,7 @@ class DsCnn(nn.Module):
     Front end (MLPerf): 30 ms Hann window, 20 ms hop, FFT 512, magnitude, 40 mel bands 20-4000 Hz, log,
     10 MFCCs → 49 x 10 (time x coefficient). Body: conv 64 (10 x 4, stride 2, 'same', bias) → BN → ReLU →
     dropout 0.2, then 4 x [depthwise 3 x 3 (bias) → BN → ReLU → pointwise 64 (bias) → BN → ReLU], dropout 0.4,
-    average pool, dense. Keras BN has gamma and beta, hence 23,756 trainable parameters.
+    average pool (MLPerf's 24 x 5 window over the 25 x 5 map; a global average here), dense. Keras BN has gamma and beta, hence 23,756 trainable parameters.
     """
 
     def __init__(self, num_classes: int = 12, channels: int = 64, blocks: int = 4) -> None:
@@ -117,8 +117,9 @@ class TcResNet(nn.Module):
 
     Reference code: hyperconnect/TC-ResNet ``audio_nets/tc_resnet.py`` (``TCResNet8``), front end in
     ``audio_nets/__init__.py`` (``preprocess_mfcc``) with ``scripts/commands/TCResNet8Model-1.0_mfcc_40_3010*.sh``:
-    ``tf.signal.stft`` 30 ms / 10 ms (FFT 512), power spectrum, 40 mel bands, log, 40 MFCCs → 98 frames that
-    a 1-D conv reads as 40 channels. The mel band edges (20-4000 Hz) are the TF speech-commands defaults.
+    ``tf.signal.stft`` 30 ms / 10 ms (FFT 512), power spectrum, mel bands, log(x + 1e-6), 40 MFCCs → 98 frames
+    that a 1-D conv reads as 40 channels. The number of mel bands (40) and their edges (20-4000 Hz) are set
+    by the training script's defaults, which were not read: unverified (they change the front-end MACs only).
     Body: conv 3, 40 → 16 → 3 blocks (24, 32, 48; stride 2 with a 1x1 shortcut) → global average →
     dropout 0.5 → 1x1 conv to the classes (no bias). No conv biases; BN after every conv.
     """

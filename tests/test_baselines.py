@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nni_kws.baselines import BASELINES, SpectralFeatures, build_baseline
+from nni_kws.baselines import BASELINES, build_baseline
 from nni_kws.cost import CostModel
 from nni_kws.cost.counter import count_costs
-from nni_kws.cost.frontend import feature_macs, frontend_macs, rfft_macs, spectral_settings
+from nni_kws.cost.frontend import frontend_macs, rfft_macs, spectral_settings
 from nni_kws.space import build_space, random_arch
 
 # /work/shared/peers.md, [calc] rows: (params, digits of the params figure, body MACs, digits of the MAC figure).
