@@ -199,3 +199,18 @@ def test_peers_json_is_current(tmp_path) -> None:
     fresh = json.loads((tmp_path / "peers.json").read_text())
     assert fresh == json.loads((root / "benchmarks" / "results" / "peers.json").read_text())
     assert fresh["peers"]["ds-cnn-s"]["macs"] == count_costs(build_baseline("ds-cnn-s"))["macs"]
+
+
+def test_cli_cost_exclude_frontend(tmp_path, capsys) -> None:
+    from nni_kws.cli import main
+    from nni_kws.space import save_arch
+
+    space = build_space("tiny", frontend="mfcc")
+    path = save_arch(random_arch(space, 0), tmp_path / "arch.json", preset="tiny", frontend="mfcc")
+    capsys.readouterr()
+    assert main(["cost", str(path)]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main(["cost", str(path), "--exclude-frontend"]) == 0
+    without = json.loads(capsys.readouterr().out)
+    assert full["frontend_macs"] == without["frontend_macs"] == frontend_macs(space.frontend.mfcc)["total"] > 0
+    assert full["macs"] - without["macs"] == full["frontend_macs"]
