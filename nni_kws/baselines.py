@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import nn
 
 from nni_kws.cost.frontend import SpectralSettings
@@ -36,6 +35,8 @@ class SpectralFeatures(nn.Module):
                  power: float = 2.0, f_min: float = 0.0, f_max: float | None = None, tf_frames: bool = False,
                  sample_rate: int = 16000, log_offset: float = 1e-6) -> None:
         super().__init__()
+        import torchaudio  # local import, as in the space's MFCC front end: the CLI starts without it
+
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length, f_min=f_min, f_max=f_max,
             n_mels=n_mels, power=power, center=not tf_frames)
