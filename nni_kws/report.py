@@ -151,11 +151,13 @@ def _spread(points: Sequence[Mapping[str, Any]], cost: str) -> float:
 
 
 def _cost_cells(costs: Mapping[str, Any]) -> list[str]:
-    return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
+    return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6),
+            _fmt(costs.get("frontend_macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
             _fmt(costs.get("peak_act_kb"), 1), _fmt(costs.get("latency_ms"), 2)]
 
 
-_COST_HEADER = "params [k] | MACs [M] | weights [kB] | peak act. [kB] | latency [ms]"
+# MACs include MFCC extraction; "of which features" is that part on its own (nni_kws.cost.frontend)
+_COST_HEADER = "params [k] | MACs [M] | of which features [M] | weights [kB] | peak act. [kB] | latency [ms]"
 
 
 def test_labels(data: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -195,7 +197,7 @@ def render_report(results: Mapping[str, Any]) -> str:
               ""]
     lines += ["## Accuracy and cost", "",
               f"| model | {test_col} [%] | {real_col} [%] | {_COST_HEADER} | bits w / a |",
-              "|---|---|---|" + "---|" * 6]
+              "|---|---|---|" + "---|" * 7]
     for p in results.get("points", []):
         bits = "32 / 32" if p.get("kind") != "quantized" else \
             f"{_fmt(p.get('bits_weight'), 2)} / {_fmt(p.get('bits_act'), 2)}"
@@ -239,14 +241,14 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
              f"Sweep over `{knob}` = {sweep.get('values')} for front ends {sweep.get('frontends')} "
              f"(preset `{sweep.get('config', {}).get('preset')}`, strategy `{sweep.get('config', {}).get('strategy')}`). "
              f"Rows marked ★ are on the accuracy–MACs Pareto front ({test_col} accuracy) of their front end. "
-             "MACs count conv and linear layers only, as in the ICPR code: the MFCC feature extraction is not in "
-             "them, while the measured latency includes it, so compare front ends on latency.", ""]
+             "MACs count conv and linear layers plus the MFCC feature extraction (FFT, mel, log, DCT; "
+             "`nni_kws.cost.frontend`), so raw-audio and MFCC front ends compare on MACs and on latency.", ""]
     for frontend in sweep.get("frontends", []):
         sub = [p for p in points if p.get("frontend") == frontend]
         front = set(pareto_front(sub, "macs"))
         lines += [f"## Front end `{frontend}`", "",
                   f"| {knob} | {_COST_HEADER} | val [%] | {test_col} [%] | real test [%] | front |",
-                  "|---|" + "---|" * 5 + "---|---|---|---|"]
+                  "|---|" + "---|" * 6 + "---|---|---|---|"]
         for i, p in enumerate(sub):
             lines.append(f"| {p.get(knob)} | {' | '.join(_cost_cells(p.get('costs', {})))} | "
                          f"{_fmt(p.get('val_acc'), 2, pct=True)} | {_fmt(p.get('test_acc'), 2, pct=True)} | "

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.space import arch_file_meta, load_arch
@@ -98,8 +99,8 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
 
 
-_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "lambdas", "budgets", "frontends",
-               "quantize"}
+_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "baseline", "lambdas", "budgets",
+               "frontends", "quantize"}
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,11 +143,11 @@ def _summary(results: dict[str, Any]) -> None:
 
 
 def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | None = None,
-            extra: dict[str, Any] | None = None) -> int:
+            extra: dict[str, Any] | None = None, baseline: str | None = None) -> int:
     quiet_libraries()
     cfg = _config(args, extra)
     try:
-        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch)
+        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch, baseline=baseline)
     except KeyboardInterrupt:
         return _interrupted(args)
     for stage, res in out.items():
@@ -168,6 +169,10 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     arch, extra = None, {}
+    if args.baseline:
+        if args.arch:
+            raise ValueError("train: give --arch FILE or --baseline NAME, not both")
+        return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
         meta = arch_file_meta(path)  # the space an arch.json belongs to ({} for a bare arch dict)
@@ -245,10 +250,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_search)
 
     p = subparsers.add_parser("train", help="retrain a frozen architecture and evaluate it",
-                              description="Train the searched architecture (or --arch FILE) and evaluate it on the "
+                              description="Train the searched architecture (or --arch FILE, or a peer with --baseline "
+                              "NAME) and evaluate it on the "
                               "test split and the real Speech Commands test set.")
     _add_common(p, d, d.out)
     p.add_argument("--arch", metavar="FILE", help="architecture JSON (default: <out>/search/arch.json)")
+    p.add_argument("--baseline", choices=list(BASELINES), help="train a hand-designed peer instead (nni_kws.baselines: "
+                   "published configuration and front end, costed like a searched model)")
     _add_train(p, d)
     p.set_defaults(func=_run_train)
 

@@ -21,8 +21,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
 from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.counter import count_costs
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import BACKGROUND_NOISE_DIR
 from nni_kws.data.paths import shared_data_dir
@@ -232,8 +234,13 @@ class Pipeline:
         return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over, "probs": result.probs,
                 "history": result.history, **acc, "data": self.data_info(include_real=False)}
 
-    def train(self, arch: Mapping[str, Any] | None = None, *, resume: bool = False) -> dict[str, Any]:
-        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it."""
+    def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it;
+        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
+        if baseline is not None:
+            build_baseline(baseline)  # an unknown name fails before anything runs
+            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume)
         if arch is None:
             searched = stage_done(self.out, "search")
             if searched is None:
@@ -256,10 +263,14 @@ class Pipeline:
             model.load_state_dict(load_torch(weights))
         return model
 
-    def _train(self, stage_dir: Path, arch: dict[str, Any], resume: bool) -> dict[str, Any]:
+    def _train(self, stage_dir: Path, arch: dict[str, Any] | None, resume: bool,
+               baseline: str | None = None) -> dict[str, Any]:
         cfg = self.cfg
-        save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
-        model = self._initial_model(arch)
+        if baseline is not None:
+            model = build_baseline(baseline)
+        else:
+            save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
+            model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
         if resume and weights.is_file():  # trained, interrupted during evaluation
             model.load_state_dict(load_torch(weights))
@@ -268,16 +279,23 @@ class Pipeline:
             metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
                           out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr)
             save_torch(model.state_dict(), weights)
-        costs = self.costs(arch)
+        if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
+            costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
+        else:
+            costs = self.costs(arch)
         acc = self.evaluate(model)
-        return {"arch": arch, "costs": costs, "init": cfg.init, "epochs": cfg.train_epochs,
-                "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
+        peer = {"baseline": baseline} if baseline is not None else {}
+        return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
+                "epochs": cfg.train_epochs, "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
 
     def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
         """The architecture and float weights of the completed train stage."""
         trained = stage_done(self.out, "train")
         if trained is None:
             raise FileNotFoundError(f"no trained model in {self.out / 'train'}; run `nni-kws train` first")
+        if trained.get("baseline"):
+            raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
+                             "quantizes searched architectures only")
         model = build_model(trained["arch"], self.space())
         model.load_state_dict(load_torch(self.out / "train" / "model.pt",
                                          hint="delete the train folder and run again with --resume"))
@@ -346,17 +364,18 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
 
 def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
                  overwrite: bool = False, arch: Mapping[str, Any] | None = None,
-                 data_module: Any = None) -> dict[str, Any]:
+                 data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
     """Run ``stages`` (in order) in ``cfg.out``; returns ``{stage: result}`` (the report's results.json dict).
 
-    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture.
+    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture;
+    ``baseline`` (a name of :data:`nni_kws.baselines.BASELINES`) makes it train that peer.
     """
     stages = [s for s in STAGES if s in set(stages)]
     check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
     pipe.prepare(stages, resume=resume, overwrite=overwrite)
     with torch_threads(cfg.threads):
-        return _run_stages(pipe, stages, resume, arch)
+        return _run_stages(pipe, stages, resume, arch, baseline)
 
 
 @contextlib.contextmanager
@@ -371,7 +390,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None) -> dict[str, Any]:
+def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,
+                baseline: str | None = None) -> dict[str, Any]:
     cfg = pipe.cfg
     total = time.perf_counter()
     out: dict[str, Any] = {}
@@ -380,7 +400,7 @@ def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mappi
         if stage == "search":
             out[stage] = pipe.search(resume=resume)
         elif stage == "train":
-            out[stage] = pipe.train(arch, resume=resume)
+            out[stage] = pipe.train(arch, baseline=baseline, resume=resume)
         elif stage == "quantize":
             out[stage] = pipe.quantize(resume=resume)
         else:
