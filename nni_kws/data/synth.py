@@ -14,7 +14,6 @@ says the same utterances in the same order: the same seed gives byte-identical f
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import io
@@ -23,11 +22,6 @@ import logging
 import math
 import os
 import shutil
-import struct
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -35,6 +29,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .espeak import ENGLISH_VOICES, Espeak, espeak_data_path, espeak_voice_lists, speak_all
 from .labels import BACKGROUND_NOISE_DIR, CLIP_SAMPLES, KEYWORDS, SAMPLE_RATE, UNKNOWN_WORDS
 
 __all__ = [
@@ -48,196 +43,12 @@ log = logging.getLogger(__name__)
 SYNTH_VERSION = 1
 #: Default number of speakers: 35 words x 100 speakers = 3500 clips (115 MB), ~14 s of CPU (one core busy).
 DEFAULT_SPEAKERS = 100
-#: English accents tried, in this order (the ones missing from the espeak data are skipped).
-ENGLISH_VOICES: tuple[str, ...] = (
-    "en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd",
-)
 MANIFEST = "manifest.json"
 _FORMAT = "nni-kws-synth"
 _DEFAULTS: dict[str, Any] = dict(
     speakers=DEFAULT_SPEAKERS, seed=0, words=KEYWORDS + UNKNOWN_WORDS, clips_per_speaker=1,
     val_fraction=0.1, test_fraction=0.1, noise_seconds=30,
 )
-
-
-# --------------------------------------------------------------------------------------------
-# libespeak-ng through ctypes
-#
-# Hand-written on purpose: the maintained Python packages either drive the `espeak-ng` executable
-# (not installed here, no root) or bind a system libespeak-ng; `espeakng-loader` is the only wheel
-# that ships the library AND its voice data offline, and it provides no Python API beyond paths.
-# --------------------------------------------------------------------------------------------
-_AUDIO_OUTPUT_SYNCHRONOUS = 2   # espeak_AUDIO_OUTPUT: synthesize in espeak_Synth, give samples to the callback
-_INITIALIZE_DONT_EXIT = 0x8000  # report data-path errors instead of calling exit()
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4  # espeak_PARAMETER
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-
-class Espeak:
-    """The process-wide libespeak-ng handle (:meth:`get`); calls are serialized (espeak is not thread-safe)."""
-
-    _instance: Espeak | None = None
-    _create_lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> Espeak:
-        """Return the one instance, initializing libespeak-ng on first use."""
-        with cls._create_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        self.data_path = Path(espeakng_loader.get_data_path())
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Info.restype = ctypes.c_char_p
-        lib.espeak_Info.argtypes = [ctypes.c_void_p]
-        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self._lib, self._lock, self._chunks = lib, threading.Lock(), []
-        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(),
-                                                 _INITIALIZE_DONT_EXIT)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed with data at {self.data_path}")
-        self.version = lib.espeak_Info(None).decode()
-        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds only the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-
-    def _collect(self, wav: Any, num_samples: int, events: Any) -> int:
-        if num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-        return 0  # 0 = continue synthesis
-
-    def voices(self) -> list[str]:
-        """The :data:`ENGLISH_VOICES` present in the espeak data."""
-        return _voice_lists(self.data_path)[0]
-
-    def variants(self) -> list[str]:
-        """Voice variants (``m3``, ``f2``, ``klatt``, ...) usable as ``voice+variant``, sorted."""
-        return _voice_lists(self.data_path)[1]
-
-    def synth(self, text: str, voice: str = "en", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              volume: int = 100, seed: int = 0) -> np.ndarray:
-        """Say ``text`` and return int16 samples at :attr:`sample_rate`.
-
-        ``rate`` is in words per minute (80-450), ``pitch`` and ``pitch_range`` in 0-100,
-        ``volume`` in 0-200; ``seed`` seeds espeak's noise generator (whisper, breathiness).
-        """
-        with self._lock:
-            self._chunks = []
-            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"espeak has no voice {voice!r}")
-            for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, volume)):
-                self._lib.espeak_SetParameter(param, int(value), 0)
-            self._lib.espeak_ng_SetRandSeed(seed)
-            data = text.encode()
-            err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0:
-                raise RuntimeError(f"espeak_Synth failed (error {err}) for {text!r} with voice {voice!r}")
-            chunks, self._chunks = self._chunks, []
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-
-
-def _data_path() -> Path:
-    import espeakng_loader
-
-    return Path(espeakng_loader.get_data_path())
-
-
-def _voice_lists(data_path: Path) -> tuple[list[str], list[str]]:
-    """(English accents present, variant names without spaces) in an espeak data folder."""
-    present = {p.name.lower() for p in (data_path / "lang").rglob("*") if p.is_file()}
-    variants = sorted(p.name for p in (data_path / "voices" / "!v").iterdir()
-                      if p.is_file() and p.name.replace("_", "").isalnum())
-    return [v for v in ENGLISH_VOICES if v in present], variants
-
-
-def _worker_main() -> None:
-    """Child process: read a JSON list of utterances on stdin, write ``len + int16 samples`` for each."""
-    plan = json.load(sys.stdin)
-    engine = Espeak.get()
-    out = sys.stdout.buffer
-    header = json.dumps({"version": engine.version, "sample_rate": engine.sample_rate}).encode()
-    out.write(struct.pack("<I", len(header)) + header)
-    for u in plan:
-        wav = engine.synth(u["text"], u["voice"], rate=u["rate"], pitch=u["pitch"], pitch_range=u["range"],
-                           seed=u["seed"])
-        out.write(struct.pack("<I", wav.size) + wav.astype("<i2").tobytes())
-    out.flush()
-
-
-# Child bootstrap: empty stand-ins for the packages so that only synth.py and labels.py are imported,
-# not the package __init__ files (they import torch: seconds per dataset for nothing).
-_WORKER = """import sys, types
-for name, path in (("nni_kws", {pkg!r}), ("nni_kws.data", {data!r})):
-    sys.modules[name] = module = types.ModuleType(name)
-    module.__path__ = [path]
-from nni_kws.data.synth import _worker_main
-_worker_main()
-"""
-
-
-def _read_exact(stream: Any, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError
-    return data
-
-
-def _speak_all(plan: list[dict[str, Any]]) -> tuple[dict[str, Any], Iterator[np.ndarray]]:
-    """Say every utterance of ``plan`` in a fresh child process; return its info and the sample arrays.
-
-    The arrays come out while the child is still speaking, so synthesis and post-processing overlap.
-    """
-    data_dir = Path(__file__).resolve().parent
-    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(pkg=str(data_dir.parent), data=str(data_dir))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(json.dumps(plan).encode())  # the child reads all of it before writing anything
-    proc.stdin.close()
-
-    def fail() -> RuntimeError:
-        proc.kill()
-        proc.wait()
-        errors.seek(0)
-        err = errors.read().decode(errors="replace").strip()[-2000:]
-        return RuntimeError(f"espeak-ng synthesis process failed (exit {proc.returncode}): {err}")
-
-    def arrays() -> Iterator[np.ndarray]:
-        try:
-            for _ in plan:
-                n = struct.unpack("<I", _read_exact(proc.stdout, 4))[0]
-                yield np.frombuffer(_read_exact(proc.stdout, 2 * n), dtype="<i2")
-            if proc.wait() != 0:
-                raise fail()
-        except EOFError:
-            raise fail() from None
-        finally:
-            if proc.poll() is None:  # the consumer stopped early: do not leave the child behind
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            errors.close()
-
-    try:
-        info = json.loads(_read_exact(proc.stdout, struct.unpack("<I", _read_exact(proc.stdout, 4))[0]))
-    except (EOFError, ValueError):
-        exc = fail()
-        proc.stdout.close()
-        errors.close()
-        raise exc from None
-    return info, arrays()
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,9 +324,9 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     tmp.mkdir()
     seed, words, reps = params["seed"], params["words"], params["clips_per_speaker"]
-    voices, variants = _voice_lists(_data_path())  # the library itself is loaded in the child only
+    voices, variants = espeak_voice_lists(espeak_data_path())  # the library itself is loaded in the child only
     if not voices:
-        raise RuntimeError(f"no English espeak voice found in {_data_path()}")
+        raise RuntimeError(f"no English espeak voice found in {espeak_data_path()}")
     spk = _speakers(params["speakers"], seed, voices, variants)
     split = _split([s["id"] for s in spk], params["val_fraction"], params["test_fraction"])
 
@@ -537,7 +348,7 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
         path.write_bytes(data)
         files[rel] = hashlib.sha256(data).hexdigest()
 
-    info, raws = _speak_all(plan)
+    info, raws = speak_all(plan)
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
     per_word: dict[str, int] = {}
     with contextlib.closing(raws):  # on any error, stop the child now
