@@ -13,18 +13,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from .synth import _synthesize, default_dataset_dir
+    from .synth import _synthesize, _with_preset, default_dataset_dir
 
-    params = dict(speakers=args.speakers, seed=args.seed, clips_per_speaker=args.clips_per_speaker,
-                  noise_seconds=args.noise_seconds)
-    if args.words:
-        params["words"] = [w.strip() for w in args.words.split(",") if w.strip()]
+    given = dict(speakers=args.speakers, seed=args.seed, clips_per_speaker=args.clips_per_speaker,
+                 noise_seconds=args.noise_seconds, flite_speakers=args.flite_speakers, room=args.room,
+                 channel=args.channel, recorded_noise=args.recorded_noise, words=args.words, keywords=args.keywords,
+                 speed=tuple(float(v) for v in args.speed.split(",")) if args.speed else None)
+    params = _with_preset(args.preset, {k: v for k, v in given.items() if v is not None})
     out = args.out or default_dataset_dir(**params)
     t0 = time.perf_counter()
     path, built = _synthesize(out, params, progress=not args.quiet)
     manifest = json.loads((path / "manifest.json").read_text())
     print(json.dumps({"path": str(path), "built": built, "seconds": round(time.perf_counter() - t0, 2),
-                      "espeak_version": manifest["espeak_version"], "counts": manifest["counts"],
+                      "keywords": manifest["keywords"], "espeak_version": manifest["espeak_version"],
+                      "flite_version": manifest["flite_version"], "counts": manifest["counts"],
                       "fingerprint": manifest["fingerprint"]}, indent=1))
     return 0
 
@@ -38,19 +40,29 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .synth import DEFAULT_SPEAKERS
+    from .synth import DEFAULT_SPEAKERS, PRESETS
 
     parser = subparsers.add_parser("data", help="make or check a Speech-Commands-layout dataset")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    synth = sub.add_parser("synth", help="synthesize the offline default dataset with espeak-ng (cached)")
+    synth = sub.add_parser("synth", help="synthesize an offline dataset with espeak-ng and flite (cached)")
     synth.add_argument("--out", help="output folder (default: $NNI_KWS_DATA or ~/.cache/nni-kws/synth-<hash>)")
-    synth.add_argument("--speakers", type=int, default=DEFAULT_SPEAKERS,
-                       help=f"number of synthetic speakers (default: {DEFAULT_SPEAKERS})")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    synth.add_argument("--clips-per-speaker", type=int, default=1, help="repetitions of each word (default: 1)")
-    synth.add_argument("--noise-seconds", type=float, default=30, help="length of each background noise file")
-    synth.add_argument("--words", help="comma-separated words (default: the 35 Speech Commands words)")
+    synth.add_argument("--preset", choices=sorted(PRESETS), help="a named parameter set; options below override it "
+                       "(default: 'today', the espeak-only recipe)")
+    synth.add_argument("--keywords", help="comma-separated keywords or phrases, e.g. 'marvin,lights on,hey nni' "
+                       "(default: the 10 Speech Commands keywords)")
+    synth.add_argument("--words", help="comma-separated words to say (default: the keywords and the other Speech "
+                       "Commands words, which make the _unknown_ class)")
+    synth.add_argument("--speakers", type=int, help=f"espeak voices (default: {DEFAULT_SPEAKERS})")
+    synth.add_argument("--flite-speakers", type=int, help="flite voices (default: 0; needs the flite program)")
+    synth.add_argument("--speed", help="speed perturbation range 'low,high', e.g. 0.88,1.12 (default: none)")
+    synth.add_argument("--room", type=float, help="probability of a simulated room per clip (default: 0)")
+    synth.add_argument("--channel", type=float, help="probability of channel effects per clip (default: 0)")
+    synth.add_argument("--recorded-noise", metavar="DIR", help="folder of noise recordings to include, or 'shared' "
+                       "(the shared data folder's gsc-background-noise/)")
+    synth.add_argument("--seed", type=int, help="random seed (default: 0)")
+    synth.add_argument("--clips-per-speaker", type=int, help="repetitions of each word (default: 1)")
+    synth.add_argument("--noise-seconds", type=float, help="length of each synthetic noise file (default: 30)")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     check = sub.add_parser("check", help="validate a dataset folder (layout, audio headers, speaker-disjoint splits)")

@@ -37,7 +37,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2   # espeak_AUDIO_OUTPUT: synthesize in espeak_Synt
 _INITIALIZE_DONT_EXIT = 0x8000  # report data-path errors instead of calling exit()
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
-_RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4  # espeak_PARAMETER
+_RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7  # espeak_PARAMETER
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -92,17 +92,19 @@ class Espeak:
         return espeak_voice_lists(self.data_path)[1]
 
     def synth(self, text: str, voice: str = "en", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              volume: int = 100, seed: int = 0) -> np.ndarray:
+              volume: int = 100, seed: int = 0, word_gap: int = 0) -> np.ndarray:
         """Say ``text`` and return int16 samples at :attr:`sample_rate`.
 
         ``rate`` is in words per minute (80-450), ``pitch`` and ``pitch_range`` in 0-100,
-        ``volume`` in 0-200; ``seed`` seeds espeak's noise generator (whisper, breathiness).
+        ``volume`` in 0-200, ``word_gap`` the pause between words in 10 ms units; ``seed`` seeds
+        espeak's noise generator (whisper, breathiness).
         """
         with self._lock:
             self._chunks = []
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"espeak has no voice {voice!r}")
-            for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, volume)):
+            for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, volume),
+                                 (_WORDGAP, word_gap)):
                 self._lib.espeak_SetParameter(param, int(value), 0)
             self._lib.espeak_ng_SetRandSeed(seed)
             data = text.encode()
@@ -136,7 +138,7 @@ def _worker_main() -> None:
     out.write(struct.pack("<I", len(header)) + header)
     for u in plan:
         wav = engine.synth(u["text"], u["voice"], rate=u["rate"], pitch=u["pitch"], pitch_range=u["range"],
-                           seed=u["seed"])
+                           seed=u["seed"], word_gap=u.get("gap", 0))
         out.write(struct.pack("<I", wav.size) + wav.astype("<i2").tobytes())
     out.flush()
 
