@@ -185,18 +185,21 @@ def test_over_budget_search_is_flagged_and_stops_the_run(tiny_gsc: Path, tmp_pat
     assert "OVER BUDGET" in (out / "report.md").read_text()
 
 
-def test_list_defined_protocol_tests_on_the_test_list(tiny_real: Path, tmp_path: Path) -> None:
-    """``--train-list/--test-list`` over a real-layout folder: trains on one list, tests on the other, never
-    reports the whole folder as a real test set, and the report names the test list."""
-    rels = sorted(str(p.relative_to(tiny_real)) for p in tiny_real.rglob("*.wav"))
+def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: Path) -> None:
+    """``--train-list/--test-list`` over a folder: trains on one list (validating on held-apart speakers), tests
+    on the other, never reports a whole real test set, and the report names the test list."""
+    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
+    train_rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
+                        if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
     train, test = tmp_path / "train.txt", tmp_path / "test.txt"
-    train.write_text("\n".join(rels[::2]) + "\n")
-    test.write_text("\n".join(rels[1::2]) + "\n")
+    train.write_text("\n".join(train_rels) + "\n")
+    test.write_text("\n".join(test_rels) + "\n")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_real), "--train-list", str(train), "--test-list", str(test),
+    assert main(["train", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
                  "--out", str(out), "--arch", str(_arch_file(tmp_path)), *COMMON, "--train-epochs", "1"]) == 0
     res = json.loads((out / "train" / "result.json").read_text())
-    assert res["data"]["n_test"] == len(rels[1::2]) and res["data"]["real_test_root"] is None
+    assert res["data"]["n_test"] == len(test_rels) and res["data"]["real_test_root"] is None
+    assert res["data"]["n_train"] + res["data"]["n_val"] == len(train_rels)
     assert res["real_test_acc"] is None
 
 
