@@ -103,7 +103,8 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                input_bits: int | None, distill: float, loaders: Mapping[str, DataLoader | None]) -> None:
+                input_bits: int | None, distill: float, hard_budget_fraction: float,
+                loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("bits", bits), ("input_bits", input_bits)):
@@ -120,6 +121,8 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not distill >= 0:
         raise ValueError(f"distill must be >= 0, got {distill!r}")
+    if not 0 <= hard_budget_fraction <= 1:
+        raise ValueError(f"hard_budget_fraction must be in [0, 1], got {hard_budget_fraction!r}")
     if method == "fixed":
         if weight_budget_bits is not None or act_budget_bits is not None:
             raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
@@ -162,7 +165,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
-                   fold_bn: bool = False, out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
+                   fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.1,
+                   out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
     """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
@@ -186,7 +191,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, distill, {"train_loader": train_loader, **loaders})
+                fixed_algorithm, input_bits, distill, hard_budget_fraction, {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device
@@ -207,7 +212,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                               int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
         quantizer: Quantizer = LearnedBitwidthQuantizer(
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
-            act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs)
+            act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
+            qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
+            hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
                                 for kind in ("weight", "activation")}
@@ -222,12 +229,24 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     report: dict[str, Any] = {
         "method": method, "bits": bits, "input_bits": input_bits, "fold_bn": fold_bn,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
-            "budget_weight": budget_weight} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
+            "budget_weight": budget_weight, "qparam_lr_scale": qparam_lr_scale, "range_init": range_init,
+            "strict_budget": strict_budget} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),
     }
+    if method == "trained":
+        budgets = {"weight": weight_budget_bits, "activation": act_budget_bits}
+        violated = {kind: report[f"avg_bits_per_{kind}"] for kind, budget in budgets.items()
+                    if budget is not None and report[f"avg_bits_per_{kind}"] > budget + 1e-9}
+        report["budget_met"] = not violated
+        if violated and strict_budget:  # the projection guarantees it; this would be a bug
+            raise RuntimeError(f"strict budget not met after projection: {violated} vs {budgets}")
+        if violated:
+            _logger.warning("BUDGET VIOLATED (strict_budget=False): average bits %s exceed budgets %s", violated,
+                            budgets)
+            report["budget_violation"] = violated
     onnx_path = None
     if out_dir is not None:
         out_dir = Path(out_dir)
