@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from nni_kws.training import accuracy
 
+from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer
@@ -59,16 +60,20 @@ def _training_step(batch: Any, model: nn.Module) -> torch.Tensor:
 
 def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training_step: Callable,
                    lr_schedulers: Any = None, max_steps: int | None = None, max_epochs: int | None = None, *,
-                   loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]]) -> None:
-    """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first."""
+                   loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]],
+                   checkpoint: EpochCheckpoint | None = None) -> None:
+    """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first;
+    with ``checkpoint``, saves after every epoch and starts from the saved state when resuming."""
     if max_steps is None and max_epochs is None:
         raise ValueError("give max_steps or max_epochs")
     epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(loader))
-    step = 0
+    first, step = checkpoint.load(model, optimizers, lr_schedulers, loader) if checkpoint else (0, 0)
+    if max_steps is not None and step >= max_steps:
+        return
     with warnings.catch_warnings():
         # NNI patches optimizer.step after the scheduler wrapped it; torch then warns, wrongly, about the call order.
         warnings.filterwarnings("ignore", message=r"Seems like `optimizer.step\(\)` has been overridden")
-        for epoch in range(epochs):
+        for epoch in range(first, epochs):
             model.train()
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"quantize epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -88,16 +93,20 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
                     break
             _logger.info("quantize epoch %d/%d: loss %.4f %s", epoch + 1, epochs, total / max(count, 1),
                          " ".join(f"{k}={v}" for k, v in status().items()))
+            if checkpoint is not None:
+                checkpoint.save(epoch + 1, step, model, optimizers, lr_schedulers, loader)
             if max_steps is not None and step >= max_steps:
                 return
 
 
 def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, steps: int, progress: bool = True,
-                   status: Callable[[], dict[str, Any]] = dict) -> TorchEvaluator:
+                   status: Callable[[], dict[str, Any]] = dict,
+                   checkpoint: EpochCheckpoint | None = None) -> TorchEvaluator:
     """NNI ``TorchEvaluator``: traced Adam (no weight decay: it would pull log step sizes to 0) + cosine schedule."""
     optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
     scheduler = nni.trace(torch.optim.lr_scheduler.CosineAnnealingLR)(optimizer, T_max=max(1, steps))
-    train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status)
+    train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status,
+                              checkpoint=checkpoint)
     return TorchEvaluator(train, optimizer, _training_step, lr_schedulers=scheduler)
 
 
@@ -167,6 +176,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
                    fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1,
+                   checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
@@ -204,8 +214,18 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     qmodel = copy.deepcopy(float_model)
     steps = min(s for s in (max_steps, epochs and epochs * len(train_loader)) if s)
     status: dict[str, Callable[[], dict[str, Any]]] = {"fn": dict}
+    if checkpoint_dir is None and out_dir is not None:
+        checkpoint_dir = Path(out_dir) / "checkpoints"
+    settings = dict(method=method, bits=bits, weight_budget_bits=weight_budget_bits, act_budget_bits=act_budget_bits,
+                    budget_weight=budget_weight, min_bits=min_bits, epochs=epochs, max_steps=max_steps, lr=lr,
+                    distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
+                    qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
+                    hard_budget_fraction=hard_budget_fraction, train_batches=len(train_loader))
+    checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
-                               status=lambda: status["fn"]())
+                               status=lambda: status["fn"](), checkpoint=checkpoint)
     unsigned = unsigned_inputs(float_model, example)
     if method == "trained":
         configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
@@ -216,6 +236,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
             hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
+        if checkpoint is not None:
+            checkpoint.extra["quantizer_steps"] = (lambda: quantizer.steps_done,
+                                                   lambda n: setattr(quantizer, "steps_done", n))
         status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
                                 for kind in ("weight", "activation")}
     else:

@@ -185,7 +185,7 @@ class LearnedBitwidthQuantizer(Quantizer):
         self.budget_exclude = set(budget_exclude)
         self.range_init = range_init
         self.strict_budget, self.hard_budget_after = strict_budget, hard_budget_after
-        self._steps = 0
+        self.steps_done = 0
 
         self.check_validation()
         self.register_qparams()
@@ -445,8 +445,8 @@ class LearnedBitwidthQuantizer(Quantizer):
 
     def _after_step(self) -> None:
         self.project_qparams()
-        self._steps += 1
-        if self.hard_budget_after is not None and self._steps > self.hard_budget_after:
+        self.steps_done += 1
+        if self.hard_budget_after is not None and self.steps_done > self.hard_budget_after:
             self.project_to_budget()
 
     def register_trigger(self, evaluator: Evaluator):
