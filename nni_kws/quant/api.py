@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import nni
 import torch
@@ -31,7 +31,8 @@ from .learned_bits import LearnedBitwidthQuantizer
 from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 
-__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "make_evaluator", "load_trained_model"]
+__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
+           "load_trained_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -284,6 +285,29 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                  report["avg_bits_per_weight"], report["avg_bits_per_activation"],
                  report["accuracy"]["val"]["before"], report["accuracy"]["val"]["after"])
     return QuantResult(qmodel, report, onnx_path, quantizer, float_model)
+
+
+def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, lrs: Sequence[float],
+            **kwargs: Any) -> tuple[float, dict[float, float | None]]:
+    """The learning rate among ``lrs`` whose :func:`quantize_model` run (``kwargs``) ends with the best
+    accuracy on ``val_loader`` (a validation split: never the data reported on), and every rate's
+    accuracy (``None`` where training diverged); ties go to the first rate."""
+    if not lrs:
+        raise ValueError("lrs is empty")
+    scores: dict[float, float | None] = {}
+    for lr in lrs:
+        seed = torch.initial_seed()
+        try:
+            scores[lr] = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report["accuracy"]["val"]["after"]
+        except TrainingDiverged:
+            scores[lr] = None
+        torch.manual_seed(seed)  # every rate starts from the same random state
+    finite = {lr: acc for lr, acc in scores.items() if acc is not None}
+    if not finite:
+        raise TrainingDiverged(f"training diverged at every learning rate {list(lrs)}")
+    best = max(finite, key=lambda lr: (finite[lr], -list(lrs).index(lr)))
+    _logger.info("tuned lr: %s (val accuracy per lr: %s)", best, scores)
+    return best, scores
 
 
 def load_trained_model(path: str | Path, *, arch: str | Path | None = None, preset: str | None = None) -> nn.Module:
