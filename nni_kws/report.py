@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["COST_AXES", "arch_summary", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
+from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets
+from nni_kws.space import describe_arch
+
+__all__ = ["COST_AXES", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
            "write_sweep_report"]
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
@@ -150,7 +152,7 @@ def _spread(points: Sequence[Mapping[str, Any]], cost: str) -> float:
 
 def _cost_cells(costs: Mapping[str, Any]) -> list[str]:
     return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
-            _fmt(costs.get("peak_activation_kb"), 1), _fmt(costs.get("latency_ms"), 2)]
+            _fmt(costs.get("peak_act_kb"), 1), _fmt(costs.get("latency_ms"), 2)]
 
 
 _COST_HEADER = "params [k] | MACs [M] | weights [kB] | peak act. [kB] | latency [ms]"
@@ -166,7 +168,7 @@ def render_report(results: Mapping[str, Any]) -> str:
               + (f" ({data.get('n_real_test')} clips, evaluation only)" if data.get("n_real_test") else ""),
               f"- space preset `{cfg.get('preset')}`, front end `{cfg.get('frontend')}`, strategy "
               f"`{cfg.get('strategy')}`, seed {cfg.get('seed')}, device {results.get('device', '?')}",
-              f"- budgets: {_budgets(cfg)}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}", ""]
+              f"- budgets: {describe_budgets(_budgets(cfg))}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}", ""]
     lines += ["## Accuracy and cost", "",
               f"| model | synth test [%] | real test [%] | {_COST_HEADER} | bits w / a |",
               "|---|---|---|" + "---|" * 6]
@@ -183,7 +185,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     arch = results.get("arch") or {}
     if arch:
         lines += ["## Architecture", "", "| part | choice |", "|---|---|"]
-        lines += [f"| {part} | {choice} |" for part, choice in arch_summary(arch)]
+        lines += [f"| {part} | {choice} |" for part, choice in describe_arch(arch)]
         lines += ["", f"Labels as in `search/arch.json`: `{json.dumps(arch, separators=(',', ':'))}`", ""]
     quant = results.get("quant") or {}
     if quant.get("layers"):
@@ -200,34 +202,9 @@ def render_report(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def arch_summary(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``[(part, choice)]`` of an architecture dict: front end, then per stage its active blocks
-    (``s{i}_depth`` of them) as ``k{kernel} e{expansion}``; labels it does not know are listed as they are."""
-    rows, used = [], set()
-    if "frontend" in arch:
-        rows.append(("front end", str(arch["frontend"])))
-        used.add("frontend")
-    stages = sorted({int(m.group(1)) for k in arch if (m := re.match(r"s(\d+)_", k))})
-    for i in stages:
-        n_blocks = sum(1 for k in arch if re.fullmatch(rf"s{i}_i\d+(_k)?", k))
-        depth = int(arch.get(f"s{i}_depth", n_blocks or 1))
-        blocks = []
-        for j in range(depth):
-            if f"s{i}_i{j}" in arch:  # coarse space: one choice per block, e.g. 'k5e2'
-                blocks.append(str(arch[f"s{i}_i{j}"]))
-            else:
-                blocks.append(f"k{arch.get(f's{i}_i{j}_k', '?')} e{arch.get(f's{i}_i{j}_e', '?')}")
-        used |= {k for k in arch if k.startswith(f"s{i}_")}
-        rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}: " + ", ".join(blocks)))
-    rows += [(f"`{k}`", str(v)) for k, v in arch.items() if k not in used]
-    return rows
-
-
-def _budgets(cfg: Mapping[str, Any]) -> str:
-    names = {"max_macs": "MACs ≤ {:,.0f}", "max_params": "params ≤ {:,.0f}", "max_peak_kb": "peak activations ≤ {} kB",
-             "max_latency_ms": "latency ≤ {} ms"}
-    parts = [fmt.format(cfg[k]) for k, fmt in names.items() if cfg.get(k)]
-    return ", ".join(parts) or "none"
+def _budgets(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """``{budget name: limit}`` set in a stored run config (``max_<name>`` fields)."""
+    return {name: cfg[budget_option(name)] for name in BUDGETS if cfg.get(budget_option(name))}
 
 
 def render_sweep(sweep: Mapping[str, Any]) -> str:
@@ -259,8 +236,7 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``."""
     out_dir = Path(out_dir)
     cfg = results.get("config", {})
-    budgets = {"macs": cfg.get("max_macs"), "params": cfg.get("max_params"), "latency_ms": cfg.get("max_latency_ms")}
-    png = plot_pareto(results.get("points", []), out_dir / "pareto.png", budgets=budgets,
+    png = plot_pareto(results.get("points", []), out_dir / "pareto.png", budgets=_budgets(cfg),
                       title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: synthesized-speech "
                       "test (filled) and real test (hollow) accuracy vs cost")
     md = out_dir / "report.md"

@@ -134,7 +134,7 @@ def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, ca
 
 def test_ctrl_c_then_resume(tiny_gsc: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """Ctrl-C during retraining: exit 130 with the resume command; `--resume` then finishes the run."""
-    import nni_kws.pipeline as pipeline
+    import nni_kws.pipeline.stages as pipeline
 
     real_fit = pipeline.fit
 

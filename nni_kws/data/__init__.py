@@ -2,6 +2,8 @@
 from .labels import CLASSES, CLIP_SAMPLES, KEYWORDS, NUM_CLASSES, SAMPLE_RATE, UNKNOWN_WORDS
 from .audio import AudioFileError, load_clip, scan_clips
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
+from .listed import ListedClips, read_list, speaker_of, speaker_split
+from .paths import shared_data_dir
 
 
 def __getattr__(name: str):

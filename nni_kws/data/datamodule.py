@@ -1,20 +1,29 @@
-"""Lightning DataModule over a local Speech Commands copy (and optionally the real v2 test set)."""
+"""Lightning DataModule over a local Speech Commands copy or list-defined subsets (and optionally the real v2 test set)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from .audio import OnError
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
+from .listed import ListedClips
 
 __all__ = ["SpeechCommandsDataModule"]
 
 
 class SpeechCommandsDataModule(pl.LightningDataModule):
     """Train/val/test loaders of :class:`SpeechCommands`; ``real_test_dataloader()`` for the v2 test folder.
+
+    With ``train_list`` the subsets are list-defined instead (:class:`~nni_kws.data.listed.ListedClips`,
+    paths relative to ``root``): training is the list's training part, validation its held-apart
+    speakers (``val_fraction`` of them; or the whole ``val_list`` if given), testing the whole
+    ``test_list``. E.g. the limited-real-speech protocol in one call::
+
+        SpeechCommandsDataModule(shared / "gsc-v2-test", train_list=splits / "dev.txt",
+                                 test_list=splits / "heldout.txt", noise_dir=shared / "gsc-background-noise")
 
     Datasets are built lazily on first use (``setup`` builds them ahead). ``cache=True`` decodes every
     clip once into memory at build time (workers then inherit it on fork, and are kept alive across
@@ -25,21 +34,39 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
     def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  noise_dir: str | Path | None = None, max_per_class: int | None = None,
                  real_test_root: str | Path | None = None, *, cache: bool = False,
-                 on_error: OnError | None = "skip"):
+                 on_error: OnError | None = "skip", train_list: str | Path | None = None,
+                 val_list: str | Path | None = None, test_list: str | Path | None = None,
+                 val_fraction: float = 0.1):
         super().__init__()
         self.save_hyperparameters()
+        if train_list is None and (val_list is not None or test_list is not None):
+            raise ValueError("val_list/test_list need a train_list (list-defined subsets)")
         self.root, self.batch_size, self.num_workers, self.seed = root, batch_size, num_workers, seed
         self.noise_dir, self.max_per_class, self.real_test_root = noise_dir, max_per_class, real_test_root
         self.cache, self.on_error = cache, on_error
-        self._sets: dict[str, SpeechCommands | SpeechCommandsTestFolder] = {}
+        self.train_list, self.val_list, self.test_list, self.val_fraction = train_list, val_list, test_list, val_fraction
+        self._sets: dict[str, Dataset] = {}
 
-    def dataset(self, subset: str) -> SpeechCommands | SpeechCommandsTestFolder:
+    def _listed(self, subset: str) -> ListedClips:
+        common = dict(seed=self.seed, noise_dir=self.noise_dir, cache=self.cache, val_fraction=self.val_fraction)
+        if subset == "training":
+            return ListedClips(self.root, self.train_list, "all" if self.val_list else "train",
+                               augment=True, max_per_class=self.max_per_class, on_error=self.on_error, **common)
+        if subset == "validation":
+            return ListedClips(self.root, self.val_list or self.train_list, "all" if self.val_list else "val", **common)
+        if self.test_list is None:
+            raise ValueError("no test_list was given to SpeechCommandsDataModule (list-defined subsets)")
+        return ListedClips(self.root, self.test_list, "all", **common)
+
+    def dataset(self, subset: str) -> Dataset:
         """The dataset of ``subset`` ('training', 'validation', 'testing' or 'real_test'), built once."""
         if subset not in self._sets:
             if subset == "real_test":
                 if self.real_test_root is None:
                     raise ValueError("no real_test_root was given to SpeechCommandsDataModule")
                 ds = SpeechCommandsTestFolder(self.real_test_root, cache=self.cache)
+            elif self.train_list is not None:
+                ds = self._listed(subset)
             else:
                 ds = SpeechCommands(self.root, subset, seed=self.seed, noise_dir=self.noise_dir,
                                     max_per_class=self.max_per_class, on_error=self.on_error, cache=self.cache)

@@ -96,7 +96,66 @@ class _ClipDataset(Dataset):
         return f"{type(self).__name__}({len(self)} items, {self.class_counts()})"
 
 
-class SpeechCommands(_ClipDataset):
+class _AugmentedClips(_ClipDataset):
+    """Clips with the Speech Commands training augmentation: random time shift and background noise.
+
+    Each clip is shifted by a random ``±time_shift_ms`` (zero fill) and, with probability
+    ``noise_prob``, a random 1 s slice of a random file of ``noise_dir`` times ``U(0, noise_volume)``
+    is added; the result is clamped to [-1, 1]. Randomness comes from a generator seeded with
+    ``seed`` in the main process, or with the DataLoader worker's seed in a worker, so it is
+    reproducible and differs between epochs.
+    """
+
+    def __init__(self, *, augment: bool, seed: int, time_shift_ms: float, noise_prob: float, noise_volume: float,
+                 noise_dir: Path | None, cache: bool):
+        super().__init__(cache)
+        self.seed, self.augment = int(seed), bool(augment)
+        self.time_shift = int(round(time_shift_ms * SAMPLE_RATE / 1000))
+        self.noise_prob, self.noise_volume = float(noise_prob), float(noise_volume)
+        self.noise_dir = noise_dir
+        self._noise: list[torch.Tensor] | None = None
+        self._gen: torch.Generator | None = None
+        self._gen_key: int | None = None
+
+    def _noises(self) -> list[torch.Tensor]:
+        """Background-noise waveforms ``[n >= 16000]``, loaded once per process."""
+        if self._noise is None:
+            d = self.noise_dir
+            files = sorted(d.glob("*.wav")) if d is not None and d.is_dir() else []
+            noise = [load_clip(p, num_samples=None)[0] for p in scan_clips(files, "skip", what="background noise")]
+            self._noise = [n if n.numel() >= CLIP_SAMPLES else fit_length(n) for n in noise]
+        return self._noise
+
+    def _rng(self) -> torch.Generator:
+        """Augmentation generator: from ``seed`` in the main process, from the worker seed in a worker."""
+        info = get_worker_info()
+        key = None if info is None else info.seed
+        if self._gen is None or self._gen_key != key:
+            self._gen, self._gen_key = torch.Generator().manual_seed(self.seed if info is None else info.seed), key
+        return self._gen
+
+    def _noise_slice(self, g: torch.Generator, max_volume: float) -> torch.Tensor | None:
+        """``U(0, max_volume)`` times a random 1 s slice of a random noise file, or None without noise."""
+        noises = self._noises()
+        if not noises:
+            return None
+        noise = noises[int(torch.randint(len(noises), (), generator=g))]
+        start = int(torch.randint(noise.numel() - CLIP_SAMPLES + 1, (), generator=g))
+        return float(torch.rand((), generator=g)) * max_volume * noise[start:start + CLIP_SAMPLES].unsqueeze(0)
+
+    def _shift_and_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """The training augmentation of one clip (a new draw on every call)."""
+        g = self._rng()
+        k = int(torch.randint(-self.time_shift, self.time_shift + 1, (), generator=g))
+        x = F.pad(x, (max(k, 0), max(-k, 0)))[..., max(-k, 0):max(-k, 0) + CLIP_SAMPLES]
+        if float(torch.rand((), generator=g)) < self.noise_prob:
+            noise = self._noise_slice(g, self.noise_volume)
+            if noise is not None:
+                x = x + noise
+        return x.clamp(-1.0, 1.0)
+
+
+class SpeechCommands(_AugmentedClips):
     """One subset of a local Google Speech Commands copy, in the 12-class protocol.
 
     Subsets come from the official lists: ``validation``/``testing`` are the files named in
@@ -133,21 +192,16 @@ class SpeechCommands(_ClipDataset):
                  time_shift_ms: float = 100, noise_prob: float = 0.8, noise_volume: float = 0.1,
                  noise_dir: str | Path | None = None, on_error: OnError | None = "skip",
                  max_per_class: int | None = None, cache: bool = False):
-        super().__init__(cache)
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
         if min(unknown_fraction, silence_fraction) < 0 or unknown_fraction + silence_fraction >= 1:
             raise ValueError("need unknown_fraction, silence_fraction >= 0 with a sum below 1")
-        self.root = _require_dir(Path(root), "Speech Commands folder")
-        self.subset, self.seed = subset, int(seed)
-        self.augment = subset == "training" if augment is None else bool(augment)
-        self.time_shift = int(round(time_shift_ms * SAMPLE_RATE / 1000))
-        self.noise_prob, self.noise_volume = float(noise_prob), float(noise_volume)
-        self.noise_dir = (_require_dir(Path(noise_dir), "background noise folder") if noise_dir is not None
-                          else self.root / BACKGROUND_NOISE_DIR)
-        self._noise: list[torch.Tensor] | None = None
-        self._gen: torch.Generator | None = None
-        self._gen_key: int | None = None
+        root = _require_dir(Path(root), "Speech Commands folder")
+        super().__init__(augment=subset == "training" if augment is None else bool(augment), seed=seed,
+                         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
+                         noise_dir=(_require_dir(Path(noise_dir), "background noise folder") if noise_dir is not None
+                                    else root / BACKGROUND_NOISE_DIR), cache=cache)
+        self.root, self.subset = root, subset
         self._items = self._select(unknown_fraction, silence_fraction, on_error, max_per_class)
         if self.augment and not self.noise_dir.is_dir():
             log.warning("no background noise folder %s: training without noise, silence is zeros", self.noise_dir)
@@ -202,47 +256,13 @@ class SpeechCommands(_ClipDataset):
             items = [it for it in items if it[0] in good]
         return items + [(None, _SILENCE_IDX)] * n_silence
 
-    def _noises(self) -> list[torch.Tensor]:
-        """Background-noise waveforms ``[n >= 16000]``, loaded once per process."""
-        if self._noise is None:
-            files = sorted(self.noise_dir.glob("*.wav")) if self.noise_dir.is_dir() else []
-            noise = [load_clip(p, num_samples=None)[0] for p in scan_clips(files, "skip", what="background noise")]
-            self._noise = [n if n.numel() >= CLIP_SAMPLES else fit_length(n) for n in noise]
-        return self._noise
-
-    def _rng(self) -> torch.Generator:
-        """Augmentation generator: from ``seed`` in the main process, from the worker seed in a worker."""
-        info = get_worker_info()
-        key = None if info is None else info.seed
-        if self._gen is None or self._gen_key != key:
-            self._gen, self._gen_key = torch.Generator().manual_seed(self.seed if info is None else info.seed), key
-        return self._gen
-
-    def _noise_slice(self, g: torch.Generator, max_volume: float) -> torch.Tensor | None:
-        """``U(0, max_volume)`` times a random 1 s slice of a random noise file, or None without noise."""
-        noises = self._noises()
-        if not noises:
-            return None
-        noise = noises[int(torch.randint(len(noises), (), generator=g))]
-        start = int(torch.randint(noise.numel() - CLIP_SAMPLES + 1, (), generator=g))
-        return float(torch.rand((), generator=g)) * max_volume * noise[start:start + CLIP_SAMPLES].unsqueeze(0)
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, label = self._clip(i), self._items[i][1]
         if label == _SILENCE_IDX:
             g = self._rng() if self.augment else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
             noise = self._noise_slice(g, self.silence_volume)
             return (x if noise is None else noise.clamp(-1.0, 1.0)), label
-        if not self.augment:
-            return x, label
-        g = self._rng()
-        k = int(torch.randint(-self.time_shift, self.time_shift + 1, (), generator=g))
-        x = F.pad(x, (max(k, 0), max(-k, 0)))[..., max(-k, 0):max(-k, 0) + CLIP_SAMPLES]
-        if float(torch.rand((), generator=g)) < self.noise_prob:
-            noise = self._noise_slice(g, self.noise_volume)
-            if noise is not None:
-                x = x + noise
-        return x.clamp(-1.0, 1.0), label
+        return (self._shift_and_noise(x) if self.augment else x), label
 
 
 class SpeechCommandsTestFolder(_ClipDataset):
