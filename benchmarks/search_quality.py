@@ -49,6 +49,7 @@ from scipy.stats import kendalltau
 from nni_kws.cost import CostModel
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import KEYWORDS, SAMPLE_RATE
+from nni_kws.data.paths import shared_data_dir
 from nni_kws.files import write_json
 from nni_kws.search import ResourcePenalty, calibration_batches, random_archs, run_search
 from nni_kws.search.evolution import CandidateScorer, arch_key
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="tiny synthesized data, tiny space, 1 epoch (seconds)")
     p.add_argument("--out", type=Path, default=RESULTS / "search_quality.json")
     p.add_argument("--work", type=Path, help="supernet checkpoints (default: runs/search_quality next to --out)")
-    p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    p.add_argument("--shared", type=Path, help="shared data folder (default: $NNI_KWS_SHARED_DATA or <repo>/../shared/data)")
     p.add_argument("--fresh", action="store_true", help="ignore a stored result with the same settings")
     for f in dataclasses.fields(Settings):
         if f.type in ("int", "float", "str"):
@@ -338,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
 
     tmp = tempfile.TemporaryDirectory() if args.quick else None
-    dm = quick_data(Path(tmp.name), settings) if tmp else real_data(settings, args.shared)
+    dm = quick_data(Path(tmp.name), settings) if tmp else real_data(
+        settings, args.shared or shared_data_dir(required=True))  # type: ignore[arg-type]
     work = args.work or (Path(tmp.name) / "work" if tmp else Path("runs") / "search_quality")
     run = Run(args.out, settings, args.fresh)
     run.data["data"] = {"train": len(dm.dataset("training")), "val": len(dm.dataset("validation")),
