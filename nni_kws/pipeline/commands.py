@@ -59,9 +59,14 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
 
 def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("search")
-    g.add_argument("--strategy", choices=["darts", "gumbel", "random", "proxyless"],
-                   help=f"one-shot strategy (default: {d.strategy})")
+    g.add_argument("--strategy", choices=["darts", "gumbel", "gumbel-hard", "random", "proxyless"],
+                   help=f"one-shot strategy: darts trains the softmax mixture, gumbel-hard one path per step, "
+                        f"random uniform single paths then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
+    g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
+                   f"architecture step (default: {d.warmup_epochs})")
+    g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
+                   f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
     g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")

@@ -45,6 +45,8 @@ class PipelineConfig:
     preset: str = "small"
     frontend: str = "raw"
     strategy: str = "darts"
+    warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
+    calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -132,6 +134,11 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
+        raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
+                         f"got {cfg.warmup_epochs}")
+    if int(cfg.calib_batches) < 0:
+        raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:
         value = getattr(cfg, budget_option(name))
         if value not in (None, 0, 0.0):

@@ -33,6 +33,7 @@ from nni_kws.files import jsonable, load_torch, read_json, save_torch, write_jso
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
+from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy, fit, seed_everything
@@ -222,16 +223,20 @@ class Pipeline:
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
-                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr)
+                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
+                            strategy_kwargs={"warmup_epochs": cfg.warmup_epochs})
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
         budgets, metrics = cfg.budgets(), metric_costs(costs)
         over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
         save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
-        inherited = derive_model(self.space(), arch, result.supernet)
+        # inherited weights with BatchNorm statistics of this very path (the supernet's are the mixture's)
+        inherited = recalibrate_bn(derive_model(self.space(), arch, result.supernet),
+                                   calibration_batches(self.loader("train"), cfg.calib_batches))
         save_torch(inherited.state_dict(), stage_dir / "init_weights.pt")
         acc = self.evaluate(inherited, real=False)
-        return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over, "probs": result.probs,
+        return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over,
+                "probs": result.probs, "calib_batches": cfg.calib_batches,
                 "history": result.history, **acc, "data": self.data_info(include_real=False)}
 
     def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,

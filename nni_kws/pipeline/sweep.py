@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from itertools import product
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     """
     if plan.knob not in SWEEP_KNOBS:
         raise ValueError(f"a sweep varies one of {', '.join(SWEEP_KNOBS)}, not {plan.knob!r}")
-    check_inputs(cfg)
+    for frontend, value in product(plan.frontends, plan.values):  # every point valid before anything runs
+        check_inputs(dataclasses.replace(cfg, frontend=frontend, **{plan.knob: value}))
     if plan.knob == "lam" and not cfg.budgets():
         raise ValueError("a λ sweep needs a budget to weigh: give one of --max-macs, --max-params, --max-peak-act-kb, "
                          "--max-latency-ms (or sweep a budget with --budgets)")
