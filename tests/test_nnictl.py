@@ -112,18 +112,22 @@ def synthesized_sets(env: dict[str, str]) -> list[Path]:
 
 def check_costs(trials: list[dict], metrics: list[dict], preset: str = "tiny") -> None:
     """Each trial's reported ``params``/``macs``/``peak_act_kb`` are the cost model's values for the
-    parameters NNI sent it (``peak_act_kb`` = peak activation bytes / 1000, budgets.py's kB)."""
+    parameters NNI sent it (``peak_act_kb`` = peak activation bytes / 1000, budgets.py's kB).
+
+    "Sent it" is the ``parameterId`` of the trial's metrics, not the trial record's
+    ``hyperParameters``: NNI 3.0's local service (``V3asV1``, ``training_service/v3/compat.js``)
+    hands queued parameters to whichever trial asks first, so with concurrent trials the record
+    may name another trial's parameters."""
     from nni_kws.cost import CostModel
     from nni_kws.space import space_by_name
     model = CostModel(space_by_name(preset))
-    finals = {m["trialJobId"]: m["data"] for m in metrics if m["type"] == "FINAL"}
+    sent = {str(h["parameter_id"]): h["parameters"] for h in (json.loads(t["hyperParameters"][0]) for t in trials)}
+    finals = [m for m in metrics if m["type"] == "FINAL"]
     assert finals
-    for t in trials:
-        if t["trialJobId"] in finals:
-            exact = model.exact(json.loads(t["hyperParameters"][0])["parameters"])
-            final = finals[t["trialJobId"]]
-            assert (final["params"], final["macs"]) == (exact["params"], exact["macs"])
-            assert final["peak_act_kb"] == pytest.approx(exact["peak_activation_bytes"] / 1000, abs=1e-4)
+    for m in finals:
+        exact, final = model.exact(sent[str(m["parameterId"])]), m["data"]
+        assert (final["params"], final["macs"]) == (exact["params"], exact["macs"])
+        assert final["peak_act_kb"] == pytest.approx(exact["peak_activation_bytes"] / 1000, abs=1e-4)
 
 
 def test_nnictl_create_tpe_two_tiny_trials(tiny_lut, tmp_path, nni_env):
@@ -145,16 +149,21 @@ def test_nnictl_create_tpe_two_tiny_trials(tiny_lut, tmp_path, nni_env):
     assert sum("reusing the default dataset" in log for log in logs) == 1
 
 
-def test_assessor_stopped_trials_are_early_stopped(tmp_path, tiny_gsc, nni_env):
-    """An assessor's decision shows as EARLY_STOPPED in the REST API (not FAILED): NNI stops the
-    trial with SIGINT and counts it early-stopped only if the process dies of the signal."""
+def test_assessor_stopped_trials_are_not_failed(tmp_path, tiny_gsc, nni_env):
+    """A trial the assessor stops is not FAILED in the REST API: NNI stops it with SIGINT and counts
+    it stopped (not failed) only if the process dies of the signal. NNI 3.0's local training service
+    then says USER_CANCELED, never EARLY_STOPPED (its own race, see ``NniRest.stopped_by_assessor``),
+    so the assessor's decision is read from the manager's log."""
     assessor = {"className": "nni_assessors.StopAtStep", "codeDirectory": str(Path(__file__).parent),
                 "classArgs": {"step": 1}}
     config = tiny_config("tpe.yml", tmp_path, tiny_gsc, trials=1, concurrency=1, epochs=100, assessor=assessor)
-    status, trials, metrics = run_experiment(config, nni_env, trials=1)
-    assert [t["status"] for t in trials] == ["EARLY_STOPPED"], trials
+    with launch.running(config, nni_env) as rest:
+        rest.wait(timeout=150, trials=1)
+        trials, metrics, stopped = rest.trials(), rest.metrics(), rest.stopped_by_assessor()
+    assert [t["status"] for t in trials] == ["USER_CANCELED"], trials
+    assert stopped == {trials[0]["trialJobId"]}
     log = Path(trials[0]["logPath"], "trial.log").read_text()
-    assert "NNI stopped it" in log and "Traceback" not in log
+    assert "NNI stopped it" in log and "Traceback" not in log and "KeyboardInterrupt" not in log
     assert 1 <= sum(m["type"] == "PERIODICAL" for m in metrics) < 100  # stopped early, not finished
 
 
