@@ -218,7 +218,8 @@ def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress
 
     callbacks = [StopOnRequest(), DivergenceCheck(kwargs.pop("what", "training")), *callbacks]
     return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
-                       callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_checkpointing=checkpoint and out_dir is not None,
+                       callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                       enable_checkpointing=checkpoint and out_dir is not None,
                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                        deterministic=False, **kwargs)
 
