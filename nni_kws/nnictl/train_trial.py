@@ -55,9 +55,14 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
 
 
 def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number (or a string holding one, as some search spaces give) from a tuner's parameter."""
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number):
         raise ValueError(f"parameter {key!r} must be a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _train_param(key: str, value: Any) -> Any:
