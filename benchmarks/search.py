@@ -35,10 +35,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_kws.cost import CostModel
-from nni_kws.search import (ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, derive_model, penalized_loss,
+from nni_kws.search import (ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, penalized_loss,
                             run_search)
 from nni_kws.search.strategy import ResourceDartsModule
 from nni_kws.space import build_space, space_choices
+from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import KwsModule, seed_everything
 
 

@@ -15,9 +15,9 @@ import argparse
 import json
 import logging
 
-from nni_kws.nnictl.costs import parse_budgets
+from nni_kws.cost.budgets import parse_budgets
 from nni_kws.nnictl.experiment import STRATEGIES, run_nas_experiment
-from nni_kws.trial import resolve_data
+from nni_kws.nnictl.train_trial import resolve_data
 
 
 def main() -> None:

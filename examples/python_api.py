@@ -75,7 +75,7 @@ def one_call(preset: str, epochs: int, out: Path) -> None:
 if __name__ == "__main__":
     import torch
 
-    from nni_kws.search.commands import quiet_libraries
+    from nni_kws.cli import quiet_libraries
 
     torch.set_num_threads(1)  # as the pipeline does: these small convs gain little from more threads
     quiet_libraries()

@@ -151,7 +151,7 @@ def main() -> int:
     exp_id, port = None, args.port
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if args.config:
-        from nni_kws.trial import resolve_data
+        from nni_kws.nnictl.train_trial import resolve_data
         port = free_port()
         config = launch.shrink_config(args.config, Path(tempfile.mkdtemp(prefix="nni-kws-webui-")) / "config.yml",
                                       resolve_data(args.data), trials=args.trials, epochs=args.epochs, lut=args.lut,

@@ -2,12 +2,11 @@
 quantization and NNI trials.
 
 :class:`KwsModule` subclasses NNI's ``LightningModule`` so the same module serves NNI's one-shot
-strategies (through :func:`kws_evaluator`), multi-trial evaluators and plain retraining
+strategies (inside NNI's ``Lightning`` evaluator), multi-trial evaluators and plain retraining
 (:func:`fit`). Recipe after the ICPR code: SGD-Nesterov, cosine schedule, label smoothing.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -16,12 +15,14 @@ import nni
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from nni.nas.evaluator.pytorch import Lightning, LightningModule
+from nni.nas.evaluator.pytorch import LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["KwsModule", "kws_evaluator", "fit", "evaluate", "accuracy", "make_trainer", "seed_everything"]
+from nni_kws.files import write_json
+
+__all__ = ["KwsModule", "fit", "accuracy", "make_trainer", "seed_everything"]
 
 _logger = logging.getLogger(__name__)
 
@@ -91,17 +92,19 @@ class KwsModule(LightningModule):
 
 
 def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress: bool = True,
-                 checkpoint: bool = True, **kwargs: Any) -> pl.Trainer:
+                 checkpoint: bool = True, keep_best: bool = True, **kwargs: Any) -> pl.Trainer:
     """A Lightning trainer with our defaults: accelerator auto (GPU when present), CSV logs,
-    a checkpoint every epoch (``last.ckpt``) so an interrupted run resumes with nothing lost."""
+    a checkpoint every epoch (``last.ckpt``) so an interrupted run resumes with nothing lost, and with
+    ``keep_best`` also ``best.ckpt`` by validation accuracy (one-shot searches have no validation loop).
+    ``trainer_cls`` may replace ``pl.Trainer`` (``nni.trace(pl.Trainer)`` inside NNI evaluators)."""
     callbacks = list(kwargs.pop("callbacks", []))
     if checkpoint and out_dir is not None:
         ckpt_dir = Path(out_dir) / "checkpoints"
-        # last.ckpt after every epoch (resume) and best.ckpt by validation accuracy (model selection).
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_epochs=1,
                                          enable_version_counter=False))
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
-                                         enable_version_counter=False))
+        if keep_best:
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
+                                             enable_version_counter=False))
     logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
     trainer_cls: Callable[..., pl.Trainer] = kwargs.pop("trainer_cls", pl.Trainer)
     return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
@@ -128,22 +131,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if out_dir is not None:
-        (Path(out_dir) / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(Path(out_dir) / "train_metrics.json", metrics)
     return metrics
-
-
-def kws_evaluator(train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
-                  progress: bool = True, **module_kwargs: Any) -> Lightning:
-    """NNI ``Lightning`` evaluator around :class:`KwsModule`, for one-shot and multi-trial strategies.
-
-    The loaders must be ``nni.trace``d (``nni.nas.evaluator.pytorch.DataLoader``) for multi-trial
-    experiments, which send the evaluator to trial processes.
-    """
-    module = nni.trace(KwsModule)(**module_kwargs)
-    trainer = nni.trace(pl.Trainer)(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
-                                    enable_checkpointing=False, enable_progress_bar=progress,
-                                    enable_model_summary=False, num_sanity_val_steps=0)
-    return Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
 
 
 @torch.no_grad()
@@ -165,5 +154,3 @@ def accuracy(model: nn.Module, loader: DataLoader, device: str | torch.device | 
     preds, labels = predict(model, loader, device)
     return float((preds == labels).float().mean()) if len(labels) else float("nan")
 
-
-evaluate = accuracy

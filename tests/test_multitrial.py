@@ -31,7 +31,7 @@ def test_strategies_maximize_and_filter_over_budget():
     from nni.nas.strategy import TPE
     from nni.nas.strategy.middleware import Chain, Filter
 
-    from nni_kws.nnictl.experiment import STRATEGIES, budget_filter, make_strategy
+    from nni_kws.nnictl.experiment import STRATEGIES, make_strategy, model_filter
     for name in STRATEGIES:
         assert make_strategy(name, seed=0) is not None
     tpe = make_strategy("tpe", seed=0)
@@ -43,7 +43,7 @@ def test_strategies_maximize_and_filter_over_budget():
         make_strategy("darts")
 
     budget = _median_params()
-    keep = budget_filter("tiny", {"params": budget})
+    keep = model_filter("tiny", {"params": budget})
 
     class Model:  # what Filter passes: an ExecutableModelSpace; only .sample is read
         def __init__(self, sample):

@@ -206,7 +206,7 @@ def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
                           "--arch", str(arch)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "label 's0_i0_k' has value 4" in out.stderr, out.stderr
-    from nni_kws.trial import split_parameters
+    from nni_kws.nnictl.train_trial import split_parameters
     with pytest.raises(ValueError, match="'s0_i0_k'"):
         split_parameters({**_first(), "s0_i0_k": 4}, "tiny")
     with pytest.raises(ValueError, match="unknown label 'lr'"):
@@ -216,7 +216,7 @@ def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
 
 
 def test_trial_needs_data(monkeypatch, tmp_path):
-    from nni_kws.trial import resolve_data
+    from nni_kws.nnictl.train_trial import resolve_data
     monkeypatch.delenv("NNI_KWS_DATA", raising=False)
     with pytest.raises(ValueError, match="--data DIR or set NNI_KWS_DATA"):
         resolve_data(None)

@@ -156,4 +156,3 @@ def test_interrupted_search_resumes_to_the_same_state(data, cost_model, tmp_path
     full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, msg=key)
-    assert json.loads((out / "arch.json").read_text())["arch"] == full.arch

@@ -25,7 +25,7 @@ from .latency import LatencyTable
 from .layers import Bits, Decision, Unit
 
 __all__ = ["KwsCostProfiler", "KwsMacsProfiler", "KwsParamsProfiler", "KwsWeightBytesProfiler",
-           "KwsLatencyProfiler", "KwsPeakMemoryProfiler", "cost_expression", "budget_filter"]
+           "KwsLatencyProfiler", "KwsPeakMemoryProfiler", "cost_expression"]
 
 
 def _switch(mutables: Mapping[str, Any], labels: tuple[str, ...], costs: dict[tuple, float]) -> Any:
@@ -122,13 +122,3 @@ class KwsLatencyProfiler(KwsCostProfiler):
         lut, fallback = self.cost_model.lut, self.cost_model.fallback
         assert lut is not None
         return cost_expression(self.cost_model, lambda u: lut.lookup(u, fallback), constant=lut.overhead_ms)
-
-
-def budget_filter(profiler: Profiler, min: float | None = None, max: float | None = None) -> Callable[[Any], bool]:
-    """``min <= cost <= max`` as a filter function for both NNI hooks: ``RandomOneShot(filter=...)``
-    passes sample dicts, the ``nni.nas.strategy.middleware.Filter`` middleware passes
-    ``ExecutableModelSpace`` objects, whose ``.sample`` is profiled."""
-    from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter  # imports Lightning: only on use
-
-    in_range = RangeProfilerFilter(profiler, min=min, max=max)
-    return lambda model: in_range(getattr(model, "sample", model))

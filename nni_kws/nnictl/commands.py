@@ -25,11 +25,10 @@ def check_config(path: str | Path) -> list[str]:
     from nni.tools.package_utils import config_manager
     from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
-    from nni_kws.space import space_choices
-    from nni_kws.trial import TRAIN_PARAMS
-    from nni_kws.tuner import HardwareAwareClassArgsValidator
+    from nni_kws.space import space_by_name, space_choices
 
-    from .costs import space_by_name
+    from .train_trial import TRAIN_PARAMS
+    from .tuner import HardwareAwareClassArgsValidator
 
     path = Path(path)
     if not path.is_file():
@@ -91,9 +90,8 @@ def check_config(path: str | Path) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nni_kws.trial import resolve_data
-
     from .experiment import run_nas_experiment
+    from .train_trial import resolve_data
 
     results = run_nas_experiment(
         resolve_data(args.data), preset=args.preset, strategy=args.strategy, max_trials=args.trials,
@@ -105,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _budgets(items: list[str] | None) -> dict[str, float]:
-    from .costs import parse_budgets
+    from nni_kws.cost.budgets import parse_budgets
     return parse_budgets(items or [])
 
 

@@ -14,12 +14,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 import nni
 from nni.runtime.env_vars import trial_env_vars
+
+from nni_kws.cost import CostModel
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.search.oneshot import run_search
+from nni_kws.search.penalty import ResourcePenalty
+from nni_kws.space import space_by_name
+
+from .train_trial import run_trial
 
 __all__ = ["DARTS_PARAMS", "split_darts_parameters", "epoch_metrics", "HistoryReporter", "run_darts_trial"]
 
@@ -107,16 +116,6 @@ def run_darts_trial(params: Mapping[str, Any], *, data: Path, preset: str, searc
                     lut: str | None = None, progress: bool = False, **train_kw: Any) -> dict[str, float]:
     """Search (λ = ``params['lambda']`` or ``weight``, target = ``params['target']`` or ``target``),
     report per-epoch search metrics, retrain the result and report the final accuracy and costs."""
-    import tempfile
-
-    from nni_kws.cost import CostModel
-    from nni_kws.data.datamodule import SpeechCommandsDataModule
-    from nni_kws.search.oneshot import run_search
-    from nni_kws.search.penalty import ResourcePenalty
-    from nni_kws.trial import run_trial
-
-    from .costs import space_by_name
-
     values = split_darts_parameters(params)
     if "learning_rate" in values:  # for the search and the retraining
         train_kw["learning_rate"] = values["learning_rate"]

@@ -23,9 +23,12 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 
-from .costs import arch_costs, over_budget, parse_budgets, require_lut, space_by_name
+from nni_kws.cost.budgets import budget_filter, over_budget, parse_budgets, require_lut
+from nni_kws.space import space_by_name
 
-__all__ = ["STRATEGIES", "make_strategy", "budget_filter", "trial_evaluator", "evaluate_model",
+from .costs import arch_costs
+
+__all__ = ["STRATEGIES", "make_strategy", "model_filter", "trial_evaluator", "evaluate_model",
            "run_nas_experiment"]
 
 _logger = logging.getLogger(__name__)
@@ -56,29 +59,20 @@ def make_strategy(name: str, *, seed: int | None = None, population_size: int = 
     require_lut(budgets, lut)
     if not budgets:
         return strategy
-    return Chain(strategy, Filter(budget_filter(preset, budgets, lut), metric_for_invalid=0.0))
+    return Chain(strategy, Filter(model_filter(preset, budgets, lut), metric_for_invalid=0.0))
 
 
-def budget_filter(preset: str, budgets: Mapping[str, float], lut: str | None = None
-                  ) -> Callable[[ExecutableModelSpace], bool]:
+def model_filter(preset: str, budgets: Mapping[str, float], lut: str | None = None
+                 ) -> Callable[[ExecutableModelSpace], bool]:
     """``Filter`` function: True when the model's architecture (``model.sample``) is within every budget."""
-    budgets = parse_budgets(budgets)
-
-    def within_budget(model: ExecutableModelSpace) -> bool:
-        costs = arch_costs(model.sample, preset, lut)
-        exceeded = over_budget(costs, budgets)
-        if exceeded:
-            _logger.info("filtered out (over %s): %s", ", ".join(exceeded), model.sample)
-        return not exceeded
-
-    return within_budget
+    return budget_filter(lambda model: arch_costs(model.sample, preset, lut), parse_budgets(budgets))
 
 
 def evaluate_model(model: Any, *, data: str, preset: str, epochs: int, lut: str | None = None,
                    **kwargs: Any) -> dict[str, float]:
     """What every NAS trial runs (through :class:`FunctionalEvaluator`): train the frozen ``model``
     and report accuracy and costs; the architecture dict is the sample of the trial's parameter."""
-    from nni_kws.trial import run_trial
+    from .train_trial import run_trial
 
     current = nni.get_current_parameter()
     sample = getattr(current, "sample", None)

@@ -21,16 +21,16 @@ from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
 from nni.nas.strategy import DARTS, ENAS, RandomOneShot
 from nni.nas.strategy.base import Strategy
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nni_kws.training import KwsModule, seed_everything
+from nni_kws.cost.budgets import budget_filter
+from nni_kws.training import KwsModule, make_trainer, seed_everything
 
 from .penalty import ResourcePenalty
 from .strategy import ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch
 
-__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "budget_filter", "run_search"]
+__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
@@ -43,20 +43,13 @@ _DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
 @dataclass
 class SearchResult:
     """What a search found: the architecture dict, its per-label probabilities (differentiable
-    strategies; ``{}`` otherwise), one record per epoch, and the trained supernet."""
+    strategies; ``{}`` otherwise), one record per epoch, how it searched, and the trained supernet."""
 
     arch: dict[str, Any]
     probs: dict[str, dict[Any, float]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # strategy, epochs, penalties: for the caller's arch.json
     supernet: nn.Module | None = None
-
-
-def budget_filter(penalties: Sequence[ResourcePenalty], cost_model: Any) -> Callable[[Mapping[str, Any]], bool]:
-    """Sample filter for path-sampling strategies: every penalised resource within its target."""
-    def within(sample: Mapping[str, Any]) -> bool:
-        costs = cost_model.exact(sample)
-        return all(costs[p.resource] is not None and costs[p.resource] <= p.target for p in penalties)
-    return within
 
 
 def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
@@ -72,7 +65,8 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
         cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "proxyless": ResourceProxyless}[name]
         return cls(penalties=penalties, cost_model=cost_model, arc_learning_rate=arc_learning_rate, **kwargs)
     if name == "random":
-        flt = budget_filter(penalties, cost_model) if penalties else None
+        limits = {p.resource: p.target for p in penalties}
+        flt = budget_filter(cost_model.exact, limits) if penalties else None
         return RandomOneShot(filter=flt, **kwargs)
     if penalties:
         raise ValueError("the enas strategy takes no resource penalties; use darts, gumbel or proxyless")
@@ -90,15 +84,8 @@ def _last_checkpoint(out_dir: Path | None) -> Path | None:
 
 
 def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchHistory) -> pl.Trainer:
-    callbacks: list[pl.Callback] = [history]
-    if out_dir is not None:
-        # monitor=None: one-shot DARTS has no validation loop, so keep the latest epoch only.
-        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{epoch}",
-                                         save_last=True, save_top_k=1, every_n_epochs=1, monitor=None))
-    logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
-    return nni.trace(pl.Trainer)(max_epochs=epochs, accelerator="auto", devices=1, logger=logger, callbacks=callbacks,
-                                 enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
-                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    return make_trainer(epochs, out_dir=out_dir, progress=progress, keep_best=False, callbacks=[history],
+                        trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1)
 
 
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str | Strategy = "darts",
@@ -126,7 +113,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     arc_learning_rate, learning_rate
         Adam step for the architecture logits; SGD step for the weights.
     out_dir
-        Where ``checkpoints/last.ckpt``, ``history.jsonl``, ``arch.json`` and CSV logs go.
+        Where ``checkpoints/last.ckpt``, ``history.jsonl`` and CSV logs go (the caller writes ``arch.json``).
     seed
         Seeds the alphas' initialisation, sampling and data order.
     resume
@@ -139,7 +126,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
-    from nni_kws.space import KwsSpace, save_arch
+    from nni_kws.space import KwsSpace
 
     out = Path(out_dir) if out_dir is not None else None
     if cost_model is None and isinstance(space, KwsSpace):
@@ -174,11 +161,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         arch = argmax_arch(probs)
     else:
         arch = dict(oneshot.export())
-    if out is not None:
-        extra: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
-                                 "epochs": epochs,
-                                 "penalties": [p.to_dict() for p in penalties]}
-        if cost_model is not None:
-            extra["costs"] = {k: v for k, v in cost_model.exact(arch).items() if v is not None}
-        save_arch(arch, out / "arch.json", **extra)
-    return SearchResult(arch=arch, probs=probs, history=list(history.records), supernet=strat.supernet)  # type: ignore[attr-defined]
+    meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
+                            "epochs": epochs, "penalties": [p.to_dict() for p in penalties]}
+    return SearchResult(arch=arch, probs=probs, history=list(history.records), meta=meta,
+                        supernet=strat.supernet)  # type: ignore[attr-defined]

@@ -1,8 +1,11 @@
-"""Architecture dicts: validation with errors that name the bad label, JSON round trip, freezing."""
+"""Architecture dicts: validation with errors that name the bad label, the ``arch.json`` schema,
+space names (``small-mfcc``), a readable summary, freezing."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,7 +15,8 @@ from torch import nn
 from .kws_space import PRESETS, KwsSpace
 
 __all__ = ["InvalidArchitecture", "space_choices", "random_arch", "validate_arch", "load_arch", "save_arch",
-           "build_space", "build_model", "search_space_json"]
+           "arch_file_meta", "build_space", "build_model", "search_space_json", "space_name", "space_by_name",
+           "describe_arch"]
 
 
 class InvalidArchitecture(ValueError):
@@ -22,6 +26,17 @@ class InvalidArchitecture(ValueError):
 def build_space(preset: str = "paper", **overrides: Any) -> KwsSpace:
     """A :class:`KwsSpace` from a named preset plus keyword overrides."""
     return KwsSpace(**space_kwargs(preset, **overrides))
+
+
+def space_name(preset: str, frontend: str = "raw") -> str:
+    """The name of a space as in ``search_spaces/<name>.json``: ``small`` (raw front end), ``small-mfcc``."""
+    return preset if frontend == "raw" else f"{preset}-{frontend}"
+
+
+def space_by_name(name: str) -> KwsSpace:
+    """The space of a :func:`space_name`: ``'small'`` -> preset small, ``'small-mfcc'`` -> with the MFCC front end."""
+    preset, _, frontend = name.partition("-")
+    return build_space(preset, **({"frontend": frontend} if frontend else {}))
 
 
 def space_kwargs(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
@@ -63,32 +78,54 @@ def validate_arch(space: KwsSpace, arch: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise InvalidArchitecture(f"missing label {missing[0]!r} (choose from {choices[missing[0]]})")
     for label, values in choices.items():
-        if arch[label] not in values or isinstance(arch[label], bool):
-            raise InvalidArchitecture(f"label {label!r} has value {arch[label]!r}; allowed values are {values}")
+        value = arch[label]
+        # `3.0 == 3` and `True == 1` in Python, but a float kernel size or a bool breaks model building
+        if value not in values or not any(type(value) is type(v) for v in values):
+            raise InvalidArchitecture(f"label {label!r} has value {value!r}; allowed values are {values}")
     return {label: arch[label] for label in choices}
+
+
+# The arch.json schema: {"arch": {label: value}, "preset": str, "frontend": str, ...extra metadata}.
+# A bare {label: value} dict is accepted on reading (users write those by hand); its labels are never
+# taken for metadata (a raw-front-end arch has a label called "frontend").
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"architecture file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidArchitecture(f"{path}: not valid JSON ({err})") from None
 
 
 def load_arch(path: str | Path, space: KwsSpace | None = None) -> dict[str, Any]:
     """Read an architecture JSON (a bare dict, or ``{"arch": {...}}``) and validate it if a space is given."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"architecture file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise InvalidArchitecture(f"{path}: not valid JSON ({err})") from None
+    data = _read_json(path)
     arch = data.get("arch", data) if isinstance(data, dict) else data
     try:
         return validate_arch(space, arch) if space is not None else dict(arch)
-    except InvalidArchitecture as err:
+    except (InvalidArchitecture, TypeError, ValueError) as err:
         raise InvalidArchitecture(f"{path}: {err}") from None
 
 
-def save_arch(arch: Mapping[str, Any], path: str | Path, **extra: Any) -> Path:
-    """Write ``{"arch": arch, **extra}`` as JSON (``extra``: space preset, costs, accuracy...)."""
+def arch_file_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of an ``arch.json`` (``preset``, ``frontend``, ...): ``{}`` for a bare arch dict."""
+    data = _read_json(Path(path))
+    if isinstance(data, dict) and isinstance(data.get("arch"), dict):
+        return {k: v for k, v in data.items() if k != "arch"}
+    return {}
+
+
+def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw",
+              **extra: Any) -> Path:
+    """Write ``arch.json``: the arch with the identity of its space and ``extra`` metadata, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"arch": dict(arch), **extra}, indent=2, sort_keys=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"arch": dict(arch), "preset": preset, "frontend": frontend, **extra}, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -101,3 +138,29 @@ def build_model(arch: Mapping[str, Any], space: KwsSpace | None = None, **space_
 def search_space_json(space: KwsSpace) -> dict[str, dict[str, Any]]:
     """The space in NNI's HPO search-space format (``nnictl``, tuners): ``{label: {_type, _value}}``."""
     return {label: {"_type": "choice", "_value": values} for label, values in space_choices(space).items()}
+
+
+def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``[(part, choice)]`` of an architecture dict: front end, then per stage its active blocks
+    (``s{i}_depth`` of them) as ``k{kernel} e{expansion}``; labels it does not know are listed as they are.
+
+    Reads the label grammar of :meth:`KwsSpace._make_stage` (``s{stage}_depth``, ``s{stage}_i{block}[_k|_e]``).
+    """
+    rows, used = [], set()
+    if "frontend" in arch:
+        rows.append(("front end", str(arch["frontend"])))
+        used.add("frontend")
+    stages = sorted({int(m.group(1)) for k in arch if (m := re.match(r"s(\d+)_", k))})
+    for i in stages:
+        n_blocks = sum(1 for k in arch if re.fullmatch(rf"s{i}_i\d+(_k)?", k))
+        depth = int(arch.get(f"s{i}_depth", n_blocks or 1))
+        blocks = []
+        for j in range(depth):
+            if f"s{i}_i{j}" in arch:  # coarse space: one choice per block, e.g. 'k5e2'
+                blocks.append(str(arch[f"s{i}_i{j}"]))
+            else:
+                blocks.append(f"k{arch.get(f's{i}_i{j}_k', '?')} e{arch.get(f's{i}_i{j}_e', '?')}")
+        used |= {k for k in arch if k.startswith(f"s{i}_")}
+        rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}: " + ", ".join(blocks)))
+    rows += [(f"`{k}`", str(v)) for k, v in arch.items() if k not in used]
+    return rows

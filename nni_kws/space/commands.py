@@ -5,13 +5,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .arch import build_space, search_space_json
+from .arch import build_space, search_space_json, space_name
 from .kws_space import PRESETS
 
 __all__ = ["register", "render", "write_all"]
 
 # Files checked in under search_spaces/: one per preset and front end.
-SPACES = {f"{preset}{'' if frontend == 'raw' else '-' + frontend}": dict(preset=preset, frontend=frontend)
+SPACES = {space_name(preset, frontend): dict(preset=preset, frontend=frontend)
           for preset in PRESETS for frontend in ("raw", "mfcc")}
 
 

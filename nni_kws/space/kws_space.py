@@ -10,6 +10,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableLinear, Repeat
 from torch import nn
 
 from .blocks import ConvFrontEnd, MaybeIntChoice, MBConv1d, MfccFrontEnd, SincFrontEnd
+from .mixed_ops import oneshot_hooks
 
 __all__ = ["KwsSpace", "StagePlan", "PRESETS"]
 
@@ -125,10 +126,6 @@ class KwsSpace(ModelSpace):
 
     def extra_oneshot_hooks(self, strategy: Any) -> list:
         """Mutation hooks that give every one-shot strategy the 1-D mixed operations it lacks."""
-        try:
-            from nni_kws.search.mixed_ops import oneshot_hooks
-        except ImportError:  # search extras not installed yet
-            return []
         return oneshot_hooks(strategy)
 
 

@@ -1,4 +1,4 @@
-"""``nni-kws search`` / ``train`` / ``run`` / ``sweep``: the pipeline of :mod:`nni_kws.pipeline` on the command line.
+"""``nni-kws search`` / ``train`` / ``run`` / ``sweep``: the pipeline on the command line.
 
 Every option defaults to "unset" here; unset options come from the run folder's ``config.json``
 (so ``--resume`` needs no other option) and then from :class:`~nni_kws.pipeline.PipelineConfig`.
@@ -6,20 +6,26 @@ Every option defaults to "unset" here; unset options come from the run folder's 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "overrides_from_args", "parse_budget_sweep", "quiet_libraries"]
+from nni_kws.baselines import BASELINES
+from nni_kws.cli import quiet_libraries
+from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.space import arch_file_meta, load_arch
+
+from .config import CONFIG, PipelineConfig, load_config
+from .stages import Pipeline, run_pipeline
+from .sweep import SweepPlan, run_sweep
+
+__all__ = ["register", "overrides_from_args", "parse_budget_sweep"]
 
 log = logging.getLogger(__name__)
 
 
-def _defaults() -> Any:
-    from nni_kws.pipeline import PipelineConfig  # light: no torch work at import
-
+def _defaults() -> PipelineConfig:
     return PipelineConfig()
 
 
@@ -33,6 +39,10 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
     g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
+    g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
+                   "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
+    g.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list), "
+                   "e.g. gsc-v2-test-splits/heldout.txt")
     g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
@@ -55,8 +65,11 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")
-    g.add_argument("--max-peak-kb", type=float, help="budget: peak activation memory [kB]")
-    g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms]")
+    g.add_argument("--max-peak-act-kb", "--max-peak-kb", dest="max_peak_act_kb", type=float,
+                   help="budget: peak activation memory [kB = 1000 bytes]")
+    g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms] (from the latency table)")
+    g.add_argument("--allow-over-budget", action="store_const", const=True, help="finish the run when the searched "
+                   "architecture ends over a budget (default: stop after the search with exit status 3)")
     g.add_argument("--arc-lr", type=float, help=f"Adam step of the architecture logits (default: {d.arc_lr})")
     g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
     g.add_argument("--penalty-form", choices=["hinge", "add", "mul-log"],
@@ -86,8 +99,8 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
 
 
-_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "lambdas", "budgets", "frontends",
-               "quantize"}
+_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "baseline", "lambdas", "budgets",
+               "frontends", "quantize"}
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,15 +108,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     if values.get("real_test") == "":
         values["real_test"] = None
-    if "data" in values:
-        values["data"] = str(Path(values["data"]).expanduser().absolute())
+    for key in ("data", "train_list", "test_list"):
+        if key in values:
+            values[key] = str(Path(values[key]).expanduser().absolute())
     return values
 
 
-def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None, base: Any = None) -> Any:
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None,
+            base: PipelineConfig | None = None) -> PipelineConfig:
     """Options of this invocation: ``base`` (default PipelineConfig) ⊕ stored config ⊕ command line."""
-    from nni_kws.pipeline import PipelineConfig, load_config
-
     overrides = {**overrides_from_args(args), **(extra or {})}
     base = base or PipelineConfig()
     if args.overwrite:  # a fresh start: nothing comes from the old config.json
@@ -129,38 +142,12 @@ def _summary(results: dict[str, Any]) -> None:
     print(f"  total {results.get('timings_s', {}).get('total', 0):.0f} s; see {results['config']['out']}/report.md")
 
 
-class _DropMessages(logging.Filter):
-    """Drops log records containing any of ``parts`` (known, harmless library chatter)."""
-
-    def __init__(self, *parts: str) -> None:
-        super().__init__()
-        self.parts = parts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(part in record.getMessage() for part in self.parts)
-
-
-def quiet_libraries() -> None:
-    """Silence warnings that do not apply to in-process runs, so progress and errors stay readable."""
-    import warnings
-
-    for message in (r"When using training service to spawn trials", r"`isinstance\(treespec, LeafSpec\)`",
-                    r"The number of training batches .* is smaller than the logging interval",
-                    r".* is found to be not a nn.Module, which is unexpected"):
-        warnings.filterwarnings("ignore", message=message)
-    logging.getLogger("nni.nas.evaluator.pytorch.lightning").addFilter(_DropMessages("Validation dataloaders are missing"))
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropMessages("Tip:", "TPU available", "estimate number of stepping batches"))
-
-
 def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | None = None,
-            extra: dict[str, Any] | None = None) -> int:
-    from nni_kws.pipeline import run_pipeline
-
+            extra: dict[str, Any] | None = None, baseline: str | None = None) -> int:
     quiet_libraries()
     cfg = _config(args, extra)
     try:
-        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch)
+        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch, baseline=baseline)
     except KeyboardInterrupt:
         return _interrupted(args)
     for stage, res in out.items():
@@ -181,21 +168,17 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from nni_kws.pipeline import Pipeline
-    from nni_kws.space import load_arch
-
     arch, extra = None, {}
+    if args.baseline:
+        if args.arch:
+            raise ValueError("train: give --arch FILE or --baseline NAME, not both")
+        return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
-        if not path.is_file():
-            raise FileNotFoundError(f"architecture file not found: {path}")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            meta = {}
-        stored = (Path(args.out) / "config.json").is_file() and not args.overwrite
-        for key in ("preset", "frontend"):  # the arch file says which space it belongs to
-            if isinstance(meta, dict) and meta.get(key) and getattr(args, key) is None and not stored:
+        meta = arch_file_meta(path)  # the space an arch.json belongs to ({} for a bare arch dict)
+        stored = (Path(args.out) / CONFIG).is_file() and not args.overwrite
+        for key in ("preset", "frontend"):
+            if meta.get(key) and getattr(args, key) is None and not stored:
                 extra[key] = meta[key]
         cfg = _config(args, extra)
         arch = load_arch(path, Pipeline(cfg).space())
@@ -213,16 +196,15 @@ SWEEP_LAMBDAS = "0,2,8,32"
 
 
 def parse_budget_sweep(text: str) -> tuple[str, list[float]]:
-    """``'max_macs=1e6,2e6'`` (or ``macs=...``) → ``('max_macs', [1e6, 2e6])``."""
-    from nni_kws.pipeline import _BUDGETS
-
+    """``'macs=1e6,2e6'`` (or ``max_macs=...``) → ``('max_macs', [1e6, 2e6])``."""
     name, sep, values = text.partition("=")
-    name = name.strip().replace("-", "_")
-    name = name if name.startswith("max_") else f"max_{name}"
-    if not sep or name not in _BUDGETS:
-        raise ValueError(f"--budgets reads NAME=V1,V2,... with NAME one of "
-                         f"{', '.join(n[4:] for n in _BUDGETS)}; got {text!r}")
-    return name, _floats(values, "--budgets")
+    name = name.strip().replace("-", "_").removeprefix("max_")
+    if not sep or name not in BUDGETS:
+        raise ValueError(f"--budgets reads NAME=V1,V2,... with NAME one of {', '.join(BUDGETS)}; got {text!r}")
+    limits = _floats(values, "--budgets")
+    for limit in limits:
+        check_budget(name, limit)
+    return budget_option(name), limits
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -236,8 +218,6 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from nni_kws.pipeline import PipelineConfig, SweepPlan, run_sweep
-
     frontends = [f.strip() for f in (args.frontends or "").split(",") if f.strip()]
     bad = [f for f in frontends if f not in ("raw", "sinc", "conv", "mfcc")]
     if bad:
@@ -270,10 +250,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_search)
 
     p = subparsers.add_parser("train", help="retrain a frozen architecture and evaluate it",
-                              description="Train the searched architecture (or --arch FILE) and evaluate it on the "
+                              description="Train the searched architecture (or --arch FILE, or a peer with --baseline "
+                              "NAME) and evaluate it on the "
                               "test split and the real Speech Commands test set.")
     _add_common(p, d, d.out)
     p.add_argument("--arch", metavar="FILE", help="architecture JSON (default: <out>/search/arch.json)")
+    p.add_argument("--baseline", choices=list(BASELINES), help="train a hand-designed peer instead (nni_kws.baselines: "
+                   "published configuration and front end, costed like a searched model)")
     _add_train(p, d)
     p.set_defaults(func=_run_train)
 

@@ -1,0 +1,83 @@
+"""State files of a run (``config.json``, ``result.json``, ``results.json``, ``model.pt``): written
+atomically (temp file + rename, so a half-written file never looks complete) and read back through one
+place whose errors name the file and the way out."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["CorruptStateFile", "jsonable", "write_json", "read_json", "save_torch", "load_torch"]
+
+
+class CorruptStateFile(ValueError):
+    """A state file that cannot be read; the message names it and what to do."""
+
+
+def jsonable(obj: Any) -> Any:
+    """Tensors, numpy values, paths and dataclasses as plain JSON values (NaN → None)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.detach().cpu().tolist())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def _replace_atomically(path: Path, write: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` (made :func:`jsonable`) as indented JSON, atomically."""
+    text = json.dumps(jsonable(data), indent=2) + "\n"
+    return _replace_atomically(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: str | Path, *, expect: type = dict, hint: str = "delete it or start over with --overwrite") -> Any:
+    """Read a JSON state file; a broken or wrongly shaped one is a :class:`CorruptStateFile` naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptStateFile(f"{path}: corrupt ({err}); {hint}") from None
+    if not isinstance(data, expect):
+        raise CorruptStateFile(f"{path}: corrupt (a JSON {type(data).__name__}, expected a {expect.__name__}); {hint}")
+    return data
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically."""
+    return _replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | Path, *, hint: str = "delete it or start over with --overwrite") -> Any:
+    """``torch.load`` on the CPU (weights only); an unreadable file is a :class:`CorruptStateFile` naming it."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a broken file
+        raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                               f"{hint}") from None

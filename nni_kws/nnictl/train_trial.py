@@ -1,0 +1,93 @@
+"""What one NNI trial of the KWS space does: turn a tuner's parameters back into a model, train it,
+report ``val_acc`` after every epoch and finally ``{'default': accuracy, 'params', 'macs',
+'peak_act_kb'}`` (plus ``'latency_ms'`` with a latency table), so the web UI lists accuracy and
+hardware costs per trial. Shared by the ``nnictl`` trial entry (:mod:`nni_kws.nnictl.trial`), the
+one-shot-search trials (:mod:`.darts_trial`) and the multi-trial NAS evaluator (:mod:`.experiment`).
+
+Parameters a tuner may send besides the architecture labels: the training hyper-parameters of
+:data:`TRAIN_PARAMS` and Hyperband's ``TRIAL_BUDGET`` (epochs = budget × ``--epochs-per-budget``).
+Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``), never shipped through NNI.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import nni
+
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.space import build_model, save_arch, space_by_name, validate_arch
+from nni_kws.training import fit, seed_everything
+
+from .costs import arch_costs
+
+__all__ = ["TRAIN_PARAMS", "BUDGET_KEY", "split_parameters", "resolve_data", "run_trial"]
+
+_logger = logging.getLogger(__name__)
+
+#: Training hyper-parameters a search space may add next to the architecture labels.
+TRAIN_PARAMS: dict[str, type] = {"learning_rate": float, "weight_decay": float, "label_smoothing": float,
+                                 "batch_size": int}
+#: Key Hyperband (and BOHB) add to every parameter set.
+BUDGET_KEY = "TRIAL_BUDGET"
+
+
+def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    """Split a tuner's parameters into ``(arch, training kwargs, TRIAL_BUDGET or None)``.
+
+    Raises :class:`~nni_kws.space.InvalidArchitecture` (a ``ValueError``) naming the first bad
+    label: unknown, missing, or a value outside the space of ``preset``.
+    """
+    rest = dict(params)
+    budget = rest.pop(BUDGET_KEY, None)
+    train = {}
+    for key in [k for k in rest if k in TRAIN_PARAMS]:
+        try:
+            train[key] = TRAIN_PARAMS[key](rest.pop(key))
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {key!r} must be a {TRAIN_PARAMS[key].__name__}, got {params[key]!r}") from None
+    arch = validate_arch(space_by_name(preset), rest)
+    return arch, train, (None if budget is None else float(budget))
+
+
+def resolve_data(data: str | os.PathLike | None) -> Path:
+    """The dataset folder: ``data``, else ``$NNI_KWS_DATA``; it must exist (trials never synthesize)."""
+    root = data or os.environ.get("NNI_KWS_DATA")
+    if not root:
+        raise ValueError("no dataset: pass --data DIR or set NNI_KWS_DATA "
+                         "(e.g. the folder printed by `nni-kws data synth`)")
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {path}")
+    return path
+
+
+def run_trial(arch: Mapping[str, Any], *, data: str | os.PathLike, preset: str, epochs: int,
+              batch_size: int = 64, num_workers: int = 0, max_per_class: int | None = None, seed: int = 0,
+              out_dir: str | os.PathLike | None = None, progress: bool = False, lut: str | None = None,
+              model: Any = None, report: bool = True, **train_kw: Any) -> dict[str, float]:
+    """Train ``arch`` (or the given frozen ``model``) on the folder ``data`` and return, and report
+    to NNI when ``report``, ``{'default': val accuracy, **hardware costs}``.
+
+    Intermediate results (``val_acc`` per epoch) are reported by
+    :class:`~nni_kws.training.KwsModule`. Shared by the HPO trial and the multi-trial NAS evaluator.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    seed_everything(seed)
+    if model is None:
+        model = build_model(arch, space_by_name(preset))
+    dm = SpeechCommandsDataModule(data, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                                  max_per_class=max_per_class)
+    metrics = fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, out_dir=out_dir,
+                  progress=progress, report_to_nni=report, **train_kw)
+    result = {"default": float(metrics["val_acc"]), **arch_costs(arch, preset, lut)}
+    if out_dir is not None:
+        space_preset, _, frontend = preset.partition("-")
+        save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend or "raw", metrics=result)
+    if report:
+        nni.report_final_result(result)
+    _logger.info("final result: %s", result)
+    return result

@@ -1,0 +1,165 @@
+"""The options of a run (:class:`PipelineConfig`), how they are stored in ``<out>/config.json`` and
+checked before anything is written."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from nni_kws.cost import CostModel
+from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.paths import shared_data_dir
+from nni_kws.files import read_json
+from nni_kws.space import build_space
+
+__all__ = ["STAGES", "IDENTITY_FIELDS", "CONFIG", "RESULT", "PipelineConfig", "load_config", "check_inputs",
+           "check_feasible", "default_real_test_root"]
+
+STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
+#: Options that define what a run folder holds: changing one needs another ``--out``.
+IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "speakers", "preset", "frontend", "seed",
+                                     "max_per_class")
+RESULT = "result.json"
+CONFIG = "config.json"
+
+
+@dataclass
+class PipelineConfig:
+    """Every option of ``nni-kws run`` (and of ``search``/``train``/``sweep``), with the demo's defaults.
+
+    The defaults keep the whole job on the synthesized data, synthesis included, within the demo's
+    10-minute target on 2 CPU cores (measured: ``benchmarks/results/``, README).
+    """
+
+    out: str = "runs/demo"
+    data: str | None = None  # a local Speech Commands copy; None: the synthesized default dataset
+    # list-defined subsets of --data (one relative path per line): train on train_list (minus a speaker-disjoint
+    # validation part), test on test_list, e.g. the shared dev.txt / heldout.txt protocol
+    train_list: str | None = None
+    test_list: str | None = None
+    speakers: int | None = None  # synthesized dataset: number of voices (None: the data module's default)
+    real_test: str | None = "auto"  # real v2 test folder; "auto": <repo>/../shared/data/gsc-v2-test; None: skip
+    max_per_class: int | None = None
+    preset: str = "small"
+    frontend: str = "raw"
+    strategy: str = "darts"
+    # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
+    max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
+    max_params: float | None = None
+    max_peak_act_kb: float | None = None
+    max_latency_ms: float | None = None
+    allow_over_budget: bool = False  # finish a run whose searched architecture ends over a budget
+    lam: float = 1.0
+    penalty_form: str = "hinge"
+    search_epochs: int = 8
+    train_epochs: int = 40
+    quant_epochs: int = 6
+    init: str = "scratch"  # 'scratch' or 'supernet'
+    lr: float = 0.2  # SGD-Nesterov, cosine (the ICPR recipe); weights of the supernet and of the retrained net
+    arc_lr: float = 0.03  # Adam step of the architecture logits (large: the demo's search is short)
+    batch_size: int = 64
+    quant_method: str = "trained"
+    bits: int = 8
+    weight_budget_bits: float | None = 4.0
+    act_budget_bits: float | None = 4.0
+    latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
+    seed: int = 0
+    workers: int = 0
+    # torch CPU threads (0: torch's default). One: these small 1-D convs gain little from intra-op
+    # threads, and lose several-fold when the cores are shared.
+    threads: int = 1
+    progress: bool = True
+
+    def budgets(self) -> dict[str, float]:
+        """``{budget name: limit}`` (names of :data:`~nni_kws.cost.budgets.BUDGETS`) for the budgets that are set."""
+        return {name: float(getattr(self, budget_option(name))) for name in BUDGETS
+                if getattr(self, budget_option(name)) not in (None, 0, 0.0)}
+
+    def penalty_targets(self) -> dict[str, float]:
+        """``{cost key: target}`` of the budgets in the cost model's units (for resource penalties)."""
+        return {BUDGETS[name].cost_key: limit * BUDGETS[name].scale for name, limit in self.budgets().items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: PipelineConfig | None = None) -> PipelineConfig:
+    """Defaults ⊕ the stored ``<out>/config.json`` ⊕ ``overrides`` (options given on the command line).
+
+    A stored identity option (data, preset, front end, seed, ...) that ``overrides`` changes is an
+    error: the stages already in ``out`` were made with the stored one.
+    """
+    base = base or PipelineConfig()
+    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    stored_path = Path(out) / CONFIG
+    stored: dict[str, Any] = {}
+    if stored_path.is_file():
+        stored = {k: v for k, v in read_json(stored_path).items() if k in fields}
+        for name in IDENTITY_FIELDS:
+            if name in overrides and name in stored and overrides[name] != stored[name]:
+                raise ValueError(f"{out} was made with {name}={stored[name]!r}, not {overrides[name]!r}; "
+                                 "use another --out (or --overwrite)")
+    values = {**dataclasses.asdict(base), **stored, **{k: v for k, v in overrides.items() if k in fields}}
+    values["out"] = str(out)
+    return PipelineConfig(**values)
+
+
+def default_real_test_root() -> Path | None:
+    """The real Speech Commands v2 test folder of the shared data (:func:`~nni_kws.data.paths.shared_data_dir`)."""
+    return shared_data_dir("gsc-v2-test")
+
+
+def check_inputs(cfg: PipelineConfig) -> None:
+    """Fail early, before any folder is written, on missing paths or bad options."""
+    if cfg.data is not None and not Path(cfg.data).expanduser().is_dir():
+        raise FileNotFoundError(f"data folder not found: {cfg.data} (expected a Speech Commands copy in the "
+                                "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
+    if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
+        raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
+    if (cfg.train_list or cfg.test_list) and cfg.data is None:
+        raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
+    if bool(cfg.train_list) != bool(cfg.test_list):
+        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
+    for name in ("train_list", "test_list"):
+        if getattr(cfg, name) and not Path(getattr(cfg, name)).expanduser().is_file():
+            raise FileNotFoundError(f"{name.replace('_', '-')} not found: {getattr(cfg, name)}")
+    if cfg.latency_lut and not Path(cfg.latency_lut).is_file():
+        raise FileNotFoundError(f"latency table not found: {cfg.latency_lut}")
+    if cfg.init not in ("scratch", "supernet"):
+        raise ValueError(f"init must be 'scratch' or 'supernet', got {cfg.init!r}")
+    for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in BUDGETS:
+        value = getattr(cfg, budget_option(name))
+        if value not in (None, 0, 0.0):
+            check_budget(name, value)
+    for name in ("lr", "arc_lr"):
+        value = float(getattr(cfg, name))
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name.replace('_', '-')} must be a positive finite number, got {value}")
+    if not math.isfinite(cfg.lam) or cfg.lam < 0:
+        raise ValueError(f"lambda must be finite and >= 0, got {cfg.lam}")
+    if not (isinstance(cfg.bits, int) and 2 <= cfg.bits <= 8):
+        raise ValueError(f"bits must be an int in 2..8, got {cfg.bits}")
+    for name in ("weight_budget_bits", "act_budget_bits"):
+        value = getattr(cfg, name)
+        if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
+            raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")
+    check_feasible(cfg, CostModel(build_space(cfg.preset, frontend=cfg.frontend)))
+
+
+def check_feasible(cfg: PipelineConfig, cost_model: CostModel) -> None:
+    """Refuse a budget below the cheapest architecture of the space, naming the cheapest value
+    (``latency_ms`` only once ``cost_model`` has a latency table)."""
+    for name, limit in cfg.budgets().items():
+        budget = BUDGETS[name]
+        if name == "latency_ms" and cost_model.lut is None:
+            continue
+        cheapest = cost_model.cheapest(budget.cost_key)[1] / budget.scale
+        if limit < cheapest:
+            raise ValueError(f"--max-{name.replace('_', '-')} {limit:g} is below the cheapest architecture of the "
+                             f"{cfg.preset!r} space ({cfg.frontend} front end): {cheapest:,.6g}; no architecture "
+                             "can meet it")

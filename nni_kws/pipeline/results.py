@@ -1,0 +1,67 @@
+"""``results.json`` of a run: the stages' ``result.json`` records gathered in one file, then rendered
+into ``report.md`` and ``pareto.png`` by :mod:`nni_kws.report`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from nni_kws.cost.budgets import KB
+from nni_kws.files import write_json
+from nni_kws.report import write_report
+
+from .config import PipelineConfig
+
+__all__ = ["device_name", "quant_summary", "assemble_results"]
+
+# stage -> (point kind, row name) of the accuracy-cost points
+_POINTS = (("search", "searched", "searched (supernet weights)"), ("train", "retrained", "retrained (float)"),
+           ("quantize", "quantized", "quantized"))
+
+
+def device_name() -> str:
+    """The device the run used, for the records."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def quant_summary(report: Mapping[str, Any], float_costs: Mapping[str, float]) -> dict[str, Any]:
+    """The quantize stage's record from the quantizer's report (keys of :mod:`nni_kws.quant.report`)."""
+    after = {name: acc.get("after") for name, acc in report.get("accuracy", {}).items()}
+    return {"costs": {**float_costs, "weight_kb": float(report["size_bytes"]) / KB}, "report": dict(report),
+            "bits_weight": report.get("avg_bits_per_weight"), "bits_act": report.get("avg_bits_per_activation"),
+            "val_acc": after.get("val"), "test_acc": after.get("test"), "real_test_acc": after.get("real_test")}
+
+
+def assemble_results(cfg: PipelineConfig, stages: Mapping[str, Mapping[str, Any] | None], data: Mapping[str, Any],
+                     timings_included: Mapping[str, float | None], out: Path) -> dict[str, Any]:
+    """Write ``results.json``, ``report.md`` and ``pareto.png`` of the completed ``stages`` into ``out``."""
+    start = time.perf_counter()
+    points = [{"name": name, "kind": kind, "costs": res.get("costs", {}), "test_acc": res.get("test_acc"),
+               "real_test_acc": res.get("real_test_acc"), "val_acc": res.get("val_acc"),
+               "bits_weight": res.get("bits_weight"), "bits_act": res.get("bits_act")}
+              for stage, kind, name in _POINTS if (res := stages.get(stage))]
+    searched, trained, quant = stages.get("search"), stages.get("train"), stages.get("quantize") or {}
+    results = {
+        "config": cfg.to_json(), "device": device_name(),
+        "arch": next((res["arch"] for res in (trained, searched) if res), None), "data": dict(data),
+        "search": searched and {k: v for k, v in searched.items() if k not in ("history", "data")},
+        "float": trained and {k: v for k, v in trained.items() if k != "data"},
+        "quant": quant and {**{k: v for k, v in quant.items() if k != "report"},
+                            "layers": list(quant.get("report", {}).get("layers", []))},
+        "quant_report": quant.get("report"),
+        "points": points, "timings_s": {s: res["seconds"] for s, res in stages.items() if res},
+        # parts of the stage times above (not added to the total): data loading/synthesis in this
+        # process, measuring the latency table
+        "timings_included_s": dict(timings_included),
+    }
+    write_report(results, out)
+    results["timings_s"]["report"] = time.perf_counter() - start
+    results["timings_s"]["total"] = sum(v for v in results["timings_s"].values() if v)
+    write_json(out / "results.json", results)
+    write_report(results, out)  # again, with the report's own time in the table
+    return results

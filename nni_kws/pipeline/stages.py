@@ -1,0 +1,409 @@
+"""The stages of a run: search → retrain → quantize → report, resumable stage by stage.
+
+Each stage writes everything it produces under ``<out>/<stage>/`` and, last, a ``result.json``; a
+stage whose ``result.json`` exists is complete and is skipped on ``resume``. An interrupted stage
+resumes from its per-epoch checkpoint (search: ``run_search(resume=True)``; train: Lightning's
+``last.ckpt``; quantize restarts). The run's options are stored in ``<out>/config.json`` so
+``--resume`` (or a later stage in the same folder) reuses them.
+
+The report stage always runs again (it is cheap) and writes ``results.json``, ``report.md`` and
+``pareto.png`` at the top of ``<out>`` (:mod:`nni_kws.pipeline.results`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from nni_kws.baselines import build_baseline
+from nni_kws.cost import CostModel, LatencyTable
+from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.counter import count_costs
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.synth import ensure_default_dataset
+from nni_kws.files import jsonable, load_torch, read_json, save_torch, write_json
+from nni_kws.quant import quantize_model
+from nni_kws.search.oneshot import run_search
+from nni_kws.search.penalty import ResourcePenalty
+from nni_kws.space import build_model, build_space, save_arch, validate_arch
+from nni_kws.space.mixed_ops import derive_model
+from nni_kws.training import accuracy, fit, seed_everything
+
+from .config import CONFIG, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs, default_real_test_root
+from .results import assemble_results, quant_summary
+
+__all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
+           "torch_threads"]
+
+log = logging.getLogger(__name__)
+
+
+def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
+    """The stored result of a completed stage, or None."""
+    path = Path(out) / stage / RESULT
+    return read_json(path) if path.is_file() else None
+
+
+class OverBudget(ValueError):
+    """The searched architecture exceeds a budget (the run stops unless ``allow_over_budget``)."""
+
+    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
+
+
+def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
+    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
+    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Pipeline:
+    """One run folder: lazily built data, space and cost model shared by the stages.
+
+    ``data_module`` may be passed in to share loaded (cached) audio between the runs of a sweep.
+    """
+
+    def __init__(self, cfg: PipelineConfig, *, data_module: Any = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self._dm = data_module
+        self._data_info: dict[str, Any] | None = None
+        self._lut: Any = None
+        self.timings: dict[str, float] = {}
+
+    # ---- shared resources -------------------------------------------------------------------
+    @property
+    def data_module(self) -> Any:
+        """The :class:`SpeechCommandsDataModule` (synthesizing the default data on first use)."""
+        if self._dm is None:
+            start = time.perf_counter()
+            self._dm = make_data_module(self.cfg)
+            self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
+        return self._dm
+
+    def loader(self, split: str) -> Any:
+        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use)."""
+        dm = self.data_module
+        start = time.perf_counter()
+        result = getattr(dm, f"{split}_dataloader")()
+        self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
+        return result
+
+    @property
+    def has_real_test(self) -> bool:
+        return getattr(self.data_module, "real_test_root", None) is not None
+
+    def data_info(self, include_real: bool = True) -> dict[str, Any]:
+        """Where the data came from and the split sizes (for results.json); ``include_real``
+        counts the real test set (loading it, when not loaded yet)."""
+        if self._data_info is None or (include_real and "n_real_test" not in self._data_info
+                                       and self.data_module.real_test_root):
+            dm = self.data_module
+            info: dict[str, Any] = {"root": str(dm.root), "synthetic": self.cfg.data is None,
+                                    "train_list": self.cfg.train_list, "test_list": self.cfg.test_list,
+                                    "real_test_root": str(dm.real_test_root) if dm.real_test_root else None}
+            for key, subset in (("n_train", "training"), ("n_val", "validation"), ("n_test", "testing")):
+                info[key] = len(dm.dataset(subset))
+            if dm.real_test_root and include_real:
+                info["n_real_test"] = len(dm.dataset("real_test"))
+            self._data_info = info
+        return self._data_info
+
+    def space(self) -> nn.Module:
+        """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
+        coarse = {"coarse": True} if self.cfg.strategy == "proxyless" else {}  # whole-block LayerChoices
+        return build_space(self.cfg.preset, frontend=self.cfg.frontend, **coarse)
+
+    def latency_table(self) -> LatencyTable:
+        """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
+
+        Measured with single-thread CPU time per call (``clock='cpu'``), which background load on
+        a shared machine does not inflate; ``nni-kws profile`` makes wall-clock tables for a device.
+        """
+        if self._lut is None:
+            path = Path(self.cfg.latency_lut) if self.cfg.latency_lut else self.out / "profile" / "latency.json"
+            if path.is_file() or self.cfg.latency_lut:
+                self._lut = LatencyTable.load(path)
+            else:
+                start = time.perf_counter()
+                log.info("measuring a latency table of the %s space (%s front end)", self.cfg.preset, self.cfg.frontend)
+                self._lut = LatencyTable.measure(self.space(), repeats=20, rounds=2, calibration=3, clock="cpu",
+                                                 progress=False)
+                self._lut.save(path)
+                write_json(path.parent / RESULT, {"entries": len(self._lut.entries), "clock": "cpu",
+                                                  "seconds": time.perf_counter() - start})
+        return self._lut
+
+    def cost_model(self) -> CostModel:
+        """A :class:`CostModel` of a fresh space with the run's latency table."""
+        return CostModel(self.space(), lut=self.latency_table(), fallback="macs")
+
+    def costs(self, arch: Mapping[str, Any]) -> dict[str, float]:
+        """Exact hardware costs of ``arch``, plus weights and peak activations in kB."""
+        return with_kb({k: float(v) for k, v in self.cost_model().exact(dict(arch)).items() if v is not None})
+
+    def evaluate(self, model: nn.Module, *, real: bool = True) -> dict[str, float | None]:
+        """Accuracy on the (synthesized) test split and, when available, on the real test set."""
+        model = model.to(_device())
+        res: dict[str, float | None] = {"test_acc": accuracy(model, self.loader("test"))}
+        res["real_test_acc"] = accuracy(model, self.loader("real_test")) if real and self.has_real_test else None
+        return res
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def prepare(self, stages: Sequence[str], *, resume: bool, overwrite: bool) -> None:
+        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config."""
+        done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
+        if overwrite:
+            for stage in (*STAGES[:-1], "profile"):
+                shutil.rmtree(self.out / stage, ignore_errors=True)
+            for name in (CONFIG, "results.json", "report.md", "pareto.png"):
+                (self.out / name).unlink(missing_ok=True)
+        elif not resume:
+            again = [s for s in stages if s in done]
+            started = [s for s in stages if s != "report" and (self.out / s).is_dir() and s not in done]
+            if again or started:
+                which = ", ".join([f"{s} (complete)" for s in again] + [f"{s} (started)" for s in started])
+                raise ValueError(f"{self.out} already holds stage {which}; pass --resume to continue, "
+                                 "--overwrite to start over, or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / CONFIG, self.cfg.to_json())
+
+    def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool) -> dict[str, Any]:
+        """Run ``body(stage_dir)`` unless the stage is complete; store its result with its wall time."""
+        done = stage_done(self.out, stage)
+        if done is not None and resume:
+            log.info("stage %s: already complete in %s, skipped", stage, self.out / stage)
+            return done
+        stage_dir = self.out / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(self.cfg.seed)
+        log.info("stage %s: starting (outputs in %s)", stage, stage_dir)
+        start = time.perf_counter()
+        result = body(stage_dir)
+        result["seconds"] = time.perf_counter() - start
+        write_json(stage_dir / RESULT, result)
+        log.info("stage %s: done in %.1f s", stage, result["seconds"])
+        return read_json(stage_dir / RESULT)
+
+    # ---- stages ------------------------------------------------------------------------------
+    def search(self, *, resume: bool = False) -> dict[str, Any]:
+        """Stage 1: one-shot hardware-aware search; writes ``search/arch.json`` and the inherited weights.
+
+        A searched architecture over a budget is recorded (``over_budget`` in ``result.json``) and, unless
+        ``allow_over_budget``, stops the run with :class:`OverBudget` after the stage is stored.
+        """
+        result = self._stage("search", lambda d: self._search(d, resume), resume=resume)
+        if result.get("over_budget"):
+            text = describe_over_budget(result["over_budget"])
+            if not self.cfg.allow_over_budget:
+                raise OverBudget(f"the searched architecture is over budget: {text} ({self.out / 'search' / RESULT}); "
+                                 "raise --lambda or the search epochs, or continue with --resume --allow-over-budget")
+            log.warning("the searched architecture is over budget: %s (accepted: --allow-over-budget)", text)
+        return result
+
+    def penalties(self) -> list[ResourcePenalty]:
+        """One :class:`ResourcePenalty` per budget that is set (weight λ, the configured form)."""
+        return [ResourcePenalty(resource, target, self.cfg.lam, self.cfg.penalty_form)
+                for resource, target in self.cfg.penalty_targets().items()]
+
+    def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
+        cfg, space = self.cfg, self.space()
+        check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
+        result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
+                            epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
+                            out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
+                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr)
+        arch = validate_arch(self.space(), result.arch)
+        costs = self.costs(arch)
+        budgets, metrics = cfg.budgets(), metric_costs(costs)
+        over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
+        save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
+        inherited = derive_model(self.space(), arch, result.supernet)
+        save_torch(inherited.state_dict(), stage_dir / "init_weights.pt")
+        acc = self.evaluate(inherited, real=False)
+        return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over, "probs": result.probs,
+                "history": result.history, **acc, "data": self.data_info(include_real=False)}
+
+    def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it;
+        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
+        if baseline is not None:
+            build_baseline(baseline)  # an unknown name fails before anything runs
+            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume)
+        if arch is None:
+            searched = stage_done(self.out, "search")
+            if searched is None:
+                raise FileNotFoundError(f"no searched architecture in {self.out / 'search'}; run `nni-kws search` "
+                                        "first or pass --arch FILE")
+            arch = searched["arch"]
+        arch = validate_arch(self.space(), arch)
+        return self._stage("train", lambda d: self._train(d, arch, resume), resume=resume)
+
+    def _initial_model(self, arch: dict[str, Any]) -> nn.Module:
+        model = build_model(arch, self.space())
+        if self.cfg.init == "supernet":
+            searched = stage_done(self.out, "search")
+            weights = self.out / "search" / "init_weights.pt"
+            if searched is None or not weights.is_file():
+                raise FileNotFoundError(f"--init supernet needs a completed search in {self.out / 'search'}")
+            if searched["arch"] != arch:
+                raise ValueError("--init supernet needs the searched architecture; this --arch differs from "
+                                 f"{self.out / 'search' / 'arch.json'}")
+            model.load_state_dict(load_torch(weights))
+        return model
+
+    def _train(self, stage_dir: Path, arch: dict[str, Any] | None, resume: bool,
+               baseline: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        if baseline is not None:
+            model = build_baseline(baseline)
+        else:
+            save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
+            model = self._initial_model(arch)
+        weights = stage_dir / "model.pt"
+        if resume and weights.is_file():  # trained, interrupted during evaluation
+            model.load_state_dict(load_torch(weights))
+            metrics = read_json(stage_dir / "train_metrics.json")
+        else:
+            metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
+                          out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr)
+            save_torch(model.state_dict(), weights)
+        if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
+            costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
+        else:
+            costs = self.costs(arch)
+        acc = self.evaluate(model)
+        peer = {"baseline": baseline} if baseline is not None else {}
+        return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
+                "epochs": cfg.train_epochs, "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
+
+    def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
+        """The architecture and float weights of the completed train stage."""
+        trained = stage_done(self.out, "train")
+        if trained is None:
+            raise FileNotFoundError(f"no trained model in {self.out / 'train'}; run `nni-kws train` first")
+        if trained.get("baseline"):
+            raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
+                             "quantizes searched architectures only")
+        model = build_model(trained["arch"], self.space())
+        model.load_state_dict(load_torch(self.out / "train" / "model.pt",
+                                         hint="delete the train folder and run again with --resume"))
+        return trained["arch"], model
+
+    def quantize(self, *, resume: bool = False) -> dict[str, Any]:
+        """Stage 3: quantization-aware fine-tuning with learned (or fixed) bit-widths, then evaluation."""
+        return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume)
+
+    def _quantize(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
+        """Fine-tune with quantizers (an interrupted quantization restarts)."""
+        cfg = self.cfg
+        arch, model = self.trained_model()
+        trained = stage_done(self.out, "train") or {}
+        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"), "real_test": trained.get("real_test_acc")}
+        extra = {"real_test": self.loader("real_test")} if self.has_real_test else {}
+        learned = cfg.quant_method == "trained"  # bit budgets only steer learned bit-widths; 0 switches one off
+        budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),
+                                                               ("act_budget_bits", cfg.act_budget_bits))}
+        kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, **budget, epochs=cfg.quant_epochs,
+                                      out_dir=stage_dir,
+                                      test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
+                                      float_accuracy={k: v for k, v in known.items() if v is not None})
+        qres = quantize_model(model.to(_device()), self.loader("train"), self.loader("val"), **kwargs)
+        return {"arch": arch, "method": cfg.quant_method, "onnx": str(qres.onnx_path) if qres.onnx_path else None,
+                **quant_summary(jsonable(qres.report), self.costs(arch))}
+
+    def report(self) -> dict[str, Any]:
+        """Stage 4: gather the stages into ``results.json``, ``report.md`` and ``pareto.png``."""
+        stages = {s: stage_done(self.out, s) for s in STAGES[:-1]}
+        data = next((res["data"] for res in (stages["train"], stages["search"]) if res and res.get("data")), None)
+        included = {"data_loading": self.timings.get("data"),
+                    "latency_profile": (stage_done(self.out, "profile") or {}).get("seconds")}
+        return assemble_results(self.cfg, stages, data or self.data_info(), included, self.out)
+
+
+def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
+    """The data module of a run: ``cfg.data`` or the synthesized default dataset."""
+    if cfg.data is not None:
+        root = Path(cfg.data).expanduser()
+    else:
+        root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
+    real = cfg.real_test
+    if real == "auto" and cfg.train_list:
+        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
+    elif real == "auto":
+        real_root = default_real_test_root()
+        if real_root is None:
+            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
+    elif real:
+        real_root = Path(real).expanduser()
+        if not real_root.is_dir():
+            raise FileNotFoundError(f"real test folder not found: {real_root}")
+    else:
+        real_root = None
+    lists: dict[str, Any] = {}
+    if cfg.train_list:
+        if real_root is not None and real_root.resolve() == root.resolve():
+            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
+        noise = root / BACKGROUND_NOISE_DIR
+        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
+                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
+    return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
+                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
+
+
+def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
+                 overwrite: bool = False, arch: Mapping[str, Any] | None = None,
+                 data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
+    """Run ``stages`` (in order) in ``cfg.out``; returns ``{stage: result}`` (the report's results.json dict).
+
+    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture;
+    ``baseline`` (a name of :data:`nni_kws.baselines.BASELINES`) makes it train that peer.
+    """
+    stages = [s for s in STAGES if s in set(stages)]
+    check_inputs(cfg)
+    pipe = Pipeline(cfg, data_module=data_module)
+    pipe.prepare(stages, resume=resume, overwrite=overwrite)
+    with torch_threads(cfg.threads):
+        return _run_stages(pipe, stages, resume, arch, baseline)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block (0: leave torch's default)."""
+    old = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,
+                baseline: str | None = None) -> dict[str, Any]:
+    cfg = pipe.cfg
+    total = time.perf_counter()
+    out: dict[str, Any] = {}
+    for i, stage in enumerate(stages, 1):
+        log.info("=== [%d/%d] %s (elapsed %.0f s) ===", i, len(stages), stage, time.perf_counter() - total)
+        if stage == "search":
+            out[stage] = pipe.search(resume=resume)
+        elif stage == "train":
+            out[stage] = pipe.train(arch, baseline=baseline, resume=resume)
+        elif stage == "quantize":
+            out[stage] = pipe.quantize(resume=resume)
+        else:
+            out[stage] = pipe.report()
+    log.info("=== done in %.0f s: %s ===", time.perf_counter() - total, cfg.out)
+    return out
