@@ -47,7 +47,12 @@ CONFIGS: dict[str, tuple[dict[str, Any], TrainAugment]] = {
     "room_channel": ({"room": 0.5, "channel": 0.5}, TrainAugment()),
     "speed": ({"speed": (0.88, 1.12)}, TrainAugment()),
     "masking": ({}, TrainAugment(**MASKS)),
-    "all": (dict(PRESETS["demo"]), TrainAugment(**SNR, **MASKS)),  # the 'demo' synthesis preset
+    "all": ({"flite_speakers": 100, "test_fraction": 0.2, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
+             "recorded_noise": "shared"}, TrainAugment(**SNR, **MASKS)),
+    # combinations of the ingredients that helped alone (flite, speed) and the acoustics
+    "flite_speed": ({"flite_speakers": 100, "speed": (0.88, 1.12)}, TrainAugment()),
+    "all_but_noise_masks": ({"flite_speakers": 100, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
+                             "test_fraction": 0.2}, TrainAugment()),
     "full_preset": (dict(PRESETS["full"]), TrainAugment(**SNR, **MASKS)),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,7 +99,7 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     preds, labels = predict(model, torch.utils.data.DataLoader(real["full"], batch_size=256))
     correct = dict(zip(real["full"].files, (preds == labels).tolist()))
     held = [correct[f] for f in real["heldout"] if f in correct]
-    res = {"config": name, "seed": seed, "synth_params": manifest["params"],
+    res = {"config": name, "seed": seed, "epochs": args.epochs, "synth_params": manifest["params"],
            "augmentation": dataclasses.asdict(augmentation),
            "clips": manifest["counts"]["clips"], "speakers_by_engine": manifest["counts"]["speakers_by_engine"],
            "train_items": len(dm.dataset("training")), "synth_test_items": len(dm.dataset("testing")),
@@ -109,10 +114,11 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
 
 
 def _table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| configuration | seed | clips | synth test | real test (4,890) | heldout | synth s | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | seed | epochs | clips | synth test | real test (4,890) | heldout | synth s | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| {r['config']} | {r['seed']} | {r['clips']} | {100 * r['synth_test_acc']:.1f} % | "
+        lines.append(f"| {r['config']} | {r['seed']} | {r.get('epochs', '')} | {r['clips']} | "
+                     f"{100 * r['synth_test_acc']:.1f} % | "
                      f"{100 * r['real_test_acc']:.1f} % | {100 * r['heldout_acc']:.1f} % | "
                      f"{r['synth_seconds']:.0f}{' (cached)' if r['synth_cached'] else ''} | {r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of the synthesized datasets (kept between runs)")
     p.add_argument("--out", default=str(RESULTS / "sim_to_real.json"))
     p.add_argument("--quick", action="store_true", help="tiny data and 1 epoch: a smoke test in seconds")
+    p.add_argument("--append", action="store_true", help="keep the runs already in --out and add these")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for name in ("lightning", "pytorch_lightning", "nni"):
@@ -169,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(tmp) if args.quick else Path(args.cache)
         real = _real_sets(args.quick, Path(tmp))
         start, runs = time.monotonic(), []
+        if args.append and out.is_file():
+            old = json.loads(out.read_text())
+            runs = [{"epochs": old.get("epochs"), **r} for r in old["runs"]]
+            start -= 60 * old.get("wall_minutes", 0)
         for seed in (int(s) for s in args.seeds.split(",")):
             for name in configs:
                 runs.append(run_config(name, seed, args, real, cache))
