@@ -108,7 +108,8 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple
 
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
     """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
-    common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet)
+    common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
+                  input_bits=args.input_bits or None)
     if method == "learned":
         return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits, **common)
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
@@ -159,14 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny model, few clips)")
     p.add_argument("--float-epochs", type=int, default=25, help="pre-training epochs on synthesized speech (0: none)")
     p.add_argument("--float-lr", type=float, default=0.05)
-    p.add_argument("--dev-epochs", type=int, default=15, help="float fine-tuning epochs on dev")
+    p.add_argument("--dev-epochs", type=int, default=10, help="float fine-tuning epochs on dev")
     p.add_argument("--dev-lr", type=float, default=0.02)
-    p.add_argument("--quant-epochs", type=int, default=8, help="quantization-aware fine-tuning epochs")
-    p.add_argument("--tune-epochs", type=int, default=4, help="epochs of the learning-rate tuning runs")
-    p.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
+    p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
-    p.add_argument("--budgets", type=float, nargs="*", default=[8, 6, 4, 3, 2.5], help="learned: bit budgets")
-    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 6, 4, 3, 2], help="QAT/LSQ bit-widths")
+    p.add_argument("--input-bits", type=int, default=0,
+                   help="bits of the raw waveform at the first layer (default 0: float, the microphone's 16-bit PCM)")
+    p.add_argument("--budgets", type=float, nargs="*", default=[8, 4, 3, 2.5], help="learned: bit budgets")
+    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 4, 3, 2], help="QAT/LSQ bit-widths")
     p.add_argument("--fixed", nargs="*", default=list(FIXED), choices=list(FIXED), help="fixed quantizers")
     p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
@@ -236,7 +239,8 @@ def benchmark(args: argparse.Namespace) -> int:
                   "heldout": len(data.dataset("testing"))},
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "tune_epochs", "lrs", "distill", "budgets",
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "tune_epochs", "lrs", "distill", "input_bits",
+                                                  "budgets",
                                                   "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
                                                   "val_fraction", "threads")},
         "definitions": DEFINITIONS,
@@ -261,17 +265,34 @@ def benchmark(args: argparse.Namespace) -> int:
     save()
 
     # 2. The curve; 3. the seeds of the verdict.
-    plan = [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
-                                                                *[(f, args.fixed_bits) for f in args.fixed]]
-            for b in bits]
-    plan += [(m, b, s) for s in args.seeds for m, b in (("learned", 4), ("learned", 3), ("lsq", 4))
-             if (m, b, s) not in plan and (m == "learned" or m in args.fixed)]
+    # Verdict runs first (so an interrupted benchmark still has them), then the rest of the curve.
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3)) if m == "learned" or m in args.fixed]
+    plan = [(m, b, s) for s in args.seeds for m, b in verdict_runs]
+    plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
+                                                                 *[(f, args.fixed_bits) for f in args.fixed]]
+             for b in bits if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
     for method, bits, seed in plan:
         rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
-        result["runs"] = rows
+        result["runs"], result["verdict"] = rows, verdict(rows, args)
         save()
 
+    result["verdict"] = verdict(rows, args)
+    result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
+    save()
+    for r in rows:
+        if "diverged" in r:
+            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
+            continue
+        print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
+              f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
+              f"drop {r['drop_points_heldout']:+.2f}")
+    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: v for k, v in result['verdict'].items() if k in ('drop_pts_at_4bits', 'drop_pts_at_3bits', 'fixed_lsq_drop_pts_at_4bits')})} -> {out}")
+    return 0
+
+
+def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve."""
     learned4, learned3, lsq4 = mean_drop(rows, "learned", 4), mean_drop(rows, "learned", 3), mean_drop(rows, "lsq", 4)
     curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
     beats = {}
@@ -285,7 +306,7 @@ def benchmark(args: argparse.Namespace) -> int:
             beats[str(r["bits"])] = {"learned": r["accuracy"]["heldout"], "lsq": best["accuracy"]["heldout"],
                                      "lsq_bits": best["bits"],
                                      "learned_better": r["accuracy"]["heldout"] > best["accuracy"]["heldout"]}
-    result["verdict"] = {
+    return {
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
         "fixed_lsq_drop_pts_at_4bits": lsq4 and lsq4["mean"],
         "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4},
@@ -297,17 +318,6 @@ def benchmark(args: argparse.Namespace) -> int:
         "definition": "heldout accuracy points, float minus quantized, mean over seeds; a run counts only if both "
                       "average bits per weight and per activation are <= the stated bits",
     }
-    result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
-    save()
-    for r in rows:
-        if "diverged" in r:
-            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
-            continue
-        print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
-              f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
-              f"drop {r['drop_points_heldout']:+.2f}")
-    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: v for k, v in result['verdict'].items() if k in ('drop_pts_at_4bits', 'drop_pts_at_3bits', 'fixed_lsq_drop_pts_at_4bits')})} -> {out}")
-    return 0
 
 
 def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) -> DataLoader:
