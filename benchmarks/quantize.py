@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
     p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--tuned-from", help="reuse the learning rates tuned by an earlier run (its JSON)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
     p.add_argument("--input-bits", type=int, default=0,
                    help="bits of the raw waveform at the first layer (default 0: float, the microphone's 16-bit PCM)")
@@ -254,23 +255,31 @@ def benchmark(args: argparse.Namespace) -> int:
 
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
     tuned: dict[str, Any] = {}
+    previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
     for method in ["learned", *args.fixed]:
+        if method in previous:  # tuned by an earlier (interrupted) run of the same benchmark
+            tuned[method] = previous[method]
+            continue
         data = real_data(args, args.seed)
         seed_everything(args.seed)
         kwargs = {**quantize_kwargs(method, 4, args), "epochs": args.tune_epochs}
         best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), args.lrs, **kwargs)
         tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
         logging.info("%s: tuned lr %s (%s)", method, best, scores)
+        result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+        save()
     result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
     save()
 
     # 2. The curve; 3. the seeds of the verdict.
-    # Verdict runs first (so an interrupted benchmark still has them), then the rest of the curve.
+    # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
+    # interrupted benchmark still has a verdict and a curve).
     verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3)) if m == "learned" or m in args.fixed]
-    plan = [(m, b, s) for s in args.seeds for m, b in verdict_runs]
+    plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
                                                                  *[(f, args.fixed_bits) for f in args.fixed]]
              for b in bits if (m, b, s) not in plan]
+    plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
     for method, bits, seed in plan:
         rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
