@@ -68,11 +68,11 @@ class Settings:
     budgets: tuple[float, ...] = (6.5e6, 8.5e6)
     strategies: tuple[str, ...] = ("gumbel-hard", "darts")
     darts_budgets: str = "first"  # 'first' or 'all': where the mixture-DARTS comparison runs
-    search_epochs: int = 6
-    warmup_epochs: int = 2
-    spos_epochs: int = 6
-    epochs: int = 4  # standalone training of every model
-    random: int = 8  # random architectures per budget
+    search_epochs: int = 4
+    warmup_epochs: int = 1
+    spos_epochs: int = 4
+    epochs: int = 3  # standalone training of every model
+    random: int = 6  # random architectures per budget
     seeds: tuple[int, ...] = (0,)
     lam: float = 10.0
     lr: float = 0.2
