@@ -6,7 +6,8 @@ one-shot-search trials (:mod:`.darts_trial`) and the multi-trial NAS evaluator (
 
 Parameters a tuner may send besides the architecture labels: the training hyper-parameters of
 :data:`TRAIN_PARAMS` and Hyperband's ``TRIAL_BUDGET`` (epochs = budget × ``--epochs-per-budget``).
-Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``), never shipped through NNI.
+Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``, else the synthesized default dataset),
+never shipped through NNI.
 """
 from __future__ import annotations
 
@@ -52,15 +53,20 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
     return arch, train, (None if budget is None else float(budget))
 
 
-def resolve_data(data: str | os.PathLike | None) -> Path:
-    """The dataset folder: ``data``, else ``$NNI_KWS_DATA``; it must exist (trials never synthesize)."""
+def resolve_data(data: str | os.PathLike | None, *, speakers: int | None = None) -> Path:
+    """The dataset folder: ``data``, else ``$NNI_KWS_DATA`` (either must exist), else the synthesized
+    default dataset, as ``nni-kws run`` uses it: made once (``speakers`` speakers, default 100) under
+    a lock that concurrent trials share, then reused from the cache."""
     root = data or os.environ.get("NNI_KWS_DATA")
     if not root:
-        raise ValueError("no dataset: pass --data DIR or set NNI_KWS_DATA "
-                         "(e.g. the folder printed by `nni-kws data synth`)")
+        from nni_kws.data.cache import shared_default_dataset
+
+        _logger.info("no --data and no $NNI_KWS_DATA: using the synthesized default dataset")
+        return shared_default_dataset(progress=False, **({} if speakers is None else {"speakers": speakers}))
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {path}")
+        source = "--data" if data else "$NNI_KWS_DATA"
+        raise FileNotFoundError(f"dataset folder not found: {path} ({source})")
     return path
 
 
