@@ -217,6 +217,12 @@ class Pipeline:
         return [ResourcePenalty(resource, target, self.cfg.lam, self.cfg.penalty_form)
                 for resource, target in self.cfg.penalty_targets().items()]
 
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """Schedule options of the differentiable strategies (``random`` trains weights only)."""
+        if self.cfg.strategy == "random":
+            return {}
+        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
         check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
@@ -224,7 +230,7 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
-                            strategy_kwargs={"warmup_epochs": cfg.warmup_epochs})
+                            strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
         budgets, metrics = cfg.budgets(), metric_costs(costs)
