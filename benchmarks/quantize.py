@@ -28,9 +28,13 @@ from typing import Any
 
 import torch
 
+from torch.utils.data import DataLoader
+
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.gsc import SpeechCommandsTestFolder
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, onnx_agreement, prepare_model, quantize_model
+from nni_kws.quant.sensitivity import layer_sensitivity, ptq_quantizer, agreement
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -40,6 +44,94 @@ ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e"
         "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
 PRESET = "small"
 REAL_TEST = "/work/shared/data/gsc-v2-test"
+SPLITS = "/work/shared/data/gsc-v2-test-splits"
+
+
+def listed_loader(root: str, list_file: str, batch_size: int) -> DataLoader:
+    """Loader over the clips of ``root`` named in ``list_file`` (until the list-defined loader lands on main)."""
+    keep = set(Path(list_file).read_text().split())
+    ds = SpeechCommandsTestFolder(root)
+    ds._items = [it for it in ds._items if str(Path(it[0]).relative_to(root)) in keep]
+    if len(ds) != len(keep):
+        raise ValueError(f"{list_file}: {len(keep) - len(ds)} listed clips are missing from {root}")
+    ds.preload()
+    return DataLoader(ds, batch_size=batch_size)
+
+
+SENSITIVITY_RUNS = {  # name: quantize_model overrides of the base recipe (learned bits, 4-bit budgets)
+    "base": {},
+    "epochs x2.5": {"epochs": "long"},
+    "lr 1e-3": {"lr": 1e-3},
+    "lr 1e-2": {"lr": 1e-2},
+    "qparam lr x1": {"qparam_lr_scale": 1.0},
+    "qparam lr x100": {"qparam_lr_scale": 100.0},
+    "range init max": {"range_init": "max"},
+    "fold BN": {"fold_bn": True},
+    "float input": {"input_bits": None},
+    "no distillation": {"distill": 0.0},
+}
+
+
+def sensitivity(args: argparse.Namespace) -> int:
+    """Where the accuracy goes: PTQ per layer/target and fine-tuning recipe variants, on real ``dev`` clips."""
+    start = time.monotonic()
+    root = ensure_default_dataset(progress=not args.quiet)
+    data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
+    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256)
+    model, training = float_model(args, data)
+    prepared = prepare_model(model)
+    example = next(iter(data.train_dataloader()))[0]
+    result: dict[str, Any] = {"benchmark": "quantize-sensitivity", "preset": PRESET, "arch": ARCH,
+                              "float_training": training, "eval_set": "real gsc-v2-test dev split (2,656 clips)"}
+    result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
+    float_acc = agreement(prepared, dev)
+    result["ptq_range_init"] = {
+        init: {b: agreement(ptq_quantizer(prepared, example, b, {
+            layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}, init).bound_model, dev)["accuracy"] for b in (8, 6, 4)}
+        for init in ("mse", "max", "percentile")}
+    folded = prepare_model(model, fold_bn=True)
+    result["ptq_fold_bn"] = {
+        b: agreement(ptq_quantizer(folded, example, b, {layer: ["weight"] for layer in result["ptq"]["layers"]}
+                                   ).bound_model, dev)["accuracy"] for b in (8, 6, 4, 3)}
+    result["ptq_fold_bn"]["float"] = float_acc["accuracy"]
+    _write(result, args.out)
+    runs = {}
+    for name, override in SENSITIVITY_RUNS.items():
+        if args.only and name not in args.only:
+            continue
+        kwargs = dict(method="trained", bits=8, weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget,
+                      epochs=args.quant_epochs, lr=args.quant_lr, distill=args.distill, progress=not args.quiet)
+        kwargs.update(override)
+        if kwargs["epochs"] == "long":
+            kwargs["epochs"] = round(2.5 * args.quant_epochs)
+        seed_everything(args.seed)
+        t = time.monotonic()
+        try:
+            report = quantize_model(model, data.train_dataloader(), data.val_dataloader(),
+                                    extra_loaders={"dev": dev}, **kwargs).report
+        except TrainingDiverged as err:
+            runs[name] = {"override": override, "diverged": str(err)}
+            continue
+        runs[name] = {"override": override, "accuracy": report["accuracy"],
+                      "drop_points_dev": round(100 * (report["accuracy"]["dev"]["before"]
+                                                      - report["accuracy"]["dev"]["after"]), 2),
+                      "avg_bits_per_weight": report["avg_bits_per_weight"],
+                      "avg_bits_per_activation": report["avg_bits_per_activation"],
+                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")] for row in report["layers"]},
+                      "time_s": round(time.monotonic() - t, 1)}
+        logging.info("%s: %s", name, {k: v for k, v in runs[name].items() if k != "layers"})
+        result["qat"] = runs
+        _write(result, args.out)
+    result["settings"] = {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "distill", "weight_budget",
+                                                       "act_budget", "batch_size", "threads", "seed")}
+    result["total_s"] = round(time.monotonic() - start, 1)
+    _write(result, args.out)
+    return 0
+
+
+def _write(result: dict[str, Any], out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def float_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -95,9 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse the float model saved under --work")
     p.add_argument("--out", default="benchmarks/results/quantize.json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sensitivity", action="store_true", help="where the accuracy goes (PTQ per layer, recipes)")
+    p.add_argument("--ptq-bits", type=int, nargs="*", default=[4, 3, 2])
+    p.add_argument("--only", nargs="*", help="sensitivity: run only these recipe variants")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
+    if args.sensitivity:
+        if args.out == p.get_default("out"):
+            args.out = "benchmarks/results/quantize_sensitivity.json"
+        return sensitivity(args)
     start = time.monotonic()
 
     root = ensure_default_dataset(progress=not args.quiet)

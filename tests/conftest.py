@@ -101,7 +101,9 @@ def tiny_gsc(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_test_root() -> Path:
     """The real pre-split Speech Commands v2 test folder (4890 clips); skips the test if absent."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsc-v2-test"
-    if not root.is_dir():
-        pytest.skip(f"real Speech Commands test folder not found: {root}")
+    from nni_kws.data.paths import SHARED_DATA_ENV, shared_data_dir
+
+    root = shared_data_dir("gsc-v2-test")
+    if root is None:
+        pytest.skip(f"real Speech Commands test folder not found (set {SHARED_DATA_ENV})")
     return root

@@ -42,7 +42,7 @@ def tiny_real(tiny_gsc: Path, tmp_path_factory) -> Path:
 def finished_run(tiny_gsc: Path, tiny_real: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "demo"
     rc = main(["run", "--data", str(tiny_gsc), "--real-test", str(tiny_real), "--out", str(out),
-               "--max-macs", "2e5", *FAST, *QUANT])
+               "--max-macs", "3.5e5", "--allow-over-budget", *FAST, *QUANT])
     assert rc == 0
     return out
 
@@ -51,7 +51,7 @@ def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
     res = json.loads((finished_run / "results.json").read_text())
     assert set(res["timings_s"]) >= {"search", "train", "quantize", "report", "total"}
     assert all(v is None or v >= 0 for v in res["timings_s"].values())
-    assert res["config"]["preset"] == "tiny" and res["config"]["max_macs"] == 2e5
+    assert res["config"]["preset"] == "tiny" and res["config"]["max_macs"] == 3.5e5
     assert res["data"]["n_test"] > 0 and res["data"]["n_real_test"] > 0
     kinds = [p["kind"] for p in res["points"]]
     assert kinds == ["searched", "retrained", "quantized"]
@@ -149,3 +149,61 @@ def test_ctrl_c_then_resume(tiny_gsc: Path, tmp_path: Path, monkeypatch, capsys)
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(["run", "--out", str(out), "--resume"]) == 0
     assert (out / "results.json").is_file() and (out / "quantize" / "result.json").is_file()
+
+
+def test_infeasible_budget_is_refused_before_anything_runs(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    """A budget below the cheapest architecture of the space: one line naming the cheapest value, nothing written."""
+    from nni_kws.cost import CostModel
+
+    cheapest = CostModel("tiny").cheapest("macs")[1]
+    out = tmp_path / "run"
+    rc = main(["search", "--data", str(tiny_gsc), "--out", str(out), "--max-macs", "1000", *COMMON])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "below the cheapest architecture" in err and f"{cheapest:,.0f}" in err
+    assert not out.exists()
+
+
+def test_over_budget_search_is_flagged_and_stops_the_run(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    """λ = 0 ignores the cost, so the search lands over a budget just above the cheapest architecture:
+    exit status 3, ``over_budget`` in result.json (checked against the cost model), then
+    ``--resume --allow-over-budget`` finishes and the report says OVER BUDGET."""
+    from nni_kws.cost import CostModel
+
+    cm = CostModel("tiny")
+    budget = cm.cheapest("macs")[1] + 1
+    out = tmp_path / "run"
+    rc = main(["run", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), "--max-macs", str(budget),
+               "--lambda", "0", *FAST, *QUANT])
+    searched = json.loads((out / "search" / "result.json").read_text())
+    macs = cm.exact(searched["arch"])["macs"]
+    assert macs > budget, "the test needs a search that ends over the budget"
+    assert rc == 3 and "over budget" in capsys.readouterr().err
+    assert searched["over_budget"] == {"macs": {"limit": budget, "value": macs}}
+    assert not (out / "train").exists()
+    assert main(["run", "--out", str(out), "--resume", "--allow-over-budget"]) == 0
+    assert "OVER BUDGET" in (out / "report.md").read_text()
+
+
+def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: Path) -> None:
+    """``--train-list/--test-list`` over a folder: trains on one list (validating on held-apart speakers), tests
+    on the other, never reports a whole real test set, and the report names the test list."""
+    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
+    train_rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
+                        if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("\n".join(train_rels) + "\n")
+    test.write_text("\n".join(test_rels) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
+                 "--out", str(out), "--arch", str(_arch_file(tmp_path)), *COMMON, "--train-epochs", "1"]) == 0
+    res = json.loads((out / "train" / "result.json").read_text())
+    assert res["data"]["n_test"] == len(test_rels) and res["data"]["real_test_root"] is None
+    assert res["data"]["n_train"] + res["data"]["n_val"] == len(train_rels)
+    assert res["real_test_acc"] is None
+
+
+def _arch_file(tmp_path: Path) -> Path:
+    from nni_kws.space import build_space, random_arch, save_arch
+
+    return save_arch(random_arch(build_space("tiny"), seed=0), tmp_path / "arch.json", preset="tiny")

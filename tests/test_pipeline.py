@@ -73,12 +73,19 @@ def test_identity_options_cannot_change_in_a_run_folder(tmp_path: Path) -> None:
 
 
 def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tiny_gsc, tmp_path / "sweep", max_macs=1e5)
+    # One budget for both front ends must be feasible in both: the tiny MFCC space costs more MACs (feature
+    # extraction counted) than the raw one. The 'add' form keeps pushing below the budget, so λ matters in both.
+    budget = max(_feasible_macs("raw", 0.3), _feasible_macs("mfcc", 0.3))
+    cfg = _cfg(tiny_gsc, tmp_path / "sweep", max_macs=budget, penalty_form="add")
     sweep = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]))
     assert len(sweep["points"]) == 4
     assert {p["frontend"] for p in sweep["points"]} == {"raw", "mfcc"}
     for p in sweep["points"]:
         assert p["costs"]["macs"] > 0 and 0 <= p["test_acc"] <= 1 and "macs" in p["pareto"]
+    for frontend in ("raw", "mfcc"):
+        macs = {p["lam"]: p["costs"]["macs"] for p in sweep["points"] if p["frontend"] == frontend}
+        assert macs[10.0] < macs[0.0], (frontend, macs)  # λ = 10 buys a cheaper architecture
+        assert macs[10.0] <= budget
     assert any(p["pareto"]["macs"] for p in sweep["points"] if p["frontend"] == "mfcc")
     saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert saved["knob"] == "lam" and len(saved["points"]) == 4
@@ -88,6 +95,16 @@ def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> Non
     # resuming a finished sweep redoes nothing
     again = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]), resume=True)
     assert [p["test_acc"] for p in again["points"]] == [p["test_acc"] for p in sweep["points"]]
+
+
+def _feasible_macs(frontend: str, fraction: float) -> float:
+    """A MAC budget ``fraction`` of the way from the cheapest to the dearest tiny architecture (cost model)."""
+    from nni_kws.cost import CostModel
+    from nni_kws.space import build_space
+
+    model = CostModel(build_space("tiny", frontend=frontend))
+    lo, hi = (model.exact({label: values[i] for label, values in model.choices.items()})["macs"] for i in (0, -1))
+    return lo + fraction * (hi - lo)
 
 
 def test_pareto_front() -> None:

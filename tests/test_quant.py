@@ -283,3 +283,66 @@ def test_cli_quantizes_a_saved_model(tiny_gsc: Path, tmp_path: Path, capsys) -> 
     assert main(["quantize", str(tmp_path / "missing"), "--bits", "4", "--data", str(tiny_gsc)]) == 2
     assert main(["quantize", str(tmp_path), "--method", "fixed", "--data", str(tiny_gsc)]) == 2
     assert "--method fixed needs --bits" in capsys.readouterr().err
+
+
+def _gsc_loaders(root: Path) -> tuple[DataLoader, DataLoader]:
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+
+    data = SpeechCommandsDataModule(root, batch_size=16, seed=3, cache=True)
+    return data.train_dataloader(), data.val_dataloader()
+
+
+def test_interrupted_quantization_resumes_to_the_uninterrupted_result(tiny_gsc: Path, tmp_path: Path) -> None:
+    kwargs = dict(method="trained", bits=6, weight_budget_bits=3, act_budget_bits=4, epochs=3, progress=False)
+    model = _tiny_model(frontend="sinc")
+    reference = quantize_model(model, *_gsc_loaders(tiny_gsc), **kwargs)  # augmentation and shuffling on
+
+    train, val = _gsc_loaders(tiny_gsc)
+    dataset = train.dataset
+    calls = {"n": 0}
+
+    class Interrupted(type(dataset)):  # Ctrl-C in the middle of epoch 2 (the example batch, epoch 1, 2 batches)
+        def __getitem__(self, i):
+            calls["n"] += 1
+            if calls["n"] > 16 + len(dataset) + 32:
+                raise KeyboardInterrupt
+            return super().__getitem__(i)
+
+    dataset.__class__ = Interrupted
+    with pytest.raises(KeyboardInterrupt):
+        quantize_model(model, train, val, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+
+    resumed = quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert resumed.report["accuracy"] == reference.report["accuracy"]
+    assert resumed.report["layers"] == reference.report["layers"]
+    want, got = reference.model.state_dict(), resumed.model.state_dict()
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+    # A finished run resumes to itself without training; other settings refuse the checkpoint.
+    again = quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert again.report["accuracy"] == reference.report["accuracy"]
+    with pytest.raises(ValueError, match="settings differ: .*lr"):
+        quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 1e-3})
+
+
+def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
+    kwargs = dict(method="trained", bits=8, epochs=1, progress=False)
+    # One short epoch: the penalty alone leaves 2.5-bit budgets unmet (bits start at ceil(2.5) = 3).
+    loose = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=2.5, act_budget_bits=2.5,
+                           strict_budget=False, **kwargs).report
+    assert not loose["budget_met"] and set(loose["budget_violation"]) == {"weight", "activation"}
+    for budget in (2.5, 3.0):
+        report = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=budget,
+                                act_budget_bits=budget, **kwargs).report
+        # Recomputed from the per-layer bits: the budget is met, and not by a wide margin.
+        for kind, numel, bits in (("weight", "weight_numel", "weight_bits"), ("activation", "act_numel", "act_bits")):
+            rows = [l for l in report["layers"] if bits in l and not (kind == "activation" and l.get("model_input"))]
+            average = sum(l[numel] * l[bits] for l in rows) / sum(l[numel] for l in rows)
+            assert average == pytest.approx(report[f"avg_bits_per_{kind}"])
+            assert budget - 0.5 <= average <= budget, (kind, budget, average)
+        assert report["budget_met"]
+    high = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=8, act_budget_bits=8,
+                          **kwargs).report
+    assert min(high["avg_bits_per_weight"], high["avg_bits_per_activation"]) > 6

@@ -98,8 +98,8 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    real = synth._make_clip
-    monkeypatch.setattr(synth, "_make_clip", failing)
+    real = synth.make_clip
+    monkeypatch.setattr(synth, "make_clip", failing)
     with pytest.raises(KeyboardInterrupt):
         synthesize_dataset(tmp_path / "ds", **SMALL)
     assert list(tmp_path.iterdir()) == []

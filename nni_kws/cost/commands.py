@@ -62,7 +62,7 @@ def run_cost(args: argparse.Namespace) -> int:
     space = _space(preset, args.frontend or extra.get("frontend"), args.coarse if args.coarse is not None
                    else extra.get("coarse"))
     arch = load_arch(path, space)
-    cm = CostModel(space, args.lut, args.fallback)
+    cm = CostModel(space, args.lut, args.fallback, include_frontend=not args.exclude_frontend)
     bits = _bits(args.bits)
     costs = cm.exact(arch, bits, args.act_bits)
     print(json.dumps({"preset": preset, **costs, "bits": bits if isinstance(bits, int) else args.bits,
@@ -94,4 +94,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cost.add_argument("--bits", default="32", help="weight bit-width, or a JSON file {layer name: bits} (default 32)")
     cost.add_argument("--act-bits", type=int, default=32, help="activation bit-width (default 32)")
     cost.add_argument("--fallback", choices=["macs"], help="estimate configurations missing from the table from MACs")
+    cost.add_argument("--exclude-frontend", action="store_true",
+                      help="leave MFCC feature extraction out of macs (it stays on its own frontend_macs line)")
     cost.set_defaults(func=run_cost)

@@ -1,20 +1,38 @@
-"""Lightning DataModule over a local Speech Commands copy (and optionally the real v2 test set)."""
+"""Lightning DataModule over a Speech Commands copy or list-defined subsets (and optionally the real v2 test set)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from .audio import OnError
+from .augment import TrainAugment
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
+from .labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
+from .listed import ListedClips
 
 __all__ = ["SpeechCommandsDataModule"]
 
 
 class SpeechCommandsDataModule(pl.LightningDataModule):
     """Train/val/test loaders of :class:`SpeechCommands`; ``real_test_dataloader()`` for the v2 test folder.
+
+    With ``train_list`` the subsets are list-defined instead (:class:`~nni_kws.data.listed.ListedClips`,
+    paths relative to ``root``): training is the list's training part, validation its held-apart
+    speakers (``val_fraction`` of them; or the whole ``val_list`` if given), testing the whole
+    ``test_list``. E.g. the limited-real-speech protocol in one call::
+
+        SpeechCommandsDataModule(shared / "gsc-v2-test", train_list=splits / "dev.txt",
+                                 test_list=splits / "heldout.txt", noise_dir=shared / "gsc-background-noise")
+
+    ``keywords`` (default: the dataset's own, from a synthesized dataset's manifest, else the 10 Speech
+    Commands keywords) define :attr:`classes` = keywords + ``_silence_``, ``_unknown_`` and
+    :attr:`num_classes`, the classifier's output size. ``augmentation`` sets the training augmentation.
+    ``on_error`` applies to training clips; unreadable validation/test clips always raise (unless ``None``:
+    no header scan), so evaluation data never silently shrinks.
 
     Datasets are built lazily on first use (``setup`` builds them ahead). ``cache=True`` decodes every
     clip once into memory at build time (workers then inherit it on fork, and are kept alive across
@@ -25,24 +43,68 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
     def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  noise_dir: str | Path | None = None, max_per_class: int | None = None,
                  real_test_root: str | Path | None = None, *, cache: bool = False,
-                 on_error: OnError | None = "skip"):
+                 on_error: OnError | None = "skip", train_list: str | Path | None = None,
+                 val_list: str | Path | None = None, test_list: str | Path | None = None,
+                 val_fraction: float = 0.1, keywords: str | Sequence[str] | None = None,
+                 augmentation: TrainAugment | None = None):
         super().__init__()
         self.save_hyperparameters()
+        if train_list is None and (val_list is not None or test_list is not None):
+            raise ValueError("val_list/test_list need a train_list (list-defined subsets)")
         self.root, self.batch_size, self.num_workers, self.seed = root, batch_size, num_workers, seed
         self.noise_dir, self.max_per_class, self.real_test_root = noise_dir, max_per_class, real_test_root
         self.cache, self.on_error = cache, on_error
-        self._sets: dict[str, SpeechCommands | SpeechCommandsTestFolder] = {}
+        self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
+        self.val_fraction = val_fraction
+        self.augmentation = augmentation
+        if keywords is not None:
+            self.keywords = parse_keywords(keywords)
+        elif train_list is not None:
+            self.keywords = KEYWORDS
+        else:
+            self.keywords = dataset_keywords(Path(root)) if Path(root).is_dir() else KEYWORDS
+        self._sets: dict[str, Dataset] = {}
 
-    def dataset(self, subset: str) -> SpeechCommands | SpeechCommandsTestFolder:
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names, in label order: the keywords, ``_silence_``, ``_unknown_``."""
+        return class_names(self.keywords)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _on_error(self, subset: str) -> OnError | None:
+        return self.on_error if subset == "training" or self.on_error is None else "raise"
+
+    def _listed(self, subset: str) -> ListedClips:
+        common = dict(seed=self.seed, noise_dir=self.noise_dir, cache=self.cache, val_fraction=self.val_fraction,
+                      keywords=self.keywords, augmentation=self.augmentation, on_error=self._on_error(subset))
+        if subset == "training":
+            return ListedClips(self.root, self.train_list, "all" if self.val_list else "train",
+                               augment=True, max_per_class=self.max_per_class, **common)
+        if subset == "validation":
+            return ListedClips(self.root, self.val_list or self.train_list, "all" if self.val_list else "val", **common)
+        if self.test_list is None:
+            raise ValueError("no test_list was given to SpeechCommandsDataModule (list-defined subsets)")
+        return ListedClips(self.root, self.test_list, "all", **common)
+
+    def dataset(self, subset: str) -> Dataset:
         """The dataset of ``subset`` ('training', 'validation', 'testing' or 'real_test'), built once."""
         if subset not in self._sets:
             if subset == "real_test":
                 if self.real_test_root is None:
                     raise ValueError("no real_test_root was given to SpeechCommandsDataModule")
+                if self.keywords != KEYWORDS:
+                    raise ValueError(f"the real test folder {self.real_test_root} has the 12 Speech Commands classes, "
+                                     f"not {self.classes}")
                 ds = SpeechCommandsTestFolder(self.real_test_root, cache=self.cache)
+            elif self.train_list is not None:
+                ds = self._listed(subset)
             else:
                 ds = SpeechCommands(self.root, subset, seed=self.seed, noise_dir=self.noise_dir,
-                                    max_per_class=self.max_per_class, on_error=self.on_error, cache=self.cache)
+                                    max_per_class=self.max_per_class, on_error=self._on_error(subset), cache=self.cache,
+                                    keywords=self.keywords, augmentation=self.augmentation)
             if self.cache:
                 ds.preload()
             self._sets[subset] = ds

@@ -8,15 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.paths import shared_data_dir
 from nni_kws.files import read_json
+from nni_kws.space import build_space
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "CONFIG", "RESULT", "PipelineConfig", "load_config", "check_inputs",
-           "default_real_test_root"]
+           "check_feasible", "default_real_test_root"]
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
-IDENTITY_FIELDS: tuple[str, ...] = ("data", "speakers", "preset", "frontend", "seed", "max_per_class")
+IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "speakers", "preset", "frontend", "seed",
+                                     "max_per_class")
 RESULT = "result.json"
 CONFIG = "config.json"
 
@@ -31,17 +35,24 @@ class PipelineConfig:
 
     out: str = "runs/demo"
     data: str | None = None  # a local Speech Commands copy; None: the synthesized default dataset
+    # list-defined subsets of --data (one relative path per line): train on train_list (minus a speaker-disjoint
+    # validation part), test on test_list, e.g. the shared dev.txt / heldout.txt protocol
+    train_list: str | None = None
+    test_list: str | None = None
     speakers: int | None = None  # synthesized dataset: number of voices (None: the data module's default)
     real_test: str | None = "auto"  # real v2 test folder; "auto": <repo>/../shared/data/gsc-v2-test; None: skip
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
     strategy: str = "darts"
+    warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
+    calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
     max_peak_act_kb: float | None = None
     max_latency_ms: float | None = None
+    allow_over_budget: bool = False  # finish a run whose searched architecture ends over a budget
     lam: float = 1.0
     penalty_form: str = "hinge"
     search_epochs: int = 8
@@ -98,21 +109,24 @@ def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: Pipeline
 
 
 def default_real_test_root() -> Path | None:
-    """The real Speech Commands v2 test folder next to the repository, if present."""
-    repo = Path(__file__).resolve().parents[2]
-    root = repo.parent / "shared" / "data" / "gsc-v2-test"
-    return root if root.is_dir() else None
+    """The real Speech Commands v2 test folder of the shared data (:func:`~nni_kws.data.paths.shared_data_dir`)."""
+    return shared_data_dir("gsc-v2-test")
 
 
 def check_inputs(cfg: PipelineConfig) -> None:
     """Fail early, before any folder is written, on missing paths or bad options."""
-    from nni_kws.space import build_space  # validates preset and front end
-
     if cfg.data is not None and not Path(cfg.data).expanduser().is_dir():
         raise FileNotFoundError(f"data folder not found: {cfg.data} (expected a Speech Commands copy in the "
                                 "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
     if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
         raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
+    if (cfg.train_list or cfg.test_list) and cfg.data is None:
+        raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
+    if bool(cfg.train_list) != bool(cfg.test_list):
+        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
+    for name in ("train_list", "test_list"):
+        if getattr(cfg, name) and not Path(getattr(cfg, name)).expanduser().is_file():
+            raise FileNotFoundError(f"{name.replace('_', '-')} not found: {getattr(cfg, name)}")
     if cfg.latency_lut and not Path(cfg.latency_lut).is_file():
         raise FileNotFoundError(f"latency table not found: {cfg.latency_lut}")
     if cfg.init not in ("scratch", "supernet"):
@@ -120,6 +134,11 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
+        raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
+                         f"got {cfg.warmup_epochs}")
+    if int(cfg.calib_batches) < 0:
+        raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:
         value = getattr(cfg, budget_option(name))
         if value not in (None, 0, 0.0):
@@ -136,4 +155,18 @@ def check_inputs(cfg: PipelineConfig) -> None:
         value = getattr(cfg, name)
         if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
             raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")
-    build_space(cfg.preset, frontend=cfg.frontend)
+    check_feasible(cfg, CostModel(build_space(cfg.preset, frontend=cfg.frontend)))
+
+
+def check_feasible(cfg: PipelineConfig, cost_model: CostModel) -> None:
+    """Refuse a budget below the cheapest architecture of the space, naming the cheapest value
+    (``latency_ms`` only once ``cost_model`` has a latency table)."""
+    for name, limit in cfg.budgets().items():
+        budget = BUDGETS[name]
+        if name == "latency_ms" and cost_model.lut is None:
+            continue
+        cheapest = cost_model.cheapest(budget.cost_key)[1] / budget.scale
+        if limit < cheapest:
+            raise ValueError(f"--max-{name.replace('_', '-')} {limit:g} is below the cheapest architecture of the "
+                             f"{cfg.preset!r} space ({cfg.frontend} front end): {cheapest:,.6g}; no architecture "
+                             "can meet it")

@@ -21,23 +21,29 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
-from nni_kws.cost.budgets import with_kb
+from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.paths import shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.files import jsonable, load_torch, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
+from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy, fit, seed_everything
 
-from .config import CONFIG, RESULT, STAGES, PipelineConfig, check_inputs, default_real_test_root
+from .config import CONFIG, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs, default_real_test_root
 from .results import assemble_results, quant_summary
 
-__all__ = ["Pipeline", "make_data_module", "run_pipeline", "stage_done", "torch_threads"]
+__all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
+           "torch_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,17 @@ def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
     """The stored result of a completed stage, or None."""
     path = Path(out) / stage / RESULT
     return read_json(path) if path.is_file() else None
+
+
+class OverBudget(ValueError):
+    """The searched architecture exceeds a budget (the run stops unless ``allow_over_budget``)."""
+
+    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
+
+
+def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
+    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
+    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())
 
 
 def _device() -> torch.device:
@@ -95,6 +112,7 @@ class Pipeline:
                                        and self.data_module.real_test_root):
             dm = self.data_module
             info: dict[str, Any] = {"root": str(dm.root), "synthetic": self.cfg.data is None,
+                                    "train_list": self.cfg.train_list, "test_list": self.cfg.test_list,
                                     "real_test_root": str(dm.real_test_root) if dm.real_test_root else None}
             for key, subset in (("n_train", "training"), ("n_val", "validation"), ("n_test", "testing")):
                 info[key] = len(dm.dataset(subset))
@@ -181,8 +199,19 @@ class Pipeline:
 
     # ---- stages ------------------------------------------------------------------------------
     def search(self, *, resume: bool = False) -> dict[str, Any]:
-        """Stage 1: one-shot hardware-aware search; writes ``search/arch.json`` and the inherited weights."""
-        return self._stage("search", lambda d: self._search(d, resume), resume=resume)
+        """Stage 1: one-shot hardware-aware search; writes ``search/arch.json`` and the inherited weights.
+
+        A searched architecture over a budget is recorded (``over_budget`` in ``result.json``) and, unless
+        ``allow_over_budget``, stops the run with :class:`OverBudget` after the stage is stored.
+        """
+        result = self._stage("search", lambda d: self._search(d, resume), resume=resume)
+        if result.get("over_budget"):
+            text = describe_over_budget(result["over_budget"])
+            if not self.cfg.allow_over_budget:
+                raise OverBudget(f"the searched architecture is over budget: {text} ({self.out / 'search' / RESULT}); "
+                                 "raise --lambda or the search epochs, or continue with --resume --allow-over-budget")
+            log.warning("the searched architecture is over budget: %s (accepted: --allow-over-budget)", text)
+        return result
 
     def penalties(self) -> list[ResourcePenalty]:
         """One :class:`ResourcePenalty` per budget that is set (weight λ, the configured form)."""
@@ -191,21 +220,33 @@ class Pipeline:
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
+        check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
-                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr)
+                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
+                            strategy_kwargs={"warmup_epochs": cfg.warmup_epochs})
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
+        budgets, metrics = cfg.budgets(), metric_costs(costs)
+        over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
         save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
-        inherited = derive_model(self.space(), arch, result.supernet)
+        # inherited weights with BatchNorm statistics of this very path (the supernet's are the mixture's)
+        inherited = recalibrate_bn(derive_model(self.space(), arch, result.supernet),
+                                   calibration_batches(self.loader("train"), cfg.calib_batches))
         save_torch(inherited.state_dict(), stage_dir / "init_weights.pt")
         acc = self.evaluate(inherited, real=False)
-        return {"arch": arch, "costs": costs, **result.meta, "budgets": cfg.budgets(), "probs": result.probs,
+        return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over,
+                "probs": result.probs, "calib_batches": cfg.calib_batches,
                 "history": result.history, **acc, "data": self.data_info(include_real=False)}
 
-    def train(self, arch: Mapping[str, Any] | None = None, *, resume: bool = False) -> dict[str, Any]:
-        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it."""
+    def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it;
+        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
+        if baseline is not None:
+            build_baseline(baseline)  # an unknown name fails before anything runs
+            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume)
         if arch is None:
             searched = stage_done(self.out, "search")
             if searched is None:
@@ -228,10 +269,14 @@ class Pipeline:
             model.load_state_dict(load_torch(weights))
         return model
 
-    def _train(self, stage_dir: Path, arch: dict[str, Any], resume: bool) -> dict[str, Any]:
+    def _train(self, stage_dir: Path, arch: dict[str, Any] | None, resume: bool,
+               baseline: str | None = None) -> dict[str, Any]:
         cfg = self.cfg
-        save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
-        model = self._initial_model(arch)
+        if baseline is not None:
+            model = build_baseline(baseline)
+        else:
+            save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
+            model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
         if resume and weights.is_file():  # trained, interrupted during evaluation
             model.load_state_dict(load_torch(weights))
@@ -240,16 +285,23 @@ class Pipeline:
             metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
                           out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr)
             save_torch(model.state_dict(), weights)
-        costs = self.costs(arch)
+        if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
+            costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
+        else:
+            costs = self.costs(arch)
         acc = self.evaluate(model)
-        return {"arch": arch, "costs": costs, "init": cfg.init, "epochs": cfg.train_epochs,
-                "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
+        peer = {"baseline": baseline} if baseline is not None else {}
+        return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
+                "epochs": cfg.train_epochs, "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
 
     def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
         """The architecture and float weights of the completed train stage."""
         trained = stage_done(self.out, "train")
         if trained is None:
             raise FileNotFoundError(f"no trained model in {self.out / 'train'}; run `nni-kws train` first")
+        if trained.get("baseline"):
+            raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
+                             "quantizes searched architectures only")
         model = build_model(trained["arch"], self.space())
         model.load_state_dict(load_torch(self.out / "train" / "model.pt",
                                          hint="delete the train folder and run again with --resume"))
@@ -293,33 +345,43 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
     else:
         root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
     real = cfg.real_test
-    if real == "auto":
+    if real == "auto" and cfg.train_list:
+        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
+    elif real == "auto":
         real_root = default_real_test_root()
         if real_root is None:
-            log.warning("real Speech Commands test folder not found next to the repository; skipping real-test accuracy")
+            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
     elif real:
         real_root = Path(real).expanduser()
         if not real_root.is_dir():
             raise FileNotFoundError(f"real test folder not found: {real_root}")
     else:
         real_root = None
+    lists: dict[str, Any] = {}
+    if cfg.train_list:
+        if real_root is not None and real_root.resolve() == root.resolve():
+            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
+        noise = root / BACKGROUND_NOISE_DIR
+        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
+                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
     return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True)
+                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
 
 
 def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
                  overwrite: bool = False, arch: Mapping[str, Any] | None = None,
-                 data_module: Any = None) -> dict[str, Any]:
+                 data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
     """Run ``stages`` (in order) in ``cfg.out``; returns ``{stage: result}`` (the report's results.json dict).
 
-    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture.
+    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture;
+    ``baseline`` (a name of :data:`nni_kws.baselines.BASELINES`) makes it train that peer.
     """
     stages = [s for s in STAGES if s in set(stages)]
     check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
     pipe.prepare(stages, resume=resume, overwrite=overwrite)
     with torch_threads(cfg.threads):
-        return _run_stages(pipe, stages, resume, arch)
+        return _run_stages(pipe, stages, resume, arch, baseline)
 
 
 @contextlib.contextmanager
@@ -334,7 +396,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None) -> dict[str, Any]:
+def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,
+                baseline: str | None = None) -> dict[str, Any]:
     cfg = pipe.cfg
     total = time.perf_counter()
     out: dict[str, Any] = {}
@@ -343,7 +406,7 @@ def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mappi
         if stage == "search":
             out[stage] = pipe.search(resume=resume)
         elif stage == "train":
-            out[stage] = pipe.train(arch, resume=resume)
+            out[stage] = pipe.train(arch, baseline=baseline, resume=resume)
         elif stage == "quantize":
             out[stage] = pipe.quantize(resume=resume)
         else:

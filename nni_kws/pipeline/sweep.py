@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from itertools import product
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
     """
     if plan.knob not in SWEEP_KNOBS:
         raise ValueError(f"a sweep varies one of {', '.join(SWEEP_KNOBS)}, not {plan.knob!r}")
-    check_inputs(cfg)
+    for frontend, value in product(plan.frontends, plan.values):  # every point valid before anything runs
+        check_inputs(dataclasses.replace(cfg, frontend=frontend, **{plan.knob: value}))
     if plan.knob == "lam" and not cfg.budgets():
         raise ValueError("a λ sweep needs a budget to weigh: give one of --max-macs, --max-params, --max-peak-act-kb, "
                          "--max-latency-ms (or sweep a budget with --budgets)")
@@ -75,8 +77,10 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
             luts[frontend] = cfg.latency_lut or str(out / frontend / "profile" / "latency.json")
             if not Path(luts[frontend]).is_file():
                 Pipeline(dataclasses.replace(cfg, out=str(out / frontend), frontend=frontend)).latency_table()
+        # a sweep maps the accuracy-cost trade-off: points over budget (small λ) are results, not errors
         sub = dataclasses.replace(cfg, out=str(_point_dir(out, frontend, plan.knob, value)), frontend=frontend,
-                                  latency_lut=luts[frontend], **{plan.knob: value}, **plan.extra)
+                                  latency_lut=luts[frontend], allow_over_budget=True, **{plan.knob: value},
+                                  **plan.extra)
         pipe = Pipeline(sub, data_module=dm)
         if dm is None:
             dm = pipe.data_module

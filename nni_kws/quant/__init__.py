@@ -8,7 +8,8 @@
 
 Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
 """
-from .api import METHODS, QuantResult, TrainingDiverged, load_trained_model, make_evaluator, quantize_model
+from .api import (METHODS, QuantResult, TrainingDiverged, load_trained_model, make_evaluator, quantize_model,
+                  tune_lr)
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
@@ -19,7 +20,7 @@ from .settings import register_1d_settings
 __all__ = [
     "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
     "FIXED_QUANTIZERS", "fixed_quantizer",
-    "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "make_evaluator", "load_trained_model",
+    "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator", "load_trained_model",
     "QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs", "config_list",
     "DEFINITIONS", "bit_report", "summarize", "size_bytes", "target_rows",
     "QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges",

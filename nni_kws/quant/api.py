@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import nni
 import torch
@@ -24,13 +24,15 @@ from tqdm.auto import tqdm
 
 from nni_kws.training import accuracy
 
+from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer
 from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 
-__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "make_evaluator", "load_trained_model"]
+__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
+           "load_trained_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -59,16 +61,20 @@ def _training_step(batch: Any, model: nn.Module) -> torch.Tensor:
 
 def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training_step: Callable,
                    lr_schedulers: Any = None, max_steps: int | None = None, max_epochs: int | None = None, *,
-                   loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]]) -> None:
-    """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first."""
+                   loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]],
+                   checkpoint: EpochCheckpoint | None = None) -> None:
+    """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first;
+    with ``checkpoint``, saves after every epoch and starts from the saved state when resuming."""
     if max_steps is None and max_epochs is None:
         raise ValueError("give max_steps or max_epochs")
     epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(loader))
-    step = 0
+    first, step = checkpoint.load(model, optimizers, lr_schedulers, loader) if checkpoint else (0, 0)
+    if max_steps is not None and step >= max_steps:
+        return
     with warnings.catch_warnings():
         # NNI patches optimizer.step after the scheduler wrapped it; torch then warns, wrongly, about the call order.
         warnings.filterwarnings("ignore", message=r"Seems like `optimizer.step\(\)` has been overridden")
-        for epoch in range(epochs):
+        for epoch in range(first, epochs):
             model.train()
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"quantize epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -88,22 +94,27 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
                     break
             _logger.info("quantize epoch %d/%d: loss %.4f %s", epoch + 1, epochs, total / max(count, 1),
                          " ".join(f"{k}={v}" for k, v in status().items()))
+            if checkpoint is not None:
+                checkpoint.save(epoch + 1, step, model, optimizers, lr_schedulers, loader)
             if max_steps is not None and step >= max_steps:
                 return
 
 
 def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, steps: int, progress: bool = True,
-                   status: Callable[[], dict[str, Any]] = dict) -> TorchEvaluator:
+                   status: Callable[[], dict[str, Any]] = dict,
+                   checkpoint: EpochCheckpoint | None = None) -> TorchEvaluator:
     """NNI ``TorchEvaluator``: traced Adam (no weight decay: it would pull log step sizes to 0) + cosine schedule."""
     optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
     scheduler = nni.trace(torch.optim.lr_scheduler.CosineAnnealingLR)(optimizer, T_max=max(1, steps))
-    train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status)
+    train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status,
+                              checkpoint=checkpoint)
     return TorchEvaluator(train, optimizer, _training_step, lr_schedulers=scheduler)
 
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                input_bits: int | None, distill: float, loaders: Mapping[str, DataLoader | None]) -> None:
+                input_bits: int | None, distill: float, hard_budget_fraction: float,
+                loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("bits", bits), ("input_bits", input_bits)):
@@ -120,6 +131,8 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not distill >= 0:
         raise ValueError(f"distill must be >= 0, got {distill!r}")
+    if not 0 <= hard_budget_fraction <= 1:
+        raise ValueError(f"hard_budget_fraction must be in [0, 1], got {hard_budget_fraction!r}")
     if method == "fixed":
         if weight_budget_bits is not None or act_budget_bits is not None:
             raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
@@ -162,7 +175,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
-                   fold_bn: bool = False, out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
+                   fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.1,
+                   checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
     """Quantize a trained frozen model (weights and inputs of every ``Conv1d``/``Linear``) by fine-tuning.
@@ -186,7 +202,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, distill, {"train_loader": train_loader, **loaders})
+                fixed_algorithm, input_bits, distill, hard_budget_fraction, {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device
@@ -199,16 +215,31 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     qmodel = copy.deepcopy(float_model)
     steps = min(s for s in (max_steps, epochs and epochs * len(train_loader)) if s)
     status: dict[str, Callable[[], dict[str, Any]]] = {"fn": dict}
+    if checkpoint_dir is None and out_dir is not None:
+        checkpoint_dir = Path(out_dir) / "checkpoints"
+    settings = dict(method=method, bits=bits, weight_budget_bits=weight_budget_bits, act_budget_bits=act_budget_bits,
+                    budget_weight=budget_weight, min_bits=min_bits, epochs=epochs, max_steps=max_steps, lr=lr,
+                    distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
+                    qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
+                    hard_budget_fraction=hard_budget_fraction, train_batches=len(train_loader))
+    checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
-                               status=lambda: status["fn"]())
+                               status=lambda: status["fn"](), checkpoint=checkpoint)
     unsigned = unsigned_inputs(float_model, example)
     if method == "trained":
         configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
                               int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
         quantizer: Quantizer = LearnedBitwidthQuantizer(
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
-            act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs)
+            act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
+            qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
+            hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
+        if checkpoint is not None:
+            checkpoint.extra["quantizer_steps"] = (lambda: quantizer.steps_done,
+                                                   lambda n: setattr(quantizer, "steps_done", n))
         status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
                                 for kind in ("weight", "activation")}
     else:
@@ -222,12 +253,24 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     report: dict[str, Any] = {
         "method": method, "bits": bits, "input_bits": input_bits, "fold_bn": fold_bn,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
-            "budget_weight": budget_weight} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
+            "budget_weight": budget_weight, "qparam_lr_scale": qparam_lr_scale, "range_init": range_init,
+            "strict_budget": strict_budget} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),
     }
+    if method == "trained":
+        budgets = {"weight": weight_budget_bits, "activation": act_budget_bits}
+        violated = {kind: report[f"avg_bits_per_{kind}"] for kind, budget in budgets.items()
+                    if budget is not None and report[f"avg_bits_per_{kind}"] > budget + 1e-9}
+        report["budget_met"] = not violated
+        if violated and strict_budget:  # the projection guarantees it; this would be a bug
+            raise RuntimeError(f"strict budget not met after projection: {violated} vs {budgets}")
+        if violated:
+            _logger.warning("BUDGET VIOLATED (strict_budget=False): average bits %s exceed budgets %s", violated,
+                            budgets)
+            report["budget_violation"] = violated
     onnx_path = None
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -242,6 +285,29 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                  report["avg_bits_per_weight"], report["avg_bits_per_activation"],
                  report["accuracy"]["val"]["before"], report["accuracy"]["val"]["after"])
     return QuantResult(qmodel, report, onnx_path, quantizer, float_model)
+
+
+def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, lrs: Sequence[float],
+            **kwargs: Any) -> tuple[float, dict[float, float | None]]:
+    """The learning rate among ``lrs`` whose :func:`quantize_model` run (``kwargs``) ends with the best
+    accuracy on ``val_loader`` (a validation split: never the data reported on), and every rate's
+    accuracy (``None`` where training diverged); ties go to the first rate."""
+    if not lrs:
+        raise ValueError("lrs is empty")
+    scores: dict[float, float | None] = {}
+    for lr in lrs:
+        seed = torch.initial_seed()
+        try:
+            scores[lr] = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report["accuracy"]["val"]["after"]
+        except TrainingDiverged:
+            scores[lr] = None
+        torch.manual_seed(seed)  # every rate starts from the same random state
+    finite = {lr: acc for lr, acc in scores.items() if acc is not None}
+    if not finite:
+        raise TrainingDiverged(f"training diverged at every learning rate {list(lrs)}")
+    best = max(finite, key=lambda lr: (finite[lr], -list(lrs).index(lr)))
+    _logger.info("tuned lr: %s (val accuracy per lr: %s)", best, scores)
+    return best, scores
 
 
 def load_trained_model(path: str | Path, *, arch: str | Path | None = None, preset: str | None = None) -> nn.Module:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
         min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
         fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
-        fold_bn=args.fold_bn, out_dir=out, test_loader=data.test_dataloader(),
+        fold_bn=args.fold_bn, strict_budget=args.strict_budget, resume=args.resume, out_dir=out, test_loader=data.test_dataloader(),
         extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
         progress=not args.no_progress)
     r = result.report
@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-budget", type=float, help="trained: target average bits per weight")
     p.add_argument("--act-budget", type=float, help="trained: target average bits per activation")
     p.add_argument("--budget-weight", type=float, default=1.0, help="trained: weight of the budget penalty (default 1)")
+    p.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=True,
+                   help="trained: lower bit-widths at the end until the averages meet the budgets (default); "
+                        "--no-strict-budget only reports a violation")
     p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat",
                    help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
@@ -88,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: <model folder>/quantize-<method>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <out>/checkpoints/last.pt (saved after every epoch)")
     p.add_argument("--json", action="store_true", help="also print the report summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -16,7 +16,8 @@ from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
 __all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round",
-           "levels_for_bits", "bits_for_levels", "mse_range"]
+           "levels_for_bits", "bits_for_levels", "mse_range",
+           "max_range", "percentile_range", "RANGE_INITS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -150,6 +151,14 @@ class LearnedBitwidthQuantizer(Quantizer):
         the budgets and :meth:`average_bits`; they start and usually stay at ``max_bits``.
     qparam_lr_scale
         ``k`` above: learning-rate multiplier of ``d`` and ``q_max`` relative to the weights.
+    strict_budget
+        After training, :meth:`project_to_budget` lowers bit-widths until the averages meet the budgets
+        (else a violation is only logged, and :meth:`over_budget` reports it).
+    hard_budget_after
+        Also project after every optimizer step past this many steps, so that training adapts to the
+        projected bit-widths before it ends (``None``: only at the end).
+    range_init
+        How ``q_max`` starts: ``'mse'`` (least squared quantization error), ``'max'`` or ``'percentile'``.
 
     Examples
     --------
@@ -166,6 +175,7 @@ class LearnedBitwidthQuantizer(Quantizer):
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Evaluator | None = None,
                  min_bits: int = 2, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                  budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
+                 range_init: str = "mse", strict_budget: bool = False, hard_budget_after: int | None = None,
                  existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
@@ -173,6 +183,9 @@ class LearnedBitwidthQuantizer(Quantizer):
         self.weight_budget_bits, self.act_budget_bits = weight_budget_bits, act_budget_bits
         self.budget_weight, self.qparam_lr_scale = budget_weight, qparam_lr_scale
         self.budget_exclude = set(budget_exclude)
+        self.range_init = range_init
+        self.strict_budget, self.hard_budget_after = strict_budget, hard_budget_after
+        self.steps_done = 0
 
         self.check_validation()
         self.register_qparams()
@@ -197,6 +210,8 @@ class LearnedBitwidthQuantizer(Quantizer):
             raise ValueError(f"min_bits must be an int >= 2, got {self.min_bits!r}")
         if self.budget_weight < 0 or self.qparam_lr_scale <= 0:
             raise ValueError("budget_weight must be >= 0 and qparam_lr_scale > 0")
+        if self.range_init not in RANGE_INITS:
+            raise ValueError(f"range_init must be one of {sorted(RANGE_INITS)}, got {self.range_init!r}")
         budgets = {"weight_budget_bits": self.weight_budget_bits, "act_budget_bits": self.act_budget_bits}
         for name, budget in budgets.items():
             if budget is not None and not budget > 0:
@@ -245,7 +260,7 @@ class LearnedBitwidthQuantizer(Quantizer):
 
     def init_qparams(self, wrapper: ModuleWrapper, target_name: str, target: Tensor):
         """Track func: on a target's first forward, ``b = max_bits`` (or ``ceil(budget)``) and ``q_max``
-        from :func:`mse_range`."""
+        from ``range_init`` (:data:`RANGE_INITS`)."""
         if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
             return
         target_space = wrapper.quantization_target_spaces[target_name]
@@ -259,7 +274,7 @@ class LearnedBitwidthQuantizer(Quantizer):
         if budget is not None:
             bits = min(bits, max(self.min_bits, math.ceil(budget)))
         n_max = levels_for_bits(bits, signed)[1]
-        qrange = mse_range(target.detach(), signed, n_max)
+        qrange = RANGE_INITS[self.range_init](target.detach(), signed, n_max)
         k = self.qparam_lr_scale
         with torch.no_grad():
             getattr(wrapper, f"{target_name}_range_param").fill_(float(torch.log(qrange)) / k)
@@ -376,8 +391,66 @@ class LearnedBitwidthQuantizer(Quantizer):
                 [getattr(wrapper, f"{target_name}_step_param"), getattr(wrapper, f"{target_name}_range_param")])
         return module_name_param_dict
 
+    def over_budget(self) -> Dict[str, float]:
+        """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
+        out = {}
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            avg = self.average_bits(kind) if budget is not None else None
+            if avg is not None and float(avg.detach()) > budget + 1e-9:
+                out[kind] = float(avg)
+        return out
+
+    @torch.no_grad()
+    def project_to_budget(self) -> list[tuple[str, str, int]]:
+        """Lower bit-widths one bit at a time until every average meets its budget; returns the changes
+        ``(module, target, new bits)``.
+
+        Each step lowers the target that saves the most bits per unit of added relative quantization noise,
+        ``numel / (1/n'^2 - 1/n^2)`` for ``n -> n'`` levels at the same ``q_max`` (so the widest grids go
+        first, as water-filling would); ``d`` becomes ``q_max / n'``. The budgets are >= ``min_bits``, so this
+        always ends.
+        """
+        changes = []
+        k = self.qparam_lr_scale
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            while budget is not None and kind in self.over_budget():
+                best, best_score = None, -1.0
+                for module_name, target_name, target_space in self._targets():
+                    if (target_space.type is TargetType.PARAMETER) != (kind == "weight") \
+                            or target_space.scale is None or f"{module_name}.{target_name}" in self.budget_exclude:
+                        continue
+                    bits = int(self.target_bits(module_name, target_name))
+                    if bits <= self.min_bits:
+                        continue
+                    signed = _is_signed(target_space)
+                    step, qrange = _qparams(target_space)
+                    n = int(torch.round(qrange / step))
+                    n_new = levels_for_bits(bits - 1, signed)[1]
+                    score = _numel(target_space) / (1 / n_new ** 2 - 1 / max(n, n_new + 1) ** 2)
+                    if score > best_score:
+                        best, best_score = (module_name, target_name, target_space, n_new, bits - 1), score
+                if best is None:
+                    raise RuntimeError(f"cannot meet the {kind} budget {budget}: every target is at min_bits")
+                module_name, target_name, target_space, n_new, bits = best
+                wrapper = self._module_wrappers[module_name]
+                qrange = _qparams(target_space)[1]
+                getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_new)) / k)
+                self._sync(target_space)
+                changes.append((module_name, target_name, bits))
+        for wrapper in self._module_wrappers.values():
+            self._sync_bias(wrapper)
+        if changes:
+            _logger.info("budget projection lowered %d bit-widths: %s", len(changes), changes)
+        return changes
+
+    def _after_step(self) -> None:
+        self.project_qparams()
+        self.steps_done += 1
+        if self.hard_budget_after is not None and self.steps_done > self.hard_budget_after:
+            self.project_to_budget()
+
     def register_trigger(self, evaluator: Evaluator):
-        evaluator.patch_optimizer_step(before_step_tasks=[], after_step_tasks=[self.project_qparams])
+        evaluator.patch_optimizer_step(before_step_tasks=[], after_step_tasks=[self._after_step])
 
     def register_budget(self, evaluator: Evaluator):
         if self.weight_budget_bits is None and self.act_budget_bits is None:
@@ -396,6 +469,12 @@ class LearnedBitwidthQuantizer(Quantizer):
 
     def _fuse_postprocess(self, evaluator: Evaluator) -> None:
         self.project_qparams()
+        if self.strict_budget:
+            self.project_to_budget()
+        violated = self.over_budget()
+        if violated:
+            _logger.warning("BUDGET VIOLATED: average bits %s exceed the budgets (weight %s, activation %s); "
+                            "strict_budget=True projects them", violated, self.weight_budget_bits, self.act_budget_bits)
 
 
 def mse_range(x: Tensor, signed: bool, levels: int, candidates: int = 24) -> Tensor:
@@ -414,6 +493,23 @@ def mse_range(x: Tensor, signed: bool, levels: int, candidates: int = 24) -> Ten
         if err < best_err:
             best, best_err = q, err
     return best
+
+
+def max_range(x: Tensor, signed: bool, levels: int) -> Tensor:
+    """``q_max = max |x|`` (``max x`` unsigned): nothing clipped, the coarsest grid."""
+    return (x.abs().max() if signed else x.max()).clamp_min(1e-8)
+
+
+def percentile_range(x: Tensor, signed: bool, levels: int, q: float = 0.999) -> Tensor:
+    """``q_max`` = the 99.9th percentile of ``|x|`` (of ``x`` unsigned): clips the rarest outliers only."""
+    x = x.flatten().float()
+    if x.numel() > 2 ** 20:
+        x = x[torch.randint(x.numel(), (2 ** 20,), device=x.device)]
+    return torch.quantile(x.abs() if signed else x.clamp_min(0), q).clamp_min(1e-8)
+
+
+#: Range initialisations of :class:`LearnedBitwidthQuantizer`: ``f(x, signed, levels) -> q_max``.
+RANGE_INITS = {"mse": mse_range, "max": max_range, "percentile": percentile_range}
 
 
 def _numel(target_space: QuantizationTargetSpace) -> int:

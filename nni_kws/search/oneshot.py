@@ -34,10 +34,14 @@ __all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
-#: Strategy names of :func:`run_search`. ``proxyless`` needs ``KwsSpace(coarse=True)``; ``enas``
-#: needs ``tianshou`` (and ``gym``), which NNI 3.0 imports with the pre-0.5 API.
-STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "proxyless", "random", "enas")
-_DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
+#: Strategy names of :func:`run_search`: ``darts`` trains the softmax mixture of all candidates;
+#: ``gumbel`` a Gumbel-softmax sample; ``gumbel-hard`` one path per step (straight-through Gumbel),
+#: so the derived path is the one that was trained; ``random`` trains uniformly sampled single paths
+#: (SPOS) and then picks the architecture by evolution over the recalibrated supernet; ``proxyless``
+#: needs ``KwsSpace(coarse=True)``; ``enas`` needs ``tianshou`` (and ``gym``), which NNI 3.0
+#: imports with the pre-0.5 API.
+STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "gumbel-hard", "proxyless", "random", "enas")
+_DIFFERENTIABLE = ("darts", "gumbel", "gumbel-hard", "proxyless")
 
 
 @dataclass
@@ -62,12 +66,14 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     if name in _DIFFERENTIABLE:
-        cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "proxyless": ResourceProxyless}[name]
+        if name == "gumbel-hard":
+            kwargs = {"hard": True, **kwargs}
+        cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "gumbel-hard": ResourceGumbelDARTS,
+               "proxyless": ResourceProxyless}[name]
         return cls(penalties=penalties, cost_model=cost_model, arc_learning_rate=arc_learning_rate, **kwargs)
     if name == "random":
-        limits = {p.resource: p.target for p in penalties}
-        flt = budget_filter(cost_model.exact, limits) if penalties else None
-        return RandomOneShot(filter=flt, **kwargs)
+        kwargs.pop("warmup_epochs", None)  # all of a RandomOneShot search is weight training
+        return RandomOneShot(filter=_budget_filter(penalties, cost_model), **kwargs)
     if penalties:
         raise ValueError("the enas strategy takes no resource penalties; use darts, gumbel or proxyless")
     try:
@@ -76,6 +82,13 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
         raise ValueError("the enas strategy needs tianshou (NNI 3.0 uses its pre-0.5 API) and gym; "
                          "install them or use darts, gumbel, proxyless or random") from None
     return ENAS(**kwargs)
+
+
+def _budget_filter(penalties: Sequence[ResourcePenalty], cost_model: Any) -> Callable[[Mapping[str, Any]], bool] | None:
+    """The penalties' targets as a hard filter on sampled architectures (None without penalties)."""
+    if not penalties:
+        return None
+    return budget_filter(cost_model.exact, {p.resource: p.target for p in penalties})
 
 
 def _last_checkpoint(out_dir: Path | None) -> Path | None:
@@ -88,10 +101,29 @@ def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchH
                         trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1)
 
 
+def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val_loader: DataLoader,
+            accept: Callable[[Mapping[str, Any]], bool] | None, calib_batches: int, seed: int,
+            options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates."""
+    from nni_kws.space import space_choices
+    from nni_kws.space.mixed_ops import fresh_space
+
+    from .evolution import CandidateScorer, evolution_search
+    from .recalibrate import calibration_batches
+
+    base = fresh_space(space)
+    scorer = CandidateScorer(base, supernet, calibration_batches(train_loader, calib_batches), val_loader)
+    found = evolution_search(space_choices(base), scorer, accept=accept, seed=seed, **dict(options or {}))
+    info = {"evaluated": len(found.evaluated), "best_val_acc": found.score, "calib_batches": calib_batches,
+            **dict(options or {})}
+    return found.arch, info
+
+
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str | Strategy = "darts",
                epochs: int, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
                arc_learning_rate: float = 3e-3, learning_rate: float = 0.05, out_dir: str | Path | None = None,
                seed: int = 0, resume: bool = False, progress: bool = True, strategy_kwargs: Mapping[str, Any] | None = None,
+               calib_batches: int = 16, evolution: Mapping[str, Any] | None = None,
                **module_kwargs: Any) -> SearchResult:
     """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
 
@@ -122,7 +154,12 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     progress
         Lightning's progress bar.
     strategy_kwargs
-        Extra strategy arguments (e.g. ``warmup_epochs``, ``temperature`` for ``gumbel``).
+        Extra strategy arguments (e.g. ``warmup_epochs``: weight-only epochs before the first
+        architecture step; ``arch_every``; ``temperature`` for ``gumbel``).
+    calib_batches, evolution
+        ``random`` only: the architecture is chosen by :func:`~nni_kws.search.evolution.evolution_search`
+        (arguments ``evolution``) among candidates within the budgets, each scored on ``val_loader``
+        with inherited weights whose BatchNorm is recalibrated on ``calib_batches`` training batches.
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
@@ -155,13 +192,17 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
 
     oneshot = strat.oneshot_module  # type: ignore[attr-defined]
     probs: dict[str, dict[Any, float]] = {}
+    meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
+                            "epochs": epochs, "penalties": [p.to_dict() for p in penalties],
+                            **{k: v for k, v in dict(strategy_kwargs or {}).items() if k in ("warmup_epochs", "arch_every")}}
     if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
         arch = argmax_arch(probs)
+    elif isinstance(strat, RandomOneShot) and isinstance(space, KwsSpace):
+        arch, meta["evolution"] = _evolve(space, strat.supernet, train_loader, val_loader,  # type: ignore[attr-defined]
+                                          _budget_filter(penalties, cost_model), calib_batches, seed, evolution)
     else:
         arch = dict(oneshot.export())
-    meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
-                            "epochs": epochs, "penalties": [p.to_dict() for p in penalties]}
     return SearchResult(arch=arch, probs=probs, history=list(history.records), meta=meta,
                         supernet=strat.supernet)  # type: ignore[attr-defined]

@@ -1,0 +1,108 @@
+"""Per-epoch checkpoints of quantization-aware fine-tuning, so that ``quantize_model(resume=True)`` continues.
+
+One file (``last.pt``) holds, after each finished epoch: the wrapped model's ``state_dict`` (weights,
+BN statistics, the quantizer's step sizes and ranges, NNI's scale buffers), the optimizer and
+scheduler states, the step and epoch counters, extra quantizer state, and every random state the
+next epoch draws from (torch's global generator, the loader's shuffling generator and, for the
+Speech Commands training set, its augmentation generator), so a resumed run repeats exactly what
+the uninterrupted run would have done. A fingerprint of the run's settings guards against resuming
+a different run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["EpochCheckpoint"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _generators(loader: DataLoader) -> dict[str, torch.Generator]:
+    """The generators a training epoch draws from, besides torch's global one."""
+    gens = {}
+    if isinstance(loader.generator, torch.Generator):
+        gens["loader"] = loader.generator
+    # SpeechCommands keeps its augmentation generator in ``_gen`` (built lazily; workers=0 only).
+    dataset_gen = getattr(loader.dataset, "_gen", None)
+    if isinstance(dataset_gen, torch.Generator):
+        gens["dataset"] = dataset_gen
+    return gens
+
+
+def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict``, also filling buffers still ``None`` here (NNI's QAT/LSQ create scales and tracked
+    ranges on the first training forward; a fresh model has not run one yet)."""
+    result = model.load_state_dict(state, strict=False)
+    modules = dict(model.named_modules())
+    for key in result.unexpected_keys:
+        owner, _, name = key.rpartition(".")
+        module = modules.get(owner)
+        if module is None or name not in module._buffers or module._buffers[name] is not None:
+            raise ValueError(f"{path}: unexpected entry {key!r} for this model")
+        module._buffers[name] = state[key].clone()
+    if result.missing_keys:
+        raise ValueError(f"{path}: no entries for {result.missing_keys[:5]}")
+
+
+@dataclass
+class EpochCheckpoint:
+    """Where and what to checkpoint; ``resume``: continue from ``<folder>/last.pt`` when it exists."""
+    folder: Path
+    fingerprint: dict[str, Any]
+    resume: bool = False
+    #: extra state: ``name -> (get, set)``, e.g. the quantizer's step counter
+    extra: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / "last.pt"
+
+    def save(self, epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             loader: DataLoader) -> None:
+        """Write the state after ``epoch`` epochs (atomically: a kill while writing keeps the previous file)."""
+        state = {"fingerprint": self.fingerprint, "epoch": epoch, "step": step, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                 "torch_rng": torch.get_rng_state(),
+                 "generators": {k: g.get_state() for k, g in _generators(loader).items()},
+                 "extra": {k: get() for k, (get, _) in self.extra.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             loader: DataLoader) -> tuple[int, int]:
+        """Restore the last checkpoint if resuming (else nothing); returns ``(epochs done, steps done)``."""
+        if not self.resume or not self.path.is_file():
+            return 0, 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            diff = sorted(k for k in {**self.fingerprint, **state.get("fingerprint", {})}
+                          if self.fingerprint.get(k) != state.get("fingerprint", {}).get(k))
+            raise ValueError(f"{self.path}: checkpoint of another quantization run (settings differ: {diff}); "
+                             "delete it or use another checkpoint folder")
+        _load_model_state(model, state["model"], self.path)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "dataset" in state["generators"] and not isinstance(getattr(loader.dataset, "_gen", None),
+                                                               torch.Generator):
+            loader.dataset[0]  # builds the dataset's lazy augmentation generator, to restore into
+        gens = _generators(loader)
+        for name, value in state["generators"].items():
+            gens[name].set_state(value)
+        for name, (_, set_) in self.extra.items():
+            set_(state["extra"][name])
+        _logger.info("resuming quantization from %s after epoch %d (step %d)", self.path, state["epoch"],
+                     state["step"])
+        return state["epoch"], state["step"]

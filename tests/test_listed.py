@@ -1,0 +1,144 @@
+"""List-defined subsets (the real-speech protocols): lists, speaker-disjoint validation, augmentation, DataModule."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from nni_kws.data import AudioFileError, ListedClips, load_clip, read_list, shared_data_dir, speaker_of, speaker_split
+from nni_kws.data.labels import CLASS_INDEX, KEYWORDS
+from nni_kws.data.paths import SHARED_DATA_ENV
+
+
+@pytest.fixture
+def listed(tiny_gsc, tmp_path) -> tuple[Path, Path]:
+    """A copy of the tiny set plus a ``_silence_`` folder, and a list of all of its clips."""
+    root = Path(shutil.copytree(tiny_gsc, tmp_path / "clips"))
+    (root / "_silence_").mkdir()
+    for n in range(3):
+        sf.write(root / "_silence_" / f"{n}.wav", np.full(16000, 0.01 * (n + 1), np.float32), 16000, subtype="PCM_16")
+    rels = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.wav") if p.parent.name != "_background_noise_")
+    list_file = tmp_path / "all.txt"
+    list_file.write_text("# every clip\n" + "\n".join(rels) + "\n\n")
+    return root, list_file
+
+
+def test_read_list_and_speakers(listed, tmp_path):
+    root, list_file = listed
+    rels = read_list(list_file)
+    assert len(rels) == 13 * 6 + 3 and rels[0].startswith("_silence_/")
+    assert speaker_of("yes/0a1b2c3d_nohash_1.wav") == "0a1b2c3d"
+    assert speaker_of("_unknown_/bed_0A1B2C3D_nohash_0.wav.wav") == "0a1b2c3d"
+    assert speaker_of("_silence_/12.wav") == "_silence_/12.wav" and speaker_of("mine/clip.wav") == "mine/clip.wav"
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        read_list(tmp_path / "nowhere.txt")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(ValueError, match="empty.txt: the list is empty"):
+        read_list(tmp_path / "empty.txt")
+    (tmp_path / "abs.txt").write_text("/etc/passwd\n")
+    with pytest.raises(ValueError, match="abs.txt: entry '/etc/passwd'"):
+        read_list(tmp_path / "abs.txt")
+
+
+def test_speaker_split_is_disjoint_and_deterministic(listed):
+    rels = read_list(listed[1])
+    train, val = speaker_split(rels, 0.3)
+    assert sorted(train + val) == sorted(rels) and (train, val) == speaker_split(list(rels), 0.3)
+    train_spk, val_spk = {speaker_of(r) for r in train}, {speaker_of(r) for r in val}
+    assert not train_spk & val_spk
+    assert len(val_spk) == round(0.3 * 7)  # 4 speakers + 3 silence clips
+    assert speaker_split(rels, 0.3, salt="other") != (train, val)
+    with pytest.raises(ValueError, match="val_fraction"):
+        speaker_split(rels, 1.0)
+
+
+def test_labels_parts_and_augmentation(listed, tiny_gsc):
+    root, list_file = listed
+    noise = tiny_gsc / "_background_noise_"
+    whole = ListedClips(root, list_file)
+    assert len(whole) == 81 and not whole.augment
+    for path, label in zip(whole.files, whole.labels):
+        folder = Path(path).parent.name
+        assert label == CLASS_INDEX.get(folder, CLASS_INDEX["_unknown_"])
+    assert whole.class_counts()["_unknown_"] == 18 and whole.class_counts()["_silence_"] == 3
+    assert torch.equal(whole[5][0], load_clip(whole.files[5]))
+    train = ListedClips(root, list_file, "train", val_fraction=0.3, noise_dir=noise)
+    val = ListedClips(root, list_file, "val", val_fraction=0.3)
+    assert train.augment and not val.augment and len(train) + len(val) == 81
+    assert not {speaker_of(Path(p).relative_to(root).as_posix()) for p in train.files} & \
+        {speaker_of(Path(p).relative_to(root).as_posix()) for p in val.files}
+    x = train[0][0]
+    assert not torch.equal(x, load_clip(train.files[0])) and x.abs().max() <= 1
+    again = ListedClips(root, list_file, "train", val_fraction=0.3, noise_dir=noise)
+    assert torch.equal(again[0][0], x)  # seeded augmentation
+    capped = ListedClips(root, list_file, max_per_class=2)
+    assert all(n == 2 for n in capped.class_counts().values())
+
+
+def test_missing_and_bad_clips_name_the_list(listed, caplog):
+    root, list_file = listed
+    clean = list_file.read_text()
+    list_file.write_text(clean + "yes/ffffffff_nohash_9.wav\nno/eeeeeeee_nohash_9.wav\n")
+    with pytest.raises(FileNotFoundError, match=r"all.txt: 2 of 83 listed clips are missing .*ffffffff_nohash_9"):
+        ListedClips(root, list_file)
+    with caplog.at_level(logging.WARNING):
+        ds = ListedClips(root, list_file, on_error="skip")
+    assert len(ds) == 81 and any("skipped 2 of 83" in r.getMessage() for r in caplog.records)
+    list_file.write_text(clean)
+    bad = sorted((root / "yes").iterdir())[0]
+    bad.write_text("not audio")
+    with pytest.raises(AudioFileError, match=bad.name):  # evaluation data raises by default
+        ListedClips(root, list_file)
+    assert len(ListedClips(root, list_file, "train", val_fraction=0.3)) + \
+        len(ListedClips(root, list_file, "val", val_fraction=0.3, on_error="skip")) == 80  # training skips
+    with pytest.raises(FileNotFoundError, match="clip folder not found"):
+        ListedClips(root / "nowhere", list_file)
+
+
+def test_datamodule_list_protocol(listed, tiny_gsc, tmp_path):
+    from nni_kws.data import SpeechCommandsDataModule
+
+    root, list_file = listed
+    rels = read_list(list_file)
+    dev = [r for r in rels if speaker_of(r) != speaker_of(rels[-1])]
+    (tmp_path / "dev.txt").write_text("\n".join(dev))
+    (tmp_path / "heldout.txt").write_text("\n".join(r for r in rels if r not in dev))
+    dm = SpeechCommandsDataModule(root, batch_size=16, train_list=tmp_path / "dev.txt", val_fraction=0.3,
+                                  test_list=tmp_path / "heldout.txt", noise_dir=tiny_gsc / "_background_noise_")
+    n_train = sum(len(b[1]) for b in dm.train_dataloader())
+    n_val = sum(len(b[1]) for b in dm.val_dataloader())
+    assert n_train + n_val == len(dev) and n_val > 0
+    assert sum(len(b[1]) for b in dm.test_dataloader()) == len(rels) - len(dev) == 13
+    with pytest.raises(ValueError, match="need a train_list"):
+        SpeechCommandsDataModule(root, test_list=tmp_path / "heldout.txt")
+
+
+def test_shared_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path))
+    (tmp_path / "gsc-v2-test").mkdir()
+    assert shared_data_dir() == tmp_path and shared_data_dir("gsc-v2-test") == tmp_path / "gsc-v2-test"
+    assert shared_data_dir("nothing") is None
+    with pytest.raises(FileNotFoundError, match=f"nothing.*{SHARED_DATA_ENV}|{tmp_path}/nothing"):
+        shared_data_dir("nothing", required=True)
+
+
+def test_real_dev_heldout_protocol():
+    shared = shared_data_dir()
+    if shared is None or not (shared / "gsc-v2-test-splits" / "dev.txt").is_file():
+        pytest.skip("shared real-speech data not found")
+    splits = shared / "gsc-v2-test-splits"
+    dev = ListedClips(shared / "gsc-v2-test", splits / "dev.txt", on_error=None)
+    heldout = ListedClips(shared / "gsc-v2-test", splits / "heldout.txt", on_error=None)
+    assert (len(dev), len(heldout)) == (2656, 2234)
+    assert dev.class_counts()["_silence_"] == 213 and heldout.class_counts()["_silence_"] == 195
+    train, val = speaker_split(read_list(splits / "dev.txt"))
+    assert len(train) + len(val) == 2656 and not {speaker_of(r) for r in train} & {speaker_of(r) for r in val}
+    assert not {speaker_of(r) for r in read_list(splits / "heldout.txt")} & {speaker_of(r) for r in train + val
+                                                                            if not r.startswith("_silence_")}
+    assert all(n > 0 for n in ListedClips(shared / "gsc-v2-test", splits / "dev.txt", "val",
+                                          on_error=None).class_counts().values())
