@@ -320,6 +320,22 @@ def _first() -> dict:
     return {label: spec["_value"][0] for label, spec in json.loads(TINY_SPACE.read_text()).items()}
 
 
+def test_assessor_benchmark_quick_mode(tmp_path, monkeypatch):
+    """benchmarks/assessor.py replays NNI's Medianstop; a trial history below the finished ones'
+    median is stopped at once from start_step on, never before."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import assessor
+    result = assessor.main(["--quick", "--out", str(tmp_path / "assessor.json")])
+    assert len(result["learning_curves"]) == 3 and all(len(c) == 3 for c in result["learning_curves"])
+    assert set(result["medianstop"]) == {"0", "1", "2", "3"} and "smallest_safe_start_step" in result["verdict"]
+    good, bad = [0.5, 0.6, 0.7], [0.1, 0.1, 0.1]
+    assert assessor.replay_medianstop([good, good, bad], start_step=2) == [None, None, 2]
+    assert assessor.replay_medianstop([bad, good, good], start_step=2) == [None, None, None]  # no median yet
+    sys.modules.pop("assessor", None)
+
+
 def test_experiment_check_validates_configs(tmp_path, monkeypatch):
     from nni_kws.nnictl.commands import check_config
     monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path / "nni-config"))
