@@ -214,6 +214,28 @@ def test_hardware_aware_tuner_rejects_over_budget(inner):
         assert tuner.rejected > 0
 
 
+def test_hardware_aware_tuner_peak_act_kb_is_bytes_over_1000():
+    """The tuner's ``peak_act_kb`` budget is the trials' metric: peak activation bytes / 1000
+    (budgets.py). Every 'tiny' arch peaks at the front end's output, 96,000 bytes: 96.0 kB, but
+    93.75 KiB, so a budget of 95.9 must refuse them all and one of 96.0 admit them all."""
+    import nni
+
+    from nni_kws.cost import CostModel
+    from nni_kws.space import build_space, random_arch
+    from nni_kws.tuner import HardwareAwareTuner
+    model = CostModel(build_space("tiny"))
+    peak = {model.exact(random_arch(build_space("tiny"), seed=s))["peak_activation_bytes"] for s in range(16)}
+    assert peak == {96000}
+    space = json.loads(TINY_SPACE.read_text())
+    admits = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 96.0}, tuner_args={"seed": 0})
+    admits.update_search_space(space)
+    assert len(admits.generate_multiple_parameters(list(range(4)))) == 4 and admits.rejected == 0
+    refuses = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 95.9}, max_tries=5)
+    refuses.update_search_space(space)
+    with pytest.raises(nni.NoMoreTrialError):
+        refuses.generate_parameters(0)
+
+
 def test_hardware_aware_tuner_penalize_and_give_up():
     from nni_kws.tuner import HardwareAwareTuner
     seen = []
