@@ -352,7 +352,12 @@ class SearchHistory(pl.Callback):
         record too many."""
         if self.path is None or not self.path.exists():
             return
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = []
+        for line in self.path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut short by a kill
+                continue
         self.records = [r for r in lines if r.get("epoch", -1) < before_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
