@@ -214,6 +214,28 @@ def test_hardware_aware_tuner_rejects_over_budget(inner):
         assert tuner.rejected > 0
 
 
+def test_hardware_aware_tuner_peak_act_kb_is_bytes_over_1000():
+    """The tuner's ``peak_act_kb`` budget is the trials' metric: peak activation bytes / 1000
+    (budgets.py). Every 'tiny' arch peaks at the front end's output, 96,000 bytes: 96.0 kB, but
+    93.75 KiB, so a budget of 95.9 must refuse them all and one of 96.0 admit them all."""
+    import nni
+
+    from nni_kws.cost import CostModel
+    from nni_kws.space import build_space, random_arch
+    from nni_kws.tuner import HardwareAwareTuner
+    model = CostModel(build_space("tiny"))
+    peak = {model.exact(random_arch(build_space("tiny"), seed=s))["peak_activation_bytes"] for s in range(16)}
+    assert peak == {96000}
+    space = json.loads(TINY_SPACE.read_text())
+    admits = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 96.0}, tuner_args={"seed": 0})
+    admits.update_search_space(space)
+    assert len(admits.generate_multiple_parameters(list(range(4)))) == 4 and admits.rejected == 0
+    refuses = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 95.9}, max_tries=5)
+    refuses.update_search_space(space)
+    with pytest.raises(nni.NoMoreTrialError):
+        refuses.generate_parameters(0)
+
+
 def test_hardware_aware_tuner_penalize_and_give_up():
     from nni_kws.tuner import HardwareAwareTuner
     seen = []
@@ -318,6 +340,22 @@ def test_trial_data_folder_or_shared_default_set(monkeypatch, tmp_path):
 
 def _first() -> dict:
     return {label: spec["_value"][0] for label, spec in json.loads(TINY_SPACE.read_text()).items()}
+
+
+def test_assessor_benchmark_quick_mode(tmp_path, monkeypatch):
+    """benchmarks/assessor.py replays NNI's Medianstop; a trial history below the finished ones'
+    median is stopped at once from start_step on, never before."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import assessor
+    result = assessor.main(["--quick", "--out", str(tmp_path / "assessor.json")])
+    assert len(result["learning_curves"]) == 3 and all(len(c) == 3 for c in result["learning_curves"])
+    assert set(result["medianstop"]) == {"0", "1", "2", "3"} and "smallest_safe_start_step" in result["verdict"]
+    good, bad = [0.5, 0.6, 0.7], [0.1, 0.1, 0.1]
+    assert assessor.replay_medianstop([good, good, bad], start_step=2) == [None, None, 2]
+    assert assessor.replay_medianstop([bad, good, good], start_step=2) == [None, None, None]  # no median yet
+    sys.modules.pop("assessor", None)
 
 
 def test_experiment_check_validates_configs(tmp_path, monkeypatch):

@@ -37,7 +37,8 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 def shared_default_dataset(*, progress: bool = False, **params: Any) -> Path:
     """:func:`~nni_kws.data.synth.ensure_default_dataset` under a lock next to the dataset folder
     (``.<folder>.lock``): made once, reused by every other process, whatever their number."""
-    from .synth import MANIFEST, default_dataset_dir, ensure_default_dataset
+    from .labels import MANIFEST
+    from .synth import default_dataset_dir, ensure_default_dataset
 
     root = default_dataset_dir(**params).expanduser().absolute()
     with file_lock(root.parent / f".{root.name}.lock"):

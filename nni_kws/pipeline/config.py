@@ -56,6 +56,7 @@ class PipelineConfig:
     strategy: str = "darts"
     warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
+    arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -188,6 +189,8 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
+    if int(cfg.arch_every) < 1:
+        raise ValueError(f"arch-every must be at least 1, got {cfg.arch_every}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

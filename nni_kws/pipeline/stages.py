@@ -25,6 +25,7 @@ from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
 from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
 from nni_kws.cost.counter import count_costs
+from nni_kws.cost.latency import RUN_TABLE
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import BACKGROUND_NOISE_DIR
 from nni_kws.data.paths import shared_data_dir
@@ -154,8 +155,9 @@ class Pipeline:
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
 
-        Measured with single-thread CPU time per call (``clock='cpu'``), which background load on
-        a shared machine does not inflate; ``nni-kws profile`` makes wall-clock tables for a device.
+        Measured as :data:`~nni_kws.cost.latency.RUN_TABLE` says (single-thread CPU time per call,
+        which background load on a shared machine does not inflate; its accuracy is benchmarked by
+        ``benchmarks/cost_model.py --run-table``); ``nni-kws profile`` makes wall-clock tables for a device.
         """
         if self._lut is None:
             path = Path(self.cfg.latency_lut) if self.cfg.latency_lut else self.out / "profile" / "latency.json"
@@ -164,10 +166,9 @@ class Pipeline:
             else:
                 start = time.perf_counter()
                 log.info("measuring a latency table of the %s space (%s front end)", self.cfg.preset, self.cfg.frontend)
-                self._lut = LatencyTable.measure(self.space(), repeats=20, rounds=2, calibration=3, clock="cpu",
-                                                 progress=False)
+                self._lut = LatencyTable.measure(self.space(), **RUN_TABLE, progress=False)
                 self._lut.save(path)
-                write_json(path.parent / RESULT, {"entries": len(self._lut.entries), "clock": "cpu",
+                write_json(path.parent / RESULT, {"entries": len(self._lut.entries), **RUN_TABLE,
                                                   "seconds": time.perf_counter() - start})
         return self._lut
 
@@ -275,6 +276,12 @@ class Pipeline:
         return [ResourcePenalty(resource, target, self.cfg.lam, self.cfg.penalty_form)
                 for resource, target in self.cfg.penalty_targets().items()]
 
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """Schedule options of the differentiable strategies (``random`` trains weights only)."""
+        if self.cfg.strategy == "random":
+            return {}
+        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
         check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
@@ -282,7 +289,7 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
-                            strategy_kwargs={"warmup_epochs": cfg.warmup_epochs})
+                            strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
         budgets, metrics = cfg.budgets(), metric_costs(costs)

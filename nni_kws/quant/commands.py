@@ -96,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--distill", type=float, default=1.0,
                    help="weight of the KL loss to the float model's logits (default 1; 0: off)")
-    p.add_argument("--input-bits", type=int, default=8,
-                   help="bits of the raw waveform where the first layer reads it (default 8; 0: float)")
+    p.add_argument("--input-bits", type=int, default=0,
+                   help="bits of the raw waveform where the first layer reads it (default 0: float, the PCM)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
     p.add_argument("--data", help="Speech Commands folder (default: the synthesized default dataset)")
     p.add_argument("--real-test", help="a real test folder to report accuracy on too (e.g. gsc-v2-test)")

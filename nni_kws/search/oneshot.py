@@ -31,7 +31,8 @@ from nni_kws.training import (EpochSeeding, KwsModule, TrainingDiverged, derived
                               seed_everything)
 
 from .penalty import ResourcePenalty
-from .strategy import ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch
+from .strategy import (ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch,
+                       most_likely_within)
 
 __all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
@@ -171,6 +172,10 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     strategy_kwargs
         Extra strategy arguments (e.g. ``warmup_epochs``: weight-only epochs before the first
         architecture step; ``arch_every``; ``temperature`` for ``gumbel``).
+    penalties (again)
+        Differentiable strategies return the argmax architecture; if a penalty's target (a budget) is
+        exceeded by it, :func:`~nni_kws.search.strategy.most_likely_within` moves it within (the
+        argmax is kept in ``meta['argmax_over_budget']``).
     calib_batches, evolution
         ``random`` only: the architecture is chosen by :func:`~nni_kws.search.evolution.evolution_search`
         (arguments ``evolution``) among candidates within the budgets, each scored on ``val_loader``
@@ -227,6 +232,12 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
             raise TrainingDiverged("search diverged (the architecture probabilities are not finite); "
                                    "try a lower learning rate (--lr, --arc-lr)")
         arch = argmax_arch(probs)
+        if penalties and cost_model is not None:
+            within = most_likely_within(probs, cost_model.exact, {p.resource: p.target for p in penalties})
+            if within != arch:
+                meta["argmax_over_budget"] = {"arch": arch, "costs": {p.resource: cost_model.exact(arch)[p.resource]
+                                                                      for p in penalties}}
+                arch = within
     elif isinstance(strat, RandomOneShot) and isinstance(space, KwsSpace):
         after = derived_seed(seed, "search", "evolution")  # the same after a resumed search
         seed_everything(after)
