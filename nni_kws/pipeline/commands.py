@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
-from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import arch_file_meta, load_arch
 
 from .config import CONFIG, PipelineConfig, load_config
@@ -164,6 +167,8 @@ def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | 
         with stop_on_signals():
             out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch,
                                baseline=baseline)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for stage, res in out.items():
@@ -248,6 +253,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals():
             sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for p in sweep["points"]:
