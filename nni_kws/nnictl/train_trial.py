@@ -55,14 +55,14 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
 
 
 def _number(key: str, value: Any) -> float:
-    """A finite number (or a string holding one, as some search spaces give) from a tuner's parameter."""
+    """A finite number; numeric strings count (a search space may list choices as strings)."""
     try:
-        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+        number = float(value) if isinstance(value, str) else value
     except ValueError:
         number = None
-    if number is None or not math.isfinite(number):
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
         raise ValueError(f"parameter {key!r} must be a finite number, got {value!r}")
-    return number
+    return float(number)
 
 
 def _train_param(key: str, value: Any) -> Any:
