@@ -40,18 +40,8 @@ from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
 
-from .config import (
-    CONFIG,
-    OPTIONS,
-    RESULT,
-    STAGES,
-    PipelineConfig,
-    check_feasible,
-    check_inputs,
-    default_real_test_root,
-    options_mismatch,
-    stage_options,
-)
+from .config import (CONFIG, OPTIONS, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs,
+                     default_real_test_root, options_mismatch, stage_options)
 from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
 
