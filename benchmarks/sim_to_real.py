@@ -54,6 +54,7 @@ CONFIGS: dict[str, tuple[dict[str, Any], TrainAugment]] = {
     "all_but_noise_masks": ({"flite_speakers": 100, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
                              "test_fraction": 0.2}, TrainAugment()),
     "demo": (dict(PRESETS["demo"]), TrainAugment()),
+    "demo_more_flite": (dict(PRESETS["demo"], flite_speakers=300), TrainAugment()),
     "full_preset": (dict(PRESETS["full"]), TrainAugment()),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,7 +172,8 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in ("demo", "full_preset")),
+    presets = ("demo", "demo_more_flite", "full_preset")
+    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in presets),
                    help=f"comma-separated subset of {list(CONFIGS)} (default: all but the presets)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--epochs", type=int, default=12, help="training epochs per run (default: 12)")

@@ -354,7 +354,8 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool, noise_dir: Path | 
     n_split = {k: sum(v == k for v in split.values()) for k in ("training", "validation", "testing")}
     manifest = {
         "format": _FORMAT, "params": params, "keywords": params["keywords"], "espeak_version": info["version"],
-        "espeak_sample_rate": info["sample_rate"], "flite_version": flite_version() if params["flite_speakers"] else None,
+        "espeak_sample_rate": info["sample_rate"],
+        "flite_version": flite_version() if params["flite_speakers"] else None,
         "sample_rate": SAMPLE_RATE,
         "counts": {"clips": len(jobs), "words": per_word, "speakers": n_split,
                    "speakers_by_engine": {e: sum(x["engine"] == e for x in spk) for e in ("espeak", "flite")},
