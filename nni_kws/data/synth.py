@@ -54,14 +54,14 @@ _DEFAULTS: dict[str, Any] = dict(
     val_fraction=0.1, test_fraction=0.1, noise_seconds=30,
     flite_speakers=0, speed=None, room=0.0, channel=0.0, recorded_noise=None,
 )
-#: Named parameter sets: ``today`` is the original espeak-only recipe; the others add the data engine.
-#: ``recorded_noise="shared"`` reads ``gsc-background-noise/`` of the shared data folder when present.
+#: Named parameter sets: ``today`` is the original espeak-only recipe; ``demo`` adds a second synthesis family
+#: (flite), speed perturbation, rooms and channel effects (the best combination measured by
+#: ``benchmarks/sim_to_real.py``, with a test split of 500 items); ``full`` is the same recipe with >= 1,000
+#: espeak voices. Recorded noise (``recorded_noise="shared"`` or a folder) is an option, not in the presets.
 PRESETS: dict[str, dict[str, Any]] = {
     "today": {},
-    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5,
-                 recorded_noise="shared"),
-    "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5,
-                 recorded_noise="shared"),
+    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5),
+    "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5),
 }
 
 
@@ -354,7 +354,8 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool, noise_dir: Path | 
     n_split = {k: sum(v == k for v in split.values()) for k in ("training", "validation", "testing")}
     manifest = {
         "format": _FORMAT, "params": params, "keywords": params["keywords"], "espeak_version": info["version"],
-        "espeak_sample_rate": info["sample_rate"], "flite_version": flite_version() if params["flite_speakers"] else None,
+        "espeak_sample_rate": info["sample_rate"],
+        "flite_version": flite_version() if params["flite_speakers"] else None,
         "sample_rate": SAMPLE_RATE,
         "counts": {"clips": len(jobs), "words": per_word, "speakers": n_split,
                    "speakers_by_engine": {e: sum(x["engine"] == e for x in spk) for e in ("espeak", "flite")},
