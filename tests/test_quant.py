@@ -233,7 +233,12 @@ def test_fixed_baseline_runs_on_a_conv1d_model(algorithm: str, tmp_path: Path) -
     x, y = _data(16, length=400)
     unsigned = unsigned_inputs(model, x)
     assert unsigned == {"0": False, "2": True, "6": True}
+    float_weight = model[2].weight.detach().clone()
     quantizer = fixed_quantizer(model, unsigned, 4, _evaluator(model, x, y, lr=1e-3), algorithm)
+    if algorithm == "lsq":  # the LSQ paper's step size (NNI's own LSQ starts at 0.01), before any step
+        quantizer.track_forward(x)
+        weight = quantizer._module_wrappers["2"].quantization_target_spaces["weight"]
+        torch.testing.assert_close(weight.scale, (2 * float_weight.abs().mean() / 7 ** 0.5).view(1))
     _, calibration = quantizer.compress(max_steps=4, max_epochs=None)
     model.eval()
     assert {t["quant_bits"] for targets in calibration.values() for t in targets.values()} == {4}
