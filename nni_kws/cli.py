@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
         print(f"nni-kws {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return int(getattr(err, "exit_code", 2))
 
 
 if __name__ == "__main__":

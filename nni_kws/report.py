@@ -14,8 +14,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets
 from nni_kws.space import describe_arch
 
-__all__ = ["COST_AXES", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
-           "write_sweep_report"]
+__all__ = ["COST_AXES", "SEARCH_QUALITY_JSON", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
+           "render_report", "render_sweep", "write_report", "write_sweep_report"]
+
+#: Results of ``benchmarks/search_quality.py``: random architectures and peers drawn next to a run's points.
+SEARCH_QUALITY_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "search_quality.json"
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
 COST_AXES: dict[str, tuple[str, float]] = {
@@ -31,6 +34,9 @@ _KIND_STYLE = {
     "searched": dict(marker="o", color="tab:gray", s=130),
     "retrained": dict(marker="s", color="tab:blue", s=70),
     "quantized": dict(marker="D", color="tab:red", s=32),
+    "random (benchmark)": dict(marker="v", color="0.45", s=30),
+    "peer (benchmark)": dict(marker="^", color="tab:purple", s=50),
+    "searched (benchmark)": dict(marker="o", color="tab:green", s=40),
 }
 _FRONTEND_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
 
@@ -151,27 +157,53 @@ def _spread(points: Sequence[Mapping[str, Any]], cost: str) -> float:
 
 
 def _cost_cells(costs: Mapping[str, Any]) -> list[str]:
-    return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
+    return [_fmt(costs.get("params"), 1, 1e-3), _fmt(costs.get("macs"), 2, 1e-6),
+            _fmt(costs.get("frontend_macs"), 2, 1e-6), _fmt(costs.get("weight_kb"), 1),
             _fmt(costs.get("peak_act_kb"), 1), _fmt(costs.get("latency_ms"), 2)]
 
 
-_COST_HEADER = "params [k] | MACs [M] | weights [kB] | peak act. [kB] | latency [ms]"
+# MACs include MFCC extraction; "of which features" is that part on its own (nni_kws.cost.frontend)
+_COST_HEADER = "params [k] | MACs [M] | of which features [M] | weights [kB] | peak act. [kB] | latency [ms]"
+
+
+def test_labels(data: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(test column, real-test column, sentence)`` naming the data a run was really tested on."""
+    if data.get("synthetic"):
+        test = "synth test"
+    elif data.get("test_list"):
+        test = f"{Path(data['test_list']).stem} test"
+    else:
+        test = "test split"
+    real_root = data.get("real_test_root")
+    if not real_root:
+        return test, "real test", "No real test set was used."
+    if Path(real_root).name == "gsc-v2-test":
+        return test, "real test", ("Real test = the official Speech Commands v2 test set "
+                                   f"(`{real_root}`), never used for training or tuning.")
+    return test, "real test", f"Real test = the clips in `{real_root}`, never used for training or tuning."
 
 
 def render_report(results: Mapping[str, Any]) -> str:
     """The Markdown report of one ``nni-kws run`` (from its ``results.json`` dict)."""
     cfg, data = results.get("config", {}), results.get("data", {})
+    test_col, real_col, real_text = test_labels(data)
+    source = ("synthesized espeak-ng speech" if data.get("synthetic") else
+              f"clips listed in `{data['train_list']}` / `{data['test_list']}`" if data.get("train_list") else "local copy")
+    over = (results.get("search") or {}).get("over_budget")
     lines = ["# nni-kws run report", ""]
-    lines += [f"- data: `{data.get('root', '?')}` ({'synthesized espeak-ng speech' if data.get('synthetic') else 'local copy'}; "
+    lines += [f"- data: `{data.get('root', '?')}` ({source}; "
               f"train/val/test = {data.get('n_train', '?')}/{data.get('n_val', '?')}/{data.get('n_test', '?')} clips)",
               f"- real test set: `{data.get('real_test_root') or 'not available'}`"
               + (f" ({data.get('n_real_test')} clips, evaluation only)" if data.get("n_real_test") else ""),
               f"- space preset `{cfg.get('preset')}`, front end `{cfg.get('frontend')}`, strategy "
               f"`{cfg.get('strategy')}`, seed {cfg.get('seed')}, device {results.get('device', '?')}",
-              f"- budgets: {describe_budgets(_budgets(cfg))}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}", ""]
+              f"- budgets: {describe_budgets(_budgets(cfg))}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}",
+              *([f"- **OVER BUDGET**: the searched architecture exceeds "
+                 + ", ".join(f"{k} ({v['value']:,.6g} > {v['limit']:,.6g})" for k, v in over.items())] if over else []),
+              ""]
     lines += ["## Accuracy and cost", "",
-              f"| model | synth test [%] | real test [%] | {_COST_HEADER} | bits w / a |",
-              "|---|---|---|" + "---|" * 6]
+              f"| model | {test_col} [%] | {real_col} [%] | {_COST_HEADER} | bits w / a |",
+              "|---|---|---|" + "---|" * 7]
     for p in results.get("points", []):
         bits = "32 / 32" if p.get("kind") != "quantized" else \
             f"{_fmt(p.get('bits_weight'), 2)} / {_fmt(p.get('bits_act'), 2)}"
@@ -180,8 +212,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     lines += ["", "The *searched* row is the derived sub-network with its supernet weights (before retraining); "
               "*retrained* is the frozen network trained from "
               f"{'the supernet weights' if cfg.get('init') == 'supernet' else 'scratch'}; *quantized* has learned "
-              "(or fixed) bit-widths, its weight memory counted at those bits. Real test = the official "
-              "Speech Commands v2 test set, never used for training or tuning.", ""]
+              f"(or fixed) bit-widths, its weight memory counted at those bits. {real_text}", ""]
     arch = results.get("arch") or {}
     if arch:
         lines += ["## Architecture", "", "| part | choice |", "|---|---|"]
@@ -211,18 +242,19 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
     """The Markdown table of a sweep (the paper's NAS table in our format), one block per front end."""
     points = sweep.get("points", [])
     knob = sweep.get("knob", "lam")
+    test_col = _sweep_test_label(sweep)
     lines = ["# nni-kws sweep", "",
              f"Sweep over `{knob}` = {sweep.get('values')} for front ends {sweep.get('frontends')} "
              f"(preset `{sweep.get('config', {}).get('preset')}`, strategy `{sweep.get('config', {}).get('strategy')}`). "
-             "Rows marked ★ are on the accuracy–MACs Pareto front (synthesized-speech test accuracy) of their front end. "
-             "MACs count conv and linear layers only, as in the ICPR code: the MFCC feature extraction is not in "
-             "them, while the measured latency includes it, so compare front ends on latency.", ""]
+             f"Rows marked ★ are on the accuracy–MACs Pareto front ({test_col} accuracy) of their front end. "
+             "MACs count conv and linear layers plus the MFCC feature extraction (FFT, mel, log, DCT; "
+             "`nni_kws.cost.frontend`), so raw-audio and MFCC front ends compare on MACs and on latency.", ""]
     for frontend in sweep.get("frontends", []):
         sub = [p for p in points if p.get("frontend") == frontend]
         front = set(pareto_front(sub, "macs"))
         lines += [f"## Front end `{frontend}`", "",
-                  f"| {knob} | {_COST_HEADER} | val [%] | synth test [%] | real test [%] | front |",
-                  "|---|" + "---|" * 5 + "---|---|---|---|"]
+                  f"| {knob} | {_COST_HEADER} | val [%] | {test_col} [%] | real test [%] | front |",
+                  "|---|" + "---|" * 6 + "---|---|---|---|"]
         for i, p in enumerate(sub):
             lines.append(f"| {p.get(knob)} | {' | '.join(_cost_cells(p.get('costs', {})))} | "
                          f"{_fmt(p.get('val_acc'), 2, pct=True)} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
@@ -232,13 +264,38 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``."""
+def _sweep_test_label(sweep: Mapping[str, Any]) -> str:
+    cfg = sweep.get("config", {})
+    return test_labels({"synthetic": cfg.get("data") is None, "test_list": cfg.get("test_list")})[0]
+
+
+def benchmark_points(preset: str, frontend: str, path: str | Path = SEARCH_QUALITY_JSON) -> list[dict[str, Any]]:
+    """The random, peer and searched models of a search-quality benchmark run on the same space, as plot
+    points whose real-speech accuracy (hollow markers) is their heldout accuracy; ``[]`` without that file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    bench = json.loads(path.read_text())
+    same_space = bench.get("settings", {}).get("preset") == preset and frontend == "raw"
+    kinds = {"random": "random (benchmark)", "peer": "peer (benchmark)",
+             bench.get("verdict", {}).get("strategy"): "searched (benchmark)"}
+    return [{"name": key, "kind": kinds[m["kind"]], "costs": m.get("costs", {}), "test_acc": None,
+             "real_test_acc": m.get("heldout_acc")}
+            for key, m in bench.get("models", {}).items()
+            if m.get("kind") in kinds and (same_space or m["kind"] == "peer")]
+
+
+def write_report(results: Mapping[str, Any], out_dir: str | Path,
+                 benchmark: str | Path = SEARCH_QUALITY_JSON) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``; the plot also shows the random
+    architectures, peers and searched models of ``benchmark`` (the search-quality results) when it exists."""
     out_dir = Path(out_dir)
     cfg = results.get("config", {})
-    png = plot_pareto(results.get("points", []), out_dir / "pareto.png", budgets=_budgets(cfg),
-                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: synthesized-speech "
-                      "test (filled) and real test (hollow) accuracy vs cost")
+    extra = benchmark_points(cfg.get("preset", ""), cfg.get("frontend", ""), benchmark)
+    png = plot_pareto([*results.get("points", []), *extra], out_dir / "pareto.png", budgets=_budgets(cfg),
+                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: "
+                      f"{test_labels(results.get('data', {}))[0]} (filled) and real test (hollow) accuracy vs cost"
+                      + ("; benchmark models: heldout accuracy (hollow)" if extra else ""))
     md = out_dir / "report.md"
     md.write_text(render_report(results))
     return md, png
@@ -249,7 +306,7 @@ def write_sweep_report(sweep: Mapping[str, Any], out_dir: str | Path) -> tuple[P
     out_dir = Path(out_dir)
     png = plot_pareto(sweep.get("points", []), out_dir / "pareto.png", group="frontend",
                       axes=("macs", "params", "latency_ms"),
-                      title=f"Sweep over {sweep.get('knob', 'lam')}: synthesized-speech test (filled, front dashed) "
+                      title=f"Sweep over {sweep.get('knob', 'lam')}: {_sweep_test_label(sweep)} (filled, front dashed) "
                       "and real test (hollow)")
     md = out_dir / "sweep.md"
     md.write_text(render_sweep(sweep))

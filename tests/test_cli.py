@@ -42,7 +42,7 @@ def tiny_real(tiny_gsc: Path, tmp_path_factory) -> Path:
 def finished_run(tiny_gsc: Path, tiny_real: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "demo"
     rc = main(["run", "--data", str(tiny_gsc), "--real-test", str(tiny_real), "--out", str(out),
-               "--max-macs", "2e5", *FAST, *QUANT])
+               "--max-macs", "3.5e5", "--allow-over-budget", *FAST, *QUANT])
     assert rc == 0
     return out
 
@@ -51,7 +51,7 @@ def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
     res = json.loads((finished_run / "results.json").read_text())
     assert set(res["timings_s"]) >= {"search", "train", "quantize", "report", "total"}
     assert all(v is None or v >= 0 for v in res["timings_s"].values())
-    assert res["config"]["preset"] == "tiny" and res["config"]["max_macs"] == 2e5
+    assert res["config"]["preset"] == "tiny" and res["config"]["max_macs"] == 3.5e5
     assert res["data"]["n_test"] > 0 and res["data"]["n_real_test"] > 0
     kinds = [p["kind"] for p in res["points"]]
     assert kinds == ["searched", "retrained", "quantized"]
@@ -132,20 +132,81 @@ def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, ca
     assert "nni-kws search" in capsys.readouterr().err
 
 
-def test_ctrl_c_then_resume(tiny_gsc: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    """Ctrl-C during retraining: exit 130 with the resume command; `--resume` then finishes the run."""
-    import nni_kws.pipeline.stages as pipeline
 
-    real_fit = pipeline.fit
+def test_infeasible_budget_is_refused_before_anything_runs(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    """A budget below the cheapest architecture of the space: one line naming the cheapest value, nothing written."""
+    from nni_kws.cost import CostModel
 
-    def interrupted_fit(*args, **kwargs):
-        raise KeyboardInterrupt
-
+    cheapest = CostModel("tiny").cheapest("macs")[1]
     out = tmp_path / "run"
-    monkeypatch.setattr(pipeline, "fit", interrupted_fit)
-    assert main(["run", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), *FAST, *QUANT]) == 130
-    assert f"--out {out} --resume" in capsys.readouterr().err
-    assert (out / "search" / "result.json").is_file() and not (out / "train" / "result.json").exists()
-    monkeypatch.setattr(pipeline, "fit", real_fit)
-    assert main(["run", "--out", str(out), "--resume"]) == 0
-    assert (out / "results.json").is_file() and (out / "quantize" / "result.json").is_file()
+    rc = main(["search", "--data", str(tiny_gsc), "--out", str(out), "--max-macs", "1000", *COMMON])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "below the cheapest architecture" in err and f"{cheapest:,.0f}" in err
+    assert not out.exists()
+
+
+def test_search_lands_within_a_tight_budget(tiny_gsc: Path, tmp_path: Path) -> None:
+    """λ = 0 ignores the cost in the architecture loss, but the budget still binds: the derived architecture is
+    moved within it (checked against the cost model), and the argmax that was over it is kept in the record."""
+    from nni_kws.cost import CostModel
+
+    cm = CostModel("tiny")
+    budget = cm.cheapest("macs")[1] + 1
+    out = tmp_path / "run"
+    assert main(["search", "--data", str(tiny_gsc), "--out", str(out), "--max-macs", str(budget), "--lambda", "0",
+                 *COMMON, "--search-epochs", "1"]) == 0
+    searched = json.loads((out / "search" / "result.json").read_text())
+    assert cm.exact(searched["arch"])["macs"] <= budget and searched["over_budget"] == {}
+    over = searched.get("argmax_over_budget")
+    assert over is None or cm.exact(over["arch"])["macs"] > budget
+
+
+def test_over_budget_search_is_flagged_and_stops_the_run(tiny_gsc: Path, tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    """When the search cannot bring its architecture within a budget (here: the projection into the budget is
+    switched off, as when a greedy step finds no way down), the run stops with exit status 3 after recording
+    ``over_budget`` in result.json (checked against the cost model); ``--resume --allow-over-budget``
+    finishes it and the report says OVER BUDGET."""
+    import nni_kws.search.oneshot as oneshot
+    from nni_kws.cost import CostModel
+    from nni_kws.search.strategy import argmax_arch
+
+    monkeypatch.setattr(oneshot, "most_likely_within", lambda probs, costs_of, limits: argmax_arch(probs))
+    cm = CostModel("tiny")
+    budget = cm.cheapest("macs")[1] + 1
+    out = tmp_path / "run"
+    rc = main(["run", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), "--max-macs", str(budget),
+               "--lambda", "0", *FAST, *QUANT])
+    searched = json.loads((out / "search" / "result.json").read_text())
+    macs = cm.exact(searched["arch"])["macs"]
+    assert macs > budget, "the test needs a search that ends over the budget"
+    assert rc == 3 and "over budget" in capsys.readouterr().err
+    assert searched["over_budget"] == {"macs": {"limit": budget, "value": macs}}
+    assert not (out / "train").exists()
+    assert main(["run", "--out", str(out), "--resume", "--allow-over-budget"]) == 0
+    assert "OVER BUDGET" in (out / "report.md").read_text()
+
+
+def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: Path) -> None:
+    """``--train-list/--test-list`` over a folder: trains on one list (validating on held-apart speakers), tests
+    on the other, never reports a whole real test set, and the report names the test list."""
+    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
+    train_rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
+                        if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("\n".join(train_rels) + "\n")
+    test.write_text("\n".join(test_rels) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
+                 "--out", str(out), "--arch", str(_arch_file(tmp_path)), *COMMON, "--train-epochs", "1"]) == 0
+    res = json.loads((out / "train" / "result.json").read_text())
+    assert res["data"]["n_test"] == len(test_rels) and res["data"]["real_test_root"] is None
+    assert res["data"]["n_train"] + res["data"]["n_val"] == len(train_rels)
+    assert res["real_test_acc"] is None
+
+
+def _arch_file(tmp_path: Path) -> Path:
+    from nni_kws.space import build_space, random_arch, save_arch
+
+    return save_arch(random_arch(build_space("tiny"), seed=0), tmp_path / "arch.json", preset="tiny")

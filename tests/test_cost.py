@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,24 @@ def test_params_and_macs_match_torch_on_random_archs(models: dict[str, CostModel
         model = cm.space.freeze(arch)
         costs = cm.exact(arch)
         assert costs["params"] == sum(p.numel() for p in model.parameters())
-        assert costs["macs"] == torch_conv_linear_macs(model)          # FlopCounterMode counts 2 x MAC
+        # FlopCounterMode counts 2 x MAC of convs and linears; MFCC extraction is on its own line (test_baselines)
+        assert costs["macs"] - costs["frontend_macs"] == torch_conv_linear_macs(model)
+        assert (costs["frontend_macs"] > 0) == name.endswith("mfcc")
         names = dict(model.named_modules())
         assert all(layer.name in names for layer in cm.layers(arch))
+
+
+def test_mfcc_extraction_in_macs_unless_excluded(models: dict[str, CostModel]) -> None:
+    cm = models["tiny-mfcc"]
+    excluded = CostModel(cm.space, include_frontend=False)
+    # 51 frames of the 640-point STFT: window 640, rfft 640·(log2 640 + 1), power 321·2, mel 321·40, log 40, DCT 40·40
+    frontend = 51 * (640 + math.ceil(640 * (math.log2(640) + 1)) + 321 * 2 + 321 * 40 + 40 + 40 * 40)
+    for seed in range(2):
+        arch = random_arch(cm.space, seed)
+        costs, without = cm.exact(arch), excluded.exact(arch)
+        assert costs["frontend_macs"] == without["frontend_macs"] == frontend
+        assert costs["macs"] == without["macs"] + frontend == torch_conv_linear_macs(cm.space.freeze(arch)) + frontend
+        assert float(excluded.expected(excluded.one_hot(arch))["macs"]) == pytest.approx(without["macs"])
 
 
 def test_expectation_at_one_hot_equals_exact(models: dict[str, CostModel], tiny_lut: LatencyTable) -> None:
@@ -91,7 +107,7 @@ def test_expectation_at_one_hot_equals_exact(models: dict[str, CostModel], tiny_
         for seed in range(4):
             arch = random_arch(cm.space, seed)
             exact, expected = cm.exact(arch, bits=6), cm.expected(cm.one_hot(arch), bits=6, temperature=0)
-            for key in ("params", "macs", "ops", "weight_bytes", "peak_activation_bytes"):
+            for key in ("params", "macs", "frontend_macs", "ops", "weight_bytes", "peak_activation_bytes"):
                 assert float(expected[key]) == pytest.approx(exact[key], rel=1e-6), (name, key)
             assert expected["latency_ms"] is None
     cm = CostModel(models["tiny"].space, tiny_lut)

@@ -1,6 +1,7 @@
 """Speech Commands data pipeline: WAV loading, 12-class subsets, augmentation, bad files, DataModule."""
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import shutil
@@ -319,3 +320,37 @@ def test_datamodule(tiny_gsc, tmp_path):
     assert first == again  # shuffling is seeded
     with pytest.raises(ValueError, match="real_test_root"):
         SpeechCommandsDataModule(tiny_gsc).real_test_dataloader()
+
+
+# --- evaluation data problems are errors (reliability audit 5.8, 5.9, 5.12) ----------------------------
+
+def test_missing_keyword_class_is_an_error(gsc_copy, capsys):
+    from nni_kws.cli import main
+
+    shutil.rmtree(gsc_copy / "yes")
+    for name in ("validation_list.txt", "testing_list.txt"):
+        path = gsc_copy / name
+        path.write_text("".join(ln + "\n" for ln in path.read_text().split() if not ln.startswith("yes/")))
+    with pytest.raises(ValueError, match="training subset .*no clips of keyword class 'yes'"):
+        SpeechCommands(gsc_copy, "training")
+    assert main(["data", "check", str(gsc_copy), "-q"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and any("'yes'" in p for p in report["problems"])
+
+
+def test_unreadable_evaluation_clip_raises_and_missing_entries_are_counted(gsc_copy, caplog):
+    from nni_kws.data import SpeechCommandsDataModule
+
+    val_file = next(r for r in sorted((gsc_copy / "validation_list.txt").read_text().split()) if r.startswith("yes/"))
+    (gsc_copy / val_file).write_text("not audio")
+    with pytest.raises(AudioFileError, match=Path(val_file).name):
+        SpeechCommands(gsc_copy, "validation")
+    with pytest.raises(AudioFileError, match=Path(val_file).name):
+        SpeechCommandsDataModule(gsc_copy, on_error="skip").dataset("validation")
+    with pytest.raises(ValueError, match="no clips of keyword class 'yes'"):  # skipping it would empty 'yes'
+        SpeechCommands(gsc_copy, "validation", on_error="skip")
+    with (gsc_copy / "testing_list.txt").open("a") as f:
+        f.write("yes/ffffffff_nohash_0.wav\nno/ffffffff_nohash_0.wav\n")
+    with caplog.at_level(logging.WARNING):
+        SpeechCommands(gsc_copy, "testing")
+    assert any("testing_list.txt: 2 listed files do not exist" in r.getMessage() for r in caplog.records)

@@ -118,14 +118,17 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def test_darts_searches_as_trials_report_every_search_epoch(tiny_gsc, tmp_path):
+def test_darts_searches_as_trials_report_every_search_epoch(tmp_path):
     """``examples/nnictl/darts.yml`` on the tiny space: TPE tunes λ and the MAC target of 2-epoch
     DARTS searches; the UI gets one intermediate result per search epoch (sent live, while NNI's
-    one-shot engine has the trial channel mocked) and the retrained accuracy with costs."""
+    one-shot engine has the trial channel mocked) and the retrained accuracy with costs. As shipped,
+    no --data and no $NNI_KWS_DATA: the trials share one synthesized default set (3 speakers here)."""
     env = {**os.environ, "HOME": str(tmp_path / "home"), "NNI_CONFIG_DIR": str(tmp_path / "nni-config"),
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    config = launch.shrink_config(REPO / "examples/nnictl/darts.yml", tmp_path / "darts.yml", tiny_gsc,
-                                  workdir=tmp_path / "exp", trial_args="--search-epochs 2 --batch-size 32")
+    env.pop("NNI_KWS_DATA", None)
+    config = launch.shrink_config(REPO / "examples/nnictl/darts.yml", tmp_path / "darts.yml", None,
+                                  workdir=tmp_path / "exp",
+                                  trial_args="--search-epochs 2 --batch-size 32 --speakers 3 --max-per-class 4")
     with launch.running(config, env) as rest:
         rest.wait(timeout=180, trials=2)
         trials, metrics = rest.trials(), rest.metrics()

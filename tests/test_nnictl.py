@@ -23,11 +23,14 @@ ALL_TUNERS = os.environ.get("NNI_KWS_ALL_TUNERS") == "1"  # run every example co
 
 @pytest.fixture
 def nni_env(tmp_path: Path) -> dict[str, str]:
-    """Environment isolating NNI: config dir, ``~/nni-experiments`` registry and logs under tmp."""
+    """Environment isolating NNI: config dir, ``~/nni-experiments`` registry and logs under tmp; as
+    a newcomer's shell, no ``$NNI_KWS_DATA`` (trials without ``--data`` synthesize into tmp HOME)."""
     home = tmp_path / "home"
     home.mkdir()
-    return {**os.environ, "HOME": str(home), "NNI_CONFIG_DIR": str(tmp_path / "nni-config"),
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HOME": str(home), "NNI_CONFIG_DIR": str(tmp_path / "nni-config"),
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    env.pop("NNI_KWS_DATA", None)
+    return env
 
 
 def nnictl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -44,9 +47,16 @@ def tiny_lut(tmp_path_factory) -> Path:
     return path
 
 
-def tiny_config(example: str, tmp_path: Path, data: Path, trials: int = 2, lut: Path | None = None,
+#: What the tiny runs add to an example's trial command when they give no --data: the default
+#: synthesized set, but with 3 speakers (seconds to make) and few clips per class.
+DEFAULT_DATA_ARGS = "--speakers 3 --max-per-class 4"
+
+
+def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2, lut: Path | None = None,
                 **extra: object) -> Path:
-    """The example config ``example`` turned into a tiny run: 'tiny' space and data, 1 epoch."""
+    """The example config ``example`` turned into a tiny run: 'tiny' space, 1 epoch, data ``data``
+    (None: as the example ships, no --data, so the trials use the synthesized default set)."""
+    extra.setdefault("trial_args", DEFAULT_DATA_ARGS if data is None else "")
     return launch.shrink_config(EXAMPLES / example, tmp_path / example, data, trials=trials, lut=lut,
                                 workdir=tmp_path / "experiments", **extra)
 
@@ -65,7 +75,7 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def run_experiment(config: Path, env: dict[str, str], trials: int, data: Path) -> tuple[str, list[dict], list[dict]]:
+def run_experiment(config: Path, env: dict[str, str], trials: int) -> tuple[str, list[dict], list[dict]]:
     """``nnictl create`` on a free loopback port, wait for ``trials`` trials, ``nnictl stop``, check
     that nothing is left running; returns the status, the trial records and the metrics (REST API)."""
     with launch.running(config, env) as rest:
@@ -95,24 +105,77 @@ def check_trials(trials: list[dict], metrics: list[dict], n: int, latency: bool 
         assert 0 <= final["default"] <= 1 and final["params"] > 0 and final["macs"] > 0
 
 
-def test_nnictl_create_tpe_two_tiny_trials(tiny_gsc, tiny_lut, tmp_path, nni_env):
-    config = tiny_config("tpe.yml", tmp_path, tiny_gsc, lut=tiny_lut)
-    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+def synthesized_sets(env: dict[str, str]) -> list[Path]:
+    """Dataset folders (and leftover temporary ones) in the ``~/.cache/nni-kws`` of ``env``'s HOME."""
+    return sorted(p for p in (Path(env["HOME"]) / ".cache" / "nni-kws").glob("*synth-*") if p.is_dir())
+
+
+def check_costs(trials: list[dict], metrics: list[dict], preset: str = "tiny") -> None:
+    """Each trial's reported ``params``/``macs``/``peak_act_kb`` are the cost model's values for the
+    parameters NNI sent it (``peak_act_kb`` = peak activation bytes / 1000, budgets.py's kB).
+
+    "Sent it" is the ``parameterId`` of the trial's metrics, not the trial record's
+    ``hyperParameters``: NNI 3.0's local service (``V3asV1``, ``training_service/v3/compat.js``)
+    hands queued parameters to whichever trial asks first, so with concurrent trials the record
+    may name another trial's parameters."""
+    from nni_kws.cost import CostModel
+    from nni_kws.space import space_by_name
+    model = CostModel(space_by_name(preset))
+    sent = {str(h["parameter_id"]): h["parameters"] for h in (json.loads(t["hyperParameters"][0]) for t in trials)}
+    finals = [m for m in metrics if m["type"] == "FINAL"]
+    assert finals
+    for m in finals:
+        exact, final = model.exact(sent[str(m["parameterId"])]), m["data"]
+        assert (final["params"], final["macs"]) == (exact["params"], exact["macs"])
+        assert final["peak_act_kb"] == pytest.approx(exact["peak_activation_bytes"] / 1000, abs=1e-4)
+
+
+def test_nnictl_create_tpe_two_tiny_trials(tiny_lut, tmp_path, nni_env):
+    """tpe.yml as shipped (no --data, no $NNI_KWS_DATA): two concurrent trials share one synthesized
+    default dataset, train, and report accuracy and the cost model's costs of their parameters."""
+    config = tiny_config("tpe.yml", tmp_path, None, lut=tiny_lut)
+    assert "--data" not in yaml.safe_load(config.read_text())["trialCommand"]
+    status, trials, metrics = run_experiment(config, nni_env, trials=2)
     assert status in ("DONE", "NO_MORE_TRIAL", "RUNNING"), status
     check_trials(trials, metrics, 2, latency=True)
     assert all(m["data"]["latency_ms"] > 0 for m in metrics if m["type"] == "FINAL")
     params = [json.loads(t["hyperParameters"][0])["parameters"] for t in trials]
     assert all(set(p) == set(json.loads(TINY_SPACE.read_text())) for p in params)
+    check_costs(trials, metrics)
+    sets = synthesized_sets(nni_env)
+    assert len(sets) == 1 and not sets[0].name.startswith("."), sets  # made once, no half-written copy
+    logs = [Path(t["logPath"], "trial.log").read_text() for t in trials]
+    assert sum("synthesizing the default dataset" in log for log in logs) == 1
+    assert sum("reusing the default dataset" in log for log in logs) == 1
+
+
+def test_assessor_stopped_trials_are_not_failed(tmp_path, tiny_gsc, nni_env):
+    """A trial the assessor stops is not FAILED in the REST API: NNI stops it with SIGINT and counts
+    it stopped (not failed) only if the process dies of the signal. NNI 3.0's local training service
+    then says USER_CANCELED, never EARLY_STOPPED (its own race, see ``NniRest.stopped_by_assessor``),
+    so the assessor's decision is read from the manager's log."""
+    assessor = {"className": "nni_assessors.StopAtStep", "codeDirectory": str(Path(__file__).parent),
+                "classArgs": {"step": 1}}
+    config = tiny_config("tpe.yml", tmp_path, tiny_gsc, trials=1, concurrency=1, epochs=100, assessor=assessor)
+    with launch.running(config, nni_env) as rest:
+        rest.wait(timeout=150, trials=1)
+        trials, metrics, stopped = rest.trials(), rest.metrics(), rest.stopped_by_assessor()
+    assert [t["status"] for t in trials] == ["USER_CANCELED"], trials
+    assert stopped == {trials[0]["trialJobId"]}
+    log = Path(trials[0]["logPath"], "trial.log").read_text()
+    assert "NNI stopped it" in log and "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert 1 <= sum(m["type"] == "PERIODICAL" for m in metrics) < 100  # stopped early, not finished
 
 
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
 @pytest.mark.parametrize("example", ["random.yml", "evolution.yml", "gridsearch.yml", "hyperband.yml"])
-def test_nnictl_other_tuners(example, tiny_gsc, tmp_path, nni_env):
+def test_nnictl_other_tuners(example, tmp_path, nni_env):
     extra = {"tuner": {"name": "Hyperband", "classArgs": {"optimize_mode": "maximize", "R": 2, "eta": 2}}} \
         if example == "hyperband.yml" else {}
-    config = tiny_config(example, tmp_path, tiny_gsc, **extra)
-    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+    config = tiny_config(example, tmp_path, None, **extra)  # as shipped: no --data
+    status, trials, metrics = run_experiment(config, nni_env, trials=2)
     check_trials(trials, metrics, 2)
+    check_costs(trials, metrics)
 
 
 def test_hardware_aware_tuner_registers_with_nnictl(nni_env):
@@ -151,6 +214,28 @@ def test_hardware_aware_tuner_rejects_over_budget(inner):
         assert tuner.rejected > 0
 
 
+def test_hardware_aware_tuner_peak_act_kb_is_bytes_over_1000():
+    """The tuner's ``peak_act_kb`` budget is the trials' metric: peak activation bytes / 1000
+    (budgets.py). Every 'tiny' arch peaks at the front end's output, 96,000 bytes: 96.0 kB, but
+    93.75 KiB, so a budget of 95.9 must refuse them all and one of 96.0 admit them all."""
+    import nni
+
+    from nni_kws.cost import CostModel
+    from nni_kws.space import build_space, random_arch
+    from nni_kws.tuner import HardwareAwareTuner
+    model = CostModel(build_space("tiny"))
+    peak = {model.exact(random_arch(build_space("tiny"), seed=s))["peak_activation_bytes"] for s in range(16)}
+    assert peak == {96000}
+    space = json.loads(TINY_SPACE.read_text())
+    admits = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 96.0}, tuner_args={"seed": 0})
+    admits.update_search_space(space)
+    assert len(admits.generate_multiple_parameters(list(range(4)))) == 4 and admits.rejected == 0
+    refuses = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"peak_act_kb": 95.9}, max_tries=5)
+    refuses.update_search_space(space)
+    with pytest.raises(nni.NoMoreTrialError):
+        refuses.generate_parameters(0)
+
+
 def test_hardware_aware_tuner_penalize_and_give_up():
     from nni_kws.tuner import HardwareAwareTuner
     seen = []
@@ -176,14 +261,14 @@ def test_hardware_aware_tuner_penalize_and_give_up():
 
 
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
-def test_hardware_aware_tuner_in_a_real_experiment(tiny_gsc, tmp_path, nni_env):
+def test_hardware_aware_tuner_in_a_real_experiment(tmp_path, nni_env):
     """Registered tuner in a real experiment whose budget leaves half the space: every trial within budget."""
     nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
     budget = _median_params_budget()
-    config = tiny_config("hardware_aware.yml", tmp_path, tiny_gsc, tuner={
+    config = tiny_config("hardware_aware.yml", tmp_path, None, tuner={
         "name": "KwsHardwareAware",
         "classArgs": {"tuner": "TPE", "tuner_args": {"seed": 1}, "preset": "tiny", "budgets": {"params": budget}}})
-    status, trials, metrics = run_experiment(config, nni_env, trials=2, data=tiny_gsc)
+    status, trials, metrics = run_experiment(config, nni_env, trials=2)
     check_trials(trials, metrics, 2)
     finals = [m["data"] for m in metrics if m["type"] == "FINAL"]
     assert finals and all(f["params"] <= budget for f in finals)
@@ -193,7 +278,7 @@ def test_bad_class_args_fail_the_experiment_with_a_clear_error(tmp_path, tiny_gs
     nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
     config = tiny_config("hardware_aware.yml", tmp_path, tiny_gsc, tuner={
         "name": "KwsHardwareAware", "classArgs": {"preset": "tiny", "budgets": {"flops": 1}}})
-    status, trials, _ = run_experiment(config, nni_env, trials=1, data=tiny_gsc)
+    status, trials, _ = run_experiment(config, nni_env, trials=1)
     assert status == "ERROR" and not trials
     log = next((tmp_path / "experiments").glob("*/log/dispatcher.log")).read_text()
     assert "unknown budget 'flops'" in log
@@ -215,27 +300,73 @@ def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
     assert train == {"learning_rate": 0.01} and budget == 3.0 and arch_ == _first()
 
 
-def test_trial_needs_data(monkeypatch, tmp_path):
+def test_trial_without_parameters_fails_loudly(tmp_path):
+    """Outside NNI and without --arch a trial trains nothing: exit code 2 and one error line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
+    out = subprocess.run([sys.executable, "-m", "nni_kws.trial", "--preset", "tiny"], capture_output=True,
+                         text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "nni_kws.trial: error: invalid trial: no parameters: NNI sent none (is this run by nnictl?) "
+        "and no --arch FILE was given"], out.stderr
+    assert not (tmp_path / ".cache" / "nni-kws").exists()  # failed before touching any data
+
+
+def test_trial_data_folder_or_shared_default_set(monkeypatch, tmp_path):
+    """--data / $NNI_KWS_DATA must exist; without either, processes started together synthesize
+    the default set once (the others wait on the lock and reuse it) and all get the same folder."""
     from nni_kws.nnictl.train_trial import resolve_data
     monkeypatch.delenv("NNI_KWS_DATA", raising=False)
-    with pytest.raises(ValueError, match="--data DIR or set NNI_KWS_DATA"):
-        resolve_data(None)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="not found: .*nope \\(--data\\)"):
         resolve_data(tmp_path / "nope")
     monkeypatch.setenv("NNI_KWS_DATA", str(tmp_path))
     assert resolve_data(None) == tmp_path.resolve()
+
+    env = {**{k: v for k, v in os.environ.items() if k != "NNI_KWS_DATA"}, "HOME": str(tmp_path / "home")}
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from nni_kws.nnictl.train_trial import resolve_data; print(resolve_data(None, speakers=3))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    roots = {out.strip() for out, _ in outs}
+    assert len(roots) == 1 and (Path(roots.pop()) / "testing_list.txt").is_file()
+    logs = [err for _, err in outs]
+    assert sum("synthesizing the default dataset" in log for log in logs) == 1, logs
+    assert sum("reusing the default dataset" in log for log in logs) == 2
+    assert [p.name for p in (tmp_path / "home" / ".cache" / "nni-kws").iterdir() if not p.name.endswith(".lock")] \
+        == [p.name for p in synthesized_sets(env)] and len(synthesized_sets(env)) == 1
 
 
 def _first() -> dict:
     return {label: spec["_value"][0] for label, spec in json.loads(TINY_SPACE.read_text()).items()}
 
 
+def test_assessor_benchmark_quick_mode(tmp_path, monkeypatch):
+    """benchmarks/assessor.py replays NNI's Medianstop; a trial history below the finished ones'
+    median is stopped at once from start_step on, never before."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import assessor
+    result = assessor.main(["--quick", "--out", str(tmp_path / "assessor.json")])
+    assert len(result["learning_curves"]) == 3 and all(len(c) == 3 for c in result["learning_curves"])
+    assert set(result["medianstop"]) == {"0", "1", "2", "3"} and "smallest_safe_start_step" in result["verdict"]
+    good, bad = [0.5, 0.6, 0.7], [0.1, 0.1, 0.1]
+    assert assessor.replay_medianstop([good, good, bad], start_step=2) == [None, None, 2]
+    assert assessor.replay_medianstop([bad, good, good], start_step=2) == [None, None, None]  # no median yet
+    sys.modules.pop("assessor", None)
+
+
 def test_experiment_check_validates_configs(tmp_path, monkeypatch):
     from nni_kws.nnictl.commands import check_config
     monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path / "nni-config"))
     for example in sorted(EXAMPLES.glob("*.yml")):
-        if example.name != "meta.yml":
-            assert all("not registered" in w or "--data" in w for w in check_config(example)), example
+        if example.name == "hardware_aware.yml":  # nnictl would hang with an unregistered tuner
+            with pytest.raises(ValueError, match="'KwsHardwareAware' is not registered.*nnictl algo register"):
+                check_config(example)
+        elif example.name != "meta.yml":
+            assert check_config(example) == [], example  # no data warning
     config = yaml.safe_load((EXAMPLES / "hardware_aware.yml").read_text())
     bad = tmp_path / "bad.yml"
     for edit, message in [({"tuner": {**config["tuner"], "classArgs": {"budgets": {"flops": 1}}}}, "unknown budget"),

@@ -35,6 +35,15 @@ def cost_model() -> CostModel:
     return CostModel("tiny")
 
 
+@pytest.fixture(scope="module")
+def budget(cost_model) -> float:
+    """A MAC budget some tiny architectures meet: 15 % of the way from the cheapest to the dearest
+    (the tiny raw-audio front end alone costs about 264k MACs)."""
+    lo, hi = (cost_model.exact({label: values[i] for label, values in cost_model.choices.items()})["macs"]
+              for i in (0, -1))
+    return lo + 0.15 * (hi - lo)
+
+
 def _search(data, strategy="darts", epochs=2, **kwargs):
     torch.manual_seed(0)  # same supernet weights in every run
     loader = DataLoader(data, batch_size=4)
@@ -80,13 +89,14 @@ def test_every_form_pushes_probability_towards_cheaper_choices(form, cost_model)
 
 # ---- the search ------------------------------------------------------------------------------
 
-def test_larger_lambda_gives_cheaper_architectures(data, cost_model, tmp_path):
-    runs = {lam: _search(data, penalties=[ResourcePenalty("macs", 2e5, lam)] if lam else [],
+def test_larger_lambda_gives_cheaper_architectures(data, cost_model, budget, tmp_path):
+    runs = {lam: _search(data, penalties=[ResourcePenalty("macs", budget, lam)] if lam else [],
                          cost_model=cost_model, out_dir=tmp_path / str(lam)) for lam in (0.0, 0.3, 30.0)}
     expected = [runs[lam].history[-1]["expected"]["macs"] for lam in sorted(runs)]
     exact = [cost_model.exact(runs[lam].arch)["macs"] for lam in sorted(runs)]
     assert expected[0] > expected[1] > expected[2], expected
     assert exact[0] >= exact[1] >= exact[2] and exact[0] > exact[2], exact
+    assert exact[0] > budget >= exact[2]  # unconstrained it exceeds the budget; the strong penalty meets it
     # the strong penalty picks the cheapest block options
     arch = runs[30.0].arch
     assert arch["s1_depth"] == 1 and all(arch[f"s{i}_e"] == 1 for i in ("0_i0", "1_i0"))
@@ -112,8 +122,8 @@ def test_our_penalty_moves_alphas_while_nni_darts_penalty_does_not(data, cost_mo
     assert cost_model.expected(ours)["macs"] < cost_model.expected(baseline)["macs"]
 
 
-def test_gumbel_with_multiplicative_log_penalty(data, cost_model):
-    result = _search(data, strategy="gumbel", epochs=1, penalties=[ResourcePenalty("macs", 2e5, 8.0, "mul-log")],
+def test_gumbel_with_multiplicative_log_penalty(data, cost_model, budget):
+    result = _search(data, strategy="gumbel", epochs=1, penalties=[ResourcePenalty("macs", budget, 8.0, "mul-log")],
                      cost_model=cost_model)
     record = result.history[-1]
     assert record["metrics"]["gumbel_temperature"] == pytest.approx(1.0)
@@ -136,8 +146,8 @@ class _Interrupting(Dataset):
         return self.base[i]
 
 
-def test_interrupted_search_resumes_to_the_same_state(data, cost_model, tmp_path):
-    penalties = [ResourcePenalty("macs", 2e5, 1.0)]
+def test_interrupted_search_resumes_to_the_same_state(data, cost_model, budget, tmp_path):
+    penalties = [ResourcePenalty("macs", budget, 1.0)]
     full = _search(data, epochs=2, penalties=penalties, cost_model=cost_model, out_dir=tmp_path / "full")
 
     torch.manual_seed(0)
@@ -156,3 +166,30 @@ def test_interrupted_search_resumes_to_the_same_state(data, cost_model, tmp_path
     full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, msg=key)
+
+
+def test_argmax_over_budget_is_moved_within_it(cost_model, budget):
+    """A distribution whose argmax is the dearest architecture: the derived one is within the budget, keeps
+    every label it can, and is the most likely architecture within the budget (brute force over the space)."""
+    import itertools
+
+    from nni_kws.search.strategy import most_likely_within
+
+    choices = cost_model.choices
+    probs = {label: {v: (0.6 if i == len(values) - 1 else 0.4 / (len(values) - 1)) for i, v in enumerate(values)}
+             for label, values in choices.items()}
+    probs["s1_i1_k"] = {3: 0.45, 5: 0.55}  # a label the budget barely cares about (block 2 of stage 1)
+    dearest = {label: values[-1] for label, values in choices.items()}
+    assert cost_model.exact(dearest)["macs"] > budget
+    arch = most_likely_within(probs, cost_model.exact, {"macs": budget})
+    assert cost_model.exact(arch)["macs"] <= budget
+
+    def logp(a):
+        return sum(math.log(probs[label][v]) for label, v in a.items())
+
+    feasible = [dict(zip(choices, combo)) for combo in itertools.product(*choices.values())]
+    feasible = [a for a in feasible if cost_model.exact(a)["macs"] <= budget]
+    assert logp(arch) == pytest.approx(max(logp(a) for a in feasible))
+    cheap = {label: values[0] for label, values in choices.items()}
+    assert most_likely_within({k: {v: float(v == cheap[k]) + 0.1 for v in vals} for k, vals in choices.items()},
+                              cost_model.exact, {"macs": budget}) == cheap  # argmax within: unchanged

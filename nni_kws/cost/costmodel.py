@@ -26,6 +26,9 @@ class CostModel:
         ``latency_ms`` is None.
     fallback
         ``None``: a layer missing from the table raises; ``'macs'``: MAC-proportional estimate + warning.
+    include_frontend
+        Count MFCC feature extraction (:mod:`nni_kws.cost.frontend`) in ``macs`` (default) or only on
+        its own ``frontend_macs`` line (the convention of MAC counts that leave the features out).
 
     Example
     -------
@@ -35,13 +38,15 @@ class CostModel:
     """
 
     def __init__(self, space: KwsSpace | Mapping[str, Any] | str = "paper",
-                 lut: LatencyTable | str | Path | None = None, fallback: str | None = None) -> None:
+                 lut: LatencyTable | str | Path | None = None, fallback: str | None = None,
+                 include_frontend: bool = True) -> None:
         if isinstance(space, str):
             space = build_space(space)
         elif not isinstance(space, KwsSpace):
             space = KwsSpace(**space)
         self.space = space
-        self.table: SpaceTable = space_table(space)
+        self.include_frontend = include_frontend
+        self.table: SpaceTable = space_table(space, include_features=include_frontend)
         self.lut = LatencyTable.load(lut) if isinstance(lut, (str, Path)) else lut
         self.fallback = fallback
 
@@ -60,7 +65,7 @@ class CostModel:
 
     def exact(self, arch: Mapping[str, Any], bits: Bits = 32, act_bits: int = 32,
               default_bits: int = 32) -> dict[str, Any]:
-        """``params``, ``macs``, ``ops``, ``weight_bytes``, ``peak_activation_bytes`` (ints),
+        """``params``, ``macs``, ``frontend_macs``, ``ops``, ``weight_bytes``, ``peak_activation_bytes`` (ints),
         ``latency_ms`` (float, None without a table) of one architecture dict."""
         return exact_costs(self.units(arch), bits, act_bits, default_bits, self.lut, self.fallback)
 
@@ -77,3 +82,24 @@ class CostModel:
     def one_hot(self, arch: Mapping[str, Any]) -> dict[str, dict[Any, float]]:
         """Probabilities putting all mass on ``arch`` (``expected(one_hot(a)) == exact(a)``)."""
         return {label: {v: float(v == arch[label]) for v in values} for label, values in self.choices.items()}
+
+    def cheapest(self, cost: str) -> tuple[dict[str, Any], float]:
+        """``(arch, value)`` of the architecture with the smallest ``cost`` (a key of :meth:`exact`).
+
+        Coordinate descent over the labels from the smallest value of each: exact for costs that add up
+        over layers (params, MACs, latency) since each label then moves the total on its own; for the
+        peak activation (a maximum over layers) it is the smallest found along the way.
+        """
+        arch = {label: min(values, key=lambda v: (isinstance(v, str), v)) for label, values in self.choices.items()}
+        best = self.exact(arch)[cost]
+        if best is None:
+            raise ValueError(f"no {cost} without a latency table (lut)")
+        changed = True
+        while changed:
+            changed = False
+            for label, values in self.choices.items():
+                for value in values:
+                    value_cost = self.exact({**arch, label: value})[cost]
+                    if value_cost < best:
+                        arch, best, changed = {**arch, label: value}, value_cost, True
+        return arch, float(best)

@@ -3,10 +3,14 @@
 Definitions (batch 1, one 16,000-sample clip):
 
 - ``params``: ``sum(p.numel())`` of the frozen model (SincConv: 2 per filter, BN: 2 per channel).
-- ``macs``: multiply-accumulates of conv and linear layers only, front end included:
-  ``C_out·T_out·(C_in/groups)·k`` per conv (SincConv: ``C_out·T_out·k``), ``in·out`` per linear.
-  BN, ReLU, pooling, adds and bias adds are not counted; neither is the MFCC feature extractor.
-  ``ops = 2·macs`` (the FLOPs convention of the paper and of ``torch.utils.flop_counter``).
+- ``macs``: multiply-accumulates of conv and linear layers, front end included:
+  ``C_out·T_out·(C_in/groups)·k`` per conv (SincConv: ``C_out·T_out·k``;
+  Conv2d: ``C_out·H·W·(C_in/groups)·kh·kw``), ``in·out`` per linear; plus, by default, the MFCC /
+  log-mel feature extraction (window, FFT, power, mel, log, DCT; defined in :mod:`nni_kws.cost.frontend`). BN, ReLU, pooling, adds and bias adds are
+  not counted. ``ops = 2·macs`` (the FLOPs convention of the paper and of ``torch.utils.flop_counter``).
+- ``frontend_macs``: the feature-extraction part of ``macs`` (0 for raw-audio front ends, whose
+  SincConv or conv is a layer counted above). A cost model built with ``include_frontend=False``
+  leaves it out of ``macs`` but still reports it on this line.
 - ``weight_bytes``: ``Σ_layers ceil(params · bits / 8)``; ``bits`` is one int or
   ``{layer name: bits}`` (names as in ``model.named_modules()``; unlisted layers at ``default_bits``).
 - ``peak_activation_bytes``: MCUNet-style: the largest live set over layers in execution order,
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COSTS", "exact_costs", "torch_conv_linear_macs"]
 
-COSTS = ("params", "macs", "ops", "weight_bytes", "peak_activation_bytes", "latency_ms")
+COSTS = ("params", "macs", "frontend_macs", "ops", "weight_bytes", "peak_activation_bytes", "latency_ms")
 
 
 def exact_costs(units: Sequence[Unit], bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
@@ -41,6 +45,7 @@ def exact_costs(units: Sequence[Unit], bits: Bits = 32, act_bits: int = 32, defa
     return {
         "params": sum(u.params for u in units),
         "macs": macs,
+        "frontend_macs": sum(u.feature_macs for u in units),
         "ops": 2 * macs,
         "weight_bytes": sum(u.weight_bytes(bits, default_bits) for u in units),
         "peak_activation_bytes": math.ceil(max(u.peak_elems for u in units) * act_bits / 8),

@@ -89,6 +89,7 @@ def expected_costs(table: SpaceTable, probs: Probs, bits: Bits = 32, act_bits: i
     return {
         "params": expect(lambda u: u.params),
         "macs": macs,
+        "frontend_macs": expect(lambda u: u.feature_macs),
         "ops": 2 * macs,
         "weight_bytes": expect(lambda u: u.weight_bytes(bits, default_bits)),
         "peak_activation_bytes": peak * scale,

@@ -36,7 +36,8 @@ from nni_kws.space import KwsSpace, bake_sinc, random_arch
 
 from .layers import SpaceTable, Unit, space_table, unit_modules
 
-__all__ = ["BACKENDS", "CLOCKS", "STATISTICS", "LatencyTable", "UnknownConfiguration", "make_runner", "time_runners",
+__all__ = ["BACKENDS", "CLOCKS", "STATISTICS", "RUN_TABLE", "LatencyTable", "UnknownConfiguration", "make_runner",
+           "time_runners",
            "measure_model", "device_info"]
 
 BACKENDS = ("torch-cpu", "onnxruntime")
@@ -46,6 +47,10 @@ BACKENDS = ("torch-cpu", "onnxruntime")
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 # 'min' is the classic estimator under additive noise (timeit); 'median' the default.
 STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
+#: How ``nni-kws run`` measures its table when given none (:meth:`LatencyTable.measure` arguments):
+#: quick, and robust to other processes on a shared machine (CPU clock). Its prediction accuracy
+#: is measured by ``benchmarks/cost_model.py --run-table`` (``benchmarks/results/cost_model_run_table.json``).
+RUN_TABLE: dict[str, Any] = {"repeats": 20, "rounds": 2, "calibration": 3, "clock": "cpu", "statistic": "min"}
 
 
 class UnknownConfiguration(ValueError, KeyError):

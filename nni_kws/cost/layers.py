@@ -27,12 +27,16 @@ from torch import nn
 
 from nni_kws.space import KwsSpace, space_choices
 
-__all__ = ["Layer", "Unit", "Decision", "SpaceTable", "space_table", "unit_modules", "Bits"]
+from .frontend import frontend_macs, spectral_settings
+
+__all__ = ["Layer", "Unit", "Decision", "SpaceTable", "space_table", "unit_modules", "read_layers", "read_units",
+           "is_feature_extractor", "Bits"]
 
 Bits = Union[int, Mapping[str, int]]  # one bit-width for all weights, or {layer name: bits}
 # Leaves that write a fresh output buffer; BN, ReLU, LogCompression, Dropout, Identity work in place.
-ALLOCATING = {"Conv1d", "SincConv1d", "AvgPool1d", "AdaptiveAvgPool1d", "Linear", "MFCC"}
-OPAQUE = {"MFCC"}  # treated as one leaf (its STFT/mel/DCT are feature extraction, not conv/linear MACs)
+# Feature extractors (MFCC, log-mel; see ``frontend.spectral_settings``) allocate too.
+ALLOCATING = {"Conv1d", "Conv2d", "SincConv1d", "AvgPool1d", "AdaptiveAvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
+              "MaxPool2d", "Linear", "MFCC"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class Layer:
     kernel: int = 0
     stride: int = 0
     groups: int = 0
+    feature_macs: int = 0  # MFCC/log-mel extraction MACs (nni_kws.cost.frontend), also in ``macs`` if included
+
+    @property
+    def allocates(self) -> bool:
+        """Writes a fresh output buffer (conv, pooling, linear, feature extraction) rather than working in place."""
+        return self.op in ALLOCATING or self.feature_macs > 0
 
     @property
     def in_elems(self) -> int:
@@ -61,15 +71,29 @@ class Layer:
         return math.ceil(self.params * b / 8)
 
     def signature(self) -> tuple:
-        return self.op, self.in_shape, self.out_shape, self.params, self.macs, self.kernel, self.stride, self.groups
+        return (self.op, self.in_shape, self.out_shape, self.params, self.macs, self.kernel, self.stride, self.groups,
+                self.feature_macs)
 
 
-def _layer(name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Layer:
+def is_feature_extractor(module: nn.Module) -> bool:
+    """An MFCC / log-mel module: one opaque leaf whose cost is :func:`nni_kws.cost.frontend.frontend_macs`."""
+    return spectral_settings(module) is not None
+
+
+def _layer(name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor, include_features: bool = True) -> Layer:
     op = type(module).__name__
     in_shape, out_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
     params = sum(p.numel() for p in module.parameters())
     macs, kernel, stride, groups = 0, 0, 0, 0
-    if isinstance(module, nn.Conv1d) or op == "SincConv1d":
+    if is_feature_extractor(module):
+        features = frontend_macs(module, y)["total"]
+        return Layer(name, op, in_shape, out_shape, params, features if include_features else 0,
+                     feature_macs=features)
+    if isinstance(module, nn.Conv2d):
+        # C_out · H_out · W_out · (C_in / groups) · k_h · k_w; kernel/stride record the first (time or freq) axis
+        kernel, stride, groups = int(module.kernel_size[0]), int(module.stride[0]), int(module.groups)
+        macs = math.prod(out_shape) * (in_shape[0] // groups) * math.prod(module.kernel_size)
+    elif isinstance(module, nn.Conv1d) or op == "SincConv1d":
         # MACs of a conv: C_out · T_out · (C_in / groups) · k. SincConv: C_in = groups = 1.
         kernel = int(module.kernel_size[0] if isinstance(module.kernel_size, tuple) else module.kernel_size)
         stride = int(module.stride[0] if isinstance(module.stride, tuple) else module.stride)
@@ -107,6 +131,10 @@ class Unit:
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
+    @property
+    def feature_macs(self) -> int:
+        return sum(layer.feature_macs for layer in self.layers)
+
     def weight_bytes(self, bits: Bits = 32, default_bits: int = 32) -> int:
         return sum(layer.weight_bytes(bits, default_bits) for layer in self.layers)
 
@@ -114,7 +142,7 @@ class Unit:
     def peak_elems(self) -> int:
         """Largest live set of any allocating layer: its input + output (+ the unit input while a
         residual block runs, for every layer after the first, whose input *is* the unit input)."""
-        live = [layer for layer in self.layers if layer.op in ALLOCATING]
+        live = [layer for layer in self.layers if layer.allocates]
         if not live:
             return 0
         keep = live[0].in_elems if self.residual else 0
@@ -156,22 +184,25 @@ def _unit_name(layer_name: str) -> str:
 
 
 def _leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Leaf modules in definition order; a feature extractor counts as one leaf (its STFT, mel and DCT
+    are costed together by ``frontend_macs``)."""
     opaque: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(o + ".") for o in opaque):
             continue
-        if type(module).__name__ in OPAQUE:
+        if is_feature_extractor(module):
             opaque.append(name)
             yield name, module
         elif not list(module.children()):
             yield name, module
 
 
-def read_units(model: nn.Module, input_samples: int = 16000) -> list[Unit]:
-    """Units of a frozen model, in execution order, from one batch-1 forward with leaf hooks."""
+def read_layers(model: nn.Module, input_samples: int = 16000, include_features: bool = True) -> list[Layer]:
+    """Leaf layers of any model taking ``[1, 1, input_samples]``, in execution order, from one batch-1
+    forward with leaf hooks (a leaf called twice is listed twice)."""
     layers: list[Layer] = []
     hooks = [module.register_forward_hook(
-        lambda mod, args, out, name=name: layers.append(_layer(name, mod, args[0], out)))
+        lambda mod, args, out, name=name: layers.append(_layer(name, mod, args[0], out, include_features)))
         for name, module in _leaves(model)]
     device = next(model.parameters(), torch.empty(0)).device  # 'meta' is fine: only shapes are needed
     try:
@@ -180,6 +211,12 @@ def read_units(model: nn.Module, input_samples: int = 16000) -> list[Unit]:
     finally:
         for hook in hooks:
             hook.remove()
+    return layers
+
+
+def read_units(model: nn.Module, input_samples: int = 16000, include_features: bool = True) -> list[Unit]:
+    """Units of a frozen model, in execution order, from one batch-1 forward with leaf hooks."""
+    layers = read_layers(model, input_samples, include_features)
     groups: dict[str, list[Layer]] = {}
     for layer in layers:
         groups.setdefault(_unit_name(layer.name), []).append(layer)
@@ -213,6 +250,7 @@ class SpaceTable:
     decisions: list[Decision]
     input_samples: int = 16000
     harvest: list[dict[str, Any]] = field(default_factory=list)  # the archs frozen to read the table
+    include_features: bool = True  # MFCC extraction MACs are part of ``macs``
 
     def units(self, arch: Mapping[str, Any]) -> list[Unit]:
         for label, values in self.choices.items():
@@ -253,8 +291,9 @@ def _harvest_archs(choices: Mapping[str, list[Any]], decisions: list[tuple[str, 
     return archs
 
 
-def space_table(space: KwsSpace, input_samples: int = 16000) -> SpaceTable:
-    """Build the :class:`SpaceTable` of ``space`` (freezes ~|k|·|e| architectures; < 1 s for 'small')."""
+def space_table(space: KwsSpace, input_samples: int = 16000, include_features: bool = True) -> SpaceTable:
+    """Build the :class:`SpaceTable` of ``space`` (freezes ~|k|·|e| architectures, one per block configuration).
+    ``include_features``: count MFCC extraction (``nni_kws.cost.frontend``) in the units' ``macs``."""
     choices = space_choices(space)
     names = ["frontend"] + [f"stages.{p.index}.{i}" for p in space.stage_plans for i in range(p.max_depth)] + ["head"]
     labelled = {name: _decision_labels(name, choices) for name in names}
@@ -262,12 +301,13 @@ def space_table(space: KwsSpace, input_samples: int = 16000) -> SpaceTable:
     candidates: dict[str, dict[tuple, Unit]] = {name: {} for name in names}
     seen: dict[str, tuple] = {}
     for arch in archs:
-        for unit in read_units(space.freeze(arch).to("meta"), input_samples):  # meta: no real compute
+        # meta: no real compute (only shapes are needed, the feature extractor's frame count included)
+        for unit in read_units(space.freeze(arch).to("meta"), input_samples, include_features):
             if seen.setdefault(unit.key, unit.signature()) != unit.signature():
                 raise RuntimeError(f"two different structures share the latency key {unit.key}")
             candidates[unit.name][tuple(arch[lab] for lab in labelled[unit.name][0])] = unit
     decisions = [Decision(name, labels, candidates[name], depth) for name, (labels, depth) in labelled.items()]
-    return SpaceTable(choices, decisions, input_samples, archs)
+    return SpaceTable(choices, decisions, input_samples, archs, include_features)
 
 
 def unit_modules(space: KwsSpace, table: SpaceTable) -> Iterator[tuple[Unit, nn.Module]]:

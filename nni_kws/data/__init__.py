@@ -1,6 +1,8 @@
 """Speech Commands data: reading, augmenting and synthesizing it."""
-from .labels import CLASSES, CLIP_SAMPLES, KEYWORDS, NUM_CLASSES, SAMPLE_RATE, UNKNOWN_WORDS
+from .labels import (CLASSES, CLIP_SAMPLES, KEYWORDS, NUM_CLASSES, SAMPLE_RATE, UNKNOWN_WORDS, class_names,
+                     dataset_keywords, parse_keywords)
 from .audio import AudioFileError, load_clip, scan_clips
+from .augment import TrainAugment
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
 from .listed import ListedClips, read_list, speaker_of, speaker_split
 from .paths import shared_data_dir

@@ -1,14 +1,17 @@
-"""Lightning DataModule over a local Speech Commands copy or list-defined subsets (and optionally the real v2 test set)."""
+"""Lightning DataModule over a Speech Commands copy or list-defined subsets (and optionally the real v2 test set)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import OnError
+from .augment import TrainAugment
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
+from .labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
 from .listed import ListedClips
 
 __all__ = ["SpeechCommandsDataModule"]
@@ -25,6 +28,12 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         SpeechCommandsDataModule(shared / "gsc-v2-test", train_list=splits / "dev.txt",
                                  test_list=splits / "heldout.txt", noise_dir=shared / "gsc-background-noise")
 
+    ``keywords`` (default: the dataset's own, from a synthesized dataset's manifest, else the 10 Speech
+    Commands keywords) define :attr:`classes` = keywords + ``_silence_``, ``_unknown_`` and
+    :attr:`num_classes`, the classifier's output size. ``augmentation`` sets the training augmentation.
+    ``on_error`` applies to training clips; unreadable validation/test clips always raise (unless ``None``:
+    no header scan), so evaluation data never silently shrinks.
+
     Datasets are built lazily on first use (``setup`` builds them ahead). ``cache=True`` decodes every
     clip once into memory at build time (workers then inherit it on fork, and are kept alive across
     epochs). Training batches are shuffled with a generator seeded by ``seed``, which also seeds the
@@ -36,7 +45,8 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
                  real_test_root: str | Path | None = None, *, cache: bool = False,
                  on_error: OnError | None = "skip", train_list: str | Path | None = None,
                  val_list: str | Path | None = None, test_list: str | Path | None = None,
-                 val_fraction: float = 0.1):
+                 val_fraction: float = 0.1, keywords: str | Sequence[str] | None = None,
+                 augmentation: TrainAugment | None = None):
         super().__init__()
         self.save_hyperparameters()
         if train_list is None and (val_list is not None or test_list is not None):
@@ -44,14 +54,35 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         self.root, self.batch_size, self.num_workers, self.seed = root, batch_size, num_workers, seed
         self.noise_dir, self.max_per_class, self.real_test_root = noise_dir, max_per_class, real_test_root
         self.cache, self.on_error = cache, on_error
-        self.train_list, self.val_list, self.test_list, self.val_fraction = train_list, val_list, test_list, val_fraction
+        self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
+        self.val_fraction = val_fraction
+        self.augmentation = augmentation
+        if keywords is not None:
+            self.keywords = parse_keywords(keywords)
+        elif train_list is not None:
+            self.keywords = KEYWORDS
+        else:
+            self.keywords = dataset_keywords(Path(root)) if Path(root).is_dir() else KEYWORDS
         self._sets: dict[str, Dataset] = {}
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names, in label order: the keywords, ``_silence_``, ``_unknown_``."""
+        return class_names(self.keywords)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _on_error(self, subset: str) -> OnError | None:
+        return self.on_error if subset == "training" or self.on_error is None else "raise"
+
     def _listed(self, subset: str) -> ListedClips:
-        common = dict(seed=self.seed, noise_dir=self.noise_dir, cache=self.cache, val_fraction=self.val_fraction)
+        common = dict(seed=self.seed, noise_dir=self.noise_dir, cache=self.cache, val_fraction=self.val_fraction,
+                      keywords=self.keywords, augmentation=self.augmentation, on_error=self._on_error(subset))
         if subset == "training":
             return ListedClips(self.root, self.train_list, "all" if self.val_list else "train",
-                               augment=True, max_per_class=self.max_per_class, on_error=self.on_error, **common)
+                               augment=True, max_per_class=self.max_per_class, **common)
         if subset == "validation":
             return ListedClips(self.root, self.val_list or self.train_list, "all" if self.val_list else "val", **common)
         if self.test_list is None:
@@ -64,12 +95,16 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
             if subset == "real_test":
                 if self.real_test_root is None:
                     raise ValueError("no real_test_root was given to SpeechCommandsDataModule")
+                if self.keywords != KEYWORDS:
+                    raise ValueError(f"the real test folder {self.real_test_root} has the 12 Speech Commands classes, "
+                                     f"not {self.classes}")
                 ds = SpeechCommandsTestFolder(self.real_test_root, cache=self.cache)
             elif self.train_list is not None:
                 ds = self._listed(subset)
             else:
                 ds = SpeechCommands(self.root, subset, seed=self.seed, noise_dir=self.noise_dir,
-                                    max_per_class=self.max_per_class, on_error=self.on_error, cache=self.cache)
+                                    max_per_class=self.max_per_class, on_error=self._on_error(subset), cache=self.cache,
+                                    keywords=self.keywords, augmentation=self.augmentation)
             if self.cache:
                 ds.preload()
             self._sets[subset] = ds

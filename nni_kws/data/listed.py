@@ -15,14 +15,15 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
 from .audio import OnError, scan_clips
-from .gsc import _AugmentedClips, _require_dir
-from .labels import CLASS_INDEX, SILENCE, UNKNOWN
+from .augment import TrainAugment
+from .clips import AugmentedClips, require_dir
+from .labels import KEYWORDS, SILENCE, class_names
 
 __all__ = ["ListPart", "ListedClips", "label_of", "read_list", "speaker_of", "speaker_split"]
 
@@ -72,21 +73,23 @@ def speaker_split(rels: list[str], val_fraction: float = 0.1, salt: str = "val")
     return [r for r in rels if speaker_of(r) not in val], [r for r in rels if speaker_of(r) in val]
 
 
-def label_of(rel: str, class_index: dict[str, int] = CLASS_INDEX) -> int:
-    """The class index of ``<class>/<file>``: its folder if a class name, else ``_unknown_``."""
+def label_of(rel: str, keywords: Sequence[str] = KEYWORDS) -> int:
+    """The class of ``<class>/<file>`` in ``class_names(keywords)``: a keyword, ``_silence_``, else ``_unknown_``."""
     folder = rel.split("/", 1)[0]
-    return class_index.get(folder, class_index[UNKNOWN]) if folder != SILENCE else class_index[SILENCE]
+    classes = class_names(keywords)
+    return classes.index(folder) if folder in classes else len(classes) - 1
 
 
-class ListedClips(_AugmentedClips):
+class ListedClips(AugmentedClips):
     """The clips of ``list_file`` under ``root``, labelled by their class folder, optionally augmented.
 
     ``part`` selects the whole list (``'all'``) or one part of :func:`speaker_split` (``'train'``,
     ``'val'``, with ``val_fraction``). ``augment`` (default: only for ``'train'``) applies the
     :class:`~nni_kws.data.gsc.SpeechCommands` training augmentation, time shift and background noise
     from ``noise_dir`` (e.g. ``gsc-background-noise/``), to every clip including ``_silence_`` ones
-    (which here are recordings). ``max_per_class`` keeps at most that many clips per class, chosen with
-    ``seed``.
+    (which here are recordings); ``augmentation`` replaces the legacy knobs with a full
+    :class:`~nni_kws.data.augment.TrainAugment`. ``max_per_class`` keeps at most that many clips per class,
+    chosen with ``seed``. ``keywords`` define the classes (default: the 10 Speech Commands keywords).
 
     Entries pointing to missing files are an error naming the list and the first missing clip, unless
     ``on_error='skip'`` (then they are dropped with one warning giving their count); the same holds for
@@ -98,14 +101,17 @@ class ListedClips(_AugmentedClips):
                  val_fraction: float = 0.1, augment: bool | None = None, seed: int = 0,
                  time_shift_ms: float = 100, noise_prob: float = 0.8, noise_volume: float = 0.1,
                  noise_dir: str | Path | None = None, on_error: OnError | None = None,
-                 max_per_class: int | None = None, cache: bool = False):
+                 max_per_class: int | None = None, cache: bool = False, augmentation: TrainAugment | None = None,
+                 keywords: Sequence[str] = KEYWORDS):
         if part not in ("all", "train", "val"):
             raise ValueError(f"part must be 'all', 'train' or 'val', got {part!r}")
+        augmentation = augmentation or TrainAugment(time_shift_ms=time_shift_ms, noise_prob=noise_prob,
+                                                    noise_volume=noise_volume)
         super().__init__(augment=part == "train" if augment is None else bool(augment), seed=seed,
-                         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
-                         noise_dir=None if noise_dir is None else _require_dir(Path(noise_dir), "background noise folder"),
-                         cache=cache)
-        self.root = _require_dir(Path(root).expanduser(), "clip folder")
+                         augmentation=augmentation, cache=cache, keywords=keywords,
+                         noise_dir=None if noise_dir is None else require_dir(Path(noise_dir),
+                                                                              "background noise folder"))
+        self.root = require_dir(Path(root).expanduser(), "clip folder")
         self.list_file, self.part = Path(list_file).expanduser(), part
         on_error = on_error or ("skip" if part == "train" else "raise")
         rels = read_list(self.list_file)
@@ -116,7 +122,8 @@ class ListedClips(_AugmentedClips):
             rels = self._cap(rels, max_per_class)
         paths = [str(self.root / r) for r in rels]
         good = set(map(str, scan_clips(paths, on_error, what=f"{self.list_file.name} audio")))
-        self._items = [(p, label_of(r)) for p, r in zip(paths, rels) if p in good]
+        self._items = [(p, label_of(r, self.keywords)) for p, r in zip(paths, rels) if p in good]
+        self.require_keywords(f"{self.list_file} ({part})")
         if self.augment and self._noises() == []:
             log.warning("%s: no background noise folder given or no noise files in it; training without noise",
                         self.list_file)
@@ -137,7 +144,7 @@ class ListedClips(_AugmentedClips):
         rng = np.random.default_rng([self.seed, 7])
         by_label: dict[int, list[str]] = {}
         for r in rels:
-            by_label.setdefault(label_of(r), []).append(r)
+            by_label.setdefault(label_of(r, self.keywords), []).append(r)
         keep = set()
         for files in by_label.values():
             idx = rng.permutation(len(files))[:max_per_class]
@@ -146,4 +153,4 @@ class ListedClips(_AugmentedClips):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, label = self._clip(i), self._items[i][1]
-        return (self._shift_and_noise(x) if self.augment else x), label
+        return (self._augmented(x) if self.augment else x), label

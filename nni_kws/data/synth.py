@@ -1,337 +1,68 @@
-"""The offline default dataset: Speech-Commands-like clips synthesized with espeak-ng.
+"""The offline default dataset: Speech-Commands-like clips synthesized with espeak-ng (and flite).
 
-Real Speech Commands needs a 2 GB download; this module makes a small dataset in the same layout
+Real Speech Commands needs a 2 GB download; this module makes a dataset in the same layout
 (``<word>/<speaker>_nohash_<n>.wav``, ``validation_list.txt``, ``testing_list.txt``,
-``_background_noise_/``) from nothing but the ``espeakng-loader`` wheel, so the demo and the tests
-run offline. A "speaker" is an English accent (``en-us``, ``en-gb-scotland``, ...) x an espeak voice
-variant (``m3``, ``f2``, ``klatt``, ...) x pitch, pitch range and speaking rate.
+``_background_noise_/``) offline, from the ``espeakng-loader`` wheel and, when installed, the
+``flite`` executable (a second synthesis family). Any keyword list works (phrases included); the
+other words of the vocabulary are the ``_unknown_`` class.
 
-Reproducibility: libespeak-ng keeps static state between
-utterances, even across ``espeak_Terminate``/``espeak_Initialize``, so one word's samples depend on
-what the process said before. Each dataset is therefore synthesized in a fresh child process that
-says the same utterances in the same order: the same seed gives byte-identical files.
+The data engine, each part switchable (parameters of :func:`synthesize_dataset`, all part of the
+cache key): ``speakers`` espeak voices (accent x variant x pitch x range x rate x word gap),
+``flite_speakers`` flite voices, ``speed`` perturbation (resampling: formants move too), ``room``
+acoustics (simulated shoebox rooms), ``channel`` effects (band limit, gain, clipping, codec) and
+``recorded_noise`` (real background recordings copied next to the synthetic noises). :data:`PRESETS`
+name tested combinations. Same parameters -> same bytes: espeak speaks in a fresh child process
+(see :mod:`~nni_kws.data.espeak`), flite has no state, and every random draw is seeded.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import io
 import json
 import logging
-import math
 import os
 import shutil
-import struct
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from .labels import BACKGROUND_NOISE_DIR, CLIP_SAMPLES, KEYWORDS, SAMPLE_RATE, UNKNOWN_WORDS
+from .acoustics import make_clip, room_bank, synthetic_noises
+from .espeak import ENGLISH_VOICES, Espeak, espeak_data_path, espeak_voice_lists, speak_all
+from .flite import flite_speak_all, flite_version, flite_voices
+from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, MANIFEST, SAMPLE_RATE, UNKNOWN_WORDS, parse_keywords
+from .speakers import espeak_speakers, flite_speakers, split_speakers, voice_config
 
 __all__ = [
-    "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "dataset_fingerprint", "default_dataset_dir",
+    "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint", "default_dataset_dir",
     "ensure_default_dataset", "synthesize_dataset",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Bump when the synthesis recipe changes: part of the cache key, so old caches are not reused.
-SYNTH_VERSION = 1
-#: Default number of speakers: 35 words x 100 speakers = 3500 clips (115 MB), ~14 s of CPU (one core busy).
+SYNTH_VERSION = 2
+#: Default number of espeak speakers of the legacy recipe (35 words x 100 speakers = 3500 clips).
 DEFAULT_SPEAKERS = 100
-#: English accents tried, in this order (the ones missing from the espeak data are skipped).
-ENGLISH_VOICES: tuple[str, ...] = (
-    "en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd",
-)
-MANIFEST = "manifest.json"
 _FORMAT = "nni-kws-synth"
 _DEFAULTS: dict[str, Any] = dict(
-    speakers=DEFAULT_SPEAKERS, seed=0, words=KEYWORDS + UNKNOWN_WORDS, clips_per_speaker=1,
+    speakers=DEFAULT_SPEAKERS, seed=0, words=None, keywords=None, clips_per_speaker=1,
     val_fraction=0.1, test_fraction=0.1, noise_seconds=30,
+    flite_speakers=0, speed=None, room=0.0, channel=0.0, recorded_noise=None,
 )
-
-
-# --------------------------------------------------------------------------------------------
-# libespeak-ng through ctypes
-#
-# Hand-written on purpose: the maintained Python packages either drive the `espeak-ng` executable
-# (not installed here, no root) or bind a system libespeak-ng; `espeakng-loader` is the only wheel
-# that ships the library AND its voice data offline, and it provides no Python API beyond paths.
-# --------------------------------------------------------------------------------------------
-_AUDIO_OUTPUT_SYNCHRONOUS = 2   # espeak_AUDIO_OUTPUT: synthesize in espeak_Synth, give samples to the callback
-_INITIALIZE_DONT_EXIT = 0x8000  # report data-path errors instead of calling exit()
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4  # espeak_PARAMETER
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-
-class Espeak:
-    """The process-wide libespeak-ng handle (:meth:`get`); calls are serialized (espeak is not thread-safe)."""
-
-    _instance: Espeak | None = None
-    _create_lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> Espeak:
-        """Return the one instance, initializing libespeak-ng on first use."""
-        with cls._create_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        self.data_path = Path(espeakng_loader.get_data_path())
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Info.restype = ctypes.c_char_p
-        lib.espeak_Info.argtypes = [ctypes.c_void_p]
-        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self._lib, self._lock, self._chunks = lib, threading.Lock(), []
-        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(),
-                                                 _INITIALIZE_DONT_EXIT)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed with data at {self.data_path}")
-        self.version = lib.espeak_Info(None).decode()
-        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds only the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-
-    def _collect(self, wav: Any, num_samples: int, events: Any) -> int:
-        if num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-        return 0  # 0 = continue synthesis
-
-    def voices(self) -> list[str]:
-        """The :data:`ENGLISH_VOICES` present in the espeak data."""
-        return _voice_lists(self.data_path)[0]
-
-    def variants(self) -> list[str]:
-        """Voice variants (``m3``, ``f2``, ``klatt``, ...) usable as ``voice+variant``, sorted."""
-        return _voice_lists(self.data_path)[1]
-
-    def synth(self, text: str, voice: str = "en", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              volume: int = 100, seed: int = 0) -> np.ndarray:
-        """Say ``text`` and return int16 samples at :attr:`sample_rate`.
-
-        ``rate`` is in words per minute (80-450), ``pitch`` and ``pitch_range`` in 0-100,
-        ``volume`` in 0-200; ``seed`` seeds espeak's noise generator (whisper, breathiness).
-        """
-        with self._lock:
-            self._chunks = []
-            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"espeak has no voice {voice!r}")
-            for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, volume)):
-                self._lib.espeak_SetParameter(param, int(value), 0)
-            self._lib.espeak_ng_SetRandSeed(seed)
-            data = text.encode()
-            err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0:
-                raise RuntimeError(f"espeak_Synth failed (error {err}) for {text!r} with voice {voice!r}")
-            chunks, self._chunks = self._chunks, []
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-
-
-def _data_path() -> Path:
-    import espeakng_loader
-
-    return Path(espeakng_loader.get_data_path())
-
-
-def _voice_lists(data_path: Path) -> tuple[list[str], list[str]]:
-    """(English accents present, variant names without spaces) in an espeak data folder."""
-    present = {p.name.lower() for p in (data_path / "lang").rglob("*") if p.is_file()}
-    variants = sorted(p.name for p in (data_path / "voices" / "!v").iterdir()
-                      if p.is_file() and p.name.replace("_", "").isalnum())
-    return [v for v in ENGLISH_VOICES if v in present], variants
-
-
-def _worker_main() -> None:
-    """Child process: read a JSON list of utterances on stdin, write ``len + int16 samples`` for each."""
-    plan = json.load(sys.stdin)
-    engine = Espeak.get()
-    out = sys.stdout.buffer
-    header = json.dumps({"version": engine.version, "sample_rate": engine.sample_rate}).encode()
-    out.write(struct.pack("<I", len(header)) + header)
-    for u in plan:
-        wav = engine.synth(u["text"], u["voice"], rate=u["rate"], pitch=u["pitch"], pitch_range=u["range"],
-                           seed=u["seed"])
-        out.write(struct.pack("<I", wav.size) + wav.astype("<i2").tobytes())
-    out.flush()
-
-
-# Child bootstrap: empty stand-ins for the packages so that only synth.py and labels.py are imported,
-# not the package __init__ files (they import torch: seconds per dataset for nothing).
-_WORKER = """import sys, types
-for name, path in (("nni_kws", {pkg!r}), ("nni_kws.data", {data!r})):
-    sys.modules[name] = module = types.ModuleType(name)
-    module.__path__ = [path]
-from nni_kws.data.synth import _worker_main
-_worker_main()
-"""
-
-
-def _read_exact(stream: Any, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError
-    return data
-
-
-def _speak_all(plan: list[dict[str, Any]]) -> tuple[dict[str, Any], Iterator[np.ndarray]]:
-    """Say every utterance of ``plan`` in a fresh child process; return its info and the sample arrays.
-
-    The arrays come out while the child is still speaking, so synthesis and post-processing overlap.
-    """
-    data_dir = Path(__file__).resolve().parent
-    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(pkg=str(data_dir.parent), data=str(data_dir))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(json.dumps(plan).encode())  # the child reads all of it before writing anything
-    proc.stdin.close()
-
-    def fail() -> RuntimeError:
-        proc.kill()
-        proc.wait()
-        errors.seek(0)
-        err = errors.read().decode(errors="replace").strip()[-2000:]
-        return RuntimeError(f"espeak-ng synthesis process failed (exit {proc.returncode}): {err}")
-
-    def arrays() -> Iterator[np.ndarray]:
-        try:
-            for _ in plan:
-                n = struct.unpack("<I", _read_exact(proc.stdout, 4))[0]
-                yield np.frombuffer(_read_exact(proc.stdout, 2 * n), dtype="<i2")
-            if proc.wait() != 0:
-                raise fail()
-        except EOFError:
-            raise fail() from None
-        finally:
-            if proc.poll() is None:  # the consumer stopped early: do not leave the child behind
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            errors.close()
-
-    try:
-        info = json.loads(_read_exact(proc.stdout, struct.unpack("<I", _read_exact(proc.stdout, 4))[0]))
-    except (EOFError, ValueError):
-        exc = fail()
-        proc.stdout.close()
-        errors.close()
-        raise exc from None
-    return info, arrays()
-
-
-# --------------------------------------------------------------------------------------------
-# Turning espeak output into Speech-Commands-like clips
-# --------------------------------------------------------------------------------------------
-def _trim(x: np.ndarray, threshold: float = 0.02, margin: int = 110) -> np.ndarray:
-    """Drop leading/trailing samples quieter than ``threshold`` x peak (keeping ``margin`` samples)."""
-    loud = np.flatnonzero(np.abs(x) > threshold * np.abs(x).max()) if x.size else []
-    if len(loud) == 0:
-        return x[:0]
-    return x[max(loud[0] - margin, 0): loud[-1] + margin + 1]
-
-
-def _colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
-    """Gaussian noise with power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown), unit std."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n)
-    f[0] = f[1]
-    y = np.fft.irfft(spec / f ** (exponent / 2), n)
-    y -= y.mean()
-    return y / (y.std() + 1e-12)
-
-
-def _room(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """Faint random coloration: a small synthetic room echo, a microphone tilt and a noise floor."""
-    from scipy.signal import fftconvolve, lfilter
-
-    if rng.random() < 0.5:  # exponentially decaying noise = a crude room impulse response
-        rt60 = rng.uniform(0.05, 0.3)
-        t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
-        rir = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)
-        wet = fftconvolve(x, rir)[: x.size]
-        x = x + rng.uniform(0.05, 0.3) * wet * (np.abs(x).max() / (np.abs(wet).max() + 1e-12))
-    if rng.random() < 0.5:  # first-order low- or high-pass blend: cheap/boomy microphones
-        a = rng.uniform(0.3, 0.9)
-        low = lfilter([1 - a], [1, -a], x)
-        x = low if rng.random() < 0.5 else x - rng.uniform(0.3, 0.8) * low
-    # a noise floor 30-60 dB below the speech peak: real recordings are never digitally silent
-    noise = _colored_noise(rng, x.size, float(rng.choice([0.0, 1.0, 2.0])))
-    return x + np.abs(x).max() * 10 ** (-rng.uniform(30, 60) / 20) * noise
-
-
-_MAX_WORD = int(0.95 * CLIP_SAMPLES)
-
-
-def _ratio(espeak_rate: int) -> tuple[int, int]:
-    g = math.gcd(SAMPLE_RATE, espeak_rate)
-    return SAMPLE_RATE // g, espeak_rate // g
-
-
-@functools.lru_cache(maxsize=4)
-def _resampling_filter(espeak_rate: int) -> np.ndarray:
-    """The FIR filter ``resample_poly`` would design for this ratio, designed once instead of per clip."""
-    from scipy.signal import firwin
-
-    n = max(_ratio(espeak_rate))
-    return firwin(20 * n + 1, 1.0 / n, window=("kaiser", 5.0))
-
-
-def _make_clip(raw: np.ndarray, espeak_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """espeak int16 samples -> one second of 16 kHz int16: trimmed, resampled, placed, colored, normalized."""
-    from scipy.signal import resample, resample_poly
-
-    x = _trim(raw.astype(np.float64) / 32768.0)
-    if x.size == 0:
-        raise RuntimeError("espeak produced only silence")
-    up, down = _ratio(espeak_rate)
-    x = resample_poly(x, up, down, window=_resampling_filter(espeak_rate))
-    if x.size > _MAX_WORD:  # rare (slow variant, long word): speed up to fit, never cut the word
-        x = resample(x, _MAX_WORD)
-    fade = np.minimum(1.0, np.minimum(np.arange(x.size), np.arange(x.size)[::-1]) / 80)  # 5 ms: no clicks
-    x = x * fade
-    clip = np.zeros(CLIP_SAMPLES)
-    start = int(rng.integers(0, CLIP_SAMPLES - x.size + 1))
-    clip[start:start + x.size] = x
-    clip = _room(rng, clip)
-    clip *= rng.uniform(0.25, 0.95) / (np.abs(clip).max() + 1e-12)
-    return np.clip(np.round(clip * 32767), -32768, 32767).astype(np.int16)
-
-
-def _background_noises(seed: int, seconds: float) -> dict[str, np.ndarray]:
-    """A few synthetic noise files for ``_background_noise_`` (source of ``_silence_`` and mixing)."""
-    n = int(seconds * SAMPLE_RATE)
-    rng = np.random.default_rng([seed, 3])
-    t = np.arange(n) / SAMPLE_RATE
-    hum = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3, 5))
-    hum = hum / np.abs(hum).max() + 0.05 * _colored_noise(rng, n, 1.0)
-    noises = {
-        "white_noise": _colored_noise(rng, n, 0.0),
-        "pink_noise": _colored_noise(rng, n, 1.0),
-        "brown_noise": _colored_noise(rng, n, 2.0),
-        "hum": hum,
-    }
-    return {k: np.round(v * (0.5 / np.abs(v).max()) * 32767).astype(np.int16) for k, v in noises.items()}
+#: Named parameter sets: ``today`` is the original espeak-only recipe; the others add the data engine.
+#: ``recorded_noise="shared"`` reads ``gsc-background-noise/`` of the shared data folder when present.
+PRESETS: dict[str, dict[str, Any]] = {
+    "today": {},
+    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5,
+                 recorded_noise="shared"),
+    "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5,
+                 recorded_noise="shared"),
+}
 
 
 def _wav_bytes(x: np.ndarray) -> bytes:
@@ -343,42 +74,53 @@ def _wav_bytes(x: np.ndarray) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Speakers, splits, plan
+# Parameters (the dataset's identity and cache key)
 # --------------------------------------------------------------------------------------------
-def _speakers(n: int, seed: int, voices: Sequence[str], variants: Sequence[str]) -> list[dict[str, Any]]:
-    """``n`` distinct speakers: accent x variant pairs drawn without replacement, random pitch/rate.
+def _recorded_noise_dir(value: str | Path | None) -> Path | None:
+    """The folder of recorded noise named by ``value``: None, a path, or ``"shared"`` (shared data folder)."""
+    if value is None:
+        return None
+    if str(value) == "shared":
+        from .paths import shared_data_dir
 
-    Speaker ``i`` depends only on ``(seed, i)`` and the voice lists, so more speakers extend a set.
-    """
-    pairs = [(v, var) for v in voices for var in ("", *variants)]
-    order = np.random.default_rng([seed, 0]).permutation(len(pairs))
-    out = []
-    for i in range(n):
-        voice, variant = pairs[order[i % len(pairs)]]
-        rng = np.random.default_rng([seed, 1, i])
-        sid = hashlib.sha1(f"nni-kws-synth:{seed}:{i}".encode()).hexdigest()[:8]
-        out.append(dict(id=sid, voice=voice + (f"+{variant}" if variant else ""), pitch=int(rng.integers(20, 81)),
-                        range=int(rng.integers(20, 91)), rate=int(rng.integers(130, 221))))
-    if len({s["id"] for s in out}) != n:  # 8 hex digits: only with absurd speaker counts
-        raise ValueError(f"speaker-id collision with {n} speakers; use fewer")
-    return out
+        found = shared_data_dir("gsc-background-noise")
+        if found is None:
+            _notice("recorded noise: no gsc-background-noise/ in the shared data folder; synthetic noise only")
+        return found
+    path = Path(value).expanduser()
+    if not path.is_dir() or not list(path.glob("*.wav")):
+        raise FileNotFoundError(f"recorded noise folder not found or without .wav files: {path}")
+    return path
 
 
-def _split(speaker_ids: Sequence[str], val_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Speaker -> 'training'/'validation'/'testing', speaker-disjoint, from a hash of the speaker id.
+def _noise_digest(folder: Path) -> str:
+    """Content hash of a noise folder's ``.wav`` files (names and bytes): the cache key part of recorded noise."""
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.wav")):
+        h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
 
-    Like Speech Commands' hash split, a speaker's split follows from its id hash; ranking the
-    hashes (instead of thresholding them) gives exact fractions and at least one validation and
-    one testing speaker whenever the fraction is > 0, which matters for tiny datasets.
-    """
-    n = len(speaker_ids)
-    ranked = sorted(speaker_ids, key=lambda s: hashlib.sha1(f"split:{s}".encode()).hexdigest())
-    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
-    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
-    if n_val + n_test >= n and n_val + n_test > 0:
-        raise ValueError(f"{n} speakers are too few for validation and testing splits plus training")
-    return {s: "validation" if i < n_val else "testing" if i < n_val + n_test else "training"
-            for i, s in enumerate(ranked)}
+
+@functools.lru_cache(maxsize=None)
+def _notice(message: str) -> None:
+    """Log ``message`` once per process (a missing optional part is worth one line, not one per call)."""
+    log.warning(message)
+
+
+def _words(words: Any, keywords: Any) -> tuple[list[str], list[str]]:
+    """(all words to synthesize, keywords) from the user's ``words`` and ``keywords`` (either may be None)."""
+    vocabulary = KEYWORDS + UNKNOWN_WORDS
+    if keywords is not None:
+        keys = list(parse_keywords(keywords))
+        others = vocabulary if words is None else parse_keywords(words)
+        return keys + [w for w in others if w not in keys], keys
+    if words is None:
+        return list(vocabulary), list(KEYWORDS)
+    all_words = list(parse_keywords(words))
+    keys = [k for k in KEYWORDS if k in all_words]  # legacy: the Speech Commands keywords among ``words``
+    if not keys:
+        raise ValueError(f"none of the words {all_words} is a Speech Commands keyword; pass keywords=")
+    return all_words, keys
 
 
 def _params(**params: Any) -> dict[str, Any]:
@@ -387,17 +129,38 @@ def _params(**params: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown dataset parameters: {sorted(unknown)}")
     p = {**_DEFAULTS, **params}
-    words = [p["words"]] if isinstance(p["words"], str) else list(p["words"])
-    if not words or len(set(words)) != len(words) or any(not w or w.startswith(("_", ".")) or "/" in w for w in words):
-        raise ValueError(f"words must be distinct non-empty names not starting with '_': {words}")
-    if int(p["speakers"]) < 1 or int(p["clips_per_speaker"]) < 1:
-        raise ValueError("speakers and clips_per_speaker must be >= 1")
+    words, keywords = _words(p["words"], p["keywords"])
+    if int(p["speakers"]) < 0 or int(p["flite_speakers"]) < 0 or int(p["clips_per_speaker"]) < 1:
+        raise ValueError("speakers, flite_speakers must be >= 0 and clips_per_speaker >= 1")
     if not (0 <= p["val_fraction"] < 1 and 0 <= p["test_fraction"] < 1) or p["noise_seconds"] <= 0:
         raise ValueError("need 0 <= val_fraction, test_fraction < 1 and noise_seconds > 0")
-    return dict(speakers=int(p["speakers"]), seed=int(p["seed"]), words=words,
+    if not (0 <= float(p["room"]) <= 1 and 0 <= float(p["channel"]) <= 1):
+        raise ValueError("room and channel are probabilities in [0, 1]")
+    speed = p["speed"]
+    if speed is not None and (len(speed) != 2 or not 0 < float(speed[0]) <= float(speed[1])):
+        raise ValueError(f"speed must be a (low, high) pair of positive factors, got {speed!r}")
+    n_flite = int(p["flite_speakers"])
+    if n_flite and not flite_voices():
+        _notice("flite is not installed (apt-get install flite): synthesizing with espeak-ng only")
+        n_flite = 0
+    if int(p["speakers"]) + n_flite < 1:
+        raise ValueError("need at least one speaker")
+    noise_dir = _recorded_noise_dir(p["recorded_noise"])
+    return dict(speakers=int(p["speakers"]), seed=int(p["seed"]), words=words, keywords=keywords,
                 clips_per_speaker=int(p["clips_per_speaker"]), val_fraction=float(p["val_fraction"]),
                 test_fraction=float(p["test_fraction"]), noise_seconds=float(p["noise_seconds"]),
-                synth_version=SYNTH_VERSION)
+                flite_speakers=n_flite, flite_voices=list(flite_voices()) if n_flite else [],
+                speed=None if speed is None else [float(speed[0]), float(speed[1])],
+                room=float(p["room"]), channel=float(p["channel"]),
+                recorded_noise=None if noise_dir is None else _noise_digest(noise_dir), synth_version=SYNTH_VERSION)
+
+
+def _with_preset(preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    if preset is None:
+        return params
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthesis preset {preset!r}; choose from {sorted(PRESETS)}")
+    return {**PRESETS[preset], **params}
 
 
 def _fingerprint(hashes: dict[str, str]) -> str:
@@ -418,20 +181,23 @@ def _params_hash(params: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
-def default_dataset_dir(**params: Any) -> Path:
+def default_dataset_dir(*, preset: str | None = None, **params: Any) -> Path:
     """``$NNI_KWS_DATA`` if set, else ``~/.cache/nni-kws/synth-<hash of the parameters>``."""
     env = os.environ.get("NNI_KWS_DATA")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "nni-kws" / f"synth-{_params_hash(_params(**params))}"
+    return Path.home() / ".cache" / "nni-kws" / f"synth-{_params_hash(_params(**_with_preset(preset, params)))}"
 
 
-def ensure_default_dataset(*, progress: bool = True, **params: Any) -> Path:
+def ensure_default_dataset(*, progress: bool = True, preset: str | None = None, **params: Any) -> Path:
     """Return the default dataset folder, synthesizing it first if missing.
 
-    A folder named by ``$NNI_KWS_DATA`` that already holds a dataset is used as it is (real Speech
-    Commands, or synthesized with other parameters), so users can point the demo at their data.
+    ``preset`` names a parameter set of :data:`PRESETS` (``params`` override it); ``keywords=["marvin",
+    "lights on"]`` makes a custom-keyword dataset. A folder named by ``$NNI_KWS_DATA`` that already holds a
+    dataset is used as it is (real Speech Commands, or synthesized with other parameters), so users can
+    point the demo at their data.
     """
+    params = _with_preset(preset, params)
     root = default_dataset_dir(**params)
     if os.environ.get("NNI_KWS_DATA") and (root / "testing_list.txt").is_file():
         manifest = root / MANIFEST
@@ -464,35 +230,40 @@ def _check_existing(out: Path, params: dict[str, Any]) -> bool:
     return False
 
 
-def synthesize_dataset(out_dir: str | Path, *, speakers: int = DEFAULT_SPEAKERS, seed: int = 0,
-                       words: Sequence[str] = KEYWORDS + UNKNOWN_WORDS, clips_per_speaker: int = 1,
-                       val_fraction: float = 0.1, test_fraction: float = 0.1, noise_seconds: float = 30,
-                       progress: bool = True) -> Path:
+def synthesize_dataset(out_dir: str | Path, *, progress: bool = True, preset: str | None = None,
+                       **params: Any) -> Path:
     """Synthesize a Speech-Commands-layout dataset into ``out_dir`` and return its path.
+
+    Parameters (defaults: the ``today`` recipe): ``speakers`` (espeak voices), ``seed``, ``keywords``
+    (default: the 10 Speech Commands keywords; phrases allowed), ``words`` (all words said; default: the
+    keywords plus the other Speech Commands words, which become ``_unknown_``), ``clips_per_speaker``,
+    ``val_fraction``, ``test_fraction``, ``noise_seconds``, and the data engine: ``flite_speakers``,
+    ``speed=(low, high)``, ``room`` and ``channel`` (probabilities per clip), ``recorded_noise`` (a folder
+    of noise recordings, or ``"shared"``). ``preset`` starts from :data:`PRESETS`.
 
     Writes ``<word>/<speaker>_nohash_<n>.wav`` (16 kHz mono int16, exactly 1 s),
     ``validation_list.txt`` / ``testing_list.txt`` (speaker-disjoint), ``_background_noise_/``
-    (white, pink, brown noise and a mains hum) and ``manifest.json`` (parameters, espeak version,
-    counts, content fingerprint). Cached: if ``out_dir`` holds the same dataset it returns at once;
-    if it holds anything else, ``ValueError``. Built in a temporary sibling folder and renamed, so an
-    interrupted run never leaves a dataset that looks complete. Same parameters -> same bytes.
+    (white, pink, brown noise, a mains hum and the recorded noise files) and ``manifest.json`` (parameters,
+    keywords, synthesizer versions, counts, content fingerprint). Cached: if ``out_dir`` holds the same
+    dataset it returns at once; if it holds anything else, ``ValueError``. Built in a temporary sibling
+    folder and renamed, so an interrupted run never leaves a dataset that looks complete. Same
+    parameters -> same bytes.
     """
-    return _synthesize(out_dir, dict(speakers=speakers, seed=seed, words=words, clips_per_speaker=clips_per_speaker,
-                                      val_fraction=val_fraction, test_fraction=test_fraction,
-                                      noise_seconds=noise_seconds), progress)[0]
+    return _synthesize(out_dir, _with_preset(preset, params), progress)[0]
 
 
-def _synthesize(out_dir: str | Path, params: dict[str, Any], progress: bool) -> tuple[Path, bool]:
+def _synthesize(out_dir: str | Path, raw: dict[str, Any], progress: bool) -> tuple[Path, bool]:
     """:func:`synthesize_dataset`, also telling whether it built the dataset (False: cache hit)."""
     out = Path(out_dir).expanduser().absolute()
-    params = _params(**params)
+    params = _params(**raw)
     if _check_existing(out, params):
         log.info("using the synthesized dataset in %s", out)
         return out, False
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    noise_dir = _recorded_noise_dir(raw.get("recorded_noise")) if params["recorded_noise"] else None
     try:
-        _build(tmp, params, progress)
+        _build(tmp, params, progress, noise_dir)
         try:
             os.rename(tmp, out)  # atomic; replaces an empty directory, fails on a non-empty one
         except OSError:
@@ -506,28 +277,45 @@ def _synthesize(out_dir: str | Path, params: dict[str, Any], progress: bool) -> 
     return out, True
 
 
-def _build(tmp: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _plan(params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[dict, str, int, Any, Any]]]:
+    """The speakers, and one job per clip: (speaker, word, repetition, clip rng, utterance settings)."""
+    seed, words, reps = params["seed"], params["words"], params["clips_per_speaker"]
+    voices, variants = espeak_voice_lists(espeak_data_path())  # the library itself is loaded in the child only
+    if params["speakers"] and not voices:
+        raise RuntimeError(f"no English espeak voice found in {espeak_data_path()}")
+    spk = espeak_speakers(params["speakers"], seed, voices, variants)
+    spk += flite_speakers(params["flite_speakers"], seed, params["flite_voices"])
+    if len({s["id"] for s in spk}) != len(spk):  # 8 hex digits: only with absurd speaker counts
+        raise ValueError(f"speaker-id collision with {len(spk)} speakers; use fewer")
+    jobs = []  # one utterance per clip; small per-repetition jitter of rate/stretch and pitch
+    for i, s in enumerate(spk):
+        for w in words:
+            for r in range(reps):
+                k = i if s["engine"] == "espeak" else (7, i)  # espeak streams as in the original recipe
+                rng = np.random.default_rng([seed, 2, *np.atleast_1d(k), zlib.crc32(w.encode()), r])
+                if s["engine"] == "espeak":
+                    jit = (0, 0) if r == 0 else (int(rng.integers(-15, 16)), int(rng.integers(-4, 5)))
+                    u = dict(text=w, voice=s["voice"], rate=s["rate"] + jit[0], pitch=s["pitch"] + jit[1],
+                             range=s["range"], gap=s["gap"], seed=int(rng.integers(2**31)))
+                else:
+                    jit = (0.0, 0) if r == 0 else (round(float(rng.uniform(-0.05, 0.05)), 3), int(rng.integers(-8, 9)))
+                    u = dict(text=w, voice=s["voice"], stretch=round(s["stretch"] + jit[0], 3), f0=s["f0"] + jit[1],
+                             f0_std=s["f0_std"])
+                fx_rng = np.random.default_rng([seed, 5, *np.atleast_1d(k), zlib.crc32(w.encode()), r])
+                jobs.append((s, w, r, rng, u, fx_rng))
+    return spk, jobs
+
+
+def _build(tmp: Path, params: dict[str, Any], progress: bool, noise_dir: Path | None) -> dict[str, Any]:
     """Synthesize everything into ``tmp`` (which must not exist); return the manifest written there."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
     tmp.mkdir()
-    seed, words, reps = params["seed"], params["words"], params["clips_per_speaker"]
-    voices, variants = _voice_lists(_data_path())  # the library itself is loaded in the child only
-    if not voices:
-        raise RuntimeError(f"no English espeak voice found in {_data_path()}")
-    spk = _speakers(params["speakers"], seed, voices, variants)
-    split = _split([s["id"] for s in spk], params["val_fraction"], params["test_fraction"])
-
-    jobs, plan = [], []  # one utterance per clip; small per-repetition jitter of rate and pitch
-    for i, s in enumerate(spk):
-        for w in words:
-            for r in range(reps):
-                rng = np.random.default_rng([seed, 2, i, zlib.crc32(w.encode()), r])
-                jit = (0, 0) if r == 0 else (int(rng.integers(-15, 16)), int(rng.integers(-4, 5)))
-                plan.append(dict(text=w, voice=s["voice"], rate=s["rate"] + jit[0], pitch=s["pitch"] + jit[1],
-                                 range=s["range"], seed=int(rng.integers(2**31))))
-                jobs.append((s, w, r, rng))
+    spk, jobs = _plan(params)
+    split = split_speakers([s["id"] for s in spk], params["val_fraction"], params["test_fraction"])
+    effects = dict(speed=params["speed"], room=params["room"], channel=params["channel"],
+                   rooms=room_bank(params["seed"]) if params["room"] > 0 else ())
 
     files: dict[str, str] = {}  # relative path -> sha256, for the fingerprint
 
@@ -537,34 +325,45 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
         path.write_bytes(data)
         files[rel] = hashlib.sha256(data).hexdigest()
 
-    info, raws = _speak_all(plan)
+    espeak_plan = [u for s, _, _, _, u, _ in jobs if s["engine"] == "espeak"]
+    info, espeak_raws = speak_all(espeak_plan) if espeak_plan else ({"version": None, "sample_rate": 0},
+                                                                                  (x for x in ()))
+    flite_raws = flite_speak_all([u for s, _, _, _, u, _ in jobs if s["engine"] == "flite"])
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
     per_word: dict[str, int] = {}
-    with contextlib.closing(raws):  # on any error, stop the child now
-        for raw, (s, w, r, rng) in tqdm(zip(raws, jobs, strict=True), total=len(jobs), desc="synthesizing clips",
-                                        unit="clip", disable=not progress):
+    with contextlib.closing(espeak_raws), contextlib.closing(flite_raws):  # on any error, stop the children now
+        for s, w, r, rng, _, fx_rng in tqdm(jobs, desc="synthesizing clips", unit="clip", disable=not progress):
+            if s["engine"] == "espeak":
+                raw, rate = next(espeak_raws), info["sample_rate"]
+            else:
+                raw, rate = next(flite_raws)
             rel = f"{w}/{s['id']}_nohash_{r}.wav"
-            put(rel, _wav_bytes(_make_clip(raw, info["sample_rate"], rng)))
+            put(rel, _wav_bytes(make_clip(raw, rate, rng, {**effects, "rng": fx_rng})))
             per_word[w] = per_word.get(w, 0) + 1
             if split[s["id"]] in lists:
                 lists[split[s["id"]]].append(rel)
-    noises = _background_noises(seed, params["noise_seconds"])
+    noises = synthetic_noises(params["seed"], params["noise_seconds"])
     for name, x in noises.items():
         put(f"{BACKGROUND_NOISE_DIR}/{name}.wav", _wav_bytes(x))
+    recorded = sorted(noise_dir.glob("*.wav")) if noise_dir is not None else []
+    for f in recorded:
+        put(f"{BACKGROUND_NOISE_DIR}/recorded_{f.name}", f.read_bytes())
     for name, rels in lists.items():
         put(f"{name}_list.txt", "".join(f"{p}\n" for p in sorted(rels)).encode())
 
     n_split = {k: sum(v == k for v in split.values()) for k in ("training", "validation", "testing")}
-    fingerprint = _fingerprint(files)
     manifest = {
-        "format": _FORMAT, "params": params, "espeak_version": info["version"],
-        "espeak_sample_rate": info["sample_rate"], "sample_rate": SAMPLE_RATE,
+        "format": _FORMAT, "params": params, "keywords": params["keywords"], "espeak_version": info["version"],
+        "espeak_sample_rate": info["sample_rate"], "flite_version": flite_version() if params["flite_speakers"] else None,
+        "sample_rate": SAMPLE_RATE,
         "counts": {"clips": len(jobs), "words": per_word, "speakers": n_split,
+                   "speakers_by_engine": {e: sum(x["engine"] == e for x in spk) for e in ("espeak", "flite")},
+                   "distinct_voice_configs": len({voice_config(x) for x in spk}),
                    "clips_per_split": {"training": len(jobs) - len(lists["validation"]) - len(lists["testing"]),
                                        "validation": len(lists["validation"]), "testing": len(lists["testing"])},
-                   "background_noise_files": len(noises)},
-        "speakers": [{**s, "split": split[s["id"]]} for s in spk],
-        "fingerprint": fingerprint,
+                   "background_noise_files": len(noises) + len(recorded)},
+        "speakers": [{**x, "split": split[x["id"]]} for x in spk],
+        "fingerprint": _fingerprint(files),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     log.info("synthesized %d clips in %.1f s", len(jobs), time.perf_counter() - t0)

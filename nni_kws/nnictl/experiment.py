@@ -72,13 +72,15 @@ def evaluate_model(model: Any, *, data: str, preset: str, epochs: int, lut: str 
                    **kwargs: Any) -> dict[str, float]:
     """What every NAS trial runs (through :class:`FunctionalEvaluator`): train the frozen ``model``
     and report accuracy and costs; the architecture dict is the sample of the trial's parameter."""
+    from .stopping import exit_by_signal_when_stopped
     from .train_trial import run_trial
 
     current = nni.get_current_parameter()
     sample = getattr(current, "sample", None)
     if sample is None:
         raise RuntimeError("evaluate_model must run inside an NNI NAS trial (no current model sample)")
-    return run_trial(sample, data=data, preset=preset, epochs=epochs, lut=lut, model=model, **kwargs)
+    with exit_by_signal_when_stopped():  # a trial NNI stops ends as EARLY_STOPPED/USER_CANCELED, not FAILED
+        return run_trial(sample, data=data, preset=preset, epochs=epochs, lut=lut, model=model, **kwargs)
 
 
 def trial_evaluator(data: str | Path, preset: str, epochs: int, *, batch_size: int = 64,

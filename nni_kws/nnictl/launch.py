@@ -56,19 +56,20 @@ def running(config: str | Path, env: Mapping[str, str] | None = None, port: int 
         stop(exp_id, env)
 
 
-def shrink_config(config: str | Path, out: str | Path, data: str | Path, *, preset: str = "tiny", trials: int = 2,
+def shrink_config(config: str | Path, out: str | Path, data: str | Path | None, *, preset: str = "tiny", trials: int = 2,
                   epochs: int = 1, concurrency: int = 2, lut: str | Path | None = None,
                   workdir: str | Path | None = None, trial_args: str = "", **fields: Any) -> Path:
     """A quick variant of an example config: space ``preset`` (its ``search_spaces/`` file, unless
-    the config tunes something else), ``epochs`` per trial, ``trials`` trials, data ``data``, no
-    assessor; paths made absolute; ``trial_args`` appended to the trial command. ``fields``
-    override config keys. Returns ``out``."""
+    the config tunes something else), ``epochs`` per trial, ``trials`` trials, data ``data`` (None:
+    the trials' default, the synthesized set), no assessor; paths made absolute; ``trial_args``
+    appended to the trial command. ``fields`` override config keys. Returns ``out``."""
     config = Path(config).resolve()
     repo = config.parents[2] if config.parent.parent.name == "examples" else Path.cwd()
     cfg: dict[str, Any] = yaml.safe_load(config.read_text())
     command = re.sub(r"--preset \S+", f"--preset {preset}", cfg["trialCommand"])
     command = re.sub(r"--epochs \d+", f"--epochs {epochs}", command)
-    command += f" --data {Path(data).resolve()}" + (f" --lut {Path(lut).resolve()}" if lut else "")
+    command += (f" --data {Path(data).resolve()}" if data is not None else "") + (
+        f" --lut {Path(lut).resolve()}" if lut else "")
     command += f" {trial_args}" if trial_args else ""
     space = cfg.get("searchSpaceFile", "")
     space = (repo / "search_spaces" / f"{preset}.json" if "search_spaces" in space

@@ -5,10 +5,12 @@ Only loopback: the manager is asked at ``http://127.0.0.1:<port>/api/v1/nni/``.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 __all__ = ["NniRest", "free_port"]
@@ -56,6 +58,18 @@ class NniRest:
 
     def trials(self) -> list[dict[str, Any]]:
         return self.get("trial-jobs")
+
+    def stopped_by_assessor(self) -> set[str]:
+        """Ids of the trials the assessor stopped, from the manager's log (this machine only).
+
+        NNI 3.0's local training service lists them as ``USER_CANCELED``, like trials a user
+        cancels: ``V3asV1.cancelTrialJob`` (``nni_node/training_service/v3/compat.js``) records
+        ``isEarlyStopped`` only after ``await stopTrial()``, and by then ``onTrialEnd`` has already
+        set the status, so ``EARLY_STOPPED`` is never reached. The manager logs the assessor's
+        ``KI`` (kill) command, which a user's cancel does not send."""
+        log = Path(self.get("experiment")["logDir"]) / "log" / "nnimanager.log"
+        text = log.read_text() if log.is_file() else ""
+        return set(re.findall(r'received command from dispatcher: KI, "([^"]+)"', text))
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every reported metric, with ``data`` decoded (``type`` is ``PERIODICAL`` or ``FINAL``)."""

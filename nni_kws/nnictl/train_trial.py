@@ -6,11 +6,13 @@ one-shot-search trials (:mod:`.darts_trial`) and the multi-trial NAS evaluator (
 
 Parameters a tuner may send besides the architecture labels: the training hyper-parameters of
 :data:`TRAIN_PARAMS` and Hyperband's ``TRIAL_BUDGET`` (epochs = budget × ``--epochs-per-budget``).
-Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``), never shipped through NNI.
+Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``, else the synthesized default dataset),
+never shipped through NNI.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,25 +44,58 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
     """
     rest = dict(params)
     budget = rest.pop(BUDGET_KEY, None)
-    train = {}
-    for key in [k for k in rest if k in TRAIN_PARAMS]:
-        try:
-            train[key] = TRAIN_PARAMS[key](rest.pop(key))
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {key!r} must be a {TRAIN_PARAMS[key].__name__}, got {params[key]!r}") from None
+    train = {key: _train_param(key, rest.pop(key)) for key in [k for k in rest if k in TRAIN_PARAMS]}
     arch = validate_arch(space_by_name(preset), rest)
-    return arch, train, (None if budget is None else float(budget))
+    if budget is not None:
+        value = _number(BUDGET_KEY, budget)
+        if not value > 0:
+            raise ValueError(f"parameter {BUDGET_KEY!r} must be > 0, got {budget!r}")
+        budget = value
+    return arch, train, budget
 
 
-def resolve_data(data: str | os.PathLike | None) -> Path:
-    """The dataset folder: ``data``, else ``$NNI_KWS_DATA``; it must exist (trials never synthesize)."""
+def _number(key: str, value: Any) -> float:
+    """A finite number; numeric strings count (a search space may list choices as strings)."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise ValueError(f"parameter {key!r} must be a finite number, got {value!r}")
+    return float(number)
+
+
+def _train_param(key: str, value: Any) -> Any:
+    """A training hyper-parameter from a tuner, checked: tuners send numbers (``quniform`` sends
+    floats such as 32.0, so an integral float is an int), but never a truncated 2.7 batch size."""
+    number = _number(key, value)
+    if TRAIN_PARAMS[key] is int:
+        if not number.is_integer() or number < 1:
+            raise ValueError(f"parameter {key!r} must be a whole number >= 1, got {value!r}")
+        return int(number)
+    if key == "label_smoothing" and not 0 <= number < 1:
+        raise ValueError(f"parameter {key!r} must be in [0, 1), got {value!r}")
+    if key == "learning_rate" and not number > 0:
+        raise ValueError(f"parameter {key!r} must be > 0, got {value!r}")
+    if number < 0:
+        raise ValueError(f"parameter {key!r} must be >= 0, got {value!r}")
+    return number
+
+
+def resolve_data(data: str | os.PathLike | None, *, speakers: int | None = None) -> Path:
+    """The dataset folder: ``data``, else ``$NNI_KWS_DATA`` (either must exist), else the synthesized
+    default dataset, as ``nni-kws run`` uses it: made once (``speakers`` speakers, default 100) under
+    a lock that concurrent trials share, then reused from the cache."""
     root = data or os.environ.get("NNI_KWS_DATA")
     if not root:
-        raise ValueError("no dataset: pass --data DIR or set NNI_KWS_DATA "
-                         "(e.g. the folder printed by `nni-kws data synth`)")
+        from nni_kws.data.cache import shared_default_dataset
+
+        _logger.info("no --data and no $NNI_KWS_DATA: using the synthesized default dataset")
+        return shared_default_dataset(progress=False, **({} if speakers is None else {"speakers": speakers}))
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {path}")
+        source = "--data" if data else "$NNI_KWS_DATA"
+        raise FileNotFoundError(f"dataset folder not found: {path} ({source})")
     return path
 
 

@@ -7,8 +7,11 @@ runs a one-shot search per trial (:mod:`~nni_kws.nnictl.darts_trial`).
 
 Parameters a tuner may send besides the architecture labels: the training hyper-parameters of
 :data:`~nni_kws.nnictl.train_trial.TRAIN_PARAMS` and Hyperband's ``TRIAL_BUDGET`` (epochs = budget ×
-``--epochs-per-budget``). Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``), never shipped
-through NNI.
+``--epochs-per-budget``). Data is read from a folder (``--data`` or ``$NNI_KWS_DATA``), else the
+synthesized default dataset is made once and shared by all trials; it is never shipped through NNI.
+
+A trial that NNI stops (assessor) dies of NNI's signal, so the web UI shows ``EARLY_STOPPED``
+(:mod:`.stopping`); a trial without parameters (outside NNI, no ``--arch``) is an error.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from typing import Any, Sequence
 
 import nni
 
-from nni_kws.space import load_arch, space_by_name, space_choices
+from nni_kws.space import load_arch
+from nni_kws.training import TrainingDiverged
 
 from .darts_trial import run_darts_trial
+from .stopping import exit_by_signal_when_stopped
 from .train_trial import BUDGET_KEY, resolve_data, run_trial, split_parameters
 
 __all__ = ["build_parser", "main"]
@@ -34,7 +39,8 @@ _logger = logging.getLogger("nni_kws.trial")
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m nni_kws.trial``."""
     p = argparse.ArgumentParser(prog="python -m nni_kws.trial", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA)")
+    p.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA, else the synthesized default set)")
+    p.add_argument("--speakers", type=int, help="speakers of the synthesized default set (as `nni-kws run --speakers`)")
     p.add_argument("--preset", default="small",
                    help="space of the search-space file: a preset, or preset-frontend such as small-mfcc (default: small)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (ignored when the tuner sends TRIAL_BUDGET)")
@@ -62,26 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
-    """The tuner's parameters; outside NNI (empty parameters) the ``--arch`` file or the space default."""
-    params = nni.get_next_parameter() or {}
+    """The tuner's parameters, else (outside NNI) the ``--arch`` file; neither: ``ValueError``."""
+    # Outside a trial NNI's standalone runtime only warns and returns None: ask NNI only inside one.
+    params = (nni.get_next_parameter() or {}) if os.environ.get("NNI_PLATFORM") else {}
     if params:
         return dict(params)
     if args.arch:
         return load_arch(args.arch)
-    _logger.warning("no parameters from NNI and no --arch: training the first candidate of every label")
-    return {label: values[0] for label, values in space_choices(space_by_name(args.preset)).items()}
+    raise ValueError("no parameters: NNI sent none (is this run by nnictl?) and no --arch FILE was given")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one trial; a bad parameter or missing data is one error line and exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with exit_by_signal_when_stopped():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
-        data = resolve_data(args.data)
+        params = {} if args.mode == "darts" else _parameters(args)
+        data = resolve_data(args.data, speakers=args.speakers)
         if args.mode == "darts":
             _run_darts(args, data)
             return 0
-        arch, train, budget = split_parameters(_parameters(args), args.preset)
+        arch, train, budget = split_parameters(params, args.preset)
         epochs = args.epochs if budget is None else max(1, round(budget * args.epochs_per_budget))
         train.setdefault("learning_rate", args.learning_rate)
         batch_size = train.pop("batch_size", args.batch_size)
@@ -90,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   num_workers=args.workers, max_per_class=args.max_per_class, seed=args.seed,
                   out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"), progress=args.progress, lut=args.lut,
                   **train)
+    except TrainingDiverged as err:  # a failed trial, not chance accuracy reported to the tuner
+        print(f"nni_kws.trial: error: trial failed: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"nni_kws.trial: error: invalid trial: {err}", file=sys.stderr)
         return 2

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.space import arch_file_meta, load_arch
 
@@ -38,6 +41,10 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
     g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
+    g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
+                   "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
+    g.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list), "
+                   "e.g. gsc-v2-test-splits/heldout.txt")
     g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
@@ -54,15 +61,24 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
 
 def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("search")
-    g.add_argument("--strategy", choices=["darts", "gumbel", "random", "proxyless"],
-                   help=f"one-shot strategy (default: {d.strategy})")
+    g.add_argument("--strategy", choices=["darts", "gumbel", "gumbel-hard", "random", "proxyless"],
+                   help=f"one-shot strategy: darts trains the softmax mixture, gumbel-hard one path per step, "
+                        f"random uniform single paths then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
+    g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
+                   f"architecture step (default: {d.warmup_epochs})")
+    g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
+                   f"iteration costs two supernet passes) (default: {d.arch_every})")
+    g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
+                   f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
     g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")
     g.add_argument("--max-peak-act-kb", "--max-peak-kb", dest="max_peak_act_kb", type=float,
                    help="budget: peak activation memory [kB = 1000 bytes]")
     g.add_argument("--max-latency-ms", type=float, help="budget: estimated latency [ms] (from the latency table)")
+    g.add_argument("--allow-over-budget", action="store_const", const=True, help="finish the run when the searched "
+                   "architecture ends over a budget (default: stop after the search with exit status 3)")
     g.add_argument("--arc-lr", type=float, help=f"Adam step of the architecture logits (default: {d.arc_lr})")
     g.add_argument("--lambda", dest="lam", type=float, help=f"weight of the budget penalties (default: {d.lam})")
     g.add_argument("--penalty-form", choices=["hinge", "add", "mul-log"],
@@ -92,8 +108,8 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
 
 
-_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "lambdas", "budgets", "frontends",
-               "quantize"}
+_NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "baseline", "lambdas", "budgets",
+               "frontends", "quantize"}
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,8 +117,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     if values.get("real_test") == "":
         values["real_test"] = None
-    if "data" in values:
-        values["data"] = str(Path(values["data"]).expanduser().absolute())
+    for key in ("data", "train_list", "test_list"):
+        if key in values:
+            values[key] = str(Path(values[key]).expanduser().absolute())
     return values
 
 
@@ -116,10 +133,15 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None,
     return load_config(args.out, overrides, base=base)
 
 
-def _interrupted(args: argparse.Namespace) -> int:
-    print(f"\nnni-kws {args.command}: interrupted; the last per-epoch checkpoints are in {args.out}. "
-          f"Continue with: nni-kws {args.command} --out {args.out} --resume", file=sys.stderr)
-    return 130
+def _interrupted(args: argparse.Namespace, stop: BaseException) -> int:
+    """The one-line stop message with the resume command; exit status 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
+    signum = getattr(stop, "signum", 2)
+    how = str(stop) if isinstance(stop, StopRequested) else "interrupted"
+    again = f" --arch {shlex.quote(args.arch)}" if getattr(args, "arch", None) else ""
+    print(f"\nnni-kws {args.command}: {how}; the last per-epoch checkpoints are in {args.out}. "
+          f"Continue with: nni-kws {args.command} --out {shlex.quote(str(args.out))}{again} --resume",
+          file=sys.stderr)
+    return exit_code(stop) if isinstance(stop, StopRequested) else 128 + signum
 
 
 def _summary(results: dict[str, Any]) -> None:
@@ -135,13 +157,15 @@ def _summary(results: dict[str, Any]) -> None:
 
 
 def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | None = None,
-            extra: dict[str, Any] | None = None) -> int:
+            extra: dict[str, Any] | None = None, baseline: str | None = None) -> int:
     quiet_libraries()
     cfg = _config(args, extra)
     try:
-        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch)
-    except KeyboardInterrupt:
-        return _interrupted(args)
+        with stop_on_signals():
+            out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch,
+                               baseline=baseline)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        return _interrupted(args, stop)
     for stage, res in out.items():
         if stage == "search":
             print(f"searched architecture: {Path(cfg.out) / 'search' / 'arch.json'}")
@@ -161,6 +185,10 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     arch, extra = None, {}
+    if args.baseline:
+        if args.arch:
+            raise ValueError("train: give --arch FILE or --baseline NAME, not both")
+        return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
         meta = arch_file_meta(path)  # the space an arch.json belongs to ({} for a bare arch dict)
@@ -218,9 +246,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     cfg = _config(args, base=PipelineConfig(penalty_form=SWEEP_PENALTY_FORM))
     plan = SweepPlan(knob=knob, values=values, frontends=frontends or [cfg.frontend], quantize=args.quantize)
     try:
-        sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        return _interrupted(args)
+        with stop_on_signals():
+            sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        return _interrupted(args, stop)
     for p in sweep["points"]:
         star = "*" if p.get("pareto", {}).get("macs") else " "
         print(f"{star} {p['frontend']:<5} {knob}={p[knob]:<8g} test {100 * (p['test_acc'] or 0):6.2f} %  "
@@ -238,10 +267,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_search)
 
     p = subparsers.add_parser("train", help="retrain a frozen architecture and evaluate it",
-                              description="Train the searched architecture (or --arch FILE) and evaluate it on the "
+                              description="Train the searched architecture (or --arch FILE, or a peer with --baseline "
+                              "NAME) and evaluate it on the "
                               "test split and the real Speech Commands test set.")
     _add_common(p, d, d.out)
     p.add_argument("--arch", metavar="FILE", help="architecture JSON (default: <out>/search/arch.json)")
+    p.add_argument("--baseline", choices=list(BASELINES), help="train a hand-designed peer instead (nni_kws.baselines: "
+                   "published configuration and front end, costed like a searched model)")
     _add_train(p, d)
     p.set_defaults(func=_run_train)
 

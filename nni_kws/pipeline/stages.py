@@ -21,30 +21,68 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
-from nni_kws.cost.budgets import with_kb
+from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.counter import count_costs
+from nni_kws.cost.latency import RUN_TABLE
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.paths import shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.files import jsonable, load_torch, read_json, save_torch, write_json
+from nni_kws.files import CorruptStateFile, jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
+from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
-from nni_kws.training import accuracy, fit, seed_everything
+from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
 
-from .config import CONFIG, RESULT, STAGES, PipelineConfig, check_inputs, default_real_test_root
+from .config import (CONFIG, OPTIONS, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs,
+                     default_real_test_root, options_mismatch, stage_options)
+from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
 
-__all__ = ["Pipeline", "make_data_module", "run_pipeline", "stage_done", "torch_threads"]
+__all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
+           "torch_threads"]
 
 log = logging.getLogger(__name__)
 
 
 def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stored result of a completed stage, or None."""
+    """The stored result of a completed stage, or None (a broken one: :class:`CorruptStateFile`)."""
     path = Path(out) / stage / RESULT
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+    result = read_json(path, hint=hint)
+    if stage in ("search", "train", "quantize") and not isinstance(result.get("arch"), dict) \
+            and not result.get("baseline"):
+        raise CorruptStateFile(f"{path}: corrupt (no \"arch\" object); {hint}")
+    return result
+
+
+def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
+    """The options a stage in ``out`` was made (or started) with: its result.json's, else its options.json."""
+    for name in (RESULT, OPTIONS):
+        path = Path(out) / stage / name
+        if path.is_file():
+            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
+            return options if isinstance(options, dict) else None
+    return None
+
+
+class OverBudget(ValueError):
+    """The searched architecture exceeds a budget (the run stops unless ``allow_over_budget``)."""
+
+    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
+
+
+def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
+    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
+    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())
 
 
 def _device() -> torch.device:
@@ -63,6 +101,7 @@ class Pipeline:
         self._dm = data_module
         self._data_info: dict[str, Any] | None = None
         self._lut: Any = None
+        self._current_stage: str | None = None
         self.timings: dict[str, float] = {}
 
     # ---- shared resources -------------------------------------------------------------------
@@ -76,10 +115,15 @@ class Pipeline:
         return self._dm
 
     def loader(self, split: str) -> Any:
-        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use)."""
+        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use).
+
+        Its shuffling and its dataset's augmentation restart from ``(seed, stage, split)``, so a stage's
+        data does not depend on what an earlier stage in this process drew.
+        """
         dm = self.data_module
         start = time.perf_counter()
         result = getattr(dm, f"{split}_dataloader")()
+        reseed_loaders([result], derived_seed(self.cfg.seed, self._current_stage or "", split))
         self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
         return result
 
@@ -94,6 +138,7 @@ class Pipeline:
                                        and self.data_module.real_test_root):
             dm = self.data_module
             info: dict[str, Any] = {"root": str(dm.root), "synthetic": self.cfg.data is None,
+                                    "train_list": self.cfg.train_list, "test_list": self.cfg.test_list,
                                     "real_test_root": str(dm.real_test_root) if dm.real_test_root else None}
             for key, subset in (("n_train", "training"), ("n_val", "validation"), ("n_test", "testing")):
                 info[key] = len(dm.dataset(subset))
@@ -110,8 +155,9 @@ class Pipeline:
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
 
-        Measured with single-thread CPU time per call (``clock='cpu'``), which background load on
-        a shared machine does not inflate; ``nni-kws profile`` makes wall-clock tables for a device.
+        Measured as :data:`~nni_kws.cost.latency.RUN_TABLE` says (single-thread CPU time per call,
+        which background load on a shared machine does not inflate; its accuracy is benchmarked by
+        ``benchmarks/cost_model.py --run-table``); ``nni-kws profile`` makes wall-clock tables for a device.
         """
         if self._lut is None:
             path = Path(self.cfg.latency_lut) if self.cfg.latency_lut else self.out / "profile" / "latency.json"
@@ -120,10 +166,9 @@ class Pipeline:
             else:
                 start = time.perf_counter()
                 log.info("measuring a latency table of the %s space (%s front end)", self.cfg.preset, self.cfg.frontend)
-                self._lut = LatencyTable.measure(self.space(), repeats=20, rounds=2, calibration=3, clock="cpu",
-                                                 progress=False)
+                self._lut = LatencyTable.measure(self.space(), **RUN_TABLE, progress=False)
                 self._lut.save(path)
-                write_json(path.parent / RESULT, {"entries": len(self._lut.entries), "clock": "cpu",
+                write_json(path.parent / RESULT, {"entries": len(self._lut.entries), **RUN_TABLE,
                                                   "seconds": time.perf_counter() - start})
         return self._lut
 
@@ -143,15 +188,35 @@ class Pipeline:
         return res
 
     # ---- bookkeeping -------------------------------------------------------------------------
+    def check_options(self, stage: str, arch: Mapping[str, Any] | None = None) -> None:
+        """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
+        stored = stored_options(self.out, stage)
+        unfinished = not (self.out / stage / RESULT).is_file()
+        if stored is None or (unfinished and not (self.out / stage / "checkpoints" / "last.ckpt").is_file()):
+            return  # nothing kept: an unfinished stage without a checkpoint (or quantize) starts afresh
+        mismatch = options_mismatch(stored, stage_options(self.cfg, stage, arch))
+        if mismatch:
+            raise ValueError(f"{self.out / stage} was made with {mismatch}; resume with the same options, delete "
+                             f"{self.out / stage} (and the stages after it) to redo it, use --overwrite, or choose "
+                             "another --out")
+
     def prepare(self, stages: Sequence[str], *, resume: bool, overwrite: bool) -> None:
-        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config."""
-        done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
+        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config.
+
+        With ``resume``, a stage of ``stages`` made or started with other options is refused before
+        ``config.json`` is rewritten, so the stored config always describes the stored stages.
+        """
         if overwrite:
             for stage in (*STAGES[:-1], "profile"):
                 shutil.rmtree(self.out / stage, ignore_errors=True)
             for name in (CONFIG, "results.json", "report.md", "pareto.png"):
                 (self.out / name).unlink(missing_ok=True)
-        elif not resume:
+        elif resume:
+            for stage in stages:
+                if stage != "report":
+                    self.check_options(stage)
+        else:
+            done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
             again = [s for s in stages if s in done]
             started = [s for s in stages if s != "report" and (self.out / s).is_dir() and s not in done]
             if again or started:
@@ -161,18 +226,30 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / CONFIG, self.cfg.to_json())
 
-    def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool) -> dict[str, Any]:
-        """Run ``body(stage_dir)`` unless the stage is complete; store its result with its wall time."""
+    def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool,
+               arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run ``body(stage_dir)`` unless the stage is complete; store its result with its options and wall time.
+
+        The stage's random state starts from ``(seed, stage)`` (and each epoch's from ``(seed, stage,
+        epoch)``), so it is the same whether earlier stages ran in this process or not.
+        """
+        self.check_options(stage, arch)
         done = stage_done(self.out, stage)
         if done is not None and resume:
             log.info("stage %s: already complete in %s, skipped", stage, self.out / stage)
             return done
         stage_dir = self.out / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(self.cfg.seed)
+        options = stage_options(self.cfg, stage, arch)
+        write_json(stage_dir / OPTIONS, options)
+        self._current_stage = stage
+        seed_everything(derived_seed(self.cfg.seed, stage))
         log.info("stage %s: starting (outputs in %s)", stage, stage_dir)
         start = time.perf_counter()
-        result = body(stage_dir)
+        try:
+            result = body(stage_dir)
+        finally:
+            self._current_stage = None
+        result["options"] = options
         result["seconds"] = time.perf_counter() - start
         write_json(stage_dir / RESULT, result)
         log.info("stage %s: done in %.1f s", stage, result["seconds"])
@@ -180,31 +257,61 @@ class Pipeline:
 
     # ---- stages ------------------------------------------------------------------------------
     def search(self, *, resume: bool = False) -> dict[str, Any]:
-        """Stage 1: one-shot hardware-aware search; writes ``search/arch.json`` and the inherited weights."""
-        return self._stage("search", lambda d: self._search(d, resume), resume=resume)
+        """Stage 1: one-shot hardware-aware search; writes ``search/arch.json`` and the inherited weights.
+
+        A searched architecture over a budget is recorded (``over_budget`` in ``result.json``) and, unless
+        ``allow_over_budget``, stops the run with :class:`OverBudget` after the stage is stored.
+        """
+        result = self._stage("search", lambda d: self._search(d, resume), resume=resume)
+        if result.get("over_budget"):
+            text = describe_over_budget(result["over_budget"])
+            if not self.cfg.allow_over_budget:
+                raise OverBudget(f"the searched architecture is over budget: {text} ({self.out / 'search' / RESULT}); "
+                                 "raise --lambda or the search epochs, or continue with --resume --allow-over-budget")
+            log.warning("the searched architecture is over budget: %s (accepted: --allow-over-budget)", text)
+        return result
 
     def penalties(self) -> list[ResourcePenalty]:
         """One :class:`ResourcePenalty` per budget that is set (weight λ, the configured form)."""
         return [ResourcePenalty(resource, target, self.cfg.lam, self.cfg.penalty_form)
                 for resource, target in self.cfg.penalty_targets().items()]
 
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """Schedule options of the differentiable strategies (``random`` trains weights only)."""
+        if self.cfg.strategy == "random":
+            return {}
+        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
+        check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
-                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr)
+                            learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
+                            strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
+        budgets, metrics = cfg.budgets(), metric_costs(costs)
+        over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
         save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
-        inherited = derive_model(self.space(), arch, result.supernet)
+        # inherited weights with BatchNorm statistics of this very path (the supernet's are the mixture's)
+        inherited = recalibrate_bn(derive_model(self.space(), arch, result.supernet),
+                                   calibration_batches(self.loader("train"), cfg.calib_batches))
         save_torch(inherited.state_dict(), stage_dir / "init_weights.pt")
         acc = self.evaluate(inherited, real=False)
-        return {"arch": arch, "costs": costs, **result.meta, "budgets": cfg.budgets(), "probs": result.probs,
+        return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over,
+                "probs": result.probs, "calib_batches": cfg.calib_batches,
                 "history": result.history, **acc, "data": self.data_info(include_real=False)}
 
-    def train(self, arch: Mapping[str, Any] | None = None, *, resume: bool = False) -> dict[str, Any]:
-        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it."""
+    def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+        """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it;
+        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
+        if baseline is not None:
+            build_baseline(baseline)  # an unknown name fails before anything runs
+            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume,
+                               arch={"baseline": baseline})
         if arch is None:
             searched = stage_done(self.out, "search")
             if searched is None:
@@ -212,7 +319,7 @@ class Pipeline:
                                         "first or pass --arch FILE")
             arch = searched["arch"]
         arch = validate_arch(self.space(), arch)
-        return self._stage("train", lambda d: self._train(d, arch, resume), resume=resume)
+        return self._stage("train", lambda d: self._train(d, arch, resume), resume=resume, arch=arch)
 
     def _initial_model(self, arch: dict[str, Any]) -> nn.Module:
         model = build_model(arch, self.space())
@@ -224,39 +331,52 @@ class Pipeline:
             if searched["arch"] != arch:
                 raise ValueError("--init supernet needs the searched architecture; this --arch differs from "
                                  f"{self.out / 'search' / 'arch.json'}")
-            model.load_state_dict(load_torch(weights))
+            load_state_dict(model, weights, hint=f"delete {self.out / 'search'} and run again with --resume")
         return model
 
-    def _train(self, stage_dir: Path, arch: dict[str, Any], resume: bool) -> dict[str, Any]:
+    def _train(self, stage_dir: Path, arch: dict[str, Any] | None, resume: bool,
+               baseline: str | None = None) -> dict[str, Any]:
         cfg = self.cfg
-        save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
-        model = self._initial_model(arch)
+        if baseline is not None:
+            model = build_baseline(baseline)
+        else:
+            save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
+            model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
-        if resume and weights.is_file():  # trained, interrupted during evaluation
-            model.load_state_dict(load_torch(weights))
+        if resume and weights.is_file() and (stage_dir / "train_metrics.json").is_file():  # interrupted in evaluation
+            load_state_dict(model, weights, hint=f"delete it to rebuild it from {stage_dir / 'checkpoints'}")
             metrics = read_json(stage_dir / "train_metrics.json")
         else:
             metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
-                          out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr)
+                          out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr,
+                          seed=cfg.seed, stage="train")
             save_torch(model.state_dict(), weights)
-        costs = self.costs(arch)
+        if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
+            costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
+        else:
+            costs = self.costs(arch)
         acc = self.evaluate(model)
-        return {"arch": arch, "costs": costs, "init": cfg.init, "epochs": cfg.train_epochs,
-                "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
+        peer = {"baseline": baseline} if baseline is not None else {}
+        return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
+                "epochs": cfg.train_epochs, "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
 
     def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
         """The architecture and float weights of the completed train stage."""
         trained = stage_done(self.out, "train")
         if trained is None:
             raise FileNotFoundError(f"no trained model in {self.out / 'train'}; run `nni-kws train` first")
-        model = build_model(trained["arch"], self.space())
-        model.load_state_dict(load_torch(self.out / "train" / "model.pt",
-                                         hint="delete the train folder and run again with --resume"))
+        if trained.get("baseline"):
+            raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
+                             "quantizes searched architectures only")
+        model = build_model(validate_arch(self.space(), trained["arch"]), self.space())
+        load_state_dict(model, self.out / "train" / "model.pt",
+                        hint=f"delete {self.out / 'train'} and run again with --resume")
         return trained["arch"], model
 
     def quantize(self, *, resume: bool = False) -> dict[str, Any]:
         """Stage 3: quantization-aware fine-tuning with learned (or fixed) bit-widths, then evaluation."""
-        return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume)
+        arch = (stage_done(self.out, "train") or {}).get("arch")
+        return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume, arch=arch)
 
     def _quantize(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         """Fine-tune with quantizers (an interrupted quantization restarts)."""
@@ -292,33 +412,47 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
     else:
         root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
     real = cfg.real_test
-    if real == "auto":
+    if real == "auto" and cfg.train_list:
+        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
+    elif real == "auto":
         real_root = default_real_test_root()
         if real_root is None:
-            log.warning("real Speech Commands test folder not found next to the repository; skipping real-test accuracy")
+            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
     elif real:
         real_root = Path(real).expanduser()
         if not real_root.is_dir():
             raise FileNotFoundError(f"real test folder not found: {real_root}")
     else:
         real_root = None
+    lists: dict[str, Any] = {}
+    if cfg.train_list:
+        if real_root is not None and real_root.resolve() == root.resolve():
+            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
+        noise = root / BACKGROUND_NOISE_DIR
+        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
+                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
     return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True)
+                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
 
 
 def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
                  overwrite: bool = False, arch: Mapping[str, Any] | None = None,
-                 data_module: Any = None) -> dict[str, Any]:
+                 data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
     """Run ``stages`` (in order) in ``cfg.out``; returns ``{stage: result}`` (the report's results.json dict).
 
-    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture.
+    ``arch`` (a validated dict) makes the train stage use it instead of the searched architecture;
+    ``baseline`` (a name of :data:`nni_kws.baselines.BASELINES`) makes it train that peer.
     """
     stages = [s for s in STAGES if s in set(stages)]
     check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
-    pipe.prepare(stages, resume=resume, overwrite=overwrite)
-    with torch_threads(cfg.threads):
-        return _run_stages(pipe, stages, resume, arch)
+    with run_folder_lock(cfg.out):
+        try:
+            pipe.prepare(stages, resume=resume, overwrite=overwrite)
+        except OSError as err:
+            raise ValueError(f"cannot write run folder {cfg.out}: {err.strerror or err}") from None
+        with torch_threads(cfg.threads):
+            return _run_stages(pipe, stages, resume, arch, baseline)
 
 
 @contextlib.contextmanager
@@ -333,7 +467,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None) -> dict[str, Any]:
+def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,
+                baseline: str | None = None) -> dict[str, Any]:
     cfg = pipe.cfg
     total = time.perf_counter()
     out: dict[str, Any] = {}
@@ -342,7 +477,7 @@ def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mappi
         if stage == "search":
             out[stage] = pipe.search(resume=resume)
         elif stage == "train":
-            out[stage] = pipe.train(arch, resume=resume)
+            out[stage] = pipe.train(arch, baseline=baseline, resume=resume)
         elif stage == "quantize":
             out[stage] = pipe.quantize(resume=resume)
         else:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from nni_kws.training import accuracy
+from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
@@ -38,10 +38,6 @@ __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune
 _logger = logging.getLogger(__name__)
 
 METHODS = ("trained", "fixed")
-
-
-class TrainingDiverged(ValueError):
-    """Quantization-aware training produced a non-finite loss (a lower ``lr`` usually helps)."""
 
 
 @dataclass

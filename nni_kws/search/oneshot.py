@@ -9,6 +9,7 @@ a checkpoint every epoch (supernet weights, alphas, optimizers, epoch) for ``res
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,19 +26,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nni_kws.cost.budgets import budget_filter
-from nni_kws.training import KwsModule, make_trainer, seed_everything
+from nni_kws.files import check_checkpoint
+from nni_kws.training import (EpochSeeding, KwsModule, TrainingDiverged, derived_seed, make_trainer, reseed_loaders,
+                              seed_everything)
 
 from .penalty import ResourcePenalty
-from .strategy import ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch
+from .strategy import (ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch,
+                       most_likely_within)
 
 __all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
-#: Strategy names of :func:`run_search`. ``proxyless`` needs ``KwsSpace(coarse=True)``; ``enas``
-#: needs ``tianshou`` (and ``gym``), which NNI 3.0 imports with the pre-0.5 API.
-STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "proxyless", "random", "enas")
-_DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
+#: Strategy names of :func:`run_search`: ``darts`` trains the softmax mixture of all candidates;
+#: ``gumbel`` a Gumbel-softmax sample; ``gumbel-hard`` one path per step (straight-through Gumbel),
+#: so the derived path is the one that was trained; ``random`` trains uniformly sampled single paths
+#: (SPOS) and then picks the architecture by evolution over the recalibrated supernet; ``proxyless``
+#: needs ``KwsSpace(coarse=True)``; ``enas`` needs ``tianshou`` (and ``gym``), which NNI 3.0
+#: imports with the pre-0.5 API.
+STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "gumbel-hard", "proxyless", "random", "enas")
+_DIFFERENTIABLE = ("darts", "gumbel", "gumbel-hard", "proxyless")
 
 
 @dataclass
@@ -62,12 +70,14 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     if name in _DIFFERENTIABLE:
-        cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "proxyless": ResourceProxyless}[name]
+        if name == "gumbel-hard":
+            kwargs = {"hard": True, **kwargs}
+        cls = {"darts": ResourceDARTS, "gumbel": ResourceGumbelDARTS, "gumbel-hard": ResourceGumbelDARTS,
+               "proxyless": ResourceProxyless}[name]
         return cls(penalties=penalties, cost_model=cost_model, arc_learning_rate=arc_learning_rate, **kwargs)
     if name == "random":
-        limits = {p.resource: p.target for p in penalties}
-        flt = budget_filter(cost_model.exact, limits) if penalties else None
-        return RandomOneShot(filter=flt, **kwargs)
+        kwargs.pop("warmup_epochs", None)  # all of a RandomOneShot search is weight training
+        return RandomOneShot(filter=_budget_filter(penalties, cost_model), **kwargs)
     if penalties:
         raise ValueError("the enas strategy takes no resource penalties; use darts, gumbel or proxyless")
     try:
@@ -78,20 +88,58 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
     return ENAS(**kwargs)
 
 
+def _budget_filter(penalties: Sequence[ResourcePenalty], cost_model: Any) -> Callable[[Mapping[str, Any]], bool] | None:
+    """The penalties' targets as a hard filter on sampled architectures (None without penalties)."""
+    if not penalties:
+        return None
+    return budget_filter(cost_model.exact, {p.resource: p.target for p in penalties})
+
+
 def _last_checkpoint(out_dir: Path | None) -> Path | None:
     ckpt = out_dir / "checkpoints" / "last.ckpt" if out_dir is not None else None
     return ckpt if ckpt is not None and ckpt.is_file() else None
 
 
-def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchHistory) -> pl.Trainer:
-    return make_trainer(epochs, out_dir=out_dir, progress=progress, keep_best=False, callbacks=[history],
-                        trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1)
+def _trainer(epochs: int, out_dir: Path | None, progress: bool, callbacks: list[pl.Callback]) -> pl.Trainer:
+    return make_trainer(epochs, out_dir=out_dir, progress=progress, keep_best=False, callbacks=callbacks,
+                        trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1, what="search")
+
+
+class _DropNniFailureLines(logging.Filter):
+    """NNI logs "Model 1 fails to be executed" / "Strategy failed to execute" for *any* exception in
+    the one-shot run, also for a requested stop or a divergence; run_search re-raises it anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("fails to be executed" in message or "Strategy failed to execute" in message)
+
+
+_NNI_LOGGERS = ("nni.nas.execution.sequential", "nni.nas.strategy.base")
+
+
+def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val_loader: DataLoader,
+            accept: Callable[[Mapping[str, Any]], bool] | None, calib_batches: int, seed: int,
+            options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates."""
+    from nni_kws.space import space_choices
+    from nni_kws.space.mixed_ops import fresh_space
+
+    from .evolution import CandidateScorer, evolution_search
+    from .recalibrate import calibration_batches
+
+    base = fresh_space(space)
+    scorer = CandidateScorer(base, supernet, calibration_batches(train_loader, calib_batches), val_loader)
+    found = evolution_search(space_choices(base), scorer, accept=accept, seed=seed, **dict(options or {}))
+    info = {"evaluated": len(found.evaluated), "best_val_acc": found.score, "calib_batches": calib_batches,
+            **dict(options or {})}
+    return found.arch, info
 
 
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str | Strategy = "darts",
                epochs: int, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
                arc_learning_rate: float = 3e-3, learning_rate: float = 0.05, out_dir: str | Path | None = None,
                seed: int = 0, resume: bool = False, progress: bool = True, strategy_kwargs: Mapping[str, Any] | None = None,
+               calib_batches: int = 16, evolution: Mapping[str, Any] | None = None,
                **module_kwargs: Any) -> SearchResult:
     """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
 
@@ -122,7 +170,16 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     progress
         Lightning's progress bar.
     strategy_kwargs
-        Extra strategy arguments (e.g. ``warmup_epochs``, ``temperature`` for ``gumbel``).
+        Extra strategy arguments (e.g. ``warmup_epochs``: weight-only epochs before the first
+        architecture step; ``arch_every``; ``temperature`` for ``gumbel``).
+    penalties (again)
+        Differentiable strategies return the argmax architecture; if a penalty's target (a budget) is
+        exceeded by it, :func:`~nni_kws.search.strategy.most_likely_within` moves it within (the
+        argmax is kept in ``meta['argmax_over_budget']``).
+    calib_batches, evolution
+        ``random`` only: the architecture is chosen by :func:`~nni_kws.search.evolution.evolution_search`
+        (arguments ``evolution``) among candidates within the budgets, each scored on ``val_loader``
+        with inherited weights whose BatchNorm is recalibrated on ``calib_batches`` training batches.
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
@@ -144,24 +201,50 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
     ckpt = _last_checkpoint(out) if resume else None
     if ckpt is not None:
+        check_checkpoint(ckpt)
         _logger.info("resuming the search from %s", ckpt)
     elif history.path is not None and history.path.exists():
         history.path.unlink()  # a fresh search in an old folder
 
     module = nni.trace(KwsModule)(learning_rate=learning_rate, **module_kwargs)
-    evaluator = Lightning(module, _trainer(epochs, out, progress, history), train_dataloaders=train_loader,
-                          val_dataloaders=val_loader, fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
-    strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    seeding = EpochSeeding(seed, "search", [train_loader, val_loader])
+    evaluator = Lightning(module, _trainer(epochs, out, progress, [seeding, history]),
+                          train_dataloaders=train_loader, val_dataloaders=val_loader,
+                          fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
+    quiet = _DropNniFailureLines()
+    for name in _NNI_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    finally:
+        for name in _NNI_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
 
     oneshot = strat.oneshot_module  # type: ignore[attr-defined]
     probs: dict[str, dict[Any, float]] = {}
+    meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
+                            "epochs": epochs, "penalties": [p.to_dict() for p in penalties],
+                            **{k: v for k, v in dict(strategy_kwargs or {}).items() if k in ("warmup_epochs", "arch_every")}}
     if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
+        if not all(math.isfinite(p) for dist in probs.values() for p in dist.values()):
+            raise TrainingDiverged("search diverged (the architecture probabilities are not finite); "
+                                   "try a lower learning rate (--lr, --arc-lr)")
         arch = argmax_arch(probs)
+        if penalties and cost_model is not None:
+            within = most_likely_within(probs, cost_model.exact, {p.resource: p.target for p in penalties})
+            if within != arch:
+                meta["argmax_over_budget"] = {"arch": arch, "costs": {p.resource: cost_model.exact(arch)[p.resource]
+                                                                      for p in penalties}}
+                arch = within
+    elif isinstance(strat, RandomOneShot) and isinstance(space, KwsSpace):
+        after = derived_seed(seed, "search", "evolution")  # the same after a resumed search
+        seed_everything(after)
+        reseed_loaders([train_loader, val_loader], after)
+        arch, meta["evolution"] = _evolve(space, strat.supernet, train_loader, val_loader,  # type: ignore[attr-defined]
+                                          _budget_filter(penalties, cost_model), calib_batches, seed, evolution)
     else:
         arch = dict(oneshot.export())
-    meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
-                            "epochs": epochs, "penalties": [p.to_dict() for p in penalties]}
     return SearchResult(arch=arch, probs=probs, history=list(history.records), meta=meta,
                         supernet=strat.supernet)  # type: ignore[attr-defined]

@@ -10,23 +10,27 @@ NNI ``ExpectationProfilerPenalty`` passed as ``penalty=`` reach the alphas.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence, cast
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from nni.mutable import Categorical
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule, GumbelDartsLightningModule
+from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 from nni.nas.oneshot.pytorch.supermodule.proxyless import ProxylessMixedRepeat
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless
 from torch import nn
 
 from .penalty import ResourcePenalty, penalized_loss
 
-__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "ResourceDartsModule", "ResourceGumbelDartsModule", "ResourceDARTS",
-           "ResourceGumbelDARTS", "ResourceProxyless", "SearchHistory"]
+__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "PathGumbel", "ResourceDartsModule", "ResourceGumbelDartsModule",
+           "ResourceDARTS", "ResourceGumbelDARTS", "ResourceProxyless", "SearchHistory"]
 
 
 def arch_alphas(module: BaseOneShotLightningModule) -> dict[str, nn.Parameter]:
@@ -74,6 +78,74 @@ def argmax_arch(probs: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any]:
     return {label: max(dist, key=lambda v: float(dist[v])) for label, dist in probs.items()}
 
 
+def most_likely_within(probs: Mapping[str, Mapping[Any, float]], costs_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+                       limits: Mapping[str, float]) -> dict[str, Any]:
+    """The argmax architecture, moved greedily into ``limits`` (``{cost key: limit}``) if it is over one.
+
+    A penalty on *expected* costs can leave the argmax a little over budget. While over, the single-label
+    change that gives up the least log-probability per unit of relative overshoot removed is applied
+    (a greedy knapsack step); it stops when within every limit or when no change reduces the overshoot.
+    """
+    arch = argmax_arch(probs)
+
+    def overshoot(a: Mapping[str, Any]) -> float:
+        costs = costs_of(a)
+        return sum(max(0.0, float(costs[key]) / limit - 1.0) for key, limit in limits.items())
+
+    def logp(label: str, value: Any) -> float:
+        return math.log(max(float(probs[label][value]), 1e-12))
+
+    current = overshoot(arch) if limits else 0.0
+    while current > 0:
+        best: tuple[float, dict[str, Any], float] | None = None
+        for label, dist in probs.items():
+            for value in dist:
+                if value == arch[label]:
+                    continue
+                candidate = {**arch, label: value}
+                over = overshoot(candidate)
+                if over < current:
+                    score = (logp(label, arch[label]) - logp(label, value)) / (current - over)
+                    if best is None or score < best[0]:
+                        best = (score, candidate, over)
+        if best is None:
+            break
+        _, arch, current = best
+    return arch
+
+
+class PathGumbel(GumbelSoftmax):
+    """Gumbel-softmax that draws *one* sample per architecture label and step.
+
+    NNI's ``GumbelSoftmax`` draws anew at every call, and a label is used by several modules (an
+    expansion ratio sizes the expand conv, its BatchNorm, the depthwise and the projection conv), so
+    one forward pass mixed different paths. Here a draw is cached per logit vector (labels share one
+    ``alpha`` parameter) until :meth:`clear`, which the search module calls before each step.
+    ``hard=True`` is the straight-through estimator: the forward pass runs exactly one path (a
+    one-hot vector), the gradient is that of the soft sample, so the chosen path itself is trained.
+    """
+
+    def __init__(self, hard: bool = False, dim: int = -1) -> None:
+        super().__init__(dim)
+        self.hard = hard
+        self._draws: dict[int, torch.Tensor] = {}
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        key = id(inputs)
+        if key not in self._draws:
+            self._draws[key] = F.gumbel_softmax(inputs, tau=self.tau, hard=self.hard, dim=self.dim)
+        return self._draws[key]
+
+    def clear(self) -> None:
+        self._draws.clear()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "PathGumbel":
+        # The cached draws hold autograd graphs, which deepcopy refuses; a copy starts empty.
+        copy = PathGumbel(self.hard, self.dim)
+        copy.tau = self.tau
+        return copy
+
+
 class ResourceDartsModule(DartsLightningModule):
     """``DartsLightningModule`` whose architecture loss includes resource penalties.
 
@@ -85,17 +157,29 @@ class ResourceDartsModule(DartsLightningModule):
         Anything with ``expected(probs) -> {resource: tensor}`` (:class:`nni_kws.cost.CostModel`).
     penalty
         Optionally NNI's ``ExpectationProfilerPenalty``; it now receives tensor probabilities.
+    arch_every
+        Architecture step on every ``arch_every``-th batch only (ICPR/ProxylessNAS: every 5th), so
+        a search iteration costs less than a full DARTS iteration on average.
     **kwargs
         ``DartsLightningModule`` arguments (``arc_learning_rate``, ``warmup_epochs``...).
     """
 
     def __init__(self, training_module: pl.LightningModule, *, penalties: Sequence[ResourcePenalty] = (),
-                 cost_model: Any = None, **kwargs: Any) -> None:
+                 cost_model: Any = None, arch_every: int = 1, **kwargs: Any) -> None:
         super().__init__(training_module, **kwargs)
         if penalties and cost_model is None:
             raise ValueError("resource penalties need a cost model (nni_kws.cost.CostModel)")
+        if arch_every < 1:
+            raise ValueError(f"arch_every must be >= 1, got {arch_every}")
         self.penalties = list(penalties)
         self.cost_model = cost_model
+        self.arch_every = arch_every
+
+    def resample(self) -> dict[str, Any]:
+        for m in self.modules():  # a fresh Gumbel draw per step (see PathGumbel)
+            if isinstance(m, PathGumbel):
+                m.clear()
+        return super().resample()
 
     def arch_parameters(self) -> list[nn.Parameter]:
         # NNI returns ``list(set(...))``: an order that changes from run to run, so a resumed
@@ -105,6 +189,21 @@ class ResourceDartsModule(DartsLightningModule):
             for p in getattr(m, "arch_parameters", lambda: ())():
                 params.setdefault(id(p), p)
         return list(params.values())
+
+    @contextlib.contextmanager
+    def weights_frozen(self) -> Iterator[None]:
+        """Weights without gradients during the architecture step (forward and backward): first-order
+        DARTS discards those gradients (the weight step zeroes them first), and not computing them
+        saves a part of the backward pass."""
+        alphas = {id(p) for p in self.arch_parameters()}
+        frozen = [p for p in self.model.parameters() if p.requires_grad and id(p) not in alphas]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
 
     def expected_costs(self) -> dict[str, torch.Tensor]:
         """Expected costs under the current architecture distribution (differentiable)."""
@@ -133,15 +232,17 @@ class ResourceDartsModule(DartsLightningModule):
             raise TypeError(f"expected a single architecture optimizer, found {arc_optim}")
         trn_batch, val_batch = batch["train"], batch["val"]
 
-        if self.warmup_epochs == 0 or self.trainer.current_epoch >= self.warmup_epochs:
+        warm = self.warmup_epochs == 0 or self.trainer.current_epoch >= self.warmup_epochs
+        if warm and batch_idx % self.arch_every == 0:
             self.resample()
             arc_optim.zero_grad()
-            arc_loss = self.training_module.training_step(val_batch, 2 * batch_idx)
-            if isinstance(arc_loss, dict):
-                arc_loss = arc_loss["loss"]
-            self.log("arch_loss", arc_loss.detach())
-            arc_loss = self.penalize(arc_loss)
-            self.manual_backward(arc_loss)
+            with self.weights_frozen():  # built without weight gradients, so backward skips them
+                arc_loss = self.training_module.training_step(val_batch, 2 * batch_idx)
+                if isinstance(arc_loss, dict):
+                    arc_loss = arc_loss["loss"]
+                self.log("arch_loss", arc_loss.detach())
+                arc_loss = self.penalize(arc_loss)
+                self.manual_backward(arc_loss)
             arc_optim.step()
 
         self.resample()
@@ -163,12 +264,14 @@ class _ResourceAware:
 
     module_class: type[ResourceDartsModule] = ResourceDartsModule
 
-    def __init__(self, *, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None, arch_every: int = 1,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[call-arg]
         if penalties and cost_model is None:
             raise ValueError("resource penalties need a cost model (nni_kws.cost.CostModel)")
         self.penalties = list(penalties)
         self.cost_model = cost_model
+        self.arch_every = arch_every
 
     def _module_kwargs(self, training_module: pl.LightningModule) -> dict[str, Any]:
         s = cast(DARTS, self)
@@ -177,7 +280,7 @@ class _ResourceAware:
 
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> BaseOneShotLightningModule:
         return self.module_class(training_module, penalties=self.penalties, cost_model=self.cost_model,
-                                 **self._module_kwargs(training_module))
+                                 arch_every=self.arch_every, **self._module_kwargs(training_module))
 
 
 class ResourceDARTS(_ResourceAware, DARTS):
@@ -189,9 +292,18 @@ class ResourceDARTS(_ResourceAware, DARTS):
 
 
 class ResourceGumbelDARTS(_ResourceAware, GumbelDARTS):
-    """NNI's :class:`~nni.nas.strategy.GumbelDARTS` plus differentiable resource penalties."""
+    """NNI's :class:`~nni.nas.strategy.GumbelDARTS` plus differentiable resource penalties, with one
+    Gumbel draw per label and step (:class:`PathGumbel`); ``hard=True`` trains single paths
+    (straight-through), which narrows the gap between the supernet and the derived network."""
 
     module_class = ResourceGumbelDartsModule
+
+    def __init__(self, *, hard: bool = False, **kwargs: Any) -> None:
+        self.hard = hard
+        super().__init__(**kwargs)
+
+    def configure_softmax(self) -> nn.Module:
+        return PathGumbel(hard=self.hard)
 
     def _module_kwargs(self, training_module: pl.LightningModule) -> dict[str, Any]:
         # GumbelDARTS parses its temperature argument inside configure_oneshot_module; reuse it.
@@ -240,7 +352,12 @@ class SearchHistory(pl.Callback):
         record too many."""
         if self.path is None or not self.path.exists():
             return
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = []
+        for line in self.path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut short by a kill
+                continue
         self.records = [r for r in lines if r.get("epoch", -1) < before_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 

@@ -1,0 +1,54 @@
+"""The latency table ``nni-kws run`` builds (:data:`~nni_kws.cost.latency.RUN_TABLE`) ranks
+architectures as measured whole models rank them; the benchmark's quick mode runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+from nni_kws.cost import CostModel, LatencyTable
+from nni_kws.cost.latency import RUN_TABLE, measure_model
+from nni_kws.space import build_space, random_arch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spread_archs(space, cm: CostModel, n: int, pool: int = 40) -> list[dict]:
+    """``n`` distinct random archs at evenly spaced ranks of MACs among ``pool`` random ones (not
+    the table's calibration archs), so the ranking is over a range, not among near-ties."""
+    calibration = [random_arch(space, 10**6 + i) for i in range(RUN_TABLE["calibration"])]
+    archs = []
+    for seed in range(pool):
+        arch = random_arch(space, seed)
+        if arch not in archs and arch not in calibration:
+            archs.append(arch)
+    archs.sort(key=lambda a: cm.exact(a)["macs"])
+    return [archs[round(i * (len(archs) - 1) / (n - 1))] for i in range(n)]
+
+
+def test_run_table_predictions_rank_measured_latencies():
+    """Spearman > 0.8 between predicted and measured batch-1 latency on 8 'small' archs, both timed
+    with the thread's CPU clock (robust to other processes on a shared machine). ('small', not
+    'tiny': the tiny space's latencies fall in two tight clusters, whose inner order is noise.)"""
+    space = build_space("small")
+    lut = LatencyTable.measure(space, **RUN_TABLE, progress=False)
+    cm = CostModel(space, lut)
+    archs = spread_archs(space, cm, 8)
+    predicted = [cm.exact(a)["latency_ms"] for a in archs]
+    measured = [measure_model(space.freeze(a), repeats=30, clock="cpu", statistic=RUN_TABLE["statistic"])
+                for a in archs]
+    rho = spearmanr(predicted, measured).statistic
+    assert rho > 0.8, list(zip(predicted, measured))
+
+
+def test_cost_model_benchmark_quick_mode_measures_the_run_table(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import cost_model
+    out = tmp_path / "run_table.json"
+    assert cost_model.main(["--run-table", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["run_table"] == RUN_TABLE and result["repeats"] == RUN_TABLE["repeats"]
+    assert set(result["verdict"]) >= {"within_10pct", "met"}
+    sys.modules.pop("cost_model", None)
