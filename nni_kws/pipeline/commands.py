@@ -69,7 +69,7 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                         f"random uniform single paths then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
-                   f"architecture step (default: {d.warmup_epochs})")
+                   "architecture step (default: a quarter of --search-epochs)")
     g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "

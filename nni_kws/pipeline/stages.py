@@ -283,7 +283,7 @@ class Pipeline:
         """Schedule options of the differentiable strategies (``random`` trains weights only)."""
         if self.cfg.strategy == "random":
             return {}
-        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+        return {"warmup_epochs": self.cfg.warmup(), "arch_every": self.cfg.arch_every}
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
