@@ -61,6 +61,21 @@ def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2
                                 workdir=tmp_path / "experiments", **extra)
 
 
+def trials_of(experiment_id: str) -> list[str]:
+    """Live processes started for ``experiment_id`` (NNI sets ``NNI_EXP_ID`` in each trial's
+    environment), so other experiments on this machine (other test runs) do not count."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"NNI_EXP_ID={experiment_id}".encode() in environ and any(e.startswith(b"NNI_TRIAL_JOB_ID=") for e in environ):
+                found.append(proc.name)
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes (this user's) that contain ``text``."""
     found = []
@@ -82,12 +97,11 @@ def run_experiment(config: Path, env: dict[str, str], trials: int) -> tuple[str,
         status = rest.wait(timeout=150, trials=trials)
         trials_info, metrics = rest.trials(), rest.metrics()
     exp_id = rest.experiment_id
-    trial_cmd = "nni_kws.trial --preset tiny"  # as in tiny_config's trial commands
     deadline = time.monotonic() + 20  # killed processes take a moment to go, on a loaded machine
-    while (processes_mentioning(exp_id) or processes_mentioning(trial_cmd)) and time.monotonic() < deadline:
+    while (processes_mentioning(exp_id) or trials_of(exp_id)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(exp_id), "nnictl stop left processes behind"
-    assert not processes_mentioning(trial_cmd), "trials left behind"
+    assert not trials_of(exp_id), "trials left behind"
     return status, trials_info, metrics
 
 
