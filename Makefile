@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# flite (a second speech synthesizer for the offline data) where we may install it; else espeak alone
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v flite >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq flite >/dev/null || echo "flite not installed: espeak only"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip" "setuptools<81" wheel
 	$(PY) -m pip install -q -e ".[dev]"

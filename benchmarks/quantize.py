@@ -1,40 +1,44 @@
-"""Benchmark of quantization: accuracy drop vs float at learned bit-widths and at fixed 4/3/2 bits.
+"""Benchmark of quantization on real speech: accuracy against average bits, learned bit-widths vs NNI's fixed QAT/LSQ.
 
-1. Train a fixed architecture of the 'small' preset (SincConv front end) on the synthesized dataset
-   (``nni_kws.data.synth.ensure_default_dataset``), or reuse the one a previous run saved under ``--work``.
-2. Learned bit-widths (``LearnedBitwidthQuantizer``, max 8 bits, budgets ``--weight-budget`` /
-   ``--act-budget`` average bits) and NNI's QAT at each ``--fixed-bits``, all fine-tuned from the
-   same float weights with the same recipe (Adam, cosine, logit distillation from the float model);
-   the baselines get ``--fixed-epochs`` (fewer) so that the whole benchmark stays near 10 minutes
-   on 2 cores.
-3. Accuracy before/after on the synthesized test split and on the real Speech Commands v2 test set
-   (``--real-test``), average bits (definitions in the JSON), sizes, and the ONNX QDQ export's top-1
-   agreement with the fake-quant model under onnxruntime, on the real test set.
+Protocol (``/work/shared/data/README.md``, limited real speech): the float model is pre-trained on the
+synthesized dataset (``ensure_default_dataset``) and fine-tuned on the training part of ``dev``
+(speaker-disjoint from its validation part); quantization-aware fine-tuning runs on the same part;
+learning rates are tuned on the validation part of ``dev``; accuracies are reported on ``heldout``
+(never trained or tuned on).
 
-Target: at most 0.5 points of accuracy lost at <= 4 average bits (weights and activations).
+1. Learning rate of each method (learned bit-widths, NNI ``QATQuantizer``, NNI ``LsqQuantizer``)
+   tuned on dev-val at 4 bits (``--lrs``), then used at every budget.
+2. Curve (``--curve-seeds``): learned bit-widths at budgets ``--budgets`` (bits per weight = bits
+   per activation), NNI QAT and LSQ at ``--fixed-bits`` everywhere; per-layer bits of the learned runs.
+3. Seeds (``--seeds``): learned at 4 and 3 bits and LSQ at 4 bits, for the verdict.
 
-    python benchmarks/quantize.py [--float-epochs 25] [--quant-epochs 20] [--fixed-epochs 10] [--reuse]
+``--sensitivity``: where the accuracy goes instead (PTQ per layer and target, fine-tuning recipe
+variants), written to ``benchmarks/results/quantize_sensitivity.json``.
+
+    python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch.utils.data import DataLoader
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.gsc import SpeechCommandsTestFolder
+from nni_kws.data.listed import read_list
 from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.quant import DEFINITIONS, TrainingDiverged, onnx_agreement, prepare_model, quantize_model
-from nni_kws.quant.sensitivity import layer_sensitivity, ptq_quantizer, agreement
+from nni_kws.quant import DEFINITIONS, TrainingDiverged, prepare_model, quantize_model, tune_lr
+from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -43,17 +47,293 @@ ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e"
         "s1_depth": 2, "s1_i0_e": 2, "s1_i0_k": 5, "s1_i1_e": 2, "s1_i1_k": 5,
         "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
 PRESET = "small"
-REAL_TEST = "/work/shared/data/gsc-v2-test"
-SPLITS = "/work/shared/data/gsc-v2-test-splits"
+SHARED = Path(os.environ.get("NNI_KWS_SHARED_DATA", "/work/shared/data"))
+REAL_TEST = str(SHARED / "gsc-v2-test")
+SPLITS = str(SHARED / "gsc-v2-test-splits")
+#: Fixed quantizers: name -> NNI algorithm.
+FIXED = {"qat": "qat", "lsq": "lsq"}
 
 
-def listed_loader(root: str, list_file: str, batch_size: int) -> DataLoader:
-    """Loader over the clips of ``root`` named in ``list_file`` (until the list-defined loader lands on main)."""
-    keep = set(Path(list_file).read_text().split())
+def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The float model pre-trained on synthesized speech (reloaded from ``--work`` with ``--reuse``)."""
+    space = build_space(args.preset)
+    folder = Path(args.work) / "float"
+    if args.reuse and (folder / "model.pt").is_file():
+        model = build_model(load_arch(folder / "arch.json", space), space)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
+    data = SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet), batch_size=args.batch_size,
+                                    seed=args.seed, cache=True)
+    seed_everything(args.seed)
+    model = build_model(args.arch, space)
+    start = time.monotonic()
+    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.float_epochs,
+                  progress=not args.quiet, learning_rate=args.float_lr)
+    training = {"data": "synthesized", "epochs": args.float_epochs, "lr": args.float_lr,
+                "seconds": round(time.monotonic() - start, 1), "val_acc": metrics.get("val_acc")}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "model.pt")
+    save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
+    return model, training
+
+
+def real_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
+    """dev (training part, augmented) / dev-val (held-apart speakers) / heldout, as list-defined subsets."""
+    return SpeechCommandsDataModule(args.real_test, batch_size=args.batch_size, seed=seed, cache=True,
+                                    train_list=args.train_list, test_list=args.test_list,
+                                    noise_dir=str(SHARED / "gsc-background-noise"), val_fraction=args.val_fraction)
+
+
+def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pre-trained float model fine-tuned on dev's training part (reloaded with ``--reuse``)."""
+    model, pretraining = pretrained_model(args) if args.float_epochs else (None, {})
+    space = build_space(args.preset)
+    if model is None:
+        model = build_model(args.arch, space)
+    folder = Path(args.work) / "float-dev"
+    if args.reuse and (folder / "model.pt").is_file():
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
+    seed_everything(args.seed)
+    start = time.monotonic()
+    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
+                  progress=not args.quiet, learning_rate=args.dev_lr)
+    training = {"pretraining": pretraining, "data": "dev (training part)", "epochs": args.dev_epochs,
+                "lr": args.dev_lr, "seconds": round(time.monotonic() - start, 1), "val_acc": metrics.get("val_acc")}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "model.pt")
+    save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
+    return model, training
+
+
+def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
+    """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
+    common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
+                  input_bits=args.input_bits or None)
+    if method == "learned":
+        return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits, **common)
+    return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
+
+
+def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, float_acc: dict[str, float],
+        args: argparse.Namespace) -> dict[str, Any]:
+    """One quantization run; the row of the results (heldout and dev-val accuracies, average bits, layers)."""
+    data = real_data(args, seed)
+    seed_everything(seed)
+    start = time.monotonic()
+    row: dict[str, Any] = {"method": method, "bits": bits, "seed": seed, "lr": lr}
+    try:
+        report = quantize_model(model, data.train_dataloader(), data.val_dataloader(), lr=lr,
+                                test_loader=data.test_dataloader(), float_accuracy=float_acc,
+                                **quantize_kwargs(method, bits, args)).report
+    except TrainingDiverged as err:
+        row["diverged"] = str(err)
+        return row
+    acc = report["accuracy"]
+    row.update({
+        "avg_bits_per_weight": report["avg_bits_per_weight"], "avg_bits_per_activation": report["avg_bits_per_activation"],
+        "within_bits": max(report["avg_bits_per_weight"], report["avg_bits_per_activation"]) <= bits + 1e-9,
+        "accuracy": {"dev_val": acc["val"]["after"], "heldout": acc["test"]["after"]},
+        "drop_points_heldout": round(100 * (acc["test"]["before"] - acc["test"]["after"]), 2),
+        "size_bytes": report["size_bytes"], "time_s": round(time.monotonic() - start, 1)})
+    if method == "learned":
+        row["layers"] = {l["name"]: {"weight_bits": l.get("weight_bits"), "act_bits": l.get("act_bits")}
+                         for l in report["layers"]}
+        row["budget_met"] = report.get("budget_met")
+    logging.info("%s", {k: v for k, v in row.items() if k != "layers"})
+    return row
+
+
+def mean_drop(rows: list[dict[str, Any]], method: str, bits: float) -> dict[str, Any] | None:
+    """Mean heldout drop (points) over seeds of ``method`` at ``bits``, counting only runs within the bits."""
+    picked = [r for r in rows if r["method"] == method and r["bits"] == bits and "diverged" not in r]
+    if not picked:
+        return None
+    ok = [r for r in picked if r["within_bits"]]
+    return {"mean": round(statistics.fmean(r["drop_points_heldout"] for r in ok), 2) if ok else None,
+            "per_seed": {r["seed"]: r["drop_points_heldout"] for r in picked},
+            "all_within_bits": len(ok) == len(picked), "seeds": len(picked)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny model, few clips)")
+    p.add_argument("--float-epochs", type=int, default=25, help="pre-training epochs on synthesized speech (0: none)")
+    p.add_argument("--float-lr", type=float, default=0.05)
+    p.add_argument("--dev-epochs", type=int, default=10, help="float fine-tuning epochs on dev")
+    p.add_argument("--dev-lr", type=float, default=0.02)
+    p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
+    p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--tuned-from", help="reuse the learning rates tuned by an earlier run (its JSON)")
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
+    p.add_argument("--input-bits", type=int, default=0,
+                   help="bits of the raw waveform at the first layer (default 0: float, the microphone's 16-bit PCM)")
+    p.add_argument("--budgets", type=float, nargs="*", default=[8, 4, 3, 2.5], help="learned: bit budgets")
+    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 4, 3, 2], help="QAT/LSQ bit-widths")
+    p.add_argument("--fixed", nargs="*", default=list(FIXED), choices=list(FIXED), help="fixed quantizers")
+    p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
+    p.add_argument("--real-test", default=REAL_TEST, help="root of the real clips")
+    p.add_argument("--train-list", default=f"{SPLITS}/dev.txt")
+    p.add_argument("--test-list", default=f"{SPLITS}/heldout.txt")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="dev speakers held apart for validation")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the float model")
+    p.add_argument("--work", default="runs/bench-quantize", help="float models")
+    p.add_argument("--reuse", action="store_true", help="reuse the float models saved under --work")
+    p.add_argument("--out", default="benchmarks/results/quantize.json")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sensitivity", action="store_true", help="where the accuracy goes (PTQ per layer, recipes)")
+    p.add_argument("--ptq-bits", type=int, nargs="*", default=[3], help="sensitivity: per-layer PTQ bits")
+    p.add_argument("--dev-every", type=int, default=3, help="sensitivity: evaluate on every n-th dev clip")
+    p.add_argument("--only", nargs="*", help="sensitivity: run only these recipe variants")
+    p.add_argument("--weight-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
+    p.add_argument("--act-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
+    p.add_argument("--quant-lr", type=float, default=3e-3, help="sensitivity: lr of the recipe variants")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    args.arch, args.preset = ARCH, PRESET
+    if args.sensitivity:
+        if args.out == p.get_default("out"):
+            args.out = "benchmarks/results/quantize_sensitivity.json"
+        return sensitivity(args)
+    if args.quick:
+        quick(args)
+    return benchmark(args)
+
+
+def quick(args: argparse.Namespace) -> None:
+    """Shrink everything to a seconds-long run: tiny preset, 3 clips per class, 1 epoch, 4 and 3 bits."""
+    from nni_kws.space import random_arch
+
+    space = build_space("tiny")
+    args.preset, args.arch = "tiny", {**random_arch(space, 0), "frontend": "sinc"}
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("train_list", "test_list"):  # 3 clips of each class folder (dev keeps 2 val speakers)
+        per_class: dict[str, list[str]] = {}
+        for rel in read_list(getattr(args, name)):
+            per_class.setdefault(rel.split("/")[0], []).append(rel)
+        small = work / f"quick-{name}.txt"
+        small.write_text("\n".join(r for rels in per_class.values() for r in rels[:3 if name == "test_list" else 6])
+                         + "\n")
+        setattr(args, name, str(small))
+    args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs = 0, 1, 1, 1
+    args.lrs, args.budgets, args.fixed_bits, args.seeds, args.curve_seeds = [3e-3], [4, 3], [4], [0], [0]
+    args.val_fraction, args.batch_size, args.reuse = 0.3, 16, False
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    data = real_data(args, args.seed)
+    model, training = dev_model(args, data)
+    prepared = prepare_model(model)
+    float_acc = {"val": accuracy(prepared, data.val_dataloader()), "test": accuracy(prepared, data.test_dataloader())}
+    logging.info("float model: dev-val %.4f heldout %.4f", float_acc["val"], float_acc["test"])
+    result: dict[str, Any] = {
+        "benchmark": "quantize", "protocol": "limited real speech: fine-tune on dev (training part), tune on "
+        "dev-val, report on heldout", "quick": args.quick, "preset": args.preset, "arch": args.arch,
+        "clips": {"dev_train": len(data.dataset("training")), "dev_val": len(data.dataset("validation")),
+                  "heldout": len(data.dataset("testing"))},
+        "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
+                  "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "tune_epochs", "lrs", "distill", "input_bits",
+                                                  "budgets",
+                                                  "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
+                                                  "val_fraction", "threads")},
+        "definitions": DEFINITIONS,
+    }
+    out = Path(args.out)
+
+    def save() -> None:
+        result["total_s"] = round(time.monotonic() - start, 1)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+    # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
+    tuned: dict[str, Any] = {}
+    previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
+    for method in ["learned", *args.fixed]:
+        if method in previous:  # tuned by an earlier (interrupted) run of the same benchmark
+            tuned[method] = previous[method]
+            continue
+        data = real_data(args, args.seed)
+        seed_everything(args.seed)
+        kwargs = {**quantize_kwargs(method, 4, args), "epochs": args.tune_epochs}
+        best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), args.lrs, **kwargs)
+        tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
+        logging.info("%s: tuned lr %s (%s)", method, best, scores)
+        result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+        save()
+    result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+    save()
+
+    # 2. The curve; 3. the seeds of the verdict.
+    # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
+    # interrupted benchmark still has a verdict and a curve).
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3)) if m == "learned" or m in args.fixed]
+    plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
+    plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
+                                                                 *[(f, args.fixed_bits) for f in args.fixed]]
+             for b in bits if (m, b, s) not in plan]
+    plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
+    rows: list[dict[str, Any]] = []
+    for method, bits, seed in plan:
+        rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
+        result["runs"], result["verdict"] = rows, verdict(rows, args)
+        save()
+
+    result["verdict"] = verdict(rows, args)
+    result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
+    save()
+    for r in rows:
+        if "diverged" in r:
+            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
+            continue
+        print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
+              f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
+              f"drop {r['drop_points_heldout']:+.2f}")
+    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: v for k, v in result['verdict'].items() if k in ('drop_pts_at_4bits', 'drop_pts_at_3bits', 'fixed_lsq_drop_pts_at_4bits')})} -> {out}")
+    return 0
+
+
+def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve."""
+    learned4, learned3, lsq4 = mean_drop(rows, "learned", 4), mean_drop(rows, "learned", 3), mean_drop(rows, "lsq", 4)
+    curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
+    beats = {}
+    for r in curve_rows:
+        if r["method"] != "learned":
+            continue
+        fixed = [f for f in curve_rows if f["method"] == "lsq" and f["seed"] == r["seed"]
+                 and f["bits"] <= r["bits"] + 1e-9]
+        if fixed:  # the best LSQ run at no more average bits than the learned run's budget
+            best = max(fixed, key=lambda f: (f["bits"], f["accuracy"]["heldout"]))
+            beats[str(r["bits"])] = {"learned": r["accuracy"]["heldout"], "lsq": best["accuracy"]["heldout"],
+                                     "lsq_bits": best["bits"],
+                                     "learned_better": r["accuracy"]["heldout"] > best["accuracy"]["heldout"]}
+    return {
+        "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
+        "fixed_lsq_drop_pts_at_4bits": lsq4 and lsq4["mean"],
+        "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4},
+        "targets": {"max_drop_pts_at_4bits": 0.5, "max_drop_pts_at_3bits": 1.5},
+        "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
+        "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
+        "learned_vs_lsq_per_budget": beats,
+        "learned_beats_lsq_everywhere": bool(beats) and all(v["learned_better"] for v in beats.values()),
+        "definition": "heldout accuracy points, float minus quantized, mean over seeds; a run counts only if both "
+                      "average bits per weight and per activation are <= the stated bits",
+    }
+
+
+def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) -> DataLoader:
+    """Loader over every ``every``-th clip of ``root`` named in ``list_file`` (evaluation only)."""
+    keep = set(read_list(list_file)[::every])
     ds = SpeechCommandsTestFolder(root)
     ds._items = [it for it in ds._items if str(Path(it[0]).relative_to(root)) in keep]
-    if len(ds) != len(keep):
-        raise ValueError(f"{list_file}: {len(keep) - len(ds)} listed clips are missing from {root}")
     ds.preload()
     return DataLoader(ds, batch_size=batch_size)
 
@@ -77,13 +357,15 @@ def sensitivity(args: argparse.Namespace) -> int:
     start = time.monotonic()
     root = ensure_default_dataset(progress=not args.quiet)
     data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
-    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256)
-    model, training = float_model(args, data)
+    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256, every=args.dev_every)
+    model, training = pretrained_model(args)
     prepared = prepare_model(model)
     example = next(iter(data.train_dataloader()))[0]
     result: dict[str, Any] = {"benchmark": "quantize-sensitivity", "preset": PRESET, "arch": ARCH,
                               "float_training": training, "eval_set": "real gsc-v2-test dev split (2,656 clips)"}
+    result["eval_set"] += f", every {args.dev_every}th clip: {len(dev.dataset)}"
     result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
+    _write(result, args.out)
     float_acc = agreement(prepared, dev)
     result["ptq_range_init"] = {
         init: {b: agreement(ptq_quantizer(prepared, example, b, {
@@ -132,140 +414,6 @@ def sensitivity(args: argparse.Namespace) -> int:
 def _write(result: dict[str, Any], out: str) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
-
-
-def float_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train (or reload from ``--work``) the float model."""
-    space = build_space(PRESET)
-    folder = Path(args.work) / "float"
-    if args.reuse and (folder / "model.pt").is_file():
-        model = build_model(load_arch(folder / "arch.json", space), space)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
-    seed_everything(args.seed)
-    model = build_model(ARCH, space)
-    start = time.monotonic()
-    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.float_epochs,
-                  progress=not args.quiet, learning_rate=args.float_lr)
-    training = {"epochs": args.float_epochs, "lr": args.float_lr, "seconds": round(time.monotonic() - start, 1),
-                "val_acc": metrics.get("val_acc")}
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "model.pt")
-    save_arch(ARCH, folder / "arch.json", preset=PRESET, training=training)
-    return model, training
-
-
-def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
-    acc = report["accuracy"]
-    return {
-        "name": name, "avg_bits_per_weight": report["avg_bits_per_weight"],
-        "avg_bits_per_activation": report["avg_bits_per_activation"], "size_bytes": report["size_bytes"],
-        "accuracy": {k: v["after"] for k, v in acc.items()},
-        "drop_points": {k: round(100 * (v["before"] - v["after"]), 2) for k, v in acc.items()},
-        "time_s": report["time_s"],
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--float-epochs", type=int, default=25)
-    p.add_argument("--float-lr", type=float, default=0.05)
-    p.add_argument("--quant-epochs", type=int, default=20, help="fine-tuning epochs of the learned bit-widths")
-    p.add_argument("--fixed-epochs", type=int, default=10,
-                   help="fine-tuning epochs of each fixed baseline (fewer, to stay within 10 minutes)")
-    p.add_argument("--quant-lr", type=float, default=3e-3)
-    p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
-    p.add_argument("--weight-budget", type=float, default=4.0)
-    p.add_argument("--act-budget", type=float, default=4.0)
-    p.add_argument("--budget-weight", type=float, default=1.0)
-    p.add_argument("--fixed-bits", type=int, nargs="*", default=[4, 3, 2])
-    p.add_argument("--real-test", default=REAL_TEST, help="real test folder ('' to skip)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default="runs/bench-quantize", help="float model and ONNX files")
-    p.add_argument("--reuse", action="store_true", help="reuse the float model saved under --work")
-    p.add_argument("--out", default="benchmarks/results/quantize.json")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--sensitivity", action="store_true", help="where the accuracy goes (PTQ per layer, recipes)")
-    p.add_argument("--ptq-bits", type=int, nargs="*", default=[4, 3, 2])
-    p.add_argument("--only", nargs="*", help="sensitivity: run only these recipe variants")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(args.threads)
-    if args.sensitivity:
-        if args.out == p.get_default("out"):
-            args.out = "benchmarks/results/quantize_sensitivity.json"
-        return sensitivity(args)
-    start = time.monotonic()
-
-    root = ensure_default_dataset(progress=not args.quiet)
-    real = args.real_test if args.real_test and Path(args.real_test).is_dir() else None
-    data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, real_test_root=real, cache=True)
-    loaders = {"test": data.test_dataloader(), **({"real_test": data.real_test_dataloader()} if real else {})}
-    model, training = float_model(args, data)
-    prepared = prepare_model(model)
-    float_acc = {"val": accuracy(prepared, data.val_dataloader()),
-                 **{name: accuracy(prepared, loader) for name, loader in loaders.items()}}
-    logging.info("float model: %s", float_acc)
-    common = dict(lr=args.quant_lr, distill=args.distill, test_loader=loaders["test"],
-                  extra_loaders={k: v for k, v in loaders.items() if k != "test"}, float_accuracy=float_acc,
-                  progress=not args.quiet)
-
-    runs: dict[str, dict[str, Any]] = {}
-    seed_everything(args.seed)
-    learned = quantize_model(model, data.train_dataloader(), data.val_dataloader(), method="trained", bits=8,
-                             weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget,
-                             budget_weight=args.budget_weight, epochs=args.quant_epochs,
-                             out_dir=Path(args.work) / "trained", **common)
-    runs["trained"] = learned.report
-    check = loaders.get("real_test", loaders["test"])
-    agreement = {"on": "real_test" if real else "test", **onnx_agreement(learned.model, learned.onnx_path, check)}
-    logging.info("ONNX agreement: %s", agreement)
-    diverged = {}
-    for bits in args.fixed_bits:
-        seed_everything(args.seed)
-        try:
-            runs[f"fixed{bits}"] = quantize_model(model, data.train_dataloader(), data.val_dataloader(),
-                                                  method="fixed", bits=bits, epochs=args.fixed_epochs,
-                                                  out_dir=Path(args.work) / f"fixed{bits}", **common).report
-        except TrainingDiverged as err:  # a result too: NNI's QAT does not train at this bit-width
-            logging.warning("fixed %d bits: %s", bits, err)
-            diverged[f"fixed{bits}"] = {"name": f"fixed{bits}", "bits": bits, "diverged": str(err)}
-
-    rows = [summary(name, report) for name, report in runs.items()] + list(diverged.values())
-    t = runs["trained"]
-    bits_ok = max(t["avg_bits_per_weight"], t["avg_bits_per_activation"]) <= 4.0
-    target = {"max_avg_bits": 4.0, "max_drop_points": 0.5,
-              "met": {k: bool(bits_ok and d <= 0.5) for k, d in rows[0]["drop_points"].items() if k != "val"}}
-    result = {
-        "benchmark": "quantize", "preset": PRESET, "arch": ARCH, "dataset": str(root),
-        "clips": {"train": len(data.dataset("training")), "val": len(data.dataset("validation")),
-                  "test": len(data.dataset("testing")),
-                  **({"real_test": len(data.dataset("real_test"))} if real else {})},
-        "float": {"accuracy": float_acc, "parameters": sum(p.numel() for p in prepared.parameters()),
-                  "size_bytes": 4 * sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "fixed_epochs", "quant_lr", "distill",
-                                                  "weight_budget", "act_budget", "budget_weight", "fixed_bits",
-                                                  "batch_size", "threads", "seed")},
-        "summary": rows, "target": target,
-        "onnx": {**agreement, "path": str(learned.onnx_path), "bytes": learned.report["onnx"]["bytes"]},
-        "trained_layers": t["layers"], "definitions": DEFINITIONS,
-        "machine": {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()},
-        "total_s": round(time.monotonic() - start, 1),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for row in rows:
-        if "diverged" in row:
-            print(f"{row['name']:>8}: diverged ({row['diverged']})")
-            continue
-        print(f"{row['name']:>8}: {row['avg_bits_per_weight']:.2f} b/w {row['avg_bits_per_activation']:.2f} b/a "
-              f"{row['size_bytes']:>6} B  acc {row['accuracy']}  drop {row['drop_points']}")
-    print(f"float: {float_acc}; ONNX agreement {agreement['agreement']:.4f} on {agreement['clips']} clips; "
-          f"target met: {target['met']}; {result['total_s']:.0f} s -> {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from torch import nn
 from nni_kws.cost.frontend import SpectralSettings
 from nni_kws.space.blocks import LogCompression, SincConv1d
 
-__all__ = ["SpectralFeatures", "DsCnn", "TcResNet", "SincDsConv", "BcResNet", "BASELINES", "build_baseline"]
+__all__ = ["SpectralFeatures", "DsCnn", "TcResNet", "SincDsConv", "BcResNet", "BASELINES", "build_baseline",
+           "baseline_costs"]
 
 
 class SpectralFeatures(nn.Module):
@@ -254,3 +255,12 @@ def build_baseline(name: str, num_classes: int = 12) -> nn.Module:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return BASELINES[name](num_classes=num_classes)
+
+
+def baseline_costs(name: str, include_frontend: bool = True) -> dict[str, float]:
+    """Costs of a peer (keys and definitions of ``CostModel.exact``, as floats; no latency table, so no
+    ``latency_ms``), from :func:`nni_kws.cost.counter.count_costs`."""
+    from nni_kws.cost.counter import count_costs  # the cost package imports the space, not the peers
+
+    costs = count_costs(build_baseline(name), include_frontend=include_frontend)
+    return {key: float(value) for key, value in costs.items() if value is not None}

@@ -12,7 +12,12 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["CorruptStateFile", "jsonable", "write_json", "read_json", "save_torch", "load_torch"]
+__all__ = ["CorruptStateFile", "jsonable", "write_json", "read_json", "save_torch", "load_torch", "load_state_dict",
+           "check_checkpoint", "CHECKPOINT_HINT"]
+
+#: The way out of a broken per-epoch checkpoint.
+CHECKPOINT_HINT = ("delete it to restart the stage (or copy an epoch=N.ckpt next to it over it), "
+                   "or start over with --overwrite")
 
 
 class CorruptStateFile(ValueError):
@@ -71,13 +76,39 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     return _replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
-def load_torch(path: str | Path, *, hint: str = "delete it or start over with --overwrite") -> Any:
+def load_torch(path: str | Path, *, hint: str = "delete it or start over with --overwrite",
+               weights_only: bool = True) -> Any:
     """``torch.load`` on the CPU (weights only); an unreadable file is a :class:`CorruptStateFile` naming it."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a broken file
-        raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                               f"{hint}") from None
+        reason = next(iter(str(err).splitlines()), "") or ("empty file" if path.stat().st_size == 0 else "")
+        raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {reason[:160]}); {hint}") from None
+
+
+def load_state_dict(model: torch.nn.Module, path: str | Path, *, hint: str = "delete it or start over with --overwrite"
+                    ) -> torch.nn.Module:
+    """Load the ``state_dict`` file ``path`` into ``model``; a broken file, or one of another
+    architecture, is a :class:`CorruptStateFile` naming it."""
+    state = load_torch(path, hint=hint)
+    if not isinstance(state, Mapping):
+        raise CorruptStateFile(f"{path}: corrupt (holds a {type(state).__name__}, not a state_dict); {hint}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = str(err).splitlines() or [""]
+        reason = lines[1 if len(lines) > 1 else 0].strip()
+        raise CorruptStateFile(f"{path}: does not fit this architecture ({reason[:160]}); {hint}") from None
+    return model
+
+
+def check_checkpoint(path: str | Path, hint: str = CHECKPOINT_HINT) -> Path:
+    """``path`` if it is a readable Lightning checkpoint, else a :class:`CorruptStateFile` naming it
+    (Lightning and NNI would load it later with a bare torch traceback)."""
+    state = load_torch(path, hint=hint, weights_only=False)  # Lightning checkpoints hold hyper-parameters
+    if not isinstance(state, Mapping) or "state_dict" not in state or "epoch" not in state:
+        raise CorruptStateFile(f"{path}: not a Lightning checkpoint; {hint}")
+    return Path(path)

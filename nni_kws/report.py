@@ -14,8 +14,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets
 from nni_kws.space import describe_arch
 
-__all__ = ["COST_AXES", "test_labels", "pareto_front", "plot_pareto", "render_report", "render_sweep", "write_report",
-           "write_sweep_report"]
+__all__ = ["COST_AXES", "SEARCH_QUALITY_JSON", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
+           "render_report", "render_sweep", "write_report", "write_sweep_report"]
+
+#: Results of ``benchmarks/search_quality.py``: random architectures and peers drawn next to a run's points.
+SEARCH_QUALITY_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "search_quality.json"
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
 COST_AXES: dict[str, tuple[str, float]] = {
@@ -31,6 +34,9 @@ _KIND_STYLE = {
     "searched": dict(marker="o", color="tab:gray", s=130),
     "retrained": dict(marker="s", color="tab:blue", s=70),
     "quantized": dict(marker="D", color="tab:red", s=32),
+    "random (benchmark)": dict(marker="v", color="0.45", s=30),
+    "peer (benchmark)": dict(marker="^", color="tab:purple", s=50),
+    "searched (benchmark)": dict(marker="o", color="tab:green", s=40),
 }
 _FRONTEND_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
 
@@ -263,13 +269,33 @@ def _sweep_test_label(sweep: Mapping[str, Any]) -> str:
     return test_labels({"synthetic": cfg.get("data") is None, "test_list": cfg.get("test_list")})[0]
 
 
-def write_report(results: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``."""
+def benchmark_points(preset: str, frontend: str, path: str | Path = SEARCH_QUALITY_JSON) -> list[dict[str, Any]]:
+    """The random, peer and searched models of a search-quality benchmark run on the same space, as plot
+    points whose real-speech accuracy (hollow markers) is their heldout accuracy; ``[]`` without that file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    bench = json.loads(path.read_text())
+    same_space = bench.get("settings", {}).get("preset") == preset and frontend == "raw"
+    kinds = {"random": "random (benchmark)", "peer": "peer (benchmark)",
+             bench.get("verdict", {}).get("strategy"): "searched (benchmark)"}
+    return [{"name": key, "kind": kinds[m["kind"]], "costs": m.get("costs", {}), "test_acc": None,
+             "real_test_acc": m.get("heldout_acc")}
+            for key, m in bench.get("models", {}).items()
+            if m.get("kind") in kinds and (same_space or m["kind"] == "peer")]
+
+
+def write_report(results: Mapping[str, Any], out_dir: str | Path,
+                 benchmark: str | Path = SEARCH_QUALITY_JSON) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``; the plot also shows the random
+    architectures, peers and searched models of ``benchmark`` (the search-quality results) when it exists."""
     out_dir = Path(out_dir)
     cfg = results.get("config", {})
-    png = plot_pareto(results.get("points", []), out_dir / "pareto.png", budgets=_budgets(cfg),
+    extra = benchmark_points(cfg.get("preset", ""), cfg.get("frontend", ""), benchmark)
+    png = plot_pareto([*results.get("points", []), *extra], out_dir / "pareto.png", budgets=_budgets(cfg),
                       title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: "
-                      f"{test_labels(results.get('data', {}))[0]} (filled) and real test (hollow) accuracy vs cost")
+                      f"{test_labels(results.get('data', {}))[0]} (filled) and real test (hollow) accuracy vs cost"
+                      + ("; benchmark models: heldout accuracy (hollow)" if extra else ""))
     md = out_dir / "report.md"
     md.write_text(render_report(results))
     return md, png

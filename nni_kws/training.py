@@ -8,8 +8,10 @@ strategies (inside NNI's ``Lightning`` evaluator), multi-trial evaluators and pl
 from __future__ import annotations
 
 import logging
+import os
+import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import nni
 import pytorch_lightning as pl
@@ -17,19 +19,124 @@ import torch
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from nni_kws.files import write_json
 
-__all__ = ["KwsModule", "fit", "accuracy", "make_trainer", "seed_everything"]
+__all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochSeeding", "AtomicCheckpointIO", "fit", "accuracy",
+           "make_trainer", "seed_everything", "derived_seed", "reseed_loaders", "check_finite_weights"]
 
 _logger = logging.getLogger(__name__)
+
+#: A cross-entropy loss above this has exploded (a 12-class loss starts near 2.5; a diverged SGD
+#: run reaches 1e9 within an epoch, a healthy one never leaves single digits).
+EXPLODED_LOSS = 1e3
+
+
+class TrainingDiverged(ValueError):
+    """Training produced a non-finite or exploding loss (or weights); a lower learning rate usually helps."""
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (Lightning's helper, without its log line)."""
     pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def derived_seed(seed: int, *keys: str | int) -> int:
+    """A 31-bit seed that is a pure function of ``(seed, *keys)``, e.g. ``(seed, 'train', epoch)``.
+
+    Why: the random state of a stage's epoch must not depend on what ran before it in the process
+    (an earlier stage, or the epochs before a resume), so a resumed run equals an uninterrupted one.
+    """
+    crc = zlib.crc32(repr((int(seed), *keys)).encode())
+    return crc & 0x7FFF_FFFF
+
+
+def reseed_loaders(loaders: Iterable[DataLoader], seed: int) -> None:
+    """Restart each loader's shuffling and its dataset's augmentation generator from ``seed``.
+
+    The shuffling sampler gets a generator of its own: the loader's generator is also drawn from
+    whenever an iterator is made (worker base seed), which Lightning does at different moments in a
+    fresh and in a resumed fit. The permutation itself is drawn lazily, at the epoch's first batch.
+    """
+    for i, loader in enumerate(loaders):
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, RandomSampler):
+            sampler.generator = torch.Generator().manual_seed(derived_seed(seed, "shuffle", i))
+        generator = getattr(loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(derived_seed(seed, "workers", i))
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "reseed"):
+            dataset.reseed(derived_seed(seed, "augment", i))
+
+
+class EpochSeeding(pl.Callback):
+    """At the start of every epoch, seeds Python/numpy/torch, the loaders' shuffling and the datasets'
+    augmentation from ``(seed, stage, epoch)``.
+
+    So every epoch's random state is the same whether the run was resumed before it or not (and
+    whatever ran earlier in the process). With ``num_workers > 0`` the workers' augmentation keeps
+    its own generators across epochs, and resuming is not bit-exact.
+    """
+
+    def __init__(self, seed: int, stage: str, loaders: Iterable[DataLoader]) -> None:
+        self.seed, self.stage, self.loaders = int(seed), stage, list(loaders)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seed = derived_seed(self.seed, self.stage, trainer.current_epoch)
+        seed_everything(seed)
+        reseed_loaders(self.loaders, seed)
+
+
+def _loss_value(outputs: Any) -> torch.Tensor | None:
+    if isinstance(outputs, dict):
+        outputs = outputs.get("loss")
+    return outputs.detach() if isinstance(outputs, torch.Tensor) else None
+
+
+class DivergenceCheck(pl.Callback):
+    """Raises :class:`TrainingDiverged` on a non-finite or exploded training loss, and on non-finite
+    weights at the end of every epoch, before the epoch's checkpoint marks anything as done."""
+
+    def __init__(self, what: str = "training") -> None:
+        self.what = what
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = _loss_value(outputs)
+        if loss is not None and (not torch.isfinite(loss).all() or float(loss.max()) > EXPLODED_LOSS):
+            raise TrainingDiverged(f"{self.what} diverged (loss {float(loss.max()):g} at epoch "
+                                   f"{trainer.current_epoch + 1}, step {trainer.global_step}); "
+                                   "try a lower learning rate (--lr)")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_finite_weights(pl_module, f"{self.what} at epoch {trainer.current_epoch + 1}")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the end-of-epoch validation (and the checkpoint after it) runs before on_train_epoch_end
+        if not trainer.sanity_checking:
+            check_finite_weights(pl_module, f"{self.what} at epoch {trainer.current_epoch + 1}")
+
+
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """:class:`TrainingDiverged` if any parameter or buffer of ``model`` is NaN or infinite."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"{what} diverged ({name} is not finite); try a lower learning rate (--lr)")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed, so a kill during the write
+    leaves the previous ``last.ckpt`` intact instead of a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
 
 
 class KwsModule(LightningModule):
@@ -107,28 +214,38 @@ def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress
                                              enable_version_counter=False))
     logger = pl.loggers.CSVLogger(str(out_dir), name="logs") if out_dir is not None else False
     trainer_cls: Callable[..., pl.Trainer] = kwargs.pop("trainer_cls", pl.Trainer)
+    from nni_kws.signals import StopOnRequest  # the CLI's SIGINT/SIGTERM: stop between batches
+
+    callbacks = [StopOnRequest(), DivergenceCheck(kwargs.pop("what", "training")), *callbacks]
     return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
-                       callbacks=callbacks, enable_checkpointing=checkpoint and out_dir is not None,
+                       callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                       enable_checkpointing=checkpoint and out_dir is not None,
                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                        deterministic=False, **kwargs)
 
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
-        out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-        **module_kwargs: Any) -> dict[str, float]:
+        out_dir: str | Path | None = None, resume: bool = False, progress: bool = True, seed: int | None = None,
+        stage: str = "train", **module_kwargs: Any) -> dict[str, float]:
     """Train ``model`` in place; returns the last epoch's metrics.
 
     With ``resume`` and an existing ``<out_dir>/checkpoints/last.ckpt``, training continues from
-    it (weights, optimizer, schedule and epoch counter).
+    it (weights, optimizer, schedule and epoch counter). With ``seed``, every epoch's random state
+    comes from ``(seed, stage, epoch)`` (:class:`EpochSeeding`), so a resumed run equals an
+    uninterrupted one. A non-finite or exploding loss raises :class:`TrainingDiverged`.
     """
+    from nni_kws.files import check_checkpoint
+
     module = KwsModule(**module_kwargs)
     module.set_model(model)
-    trainer = make_trainer(epochs, out_dir=out_dir, progress=progress)
+    seeding = [EpochSeeding(seed, stage, [train_loader, val_loader])] if seed is not None else []
+    trainer = make_trainer(epochs, out_dir=out_dir, progress=progress, callbacks=seeding)
     ckpt = Path(out_dir) / "checkpoints" / "last.ckpt" if out_dir is not None else None
-    ckpt_path = str(ckpt) if resume and ckpt is not None and ckpt.exists() else None
+    ckpt_path = str(check_checkpoint(ckpt)) if resume and ckpt is not None and ckpt.exists() else None
     if ckpt_path:
         _logger.info("resuming training from %s", ckpt_path)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    check_finite_weights(model, "training")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if out_dir is not None:
         write_json(Path(out_dir) / "train_metrics.json", metrics)

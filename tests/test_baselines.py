@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nni_kws.baselines import BASELINES, build_baseline
+from nni_kws.baselines import BASELINES, baseline_costs, build_baseline
 from nni_kws.cost import CostModel
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.frontend import frontend_macs, rfft_macs, spectral_settings
@@ -121,6 +121,7 @@ def test_peer_costs_match_peers_md(name: str) -> None:
     assert round(costs["params"], p_digits) == params
     assert round(costs["macs"] - costs["frontend_macs"], m_digits) == macs
     assert (costs["frontend_macs"] > 0) == (name != "sinc-dsconv")         # raw audio has no feature extractor
+    assert baseline_costs(name) == {k: float(v) for k, v in costs.items() if v is not None}
     without = count_costs(model, include_frontend=False)
     assert without["macs"] == costs["macs"] - costs["frontend_macs"]
     assert without["frontend_macs"] == costs["frontend_macs"]

@@ -132,24 +132,6 @@ def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, ca
     assert "nni-kws search" in capsys.readouterr().err
 
 
-def test_ctrl_c_then_resume(tiny_gsc: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    """Ctrl-C during retraining: exit 130 with the resume command; `--resume` then finishes the run."""
-    import nni_kws.pipeline.stages as pipeline
-
-    real_fit = pipeline.fit
-
-    def interrupted_fit(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    out = tmp_path / "run"
-    monkeypatch.setattr(pipeline, "fit", interrupted_fit)
-    assert main(["run", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), *FAST, *QUANT]) == 130
-    assert f"--out {out} --resume" in capsys.readouterr().err
-    assert (out / "search" / "result.json").is_file() and not (out / "train" / "result.json").exists()
-    monkeypatch.setattr(pipeline, "fit", real_fit)
-    assert main(["run", "--out", str(out), "--resume"]) == 0
-    assert (out / "results.json").is_file() and (out / "quantize" / "result.json").is_file()
-
 
 def test_infeasible_budget_is_refused_before_anything_runs(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
     """A budget below the cheapest architecture of the space: one line naming the cheapest value, nothing written."""

@@ -14,7 +14,7 @@ from nni.compression import TorchEvaluator
 from nni.compression.quantization import QATQuantizer
 from onnx import numpy_helper
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from nni_kws.quant import (LearnedBitwidthQuantizer, TrainingDiverged, U3ClampRound, bit_report, config_list,
                            deploy_model, export_onnx, fixed_quantizer, onnx_agreement, prepare_model, quantize_model,
@@ -171,27 +171,50 @@ def test_fold_batchnorm_keeps_the_function() -> None:
     torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("fold_bn", [False, True])
-def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, tmp_path: Path) -> None:
-    x, y = _data(48, seed=1)
-    train = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8, shuffle=True)
-    test = DataLoader(TensorDataset(x[16:], y[16:]), batch_size=16)
+@pytest.fixture(scope="module")
+def speech_clips(tmp_path_factory) -> Path:
+    """A few espeak-synthesized Speech Commands clips (2 voices, the 10 keywords and one unknown word)."""
+    from nni_kws.data.synth import synthesize_dataset
+
+    return synthesize_dataset(tmp_path_factory.mktemp("speech") / "ds", speakers=3, seed=1, noise_seconds=2,
+                              words=("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed"),
+                              progress=False)
+
+
+@pytest.mark.parametrize("fold_bn,input_bits", [(False, None), (True, 8)])
+def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, input_bits: int | None, speech_clips: Path,
+                                                 tmp_path: Path) -> None:
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+
+    data = SpeechCommandsDataModule(speech_clips, batch_size=8, cache=True)
+    train = data.train_dataloader()
+    clips = DataLoader(ConcatDataset([data.dataset(s) for s in ("training", "validation", "testing")]),
+                       batch_size=16)  # every synthesized word clip (and silence), un-augmented for the check
+    for ds in clips.dataset.datasets:
+        ds.augment = False
     model = _tiny_model(frontend="sinc")
-    result = quantize_model(model, train, test, method="trained", bits=6, weight_budget_bits=4, act_budget_bits=5,
-                            epochs=1, out_dir=tmp_path, test_loader=test, fold_bn=fold_bn, progress=False)
+    result = quantize_model(model, train, clips, method="trained", bits=6, weight_budget_bits=4, act_budget_bits=5,
+                            epochs=1, out_dir=tmp_path, test_loader=clips, fold_bn=fold_bn, input_bits=input_bits,
+                            progress=False)
     assert isinstance(model.frontend[0], torch.nn.Module) and type(model.frontend[0]).__name__ == "SincConv1d"
     report = json.loads((tmp_path / "quant_report.json").read_text())
-    assert report["onnx"]["agreement"] >= 0.999 and report["onnx"]["clips"] == 32
+    # Same function under onnxruntime: logits within float rounding of the fake-quant model's, on speech.
+    logits = torch.cat([result.model(x) for x, _ in clips])
+    assert report["onnx"]["clips"] == len(clips.dataset) >= 30
+    assert report["onnx"]["max_abs_logit_diff"] <= 1e-4 * max(1.0, float(logits.abs().max())), report["onnx"]
+    assert report["onnx"]["agreement"] == 1.0
     assert set(report["accuracy"]) == {"val", "test"} and set(report["accuracy"]["test"]) == {"before", "after"}
-    assert 2 <= report["avg_bits_per_weight"] <= 6 and report["model_input_bits"] == 8  # input_bits, by default
-    assert [l.get("model_input", False) for l in report["layers"]][:2] == [True, False]
+    assert report["model_input_bits"] == input_bits
+    assert [l.get("model_input", False) for l in report["layers"]][:2] == [input_bits is not None, False]
     biased = [l["name"] for l in report["layers"] if l.get("bias_bits") == 32]  # int32 on d_input * d_weight
     assert biased == ["classifier"] if not fold_bn else len(biased) > 1  # + the convs' folded BN
+    x = next(iter(clips))[0]
 
     graph = onnx.load(str(result.onnx_path)).graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count("DequantizeLinear") == 2 * len(report["layers"])  # weights and inputs
-    assert ops.count("QuantizeLinear") == len(report["layers"])  # inputs only: weights are stored as integers
+    inputs = len(report["layers"]) - (input_bits is None)  # a float model input has no QDQ
+    assert ops.count("DequantizeLinear") == len(report["layers"]) + inputs  # weights and inputs
+    assert ops.count("QuantizeLinear") == inputs  # inputs only: weights are stored as integers
     int_weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer
                    if i.data_type == onnx.TensorProto.INT8 and i.dims}  # not the scalar zero points
     assert len(int_weights) == len(report["layers"])
@@ -199,7 +222,7 @@ def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, tmp_path: Path) 
         assert any(len(np.unique(w)) <= 2 ** layer["weight_bits"] - 1 and w.size == layer["weight_numel"]
                    for w in int_weights.values())
     # The deployable torch model (QDQ layers) computes the fake-quant model's function.
-    torch.testing.assert_close(deploy_model(result.quantizer)(x[16:]), result.model(x[16:]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(deploy_model(result.quantizer)(x), result.model(x), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("algorithm", ["qat", "lsq"])
@@ -346,3 +369,28 @@ def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
     high = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=8, act_budget_bits=8,
                           **kwargs).report
     assert min(high["avg_bits_per_weight"], high["avg_bits_per_activation"]) > 6
+
+
+def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    from nni_kws.quant.plot import plot_quantize_curve
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quantize.py"
+    spec = importlib.util.spec_from_file_location("bench_quantize", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "quantize.json"
+    assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    runs = {(r["method"], r["bits"]): r for r in result["runs"]}
+    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("qat", 4)}
+    assert set(result["lr_tuning"]) >= {"learned", "lsq", "qat"}
+    verdict = result["verdict"]
+    assert verdict["drop_pts_at_4bits"] == runs[("learned", 4)]["drop_points_heldout"]
+    assert verdict["drop_pts_at_3bits"] == runs[("learned", 3)]["drop_points_heldout"]
+    assert verdict["fixed_lsq_drop_pts_at_4bits"] == runs[("lsq", 4)]["drop_points_heldout"]
+    assert runs[("learned", 3)]["avg_bits_per_weight"] <= 3 and runs[("learned", 3)]["avg_bits_per_activation"] <= 3
+    png = plot_quantize_curve(out, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

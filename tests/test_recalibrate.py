@@ -2,6 +2,7 @@
 training, evolution over candidates, and a search that learns a separable task."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -155,3 +156,28 @@ def test_evolution_finds_the_best_architecture_within_the_budget(cost_model):
     assert all(within(a) for a, _ in found.evaluated)
     with pytest.raises(ValueError, match="within the budget"):
         random_archs(choices, 3, accept=lambda a: False, max_tries=50)
+
+
+def test_pipeline_searched_row_and_init_weights_are_recalibrated(tiny_gsc, tmp_path):
+    """The search stage's "searched" accuracy and ``init_weights.pt`` (``--init supernet``) come from the
+    inherited network with recalibrated BatchNorm: statistics equal to a recalibration done here."""
+    from nni_kws.pipeline import PipelineConfig, run_pipeline
+    from nni_kws.pipeline.stages import Pipeline
+    from nni_kws.files import load_torch
+
+    cfg = PipelineConfig(out=str(tmp_path / "r"), data=str(tiny_gsc), real_test=None, preset="tiny", search_epochs=2,
+                         warmup_epochs=1, arch_every=2, strategy="gumbel-hard", calib_batches=2, batch_size=16,
+                         progress=False, max_macs=3.3e5)
+    searched = run_pipeline(cfg, ["search"])["search"]
+    assert searched["strategy"] == "gumbel-hard" and searched["warmup_epochs"] == 1 and searched["arch_every"] == 2
+    assert searched["costs"]["macs"] <= 3.3e5
+    pipe = Pipeline(dataclasses.replace(cfg, init="supernet"))
+    model = pipe._initial_model(searched["arch"])
+    weights = load_torch(tmp_path / "r" / "search" / "init_weights.pt")
+    bn_means = [k for k in weights if k.endswith("running_mean")]
+    assert bn_means and all(torch.equal(model.state_dict()[k], weights[k]) for k in weights)
+    # re-estimated from exactly calib_batches training batches (the supernet's BatchNorms saw every search step)
+    counts = {int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
+    assert counts == {2}
+    assert searched["test_acc"] == accuracy(model.eval(), pipe.loader("test"))
+

@@ -166,3 +166,30 @@ def test_interrupted_search_resumes_to_the_same_state(data, cost_model, budget, 
     full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, msg=key)
+
+
+def test_argmax_over_budget_is_moved_within_it(cost_model, budget):
+    """A distribution whose argmax is the dearest architecture: the derived one is within the budget, keeps
+    every label it can, and is the most likely architecture within the budget (brute force over the space)."""
+    import itertools
+
+    from nni_kws.search.strategy import most_likely_within
+
+    choices = cost_model.choices
+    probs = {label: {v: (0.6 if i == len(values) - 1 else 0.4 / (len(values) - 1)) for i, v in enumerate(values)}
+             for label, values in choices.items()}
+    probs["s1_i1_k"] = {3: 0.45, 5: 0.55}  # a label the budget barely cares about (block 2 of stage 1)
+    dearest = {label: values[-1] for label, values in choices.items()}
+    assert cost_model.exact(dearest)["macs"] > budget
+    arch = most_likely_within(probs, cost_model.exact, {"macs": budget})
+    assert cost_model.exact(arch)["macs"] <= budget
+
+    def logp(a):
+        return sum(math.log(probs[label][v]) for label, v in a.items())
+
+    feasible = [dict(zip(choices, combo)) for combo in itertools.product(*choices.values())]
+    feasible = [a for a in feasible if cost_model.exact(a)["macs"] <= budget]
+    assert logp(arch) == pytest.approx(max(logp(a) for a in feasible))
+    cheap = {label: values[0] for label, values in choices.items()}
+    assert most_likely_within({k: {v: float(v == cheap[k]) + 0.1 for v in vals} for k, vals in choices.items()},
+                              cost_model.exact, {"macs": budget}) == cheap  # argmax within: unchanged

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,3 +135,89 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert not report["ok"] and any("fingerprint" in p for p in report["problems"])
     assert main(["data", "synth", "--out", str(out), "--speakers", "4", "--words", "yes,no", "-q"]) == 2
     assert "other parameters" in capsys.readouterr().err
+
+
+# --- the data engine: flite, custom keywords, recorded noise, speaker variety -----------------------------
+
+ENGINE = dict(speakers=3, seed=0, keywords="yes,lights on", words="yes,lights on,bed", noise_seconds=1,
+              speed=(0.9, 1.1), room=1.0, channel=1.0, progress=False)
+
+
+def test_engine_dataset_custom_keywords_and_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from nni_kws.data import SpeechCommands
+    from nni_kws.data.flite import flite_voices
+
+    noise = tmp_path / "my_noise"
+    noise.mkdir()
+    sf.write(noise / "fan.wav", np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    flite = 4 if flite_voices() else 0
+    params = dict(ENGINE, flite_speakers=flite, recorded_noise=str(noise))
+    root = synthesize_dataset(tmp_path / "ds", **params)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["keywords"] == ["yes", "lights on"] and (root / "lights on").is_dir()
+    assert manifest["counts"]["speakers_by_engine"] == {"espeak": 3, "flite": flite}
+    assert manifest["counts"]["clips"] == 3 * (3 + flite)
+    assert (root / BACKGROUND_NOISE_DIR / "recorded_fan.wav").read_bytes() == (noise / "fan.wav").read_bytes()
+    ds = SpeechCommands(root, "training")
+    assert ds.classes == ("yes", "lights on", "_silence_", "_unknown_") and ds.num_classes == 4
+    assert {ds.classes[y] for y in ds.labels} == set(ds.classes)
+    again = synthesize_dataset(tmp_path / "again", **params)
+    assert _files(again) == _files(root)  # all engine parts on: still the same bytes
+    plain = synthesize_dataset(tmp_path / "plain", **dict(ENGINE, room=0.0, channel=0.0, speed=None))
+    assert _files(plain)["yes/" + sorted(p.name for p in (plain / "yes").iterdir())[0]] != \
+        _files(root)["yes/" + sorted(p.name for p in (root / "yes").iterdir())[0]]  # the effects change clips
+
+
+def test_flite_absent_means_espeak_only_with_one_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture):
+    monkeypatch.setattr(synth, "flite_voices", lambda: ())
+    synth._notice.cache_clear()
+    with caplog.at_level("WARNING", logger="nni_kws.data.synth"):
+        a = synth._params(speakers=2, flite_speakers=5)
+        synth._params(speakers=2, flite_speakers=5)
+    assert a["flite_speakers"] == 0 and a["flite_voices"] == []
+    notices = [r.getMessage() for r in caplog.records if "flite" in r.getMessage()]
+    assert len(notices) == 1 and "espeak-ng only" in notices[0]
+    synth._notice.cache_clear()
+
+
+def test_flite_is_deterministic_and_matches_the_program():
+    import shutil
+    import subprocess
+
+    from nni_kws.data.flite import Flite, flite_voices
+
+    if "slt" not in flite_voices() or not shutil.which("flite"):
+        pytest.skip("flite not installed")
+    engine = Flite.get()
+    x, rate = engine.synth("stop", "slt", stretch=1.1, f0=150, f0_std=20)
+    engine.synth("go", "awb")
+    assert rate == 16000 and np.array_equal(engine.synth("stop", "slt", stretch=1.1, f0=150, f0_std=20)[0], x)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["flite", "-voice", "slt", "-t", "stop", "-o", f"{tmp}/a.wav", "--setf", "duration_stretch=1.1",
+                        "--setf", "int_f0_target_mean=150", "--setf", "int_f0_target_stddev=20"], check=True)
+        assert np.array_equal(sf.read(f"{tmp}/a.wav", dtype="int16")[0], x)
+
+
+def test_full_preset_has_over_1000_distinct_voices():
+    from nni_kws.data.espeak import espeak_data_path, espeak_voice_lists
+    from nni_kws.data.speakers import espeak_speakers, flite_speakers, voice_config
+
+    full = synth.PRESETS["full"]
+    voices, variants = espeak_voice_lists(espeak_data_path())
+    espeak = espeak_speakers(full["speakers"], 0, voices, variants)
+    assert len({voice_config(s) for s in espeak}) == full["speakers"] >= 1000
+    flite = flite_speakers(full["flite_speakers"], 0, ("awb", "rms", "slt", "kal16"))
+    assert len({voice_config(s) for s in flite}) == full["flite_speakers"]
+
+
+def test_keywords_parameter_validation():
+    assert synth._params(keywords="marvin, lights  on ,hey nni")["keywords"] == ["marvin", "lights on", "hey nni"]
+    assert "marvin" not in synth._params(keywords="marvin,go")["words"][2:]  # a keyword is never _unknown_
+    assert synth._params(words=("yes", "bed"))["keywords"] == ["yes"]  # legacy: the keywords among words
+    with pytest.raises(ValueError, match="keywords"):
+        synth._params(keywords="_silence_")
+    with pytest.raises(ValueError, match="pass keywords"):
+        synth._params(words=("bed", "cat"))
+    with pytest.raises(ValueError, match="unknown synthesis preset"):
+        synthesize_dataset("/nonexistent", preset="huge")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nni_kws.files import read_json
 from nni_kws.space import PRESETS, build_space, load_arch
 
 from .costmodel import CostModel
@@ -40,16 +41,33 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Bit-widths the cost command accepts (a weight or activation of 0 bits, or of more than 32, is a typo).
+BIT_RANGE = range(1, 33)
+
+
 def _bits(text: str) -> int | dict[str, int]:
     if text.isdigit():
-        return int(text)
+        bits = int(text)
+        if bits not in BIT_RANGE:
+            raise ValueError(f"--bits must be in 1..32, got {bits}")
+        return bits
     path = Path(text)
     if not path.exists():
-        raise FileNotFoundError(f"--bits: neither an integer nor an existing JSON file: {text}")
-    bits = json.loads(path.read_text())
-    if not isinstance(bits, dict) or not all(isinstance(b, int) for b in bits.values()):
-        raise ValueError(f"--bits {text}: expected a JSON object {{layer name: bits}}")
+        raise FileNotFoundError(f"--bits: neither an integer in 1..32 nor an existing JSON file: {text}")
+    bits = read_json(path, hint="expected a JSON object {layer name: bits}")
+    for name, b in bits.items():
+        if isinstance(b, bool) or not isinstance(b, int) or b not in BIT_RANGE:
+            raise ValueError(f"--bits {text}: layer {name!r} has {b!r} bits; expected an int in 1..32")
     return bits
+
+
+def _check_layer_names(bits: int | dict[str, int], layers: list[str], source: str) -> None:
+    """Per-layer bits must name layers of the model (an unknown name would silently stay at 32 bits)."""
+    if isinstance(bits, dict):
+        unknown = sorted(set(bits) - set(layers))
+        if unknown:
+            raise ValueError(f"--bits {source}: no layer {unknown[0]!r} in this architecture (layers: "
+                             f"{', '.join(layers[:6])}{', ...' if len(layers) > 6 else ''})")
 
 
 def run_cost(args: argparse.Namespace) -> int:
@@ -64,6 +82,9 @@ def run_cost(args: argparse.Namespace) -> int:
     arch = load_arch(path, space)
     cm = CostModel(space, args.lut, args.fallback, include_frontend=not args.exclude_frontend)
     bits = _bits(args.bits)
+    if args.act_bits not in BIT_RANGE:
+        raise ValueError(f"--act-bits must be in 1..32, got {args.act_bits}")
+    _check_layer_names(bits, [layer.name for layer in cm.layers(arch)], args.bits)
     costs = cm.exact(arch, bits, args.act_bits)
     print(json.dumps({"preset": preset, **costs, "bits": bits if isinstance(bits, int) else args.bits,
                       "act_bits": args.act_bits,

@@ -142,6 +142,11 @@ class AugmentedClips(ClipDataset):
             self._gen, self._gen_key = torch.Generator().manual_seed(self.seed if info is None else info.seed), key
         return self._gen
 
+    def reseed(self, seed: int) -> None:
+        """Restart the main process' augmentation generator from ``seed`` (each stage and epoch of a run
+        does, so its augmentation does not depend on what ran before it in the process)."""
+        self._gen, self._gen_key = torch.Generator().manual_seed(int(seed)), None
+
     def _noise_slice(self, g: torch.Generator) -> torch.Tensor | None:
         """A random 1 s slice ``[1, 16000]`` of a random noise file, or None without noise."""
         noises = self._noises()

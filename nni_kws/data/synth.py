@@ -58,7 +58,7 @@ _DEFAULTS: dict[str, Any] = dict(
 #: ``recorded_noise="shared"`` reads ``gsc-background-noise/`` of the shared data folder when present.
 PRESETS: dict[str, dict[str, Any]] = {
     "today": {},
-    "demo": dict(speakers=150, flite_speakers=150, test_fraction=0.15, speed=(0.88, 1.12), room=0.5, channel=0.5,
+    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5,
                  recorded_noise="shared"),
     "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5,
                  recorded_noise="shared"),

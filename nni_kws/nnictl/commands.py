@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,27 @@ HW_TUNER = "KwsHardwareAware"  # builtinName in examples/nnictl/meta.yml
 
 
 def check_config(path: str | Path) -> list[str]:
-    """Check a ``nnictl`` config for nni-kws: the tuner's ``classArgs`` (with the tuner's registered
-    ``ClassArgsValidator``), and that the search space matches the trial's ``--preset``.
+    """Check a ``nnictl`` config for nni-kws: valid YAML with known top-level keys, the tuner's and
+    assessor's ``classArgs`` (with their registered ``ClassArgsValidator``), trial arguments that the
+    trial's parser accepts, the search space against the trial's ``--preset``, and registered tuner and
+    assessor names (nnictl accepts a typo, then hangs with no trials).
 
     Raises ``ValueError`` naming the first problem; returns warnings (e.g. a tuner not registered).
     Without ``--data`` trials use the synthesized default dataset, so that is no warning.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    config = _load_yaml(path)
+    warnings = _check_content(path, config)
+    # last, so that a config's other problems are reported too before the tuner is registered
+    for kind in ("tuner", "advisor", "assessor"):
+        if (config.get(kind) or {}).get("name"):
+            _check_registered(path, kind, config[kind]["name"])
+    return warnings
+
+
+def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     from nni.tools.package_utils import config_manager
     from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
@@ -30,16 +48,17 @@ def check_config(path: str | Path) -> list[str]:
     from .train_trial import TRAIN_PARAMS
     from .tuner import HardwareAwareClassArgsValidator
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     tuner = config.get("tuner") or config.get("advisor") or {}
-    warnings = []
+    warnings: list[str] = []
+    assessor = config.get("assessor") or {}
+    if assessor.get("name"):
+        validator = create_validator_instance("assessors", assessor["name"])
+        try:
+            if validator is not None:
+                validator.validate_class_args(**(assessor.get("classArgs") or {}))
+        except Exception as err:  # schema.SchemaError, ValueError, TypeError...
+            raise ValueError(f"{path}: assessor {assessor['name']} classArgs: {err}") from None
     if tuner.get("name"):
-        if config_manager.get_algo_meta(tuner["name"]) is None:
-            hint = " (nnictl algo register --meta examples/nnictl/meta.yml)" if tuner["name"] == HW_TUNER else ""
-            warnings.append(f"tuner {tuner['name']!r} is not registered with nnictl{hint}")
         validator = (HardwareAwareClassArgsValidator() if tuner["name"] == HW_TUNER
                      else create_validator_instance("tuners", tuner["name"]))
         try:
@@ -57,6 +76,7 @@ def check_config(path: str | Path) -> list[str]:
     preset = match.group(1) if match else "small"
     if "nni_kws.trial" not in command:
         return warnings + [f"trialCommand does not run nni_kws.trial: {command!r}"]
+    _check_trial_arguments(path, command)
     if "searchSpaceFile" in config:
         space_file = (path.parent / config["searchSpaceFile"]).resolve()
         if not space_file.is_file():
@@ -87,6 +107,60 @@ def check_config(path: str | Path) -> list[str]:
         raise ValueError(f"{path}: KwsHardwareAware preset {classargs.get('preset', 'small')!r} "
                          f"differs from the trial's --preset {preset!r}")
     return warnings
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """The config as a mapping; broken YAML or an unknown top-level key is a one-line ``ValueError``."""
+    from nni.experiment.config import ExperimentConfig
+
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValueError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: an nnictl config is a YAML mapping, got a {type(config).__name__}")
+    names = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    known = {*names, *(re.sub(r"_(\w)", lambda m: m.group(1).upper(), n) for n in names)}
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(k for k in known if "_" not in k), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{path}: unknown top-level key {key!r}{hint}")
+    return config
+
+
+def _check_registered(path: Path, kind: str, name: str) -> None:
+    """nnictl accepts an unregistered tuner or assessor name, then hangs with no trials."""
+    from nni.tools.package_utils import config_manager
+
+    if config_manager.get_algo_meta(name) is None:
+        hint = " (run: nnictl algo register --meta examples/nnictl/meta.yml)" if name == HW_TUNER else ""
+        raise ValueError(f"{path}: {kind} {name!r} is not registered with nnictl{hint}")
+
+
+def _check_trial_arguments(path: Path, command: str) -> None:
+    """Parse the trial's arguments with the trial's own parser (``--epochs zero`` fails every trial)."""
+    from .trial import build_parser
+
+    try:
+        words = shlex.split(command)
+    except ValueError as err:
+        raise ValueError(f"{path}: trialCommand cannot be parsed ({err})") from None
+    start = next(i for i, w in enumerate(words) if "nni_kws.trial" in w) + 1
+    args = []
+    for word in words[start:]:
+        if word in ("&&", "||", ";", "|") or word.endswith(";"):
+            break
+        args.append(word)
+
+    def error(message: str) -> None:
+        raise ValueError(f"{path}: trialCommand: {message}")
+
+    parser = build_parser()
+    parser.error = error  # type: ignore[method-assign]  # argparse would print usage and exit
+    parser.parse_args(args)
 
 
 def _run(args: argparse.Namespace) -> int:

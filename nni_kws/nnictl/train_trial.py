@@ -12,6 +12,7 @@ never shipped through NNI.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,14 +44,37 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
     """
     rest = dict(params)
     budget = rest.pop(BUDGET_KEY, None)
-    train = {}
-    for key in [k for k in rest if k in TRAIN_PARAMS]:
-        try:
-            train[key] = TRAIN_PARAMS[key](rest.pop(key))
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {key!r} must be a {TRAIN_PARAMS[key].__name__}, got {params[key]!r}") from None
+    train = {key: _train_param(key, rest.pop(key)) for key in [k for k in rest if k in TRAIN_PARAMS]}
     arch = validate_arch(space_by_name(preset), rest)
-    return arch, train, (None if budget is None else float(budget))
+    if budget is not None:
+        value = _number(BUDGET_KEY, budget)
+        if not value > 0:
+            raise ValueError(f"parameter {BUDGET_KEY!r} must be > 0, got {budget!r}")
+        budget = value
+    return arch, train, budget
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"parameter {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _train_param(key: str, value: Any) -> Any:
+    """A training hyper-parameter from a tuner, checked: tuners send numbers (``quniform`` sends
+    floats such as 32.0, so an integral float is an int), but never a truncated 2.7 batch size."""
+    number = _number(key, value)
+    if TRAIN_PARAMS[key] is int:
+        if not number.is_integer() or number < 1:
+            raise ValueError(f"parameter {key!r} must be a whole number >= 1, got {value!r}")
+        return int(number)
+    if key == "label_smoothing" and not 0 <= number < 1:
+        raise ValueError(f"parameter {key!r} must be in [0, 1), got {value!r}")
+    if key == "learning_rate" and not number > 0:
+        raise ValueError(f"parameter {key!r} must be > 0, got {value!r}")
+    if number < 0:
+        raise ValueError(f"parameter {key!r} must be >= 0, got {value!r}")
+    return number
 
 
 def resolve_data(data: str | os.PathLike | None, *, speakers: int | None = None) -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import nni
 
 from nni_kws.space import load_arch
+from nni_kws.training import TrainingDiverged
 
 from .darts_trial import run_darts_trial
 from .stopping import exit_by_signal_when_stopped
@@ -101,6 +102,9 @@ def _main(args: argparse.Namespace) -> int:
                   num_workers=args.workers, max_per_class=args.max_per_class, seed=args.seed,
                   out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"), progress=args.progress, lut=args.lut,
                   **train)
+    except TrainingDiverged as err:  # a failed trial, not chance accuracy reported to the tuner
+        print(f"nni_kws.trial: error: trial failed: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"nni_kws.trial: error: invalid trial: {err}", file=sys.stderr)
         return 2

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.space import arch_file_meta, load_arch
 
@@ -65,6 +67,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
                    f"architecture step (default: {d.warmup_epochs})")
+    g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
+                   f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
     g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
@@ -129,10 +133,15 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None,
     return load_config(args.out, overrides, base=base)
 
 
-def _interrupted(args: argparse.Namespace) -> int:
-    print(f"\nnni-kws {args.command}: interrupted; the last per-epoch checkpoints are in {args.out}. "
-          f"Continue with: nni-kws {args.command} --out {args.out} --resume", file=sys.stderr)
-    return 130
+def _interrupted(args: argparse.Namespace, stop: BaseException) -> int:
+    """The one-line stop message with the resume command; exit status 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
+    signum = getattr(stop, "signum", 2)
+    how = str(stop) if isinstance(stop, StopRequested) else "interrupted"
+    again = f" --arch {shlex.quote(args.arch)}" if getattr(args, "arch", None) else ""
+    print(f"\nnni-kws {args.command}: {how}; the last per-epoch checkpoints are in {args.out}. "
+          f"Continue with: nni-kws {args.command} --out {shlex.quote(str(args.out))}{again} --resume",
+          file=sys.stderr)
+    return exit_code(stop) if isinstance(stop, StopRequested) else 128 + signum
 
 
 def _summary(results: dict[str, Any]) -> None:
@@ -152,9 +161,11 @@ def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | 
     quiet_libraries()
     cfg = _config(args, extra)
     try:
-        out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch, baseline=baseline)
-    except KeyboardInterrupt:
-        return _interrupted(args)
+        with stop_on_signals():
+            out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch,
+                               baseline=baseline)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        return _interrupted(args, stop)
     for stage, res in out.items():
         if stage == "search":
             print(f"searched architecture: {Path(cfg.out) / 'search' / 'arch.json'}")
@@ -235,9 +246,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     cfg = _config(args, base=PipelineConfig(penalty_form=SWEEP_PENALTY_FORM))
     plan = SweepPlan(knob=knob, values=values, frontends=frontends or [cfg.frontend], quantize=args.quantize)
     try:
-        sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        return _interrupted(args)
+        with stop_on_signals():
+            sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        return _interrupted(args, stop)
     for p in sweep["points"]:
         star = "*" if p.get("pareto", {}).get("macs") else " "
         print(f"{star} {p['frontend']:<5} {knob}={p[knob]:<8g} test {100 * (p['test_acc'] or 0):6.2f} %  "

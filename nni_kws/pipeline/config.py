@@ -11,11 +11,11 @@ from typing import Any, Mapping
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.paths import shared_data_dir
-from nni_kws.files import read_json
+from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.space import build_space
 
-__all__ = ["STAGES", "IDENTITY_FIELDS", "CONFIG", "RESULT", "PipelineConfig", "load_config", "check_inputs",
-           "check_feasible", "default_real_test_root"]
+__all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "CONFIG", "RESULT", "OPTIONS", "PipelineConfig", "load_config",
+           "check_inputs", "check_feasible", "default_real_test_root", "stage_options", "options_mismatch"]
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
@@ -23,6 +23,15 @@ IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "speakers
                                      "max_per_class")
 RESULT = "result.json"
 CONFIG = "config.json"
+#: ``<out>/<stage>/options.json``: the options a stage was started with (its result.json holds them too)
+OPTIONS = "options.json"
+#: The options each stage's outcome depends on, besides :data:`IDENTITY_FIELDS` (and, for train and
+#: quantize, the architecture). A stage in the folder made with other values is not silently kept.
+STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "search": ("strategy", "search_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
+    "train": ("train_epochs", "init", "lr", "batch_size"),
+    "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "quant_epochs", "batch_size"),
+}
 
 
 @dataclass
@@ -47,6 +56,7 @@ class PipelineConfig:
     strategy: str = "darts"
     warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
+    arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -87,6 +97,47 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
+def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options ``stage`` depends on, as stored in its ``result.json`` (budgets of 0 and None alike)."""
+    options: dict[str, Any] = {name: getattr(cfg, name) if name != "budgets" else cfg.budgets()
+                               for name in STAGE_OPTIONS[stage]}
+    for name in ("weight_budget_bits", "act_budget_bits"):
+        if name in options:
+            options[name] = options[name] or None
+    if stage == "quantize" and cfg.quant_method != "trained":  # bit budgets only steer learned bit-widths
+        options["weight_budget_bits"] = options["act_budget_bits"] = None
+    if arch is not None:
+        options["arch"] = dict(arch)
+    return jsonable(options)
+
+
+def options_mismatch(stored: Mapping[str, Any], options: Mapping[str, Any]) -> str | None:
+    """``'lr=0.2, not 0.1'`` for the first option whose stored value differs, else None."""
+    for name, value in options.items():
+        if name not in stored or stored[name] == value:
+            continue
+        if name == "arch" and isinstance(stored[name], dict) and isinstance(value, dict):
+            diff = [f"{k}={stored[name].get(k)!r} not {value.get(k)!r}" for k in sorted(set(stored[name]) | set(value))
+                    if stored[name].get(k) != value.get(k)]
+            return f"another architecture ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})"
+        shown = name if name == "budgets" else name.replace("_", "-")
+        return f"{shown}={stored[name]!r}, not {value!r}"
+    return None
+
+
+def _check_types(stored: Mapping[str, Any], path: Path) -> None:
+    """A stored option of the wrong JSON type is a :class:`CorruptStateFile` naming the file."""
+    allowed = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+    for f in dataclasses.fields(PipelineConfig):
+        if f.name not in stored:
+            continue
+        value = stored[f.name]
+        types = tuple(t for part in str(f.type).split("|") for t in allowed.get(part.strip(), ()))
+        if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise CorruptStateFile(f"{path}: corrupt ({f.name} is {value!r}, expected {f.type}); fix it, or start "
+                                   "over with --overwrite")
+
+
 def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: PipelineConfig | None = None) -> PipelineConfig:
     """Defaults ⊕ the stored ``<out>/config.json`` ⊕ ``overrides`` (options given on the command line).
 
@@ -99,6 +150,7 @@ def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: Pipeline
     stored: dict[str, Any] = {}
     if stored_path.is_file():
         stored = {k: v for k, v in read_json(stored_path).items() if k in fields}
+        _check_types(stored, stored_path)
         for name in IDENTITY_FIELDS:
             if name in overrides and name in stored and overrides[name] != stored[name]:
                 raise ValueError(f"{out} was made with {name}={stored[name]!r}, not {overrides[name]!r}; "
@@ -137,6 +189,8 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
+    if int(cfg.arch_every) < 1:
+        raise ValueError(f"arch-every must be at least 1, got {cfg.arch_every}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:
@@ -151,7 +205,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
         raise ValueError(f"lambda must be finite and >= 0, got {cfg.lam}")
     if not (isinstance(cfg.bits, int) and 2 <= cfg.bits <= 8):
         raise ValueError(f"bits must be an int in 2..8, got {cfg.bits}")
-    for name in ("weight_budget_bits", "act_budget_bits"):
+    for name in ("weight_budget_bits", "act_budget_bits") if cfg.quant_method == "trained" else ():
         value = getattr(cfg, name)
         if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
             raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")

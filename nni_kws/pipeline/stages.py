@@ -30,16 +30,18 @@ from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import BACKGROUND_NOISE_DIR
 from nni_kws.data.paths import shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.files import jsonable, load_torch, read_json, save_torch, write_json
+from nni_kws.files import CorruptStateFile, jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
-from nni_kws.training import accuracy, fit, seed_everything
+from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
 
-from .config import CONFIG, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs, default_real_test_root
+from .config import (CONFIG, OPTIONS, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs,
+                     default_real_test_root, options_mismatch, stage_options)
+from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
 
 __all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
@@ -49,9 +51,27 @@ log = logging.getLogger(__name__)
 
 
 def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stored result of a completed stage, or None."""
+    """The stored result of a completed stage, or None (a broken one: :class:`CorruptStateFile`)."""
     path = Path(out) / stage / RESULT
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+    result = read_json(path, hint=hint)
+    if stage in ("search", "train", "quantize") and not isinstance(result.get("arch"), dict) \
+            and not result.get("baseline"):
+        raise CorruptStateFile(f"{path}: corrupt (no \"arch\" object); {hint}")
+    return result
+
+
+def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
+    """The options a stage in ``out`` was made (or started) with: its result.json's, else its options.json."""
+    for name in (RESULT, OPTIONS):
+        path = Path(out) / stage / name
+        if path.is_file():
+            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
+            return options if isinstance(options, dict) else None
+    return None
 
 
 class OverBudget(ValueError):
@@ -81,6 +101,7 @@ class Pipeline:
         self._dm = data_module
         self._data_info: dict[str, Any] | None = None
         self._lut: Any = None
+        self._current_stage: str | None = None
         self.timings: dict[str, float] = {}
 
     # ---- shared resources -------------------------------------------------------------------
@@ -94,10 +115,15 @@ class Pipeline:
         return self._dm
 
     def loader(self, split: str) -> Any:
-        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use)."""
+        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use).
+
+        Its shuffling and its dataset's augmentation restart from ``(seed, stage, split)``, so a stage's
+        data does not depend on what an earlier stage in this process drew.
+        """
         dm = self.data_module
         start = time.perf_counter()
         result = getattr(dm, f"{split}_dataloader")()
+        reseed_loaders([result], derived_seed(self.cfg.seed, self._current_stage or "", split))
         self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
         return result
 
@@ -162,15 +188,35 @@ class Pipeline:
         return res
 
     # ---- bookkeeping -------------------------------------------------------------------------
+    def check_options(self, stage: str, arch: Mapping[str, Any] | None = None) -> None:
+        """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
+        stored = stored_options(self.out, stage)
+        unfinished = not (self.out / stage / RESULT).is_file()
+        if stored is None or (unfinished and not (self.out / stage / "checkpoints" / "last.ckpt").is_file()):
+            return  # nothing kept: an unfinished stage without a checkpoint (or quantize) starts afresh
+        mismatch = options_mismatch(stored, stage_options(self.cfg, stage, arch))
+        if mismatch:
+            raise ValueError(f"{self.out / stage} was made with {mismatch}; resume with the same options, delete "
+                             f"{self.out / stage} (and the stages after it) to redo it, use --overwrite, or choose "
+                             "another --out")
+
     def prepare(self, stages: Sequence[str], *, resume: bool, overwrite: bool) -> None:
-        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config."""
-        done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
+        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config.
+
+        With ``resume``, a stage of ``stages`` made or started with other options is refused before
+        ``config.json`` is rewritten, so the stored config always describes the stored stages.
+        """
         if overwrite:
             for stage in (*STAGES[:-1], "profile"):
                 shutil.rmtree(self.out / stage, ignore_errors=True)
             for name in (CONFIG, "results.json", "report.md", "pareto.png"):
                 (self.out / name).unlink(missing_ok=True)
-        elif not resume:
+        elif resume:
+            for stage in stages:
+                if stage != "report":
+                    self.check_options(stage)
+        else:
+            done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
             again = [s for s in stages if s in done]
             started = [s for s in stages if s != "report" and (self.out / s).is_dir() and s not in done]
             if again or started:
@@ -180,18 +226,30 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / CONFIG, self.cfg.to_json())
 
-    def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool) -> dict[str, Any]:
-        """Run ``body(stage_dir)`` unless the stage is complete; store its result with its wall time."""
+    def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool,
+               arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run ``body(stage_dir)`` unless the stage is complete; store its result with its options and wall time.
+
+        The stage's random state starts from ``(seed, stage)`` (and each epoch's from ``(seed, stage,
+        epoch)``), so it is the same whether earlier stages ran in this process or not.
+        """
+        self.check_options(stage, arch)
         done = stage_done(self.out, stage)
         if done is not None and resume:
             log.info("stage %s: already complete in %s, skipped", stage, self.out / stage)
             return done
         stage_dir = self.out / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(self.cfg.seed)
+        options = stage_options(self.cfg, stage, arch)
+        write_json(stage_dir / OPTIONS, options)
+        self._current_stage = stage
+        seed_everything(derived_seed(self.cfg.seed, stage))
         log.info("stage %s: starting (outputs in %s)", stage, stage_dir)
         start = time.perf_counter()
-        result = body(stage_dir)
+        try:
+            result = body(stage_dir)
+        finally:
+            self._current_stage = None
+        result["options"] = options
         result["seconds"] = time.perf_counter() - start
         write_json(stage_dir / RESULT, result)
         log.info("stage %s: done in %.1f s", stage, result["seconds"])
@@ -218,6 +276,12 @@ class Pipeline:
         return [ResourcePenalty(resource, target, self.cfg.lam, self.cfg.penalty_form)
                 for resource, target in self.cfg.penalty_targets().items()]
 
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """Schedule options of the differentiable strategies (``random`` trains weights only)."""
+        if self.cfg.strategy == "random":
+            return {}
+        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
         check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
@@ -225,7 +289,7 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
-                            strategy_kwargs={"warmup_epochs": cfg.warmup_epochs})
+                            strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
         budgets, metrics = cfg.budgets(), metric_costs(costs)
@@ -246,7 +310,8 @@ class Pipeline:
         ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
         if baseline is not None:
             build_baseline(baseline)  # an unknown name fails before anything runs
-            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume)
+            return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume,
+                               arch={"baseline": baseline})
         if arch is None:
             searched = stage_done(self.out, "search")
             if searched is None:
@@ -254,7 +319,7 @@ class Pipeline:
                                         "first or pass --arch FILE")
             arch = searched["arch"]
         arch = validate_arch(self.space(), arch)
-        return self._stage("train", lambda d: self._train(d, arch, resume), resume=resume)
+        return self._stage("train", lambda d: self._train(d, arch, resume), resume=resume, arch=arch)
 
     def _initial_model(self, arch: dict[str, Any]) -> nn.Module:
         model = build_model(arch, self.space())
@@ -266,7 +331,7 @@ class Pipeline:
             if searched["arch"] != arch:
                 raise ValueError("--init supernet needs the searched architecture; this --arch differs from "
                                  f"{self.out / 'search' / 'arch.json'}")
-            model.load_state_dict(load_torch(weights))
+            load_state_dict(model, weights, hint=f"delete {self.out / 'search'} and run again with --resume")
         return model
 
     def _train(self, stage_dir: Path, arch: dict[str, Any] | None, resume: bool,
@@ -278,12 +343,13 @@ class Pipeline:
             save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
             model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
-        if resume and weights.is_file():  # trained, interrupted during evaluation
-            model.load_state_dict(load_torch(weights))
+        if resume and weights.is_file() and (stage_dir / "train_metrics.json").is_file():  # interrupted in evaluation
+            load_state_dict(model, weights, hint=f"delete it to rebuild it from {stage_dir / 'checkpoints'}")
             metrics = read_json(stage_dir / "train_metrics.json")
         else:
             metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
-                          out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr)
+                          out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr,
+                          seed=cfg.seed, stage="train")
             save_torch(model.state_dict(), weights)
         if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
             costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
@@ -302,14 +368,15 @@ class Pipeline:
         if trained.get("baseline"):
             raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
                              "quantizes searched architectures only")
-        model = build_model(trained["arch"], self.space())
-        model.load_state_dict(load_torch(self.out / "train" / "model.pt",
-                                         hint="delete the train folder and run again with --resume"))
+        model = build_model(validate_arch(self.space(), trained["arch"]), self.space())
+        load_state_dict(model, self.out / "train" / "model.pt",
+                        hint=f"delete {self.out / 'train'} and run again with --resume")
         return trained["arch"], model
 
     def quantize(self, *, resume: bool = False) -> dict[str, Any]:
         """Stage 3: quantization-aware fine-tuning with learned (or fixed) bit-widths, then evaluation."""
-        return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume)
+        arch = (stage_done(self.out, "train") or {}).get("arch")
+        return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume, arch=arch)
 
     def _quantize(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         """Fine-tune with quantizers (an interrupted quantization restarts)."""
@@ -379,9 +446,13 @@ def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume:
     stages = [s for s in STAGES if s in set(stages)]
     check_inputs(cfg)
     pipe = Pipeline(cfg, data_module=data_module)
-    pipe.prepare(stages, resume=resume, overwrite=overwrite)
-    with torch_threads(cfg.threads):
-        return _run_stages(pipe, stages, resume, arch, baseline)
+    with run_folder_lock(cfg.out):
+        try:
+            pipe.prepare(stages, resume=resume, overwrite=overwrite)
+        except OSError as err:
+            raise ValueError(f"cannot write run folder {cfg.out}: {err.strerror or err}") from None
+        with torch_threads(cfg.threads):
+            return _run_stages(pipe, stages, resume, arch, baseline)
 
 
 @contextlib.contextmanager

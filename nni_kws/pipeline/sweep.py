@@ -16,6 +16,7 @@ from nni_kws.files import write_json
 from nni_kws.report import pareto_front, write_sweep_report
 
 from .config import CONFIG, PipelineConfig, check_inputs
+from .lock import run_folder_lock
 from .results import device_name
 from .stages import Pipeline, stage_done, torch_threads
 
@@ -53,17 +54,17 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
         raise ValueError("a λ sweep needs a budget to weigh: give one of --max-macs, --max-params, --max-peak-act-kb, "
                          "--max-latency-ms (or sweep a budget with --budgets)")
     out = Path(cfg.out)
-    if overwrite:
-        for frontend in plan.frontends:
-            shutil.rmtree(out / frontend, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, {**cfg.to_json(), "sweep": dataclasses.asdict(plan)})
-    stages = ["search", "train"] + (["quantize"] if plan.quantize else [])
-    jobs = [(fe, v) for fe in plan.frontends for v in plan.values]
-    start = time.perf_counter()
-    with torch_threads(cfg.threads):
-        points = _sweep_points(cfg, plan, jobs, out, stages, resume)
-    return _finish_sweep(cfg, plan, points, out, start)
+    with run_folder_lock(out):  # the whole sweep; each point's folder is locked too
+        if overwrite:
+            for frontend in plan.frontends:
+                shutil.rmtree(out / frontend, ignore_errors=True)
+        write_json(out / CONFIG, {**cfg.to_json(), "sweep": dataclasses.asdict(plan)})
+        stages = ["search", "train"] + (["quantize"] if plan.quantize else [])
+        jobs = [(fe, v) for fe in plan.frontends for v in plan.values]
+        start = time.perf_counter()
+        with torch_threads(cfg.threads):
+            points = _sweep_points(cfg, plan, jobs, out, stages, resume)
+        return _finish_sweep(cfg, plan, points, out, start)
 
 
 def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, float]], out: Path,
@@ -86,11 +87,12 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
             dm = pipe.data_module
         point_done = all(stage_done(sub.out, s) for s in stages)
         if not (resume and point_done):
-            pipe.prepare(stages, resume=resume, overwrite=False)
-            pipe.search(resume=resume)
-            pipe.train(resume=resume)
-            if plan.quantize:
-                pipe.quantize(resume=resume)
+            with run_folder_lock(sub.out):
+                pipe.prepare(stages, resume=resume, overwrite=False)
+                pipe.search(resume=resume)
+                pipe.train(resume=resume)
+                if plan.quantize:
+                    pipe.quantize(resume=resume)
         searched, trained = stage_done(sub.out, "search"), stage_done(sub.out, "train")
         quant = stage_done(sub.out, "quantize") if plan.quantize else None
         points.append({"frontend": frontend, plan.knob: value, "label": f"{value:g}", "arch": trained["arch"],

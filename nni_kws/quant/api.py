@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from nni_kws.training import accuracy
+from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
@@ -37,10 +37,6 @@ __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune
 _logger = logging.getLogger(__name__)
 
 METHODS = ("trained", "fixed")
-
-
-class TrainingDiverged(ValueError):
-    """Quantization-aware training produced a non-finite loss (a lower ``lr`` usually helps)."""
 
 
 @dataclass
@@ -174,7 +170,7 @@ def _fine_tune(quantizer: Quantizer, float_model: nn.Module, example: torch.Tens
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = 8,
+                   lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1,
                    checkpoint_dir: str | Path | None = None, resume: bool = False,
@@ -191,9 +187,20 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     to the float model's logits (NNI's ``DynamicLayerwiseDistiller`` fused with the quantizer; 0: off).
     BN stays float and unfolded unless ``fold_bn`` (as in the ICPR code; folding it into the convs
     before per-tensor quantization costs much accuracy at 4 bits). The raw waveform, where the first
-    layer reads it, is quantized at ``input_bits``, or left float (the sensor's PCM) with ``None``; it
-    is the microphone's format, not an activation: outside the budgets and the averages. The input
-    model is not modified.
+    layer reads it, is left float by default (``None``: the microphone's 16-bit PCM), or quantized at
+    ``input_bits`` (int8 containers: 8 bits at most, which loses the quiet parts of a clip ahead of the
+    SincConv's log compression); it is the sensor's format, not an activation: outside the budgets and
+    the averages. The input model is not modified.
+
+    Budgets are met (``strict_budget``, the default): for the last ``hard_budget_fraction`` of the
+    optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
+    (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`); with ``strict_budget=False`` a
+    violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
+    ``range_init`` are passed to the quantizer.
+
+    Per-epoch checkpoints go to ``checkpoint_dir`` (default ``<out_dir>/checkpoints``; none without
+    either); ``resume=True`` continues from the last one (a finished run resumes to its end without
+    training), which gives the uninterrupted run's result; a checkpoint of other settings is refused.
 
     Accuracy before (float) and after (fake-quant) is measured on ``val_loader``, ``test_loader`` and
     every ``extra_loaders`` entry (``float_accuracy``: the float accuracies per loader name, when already

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["register", "run"]
 
@@ -14,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from nni_kws.data.datamodule import SpeechCommandsDataModule
     from nni_kws.training import seed_everything
 
-    from .api import load_trained_model, quantize_model
+    from .api import load_trained_model
 
     if args.method == "trained" and args.bits is None:
         args.bits = 8
@@ -33,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
                                            else Path(args.model).parent) / f"quantize-{args.method}"
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = quantize_model(
-        model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
-        weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
-        min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
-        fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
-        fold_bn=args.fold_bn, strict_budget=args.strict_budget, resume=args.resume, out_dir=out, test_loader=data.test_dataloader(),
-        extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
-        progress=not args.no_progress)
+    from nni_kws.signals import StopRequested, exit_code, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            result = _quantize(args, model, data, out)
+    except StopRequested as stop:
+        print(f"\nnni-kws quantize: {stop}; continue with the same command and --resume", file=sys.stderr)
+        return exit_code(stop)
     r = result.report
     acc = "  ".join(f"{name} {v['before']:.4f} -> {v['after']:.4f}" for name, v in r["accuracy"].items())
     print(f"{r['avg_bits_per_weight']:.2f} bits/weight, {r['avg_bits_per_activation']:.2f} bits/activation, "
@@ -52,6 +54,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k not in ("layers", "definitions")}, indent=2))
     return 0
+
+
+def _quantize(args: argparse.Namespace, model: Any, data: Any, out: Path) -> Any:
+    from .api import quantize_model
+
+    return quantize_model(
+        model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
+        weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
+        min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
+        fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
+        fold_bn=args.fold_bn, strict_budget=args.strict_budget, resume=args.resume, out_dir=out,
+        test_loader=data.test_dataloader(),
+        extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
+        progress=not args.no_progress)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--distill", type=float, default=1.0,
                    help="weight of the KL loss to the float model's logits (default 1; 0: off)")
-    p.add_argument("--input-bits", type=int, default=8,
-                   help="bits of the raw waveform where the first layer reads it (default 8; 0: float)")
+    p.add_argument("--input-bits", type=int, default=0,
+                   help="bits of the raw waveform where the first layer reads it (default 0: float, the PCM)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
     p.add_argument("--data", help="Speech Commands folder (default: the synthesized default dataset)")
     p.add_argument("--real-test", help="a real test folder to report accuracy on too (e.g. gsc-v2-test)")

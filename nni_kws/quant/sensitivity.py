@@ -9,6 +9,7 @@ agreement with the float model (less noisy than an accuracy difference on a smal
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -21,6 +22,8 @@ from .learned_bits import LearnedBitwidthQuantizer
 from .prepare import input_layers, unsigned_inputs
 
 __all__ = ["ptq_quantizer", "agreement", "layer_sensitivity"]
+
+_logger = logging.getLogger(__name__)
 
 
 def ptq_quantizer(float_model: nn.Module, example: torch.Tensor, bits: int,
@@ -54,26 +57,30 @@ def agreement(model: nn.Module, loader: DataLoader, reference: torch.Tensor | No
 
 
 def layer_sensitivity(float_model: nn.Module, example: torch.Tensor, loader: DataLoader,
-                      bits: Iterable[int] = (4, 3, 2), range_init: str = "mse") -> dict[str, Any]:
+                      bits: Iterable[int] = (3,), group_bits: Iterable[int] = (8, 6, 4, 3, 2),
+                      range_init: str = "mse") -> dict[str, Any]:
     """PTQ accuracy of quantizing each layer's weight, then each layer's input, alone at each of ``bits``;
-    then all weights, all inputs (except the raw waveform) and both together."""
+    then all weights, all inputs (except the raw waveform) and both together at each of ``group_bits``."""
     float_model = copy.deepcopy(float_model).eval()
     float_preds, labels = predict(float_model, loader)
     layers = list(unsigned_inputs(float_model, example))
     raw = set(input_layers(float_model, example))
     result: dict[str, Any] = {"float_accuracy": float((float_preds == labels).float().mean()),
                               "range_init": range_init, "layers": layers, "rows": []}
-    for b in bits:
+    bits, group_bits = list(bits), list(group_bits)
+    for b in sorted(set(bits) | set(group_bits), reverse=True):
         groups: dict[str, dict[str, list[str]]] = {}
-        for layer in layers:
+        for layer in layers if b in bits else ():
             groups[f"{layer}.weight"] = {layer: ["weight"]}
             groups[f"{layer}._input_0"] = {layer: ["_input_"]}
-        groups["all weights"] = {layer: ["weight"] for layer in layers}
-        groups["all activations"] = {layer: ["_input_"] for layer in layers if layer not in raw}
-        groups["all weights and activations"] = {layer: ["weight"] + ([] if layer in raw else ["_input_"])
-                                                 for layer in layers}
+        if b in group_bits:
+            groups["all weights"] = {layer: ["weight"] for layer in layers}
+            groups["all activations"] = {layer: ["_input_"] for layer in layers if layer not in raw}
+            groups["all weights and activations"] = {layer: ["weight"] + ([] if layer in raw else ["_input_"])
+                                                     for layer in layers}
         for name, targets in groups.items():
             quantizer = ptq_quantizer(float_model, example, b, targets, range_init)
             row = {"targets": name, "bits": b, **agreement(quantizer.bound_model, loader, float_preds)}
+            _logger.info("PTQ %s", row)
             result["rows"].append(row)
     return result

@@ -9,6 +9,7 @@ a checkpoint every epoch (supernet weights, alphas, optimizers, epoch) for ``res
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,10 +26,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nni_kws.cost.budgets import budget_filter
-from nni_kws.training import KwsModule, make_trainer, seed_everything
+from nni_kws.files import check_checkpoint
+from nni_kws.training import (EpochSeeding, KwsModule, TrainingDiverged, derived_seed, make_trainer, reseed_loaders,
+                              seed_everything)
 
 from .penalty import ResourcePenalty
-from .strategy import ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch
+from .strategy import (ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch,
+                       most_likely_within)
 
 __all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
@@ -96,9 +100,21 @@ def _last_checkpoint(out_dir: Path | None) -> Path | None:
     return ckpt if ckpt is not None and ckpt.is_file() else None
 
 
-def _trainer(epochs: int, out_dir: Path | None, progress: bool, history: SearchHistory) -> pl.Trainer:
-    return make_trainer(epochs, out_dir=out_dir, progress=progress, keep_best=False, callbacks=[history],
-                        trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1)
+def _trainer(epochs: int, out_dir: Path | None, progress: bool, callbacks: list[pl.Callback]) -> pl.Trainer:
+    return make_trainer(epochs, out_dir=out_dir, progress=progress, keep_best=False, callbacks=callbacks,
+                        trainer_cls=nni.trace(pl.Trainer), log_every_n_steps=1, what="search")
+
+
+class _DropNniFailureLines(logging.Filter):
+    """NNI logs "Model 1 fails to be executed" / "Strategy failed to execute" for *any* exception in
+    the one-shot run, also for a requested stop or a divergence; run_search re-raises it anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("fails to be executed" in message or "Strategy failed to execute" in message)
+
+
+_NNI_LOGGERS = ("nni.nas.execution.sequential", "nni.nas.strategy.base")
 
 
 def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val_loader: DataLoader,
@@ -156,6 +172,10 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     strategy_kwargs
         Extra strategy arguments (e.g. ``warmup_epochs``: weight-only epochs before the first
         architecture step; ``arch_every``; ``temperature`` for ``gumbel``).
+    penalties (again)
+        Differentiable strategies return the argmax architecture; if a penalty's target (a budget) is
+        exceeded by it, :func:`~nni_kws.search.strategy.most_likely_within` moves it within (the
+        argmax is kept in ``meta['argmax_over_budget']``).
     calib_batches, evolution
         ``random`` only: the architecture is chosen by :func:`~nni_kws.search.evolution.evolution_search`
         (arguments ``evolution``) among candidates within the budgets, each scored on ``val_loader``
@@ -181,14 +201,24 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
     ckpt = _last_checkpoint(out) if resume else None
     if ckpt is not None:
+        check_checkpoint(ckpt)
         _logger.info("resuming the search from %s", ckpt)
     elif history.path is not None and history.path.exists():
         history.path.unlink()  # a fresh search in an old folder
 
     module = nni.trace(KwsModule)(learning_rate=learning_rate, **module_kwargs)
-    evaluator = Lightning(module, _trainer(epochs, out, progress, history), train_dataloaders=train_loader,
-                          val_dataloaders=val_loader, fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
-    strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    seeding = EpochSeeding(seed, "search", [train_loader, val_loader])
+    evaluator = Lightning(module, _trainer(epochs, out, progress, [seeding, history]),
+                          train_dataloaders=train_loader, val_dataloaders=val_loader,
+                          fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
+    quiet = _DropNniFailureLines()
+    for name in _NNI_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    finally:
+        for name in _NNI_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
 
     oneshot = strat.oneshot_module  # type: ignore[attr-defined]
     probs: dict[str, dict[Any, float]] = {}
@@ -198,8 +228,20 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
+        if not all(math.isfinite(p) for dist in probs.values() for p in dist.values()):
+            raise TrainingDiverged("search diverged (the architecture probabilities are not finite); "
+                                   "try a lower learning rate (--lr, --arc-lr)")
         arch = argmax_arch(probs)
+        if penalties and cost_model is not None:
+            within = most_likely_within(probs, cost_model.exact, {p.resource: p.target for p in penalties})
+            if within != arch:
+                meta["argmax_over_budget"] = {"arch": arch, "costs": {p.resource: cost_model.exact(arch)[p.resource]
+                                                                      for p in penalties}}
+                arch = within
     elif isinstance(strat, RandomOneShot) and isinstance(space, KwsSpace):
+        after = derived_seed(seed, "search", "evolution")  # the same after a resumed search
+        seed_everything(after)
+        reseed_loaders([train_loader, val_loader], after)
         arch, meta["evolution"] = _evolve(space, strat.supernet, train_loader, val_loader,  # type: ignore[attr-defined]
                                           _budget_filter(penalties, cost_model), calib_batches, seed, evolution)
     else:

@@ -10,9 +10,11 @@ NNI ``ExpectationProfilerPenalty`` passed as ``penalty=`` reach the alphas.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence, cast
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import pytorch_lightning as pl
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 
 from .penalty import ResourcePenalty, penalized_loss
 
-__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "PathGumbel", "ResourceDartsModule", "ResourceGumbelDartsModule",
+__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "PathGumbel", "ResourceDartsModule", "ResourceGumbelDartsModule",
            "ResourceDARTS", "ResourceGumbelDARTS", "ResourceProxyless", "SearchHistory"]
 
 
@@ -74,6 +76,42 @@ def arch_probs(module: BaseOneShotLightningModule, device: torch.device | str | 
 def argmax_arch(probs: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any]:
     """The most likely value of every label (NNI's DARTS export; for Proxyless' depth NNI samples)."""
     return {label: max(dist, key=lambda v: float(dist[v])) for label, dist in probs.items()}
+
+
+def most_likely_within(probs: Mapping[str, Mapping[Any, float]], costs_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+                       limits: Mapping[str, float]) -> dict[str, Any]:
+    """The argmax architecture, moved greedily into ``limits`` (``{cost key: limit}``) if it is over one.
+
+    A penalty on *expected* costs can leave the argmax a little over budget. While over, the single-label
+    change that gives up the least log-probability per unit of relative overshoot removed is applied
+    (a greedy knapsack step); it stops when within every limit or when no change reduces the overshoot.
+    """
+    arch = argmax_arch(probs)
+
+    def overshoot(a: Mapping[str, Any]) -> float:
+        costs = costs_of(a)
+        return sum(max(0.0, float(costs[key]) / limit - 1.0) for key, limit in limits.items())
+
+    def logp(label: str, value: Any) -> float:
+        return math.log(max(float(probs[label][value]), 1e-12))
+
+    current = overshoot(arch) if limits else 0.0
+    while current > 0:
+        best: tuple[float, dict[str, Any], float] | None = None
+        for label, dist in probs.items():
+            for value in dist:
+                if value == arch[label]:
+                    continue
+                candidate = {**arch, label: value}
+                over = overshoot(candidate)
+                if over < current:
+                    score = (logp(label, arch[label]) - logp(label, value)) / (current - over)
+                    if best is None or score < best[0]:
+                        best = (score, candidate, over)
+        if best is None:
+            break
+        _, arch, current = best
+    return arch
 
 
 class PathGumbel(GumbelSoftmax):
@@ -152,6 +190,21 @@ class ResourceDartsModule(DartsLightningModule):
                 params.setdefault(id(p), p)
         return list(params.values())
 
+    @contextlib.contextmanager
+    def weights_frozen(self) -> Iterator[None]:
+        """Weights without gradients during the architecture step (forward and backward): first-order
+        DARTS discards those gradients (the weight step zeroes them first), and not computing them
+        saves a part of the backward pass."""
+        alphas = {id(p) for p in self.arch_parameters()}
+        frozen = [p for p in self.model.parameters() if p.requires_grad and id(p) not in alphas]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
     def expected_costs(self) -> dict[str, torch.Tensor]:
         """Expected costs under the current architecture distribution (differentiable)."""
         if self.cost_model is None:
@@ -183,12 +236,13 @@ class ResourceDartsModule(DartsLightningModule):
         if warm and batch_idx % self.arch_every == 0:
             self.resample()
             arc_optim.zero_grad()
-            arc_loss = self.training_module.training_step(val_batch, 2 * batch_idx)
-            if isinstance(arc_loss, dict):
-                arc_loss = arc_loss["loss"]
-            self.log("arch_loss", arc_loss.detach())
-            arc_loss = self.penalize(arc_loss)
-            self.manual_backward(arc_loss)
+            with self.weights_frozen():  # built without weight gradients, so backward skips them
+                arc_loss = self.training_module.training_step(val_batch, 2 * batch_idx)
+                if isinstance(arc_loss, dict):
+                    arc_loss = arc_loss["loss"]
+                self.log("arch_loss", arc_loss.detach())
+                arc_loss = self.penalize(arc_loss)
+                self.manual_backward(arc_loss)
             arc_optim.step()
 
         self.resample()
@@ -298,7 +352,12 @@ class SearchHistory(pl.Callback):
         record too many."""
         if self.path is None or not self.path.exists():
             return
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = []
+        for line in self.path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut short by a kill
+                continue
         self.records = [r for r in lines if r.get("epoch", -1) < before_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 

@@ -1,0 +1,85 @@
+"""benchmarks/search_quality.py end to end in --quick mode: verdict keys, resume after an interruption,
+and the run report's Pareto plot picking up its random architectures."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from nni_kws.report import benchmark_points, write_report
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("search_quality", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["search_quality"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    yield module
+    sys.modules.pop("search_quality", None)
+
+
+@pytest.fixture(scope="module")
+def quick_run(bench, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sq") / "search_quality.json"
+    bench.main(["--quick", "--out", str(out)])
+    return out
+
+
+def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
+    data = json.loads(quick_run.read_text())
+    verdict = data["verdict"]
+    for key in ("kendall_tau", "searched_minus_random_median_pts", "worst_margin_vs_peers_pts",
+                "inherited_vs_retrained_pts"):
+        assert key in verdict
+    s = data["settings"]
+    kinds = [m["kind"] for m in data["models"].values()]
+    assert kinds.count("random") == s["random"] * len(s["budgets"])
+    assert kinds.count("evolution") == len(s["budgets"]) and kinds.count(s["strategies"][0]) == len(s["budgets"])
+    for m in data["models"].values():
+        if m["kind"] in ("random", "evolution"):
+            assert m["costs"]["macs"] <= m["budget_macs"]  # by construction
+    # tau is computed over every random architecture, for every supernet
+    assert all(t["n"] == len(data["ranking_archs"]) for t in verdict["kendall_tau_by_supernet"].values())
+    assert verdict["searched_minus_random_median_pts"] == min(
+        row[s["strategies"][0]]["minus_random_median_pts"] for row in verdict["per_budget"].values())
+    assert quick_run.with_suffix(".md").is_file() and quick_run.with_suffix(".png").stat().st_size > 1000
+    peers = {k: m for k, m in data["models"].items() if m["kind"] == "peer"}
+    assert set(peers) == {"peer/ds-cnn-s", "peer/tc-resnet8", "peer/sinc-dsconv", "peer/bc-resnet-1"}
+    for m in peers.values():  # the quick space is far cheaper than any peer: each has a searched model to compare
+        assert m["costs"]["macs"] > max(s["budgets"]) and m["margin_pts"] is not None
+    assert verdict["worst_margin_vs_peers_pts"] == min(m["margin_pts"] for m in peers.values())
+
+
+def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, tmp_path: Path) -> None:
+    data = json.loads(quick_run.read_text())
+    out = tmp_path / "again.json"
+    missing = next(k for k in data["models"] if k.startswith("random/"))
+    partial = {**data, "models": {k: v for k, v in data["models"].items() if k != missing}}
+    out.write_text(json.dumps(partial))
+    again = bench.main(["--quick", "--out", str(out)])
+    assert set(again["models"]) == set(data["models"])
+    for key, model in data["models"].items():
+        if key != missing:
+            assert again["models"][key] == model, key  # reused, not retrained
+    assert again["supernets"] == data["supernets"]
+
+
+def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) -> None:
+    points = benchmark_points("tiny", "raw", quick_run)
+    data = json.loads(quick_run.read_text())
+    assert {p["kind"] for p in points} == {"random (benchmark)", "searched (benchmark)", "peer (benchmark)"}
+    assert sorted(p["real_test_acc"] for p in points if p["kind"] == "random (benchmark)") == sorted(
+        m["heldout_acc"] for m in data["models"].values() if m["kind"] == "random")
+    other = benchmark_points("small", "raw", quick_run)  # another space: only the peers compare
+    assert other and {p["kind"] for p in other} == {"peer (benchmark)"}
+    results = {"config": {"preset": "tiny", "frontend": "raw", "max_macs": 3.3e5},
+               "points": [{"name": "retrained (float)", "kind": "retrained", "costs": {"macs": 3.1e5},
+                           "test_acc": 0.5, "real_test_acc": 0.3}]}
+    _, png = write_report(results, tmp_path, benchmark=quick_run)
+    assert png.stat().st_size > 1000

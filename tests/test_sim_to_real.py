@@ -1,0 +1,31 @@
+"""benchmarks/sim_to_real.py --quick: tiny synthesized data, one epoch, real clips (a handful per class)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from nni_kws.data import shared_data_dir
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real.py"
+
+
+def test_quick_benchmark(tmp_path):
+    if shared_data_dir("gsc-v2-test") is None:
+        pytest.skip("shared real-speech data not found")
+    spec = importlib.util.spec_from_file_location("sim_to_real", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "s2r.json"
+    assert bench.main(["--quick", "--configs", "today,speed", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert [r["config"] for r in runs] == ["today", "speed"] and result["quick"] and result["epochs"] == 1
+    assert all(r["n_real_test"] == 60 and 0 <= r["real_test_acc"] <= 1 for r in runs)  # 5 clips x 12 classes
+    assert runs[1]["synth_params"]["speed"] == [0.88, 1.12] and runs[0]["synth_params"]["speed"] is None
+    best = max(runs, key=lambda r: r["real_test_acc"])
+    assert result["verdict"]["full_real_test_acc"] == best["real_test_acc"]
+    assert result["verdict"]["demo_real_test_acc"] is None  # the demo configuration ('all') did not run
+    assert "| today | 0 |" in out.with_suffix(".md").read_text()
