@@ -71,7 +71,8 @@ def trials_of(experiment_id: str) -> list[str]:
                 environ = (proc / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if f"NNI_EXP_ID={experiment_id}".encode() in environ and any(e.startswith(b"NNI_TRIAL_JOB_ID=") for e in environ):
+            mine = f"NNI_EXP_ID={experiment_id}".encode() in environ
+            if mine and any(e.startswith(b"NNI_TRIAL_JOB_ID=") for e in environ):
                 found.append(proc.name)
     return found
 
