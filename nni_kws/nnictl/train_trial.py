@@ -55,9 +55,14 @@ def split_parameters(params: Mapping[str, Any], preset: str) -> tuple[dict[str, 
 
 
 def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number; numeric strings count (a search space may list choices as strings)."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
         raise ValueError(f"parameter {key!r} must be a finite number, got {value!r}")
-    return float(value)
+    return float(number)
 
 
 def _train_param(key: str, value: Any) -> Any:
