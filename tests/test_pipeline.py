@@ -18,41 +18,6 @@ def _cfg(tiny_gsc: Path, out: Path, **kw) -> PipelineConfig:
     return PipelineConfig(**{**base, **kw})
 
 
-def test_interrupted_training_resumes_from_its_checkpoint(tiny_gsc: Path, tmp_path: Path, monkeypatch) -> None:
-    real_fit = pipeline.fit
-    calls: list[dict] = []
-
-    def fit_then_interrupt(model, train, val, *, epochs, **kw):
-        """The first call trains 1 of 2 epochs (checkpoint written), then the user presses Ctrl-C."""
-        calls.append(dict(epochs=epochs, **kw))
-        if len(calls) == 1:
-            real_fit(model, train, val, epochs=1, **kw)
-            raise KeyboardInterrupt
-        return real_fit(model, train, val, epochs=epochs, **kw)
-
-    monkeypatch.setattr(pipeline, "fit", fit_then_interrupt)
-    cfg = _cfg(tiny_gsc, tmp_path / "r", train_epochs=2)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(cfg, ["search", "train"])
-    assert stage_done(cfg.out, "search") and not stage_done(cfg.out, "train")
-    ckpt = Path(cfg.out) / "train" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 0  # saved at the end of epoch 0
-
-    search_stamp = (Path(cfg.out) / "search" / "result.json").stat().st_mtime_ns
-    with pytest.raises(ValueError, match="--resume"):
-        run_pipeline(cfg, ["search", "train"])  # not without --resume
-    out = run_pipeline(cfg, ["search", "train"], resume=True)
-    assert calls[1]["resume"] is True
-    assert (Path(cfg.out) / "search" / "result.json").stat().st_mtime_ns == search_stamp
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 1
-    # the resumed run (its own CSV log version) trained only the missing epoch
-    logs = sorted((Path(cfg.out) / "train" / "logs").glob("version_*/metrics.csv"))
-    assert len(logs) == 2
-    epochs = {line.split(",")[0] for line in logs[1].read_text().splitlines()[1:]}
-    assert epochs == {"1"}
-    assert 0 <= out["train"]["test_acc"] <= 1
-
-
 def test_init_from_supernet_weights(tiny_gsc: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_gsc, tmp_path / "r", init="supernet", train_epochs=1)
     out = run_pipeline(cfg, ["search"])
