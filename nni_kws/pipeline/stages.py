@@ -11,26 +11,21 @@ The report stage always runs again (it is cheap) and writes ``results.json``, ``
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
-from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.budgets import OverBudget, describe_over_budget, metric_costs, over_budget, with_kb
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
-from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.labels import BACKGROUND_NOISE_DIR
-from nni_kws.data.paths import shared_data_dir
-from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.files import CorruptStateFile, jsonable, load_state_dict, read_json, save_torch, write_json
+from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
@@ -38,52 +33,27 @@ from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.signals import check_stop
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
-from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
+from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything, torch_threads
 
-from .config import (CONFIG, OPTIONS, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs,
-                     default_real_test_root, options_mismatch, stage_options)
+from .config import (
+    CONFIG,
+    OPTIONS,
+    RESULT,
+    STAGES,
+    PipelineConfig,
+    check_feasible,
+    check_inputs,
+    options_mismatch,
+    stage_options,
+)
+from .data import make_data_module
 from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
+from .rundir import stage_done, stored_options
 
-__all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
-           "torch_threads"]
+__all__ = ["Pipeline", "run_pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stored result of a completed stage, or None (a broken one: :class:`CorruptStateFile`)."""
-    path = Path(out) / stage / RESULT
-    if not path.is_file():
-        return None
-    hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
-    result = read_json(path, hint=hint)
-    if stage in ("search", "train", "quantize") and not isinstance(result.get("arch"), dict) \
-            and not result.get("baseline"):
-        raise CorruptStateFile(f"{path}: corrupt (no \"arch\" object); {hint}")
-    return result
-
-
-def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The options a stage in ``out`` was made (or started) with: its result.json's, else its options.json."""
-    for name in (RESULT, OPTIONS):
-        path = Path(out) / stage / name
-        if path.is_file():
-            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
-            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
-            return options if isinstance(options, dict) else None
-    return None
-
-
-class OverBudget(ValueError):
-    """The searched architecture exceeds a budget (the run stops unless ``allow_over_budget``)."""
-
-    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
-
-
-def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
-    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
-    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())
 
 
 def _device() -> torch.device:
@@ -408,36 +378,6 @@ class Pipeline:
         return assemble_results(self.cfg, stages, data or self.data_info(), included, self.out)
 
 
-def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
-    """The data module of a run: ``cfg.data`` or the synthesized default dataset."""
-    if cfg.data is not None:
-        root = Path(cfg.data).expanduser()
-    else:
-        root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
-    real = cfg.real_test
-    if real == "auto" and cfg.train_list:
-        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
-    elif real == "auto":
-        real_root = default_real_test_root()
-        if real_root is None:
-            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
-    elif real:
-        real_root = Path(real).expanduser()
-        if not real_root.is_dir():
-            raise FileNotFoundError(f"real test folder not found: {real_root}")
-    else:
-        real_root = None
-    lists: dict[str, Any] = {}
-    if cfg.train_list:
-        if real_root is not None and real_root.resolve() == root.resolve():
-            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
-        noise = root / BACKGROUND_NOISE_DIR
-        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
-                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
-    return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
-
-
 def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
                  overwrite: bool = False, arch: Mapping[str, Any] | None = None,
                  data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
@@ -456,18 +396,6 @@ def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume:
             raise ValueError(f"cannot write run folder {cfg.out}: {err.strerror or err}") from None
         with torch_threads(cfg.threads):
             return _run_stages(pipe, stages, resume, arch, baseline)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` for the block (0: leave torch's default)."""
-    old = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,
