@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.preset, args.archs, args.quiet = "tiny", 4, True
     if args.run_table:
-        args.repeats, args.rounds, args.calibration = RUN_TABLE["repeats"], RUN_TABLE["rounds"], RUN_TABLE["calibration"]
+        args.repeats, args.rounds = RUN_TABLE["repeats"], RUN_TABLE["rounds"]
+        args.calibration = RUN_TABLE["calibration"]
         args.variants = f"{RUN_TABLE['clock']}:{RUN_TABLE['statistic']}"
     args.out = args.out or f"benchmarks/results/cost_model{'_run_table' if args.run_table else ''}.json"
 

@@ -61,6 +61,22 @@ def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2
                                 workdir=tmp_path / "experiments", **extra)
 
 
+def trials_of(experiment_id: str) -> list[str]:
+    """Live processes started for ``experiment_id`` (NNI sets ``NNI_EXP_ID`` in each trial's
+    environment), so other experiments on this machine (other test runs) do not count."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            mine = f"NNI_EXP_ID={experiment_id}".encode() in environ
+            if mine and any(e.startswith(b"NNI_TRIAL_JOB_ID=") for e in environ):
+                found.append(proc.name)
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes (this user's) that contain ``text``."""
     found = []
@@ -82,12 +98,11 @@ def run_experiment(config: Path, env: dict[str, str], trials: int) -> tuple[str,
         status = rest.wait(timeout=150, trials=trials)
         trials_info, metrics = rest.trials(), rest.metrics()
     exp_id = rest.experiment_id
-    trial_cmd = "nni_kws.trial --preset tiny"  # as in tiny_config's trial commands
     deadline = time.monotonic() + 20  # killed processes take a moment to go, on a loaded machine
-    while (processes_mentioning(exp_id) or processes_mentioning(trial_cmd)) and time.monotonic() < deadline:
+    while (processes_mentioning(exp_id) or trials_of(exp_id)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(exp_id), "nnictl stop left processes behind"
-    assert not processes_mentioning(trial_cmd), "trials left behind"
+    assert not trials_of(exp_id), "trials left behind"
     return status, trials_info, metrics
 
 
@@ -296,8 +311,11 @@ def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
         split_parameters({**_first(), "s0_i0_k": 4}, "tiny")
     with pytest.raises(ValueError, match="unknown label 'lr'"):
         split_parameters({**_first(), "lr": 0.1}, "tiny")
-    arch_, train, budget = split_parameters({**_first(), "learning_rate": "0.01", "TRIAL_BUDGET": 3}, "tiny")
-    assert train == {"learning_rate": 0.01} and budget == 3.0 and arch_ == _first()
+    arch_, train, budget = split_parameters({**_first(), "learning_rate": "0.01", "batch_size": 32.0,
+                                             "TRIAL_BUDGET": 3}, "tiny")  # numeric strings count; 32.0 is 32
+    assert train == {"learning_rate": 0.01, "batch_size": 32} and budget == 3.0 and arch_ == _first()
+    with pytest.raises(ValueError, match="'learning_rate' must be a finite number, got 'fast'"):
+        split_parameters({**_first(), "learning_rate": "fast"}, "tiny")
 
 
 def test_trial_without_parameters_fails_loudly(tmp_path):

@@ -233,7 +233,12 @@ def test_fixed_baseline_runs_on_a_conv1d_model(algorithm: str, tmp_path: Path) -
     x, y = _data(16, length=400)
     unsigned = unsigned_inputs(model, x)
     assert unsigned == {"0": False, "2": True, "6": True}
+    float_weight = model[2].weight.detach().clone()
     quantizer = fixed_quantizer(model, unsigned, 4, _evaluator(model, x, y, lr=1e-3), algorithm)
+    if algorithm == "lsq":  # the LSQ paper's step size (NNI's own LSQ starts at 0.01), before any step
+        quantizer.track_forward(x)
+        weight = quantizer._module_wrappers["2"].quantization_target_spaces["weight"]
+        torch.testing.assert_close(weight.scale, (2 * float_weight.abs().mean() / 7 ** 0.5).view(1))
     _, calibration = quantizer.compress(max_steps=4, max_epochs=None)
     model.eval()
     assert {t["quant_bits"] for targets in calibration.values() for t in targets.values()} == {4}
@@ -394,3 +399,23 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
     assert runs[("learned", 3)]["avg_bits_per_weight"] <= 3 and runs[("learned", 3)]["avg_bits_per_activation"] <= 3
     png = plot_quantize_curve(out, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_allocate_bits_matches_the_brute_force_optimum() -> None:
+    import itertools
+
+    from nni_kws.quant.sensitivity import allocate_bits
+
+    sensitivity = {"a": 1.0, "b": 0.05, "c": 0.01, "d": 0.3}
+    numel = {t: 100 for t in sensitivity}  # equal sizes: the greedy steps are optimal for this convex cost
+    for budget in (2.5, 3, 4, 5.25):
+        got = allocate_bits(sensitivity, numel, budget, min_bits=2, max_bits=8)
+
+        def cost(bits):
+            return sum(sensitivity[t] * 4.0 ** (4 - b) for t, b in zip(sensitivity, bits))
+
+        feasible = [bits for bits in itertools.product(range(2, 9), repeat=4) if sum(bits) <= 4 * budget]
+        best = min(feasible, key=cost)
+        assert cost([got[t] for t in sensitivity]) == pytest.approx(cost(best)), (budget, got, best)
+        assert sum(got.values()) / 4 <= budget and sum(got.values()) / 4 > budget - 0.25
+        assert got["a"] == max(got.values()) and got["c"] == min(got.values())

@@ -152,9 +152,9 @@ def test_changed_options_on_resume_are_refused_and_config_is_kept(reference, tmp
     is not rewritten with options that did not produce the stored stages."""
     out = _copy(reference, tmp_path)
     config = (out / "config.json").read_text()
-    for extra, message in [(["--search-epochs", "6", "--max-macs", "1e5"], "search-epochs=3, not 6"),
+    for extra, message in [(["--search-epochs", "6", "--max-macs", "4e5"], "search-epochs=3, not 6"),
                            (["--quant-method", "fixed", "--bits", "3"], "quant-method='trained', not 'fixed'"),
-                           (["--max-macs", "1e5"], "budgets")]:
+                           (["--max-macs", "4e5"], "budgets")]:
         assert main(["run", "--out", str(out), "--resume", *extra]) == 2
         assert message in capsys.readouterr().err
         assert (out / "config.json").read_text() == config

@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
-from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import arch_file_meta, load_arch
 
 from .config import CONFIG, PipelineConfig, load_config
@@ -66,7 +69,7 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                         f"random uniform single paths then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
-                   f"architecture step (default: {d.warmup_epochs})")
+                   "architecture step (default: a quarter of --search-epochs)")
     g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
@@ -164,6 +167,8 @@ def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | 
         with stop_on_signals():
             out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch,
                                baseline=baseline)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for stage, res in out.items():
@@ -248,6 +253,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals():
             sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for p in sweep["points"]:

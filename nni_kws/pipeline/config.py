@@ -53,8 +53,10 @@ class PipelineConfig:
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
-    strategy: str = "darts"
-    warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
+    # single paths (straight-through Gumbel): ranked random architectures best in benchmarks/results/search_quality.json
+    strategy: str = "gumbel-hard"
+    # search epochs that train weights only (uniform single paths with gumbel-hard); None: a quarter of them
+    warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
@@ -88,6 +90,10 @@ class PipelineConfig:
         """``{budget name: limit}`` (names of :data:`~nni_kws.cost.budgets.BUDGETS`) for the budgets that are set."""
         return {name: float(getattr(self, budget_option(name))) for name in BUDGETS
                 if getattr(self, budget_option(name)) not in (None, 0, 0.0)}
+
+    def warmup(self) -> int:
+        """Weight-only search epochs: ``warmup_epochs``, by default a quarter of ``search_epochs``."""
+        return int(self.warmup_epochs) if self.warmup_epochs is not None else int(self.search_epochs) // 4
 
     def penalty_targets(self) -> dict[str, float]:
         """``{cost key: target}`` of the budgets in the cost model's units (for resource penalties)."""
@@ -186,7 +192,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
+    if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy != "random":
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
     if int(cfg.arch_every) < 1:

@@ -35,6 +35,7 @@ from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
+from nni_kws.signals import check_stop
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
@@ -233,6 +234,7 @@ class Pipeline:
         The stage's random state starts from ``(seed, stage)`` (and each epoch's from ``(seed, stage,
         epoch)``), so it is the same whether earlier stages ran in this process or not.
         """
+        check_stop()  # a signal that arrived while a trainer deferred it, after its last check
         self.check_options(stage, arch)
         done = stage_done(self.out, stage)
         if done is not None and resume:
@@ -253,6 +255,7 @@ class Pipeline:
         result["seconds"] = time.perf_counter() - start
         write_json(stage_dir / RESULT, result)
         log.info("stage %s: done in %.1f s", stage, result["seconds"])
+        check_stop()
         return read_json(stage_dir / RESULT)
 
     # ---- stages ------------------------------------------------------------------------------
@@ -280,7 +283,7 @@ class Pipeline:
         """Schedule options of the differentiable strategies (``random`` trains weights only)."""
         if self.cfg.strategy == "random":
             return {}
-        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+        return {"warmup_epochs": self.cfg.warmup(), "arch_every": self.cfg.arch_every}
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from nni_kws.files import load_torch
 from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
@@ -30,6 +31,7 @@ from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer
 from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
+from .sensitivity import sensitivity_bits
 
 __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
            "load_trained_model"]
@@ -109,7 +111,7 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                input_bits: int | None, distill: float, hard_budget_fraction: float,
+                input_bits: int | None, distill: float, hard_budget_fraction: float, init_bits: str,
                 loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -127,6 +129,8 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not distill >= 0:
         raise ValueError(f"distill must be >= 0, got {distill!r}")
+    if init_bits not in ("sensitivity", "budget"):
+        raise ValueError(f"init_bits must be 'sensitivity' or 'budget', got {init_bits!r}")
     if not 0 <= hard_budget_fraction <= 1:
         raise ValueError(f"hard_budget_fraction must be in [0, 1], got {hard_budget_fraction!r}")
     if method == "fixed":
@@ -172,7 +176,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
-                   strict_budget: bool = True, hard_budget_fraction: float = 0.1,
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "budget",
                    checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
@@ -196,7 +200,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
     (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
-    ``range_init`` are passed to the quantizer.
+    ``range_init`` are passed to the quantizer. ``init_bits``: learned bit-widths start at
+    ``ceil(budget)`` (``'budget'``), or where a per-tensor PTQ sensitivity on the first batch spends the
+    budget (``'sensitivity'``, :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then
+    spares the sensitive tensors too).
 
     Per-epoch checkpoints go to ``checkpoint_dir`` (default ``<out_dir>/checkpoints``; none without
     either); ``resume=True`` continues from the last one (a finished run resumes to its end without
@@ -209,7 +216,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, distill, hard_budget_fraction, {"train_loader": train_loader, **loaders})
+                fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits,
+                {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device
@@ -228,13 +236,18 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     budget_weight=budget_weight, min_bits=min_bits, epochs=epochs, max_steps=max_steps, lr=lr,
                     distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
-                    hard_budget_fraction=hard_budget_fraction, train_batches=len(train_loader))
+                    hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader))
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
                                status=lambda: status["fn"](), checkpoint=checkpoint)
     unsigned = unsigned_inputs(float_model, example)
+    initial_bits, sensitivity = None, None
+    if method == "trained" and init_bits == "sensitivity" and (weight_budget_bits or act_budget_bits):
+        initial_bits, sensitivity = sensitivity_bits(
+            float_model, example, {"weight": weight_budget_bits, "activation": act_budget_bits}, min_bits, bits,
+            exclude=[f"{name}._input_0" for name in raw], range_init=range_init)
     if method == "trained":
         configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
                               int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
@@ -242,6 +255,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
             act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
             qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
+            initial_bits=initial_bits, sensitivity=sensitivity,
             hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         if checkpoint is not None:
@@ -261,7 +275,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         "method": method, "bits": bits, "input_bits": input_bits, "fold_bn": fold_bn,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
             "budget_weight": budget_weight, "qparam_lr_scale": qparam_lr_scale, "range_init": range_init,
-            "strict_budget": strict_budget} if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
+            "strict_budget": strict_budget, "init_bits": init_bits,
+            **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
+           if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
@@ -332,7 +348,7 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     if not path.exists():
         raise FileNotFoundError(f"model folder or checkpoint not found: {path}")
     weights = path if path.is_file() else _find_weights(path)
-    obj = torch.load(weights, map_location="cpu", weights_only=False)
+    obj = load_torch(weights, weights_only=False, hint="give another model file or folder")  # names a broken file
     if isinstance(obj, nn.Module):
         return obj
     if not isinstance(obj, Mapping):

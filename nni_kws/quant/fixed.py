@@ -4,14 +4,21 @@ Same targets as the learned quantizer (weights and inputs of every ``Conv1d``/``
 ``bits``: weights ``int{bits}`` symmetric; inputs ``int{bits}`` symmetric, or ``uint{bits}`` when
 non-negative (post-ReLU), affine for QAT (its symmetric ``uint`` mode puts the zero point mid-range)
 and symmetric for LSQ (the only scheme it supports); the raw waveform at ``input_bits``.
+
+NNI 3.0's ``LsqQuantizer`` starts every step size at 0.01 (its LSQ-paper initialisation is commented
+out), which clips 4-bit weights of magnitude 0.3 to 0.07 and collapses the model to one class before
+Adam can move the steps; :func:`fixed_quantizer` restores the paper's ``s = 2 mean|x| / sqrt(qmax)``
+(Esser et al. 2020) from the first batch, so the baseline is LSQ as published.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Sequence, Type
 
 import torch
 from nni.compression.base.compressor import Quantizer
 from nni.compression.quantization import LsqQuantizer, QATQuantizer
+from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import Evaluator
 
 from .prepare import config_list
@@ -33,4 +40,18 @@ def fixed_quantizer(model: torch.nn.Module, unsigned: dict[str, bool], bits: int
         raise ValueError(f"fixed quantizer must be one of {sorted(FIXED_QUANTIZERS)}, got {algorithm!r}")
     scheme = "affine" if algorithm == "qat" else "symmetric"
     configs = config_list(unsigned, bits, unsigned_scheme=scheme, input_layers=input_layers, input_bits=input_bits)
-    return FIXED_QUANTIZERS[algorithm](model, configs, evaluator)
+    quantizer = FIXED_QUANTIZERS[algorithm](model, configs, evaluator)
+    if algorithm == "lsq":
+        for wrapper in quantizer._module_wrappers.values():
+            wrapper.register_track_func(functools.partial(_lsq_paper_init, quantizer))  # runs after NNI's own
+    return quantizer
+
+
+@torch.no_grad()
+def _lsq_paper_init(quantizer: Quantizer, wrapper: ModuleWrapper, target_name: str, target: torch.Tensor) -> None:
+    """Track func: until the first optimizer step, LSQ's step size is ``2 mean|x| / sqrt(qmax)`` of the target."""
+    if quantizer.is_init or not quantizer.check_target(wrapper, target_name) or not isinstance(target, torch.Tensor):
+        return
+    target_space = wrapper.quantization_target_spaces[target_name]
+    if target_space._scaler is None:  # per tensor (the only granularity the baseline uses)
+        target_space.scale.data = (2 * target.abs().mean() / target_space.qmax ** 0.5).clamp_min(1e-8).view(1)

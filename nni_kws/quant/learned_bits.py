@@ -157,6 +157,11 @@ class LearnedBitwidthQuantizer(Quantizer):
     hard_budget_after
         Also project after every optimizer step past this many steps, so that training adapts to the
         projected bit-widths before it ends (``None``: only at the end).
+    initial_bits
+        Starting bit-width per target (``'<module>.<target>'``), e.g. from
+        :func:`~nni_kws.quant.sensitivity.allocate_bits`; others start as described above.
+    sensitivity
+        Loss sensitivity per target (``'<module>.<target>'``), which :meth:`project_to_budget` spares.
     range_init
         How ``q_max`` starts: ``'mse'`` (least squared quantization error), ``'max'`` or ``'percentile'``.
 
@@ -176,6 +181,7 @@ class LearnedBitwidthQuantizer(Quantizer):
                  min_bits: int = 2, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                  budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
                  range_init: str = "mse", strict_budget: bool = False, hard_budget_after: int | None = None,
+                 initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
                  existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
@@ -185,6 +191,8 @@ class LearnedBitwidthQuantizer(Quantizer):
         self.budget_exclude = set(budget_exclude)
         self.range_init = range_init
         self.strict_budget, self.hard_budget_after = strict_budget, hard_budget_after
+        self.initial_bits = dict(initial_bits or {})
+        self.sensitivity = {k: max(float(v), 1e-9) for k, v in (sensitivity or {}).items()}
         self.steps_done = 0
 
         self.check_validation()
@@ -259,8 +267,8 @@ class LearnedBitwidthQuantizer(Quantizer):
             self._module_wrappers[module_name].register_track_func(self.init_qparams)
 
     def init_qparams(self, wrapper: ModuleWrapper, target_name: str, target: Tensor):
-        """Track func: on a target's first forward, ``b = max_bits`` (or ``ceil(budget)``) and ``q_max``
-        from ``range_init`` (:data:`RANGE_INITS`)."""
+        """Track func: on a target's first forward, ``b`` from ``initial_bits``, else ``max_bits`` (or
+        ``ceil(budget)``), and ``q_max`` from ``range_init`` (:data:`RANGE_INITS`)."""
         if not self.check_target(wrapper, target_name) or not isinstance(target, Tensor):
             return
         target_space = wrapper.quantization_target_spaces[target_name]
@@ -273,6 +281,9 @@ class LearnedBitwidthQuantizer(Quantizer):
         bits = target_space.quant_bits
         if budget is not None:
             bits = min(bits, max(self.min_bits, math.ceil(budget)))
+        given = self.initial_bits.get(f"{wrapper.name}.{target_name}")
+        if given is not None:
+            bits = min(target_space.quant_bits, max(self.min_bits, int(given)))
         n_max = levels_for_bits(bits, signed)[1]
         qrange = RANGE_INITS[self.range_init](target.detach(), signed, n_max)
         k = self.qparam_lr_scale
@@ -405,36 +416,34 @@ class LearnedBitwidthQuantizer(Quantizer):
         """Lower bit-widths one bit at a time until every average meets its budget; returns the changes
         ``(module, target, new bits)``.
 
-        Each step lowers the target that saves the most bits per unit of added relative quantization noise,
-        ``numel / (1/n'^2 - 1/n^2)`` for ``n -> n'`` levels at the same ``q_max`` (so the widest grids go
-        first, as water-filling would); ``d`` becomes ``q_max / n'``. The budgets are >= ``min_bits``, so this
-        always ends.
+        Each step lowers the target whose modelled loss grows least per bit-element saved: quantization
+        noise ``s_t · 4^-b`` with ``s_t`` from ``sensitivity`` (1 where unknown, so the widest grids go
+        first); ``d`` becomes ``q_max / n'`` for the ``n'`` levels of one bit fewer. The budgets are
+        >= ``min_bits``, so this always ends.
         """
         changes = []
         k = self.qparam_lr_scale
         for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
             while budget is not None and kind in self.over_budget():
-                best, best_score = None, -1.0
+                best, best_cost = None, math.inf
                 for module_name, target_name, target_space in self._targets():
+                    key = f"{module_name}.{target_name}"
                     if (target_space.type is TargetType.PARAMETER) != (kind == "weight") \
-                            or target_space.scale is None or f"{module_name}.{target_name}" in self.budget_exclude:
+                            or target_space.scale is None or key in self.budget_exclude:
                         continue
                     bits = int(self.target_bits(module_name, target_name))
                     if bits <= self.min_bits:
                         continue
-                    signed = _is_signed(target_space)
-                    step, qrange = _qparams(target_space)
-                    n = int(torch.round(qrange / step))
-                    n_new = levels_for_bits(bits - 1, signed)[1]
-                    score = _numel(target_space) / (1 / n_new ** 2 - 1 / max(n, n_new + 1) ** 2)
-                    if score > best_score:
-                        best, best_score = (module_name, target_name, target_space, n_new, bits - 1), score
+                    cost = self.sensitivity.get(key, 1.0) * 4.0 ** -bits / _numel(target_space)
+                    if cost < best_cost:
+                        best, best_cost = (module_name, target_name, target_space, bits - 1), cost
                 if best is None:
                     raise RuntimeError(f"cannot meet the {kind} budget {budget}: every target is at min_bits")
-                module_name, target_name, target_space, n_new, bits = best
-                wrapper = self._module_wrappers[module_name]
+                module_name, target_name, target_space, bits = best
+                n_new = levels_for_bits(bits, _is_signed(target_space))[1]
                 qrange = _qparams(target_space)[1]
-                getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_new)) / k)
+                getattr(self._module_wrappers[module_name], f"{target_name}_step_param").fill_(
+                    float(torch.log(qrange / n_new)) / k)
                 self._sync(target_space)
                 changes.append((module_name, target_name, bits))
         for wrapper in self._module_wrappers.values():
