@@ -31,7 +31,7 @@ import torch
 from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
 from nni.assessor import AssessResult
 
-from nni_kws.data.cache import shared_default_dataset
+from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
 from nni_kws.nnictl.train_trial import run_trial
 from nni_kws.space import random_arch, space_by_name
 
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_s = earlier["train_s"]
         args.preset, args.epochs, args.max_per_class = earlier["preset"], earlier["epochs"], earlier["max_per_class"]
     else:
-        data = shared_default_dataset(progress=False, **({"speakers": args.speakers} if args.speakers else {}))
+        data = ensure_default_dataset(progress=False, preset="today" if args.quick else DEFAULT_PRESET,
+                                      **({"speakers": args.speakers} if args.speakers else {}))
         archs = [random_arch(space_by_name(args.preset), seed=s) for s in range(args.archs)]
         curves = [learning_curve(a, data, args.preset, args.epochs, args.max_per_class) for a in archs]
         train_s = round(time.time() - start, 1)

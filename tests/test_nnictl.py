@@ -48,8 +48,8 @@ def tiny_lut(tmp_path_factory) -> Path:
 
 
 #: What the tiny runs add to an example's trial command when they give no --data: the default
-#: synthesized set, but with 3 speakers (seconds to make) and few clips per class.
-DEFAULT_DATA_ARGS = "--speakers 3 --max-per-class 4"
+#: synthesized set, but espeak-only with 3 speakers (seconds to make) and few clips per class.
+DEFAULT_DATA_ARGS = "--synth today --speakers 3 --max-per-class 4"
 
 
 def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2, lut: Path | None = None,
@@ -342,7 +342,7 @@ def test_trial_data_folder_or_shared_default_set(monkeypatch, tmp_path):
 
     env = {**{k: v for k, v in os.environ.items() if k != "NNI_KWS_DATA"}, "HOME": str(tmp_path / "home")}
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
-            "from nni_kws.nnictl.train_trial import resolve_data; print(resolve_data(None, speakers=3))")
+            "from nni_kws.nnictl.train_trial import resolve_data; print(resolve_data(None, synth='today', speakers=3))")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from nni_kws.files import file_lock
+
 from .acoustics import make_clip, room_bank, synthetic_noises
 from .espeak import ENGLISH_VOICES, Espeak, espeak_data_path, espeak_voice_lists, speak_all
 from .flite import flite_speak_all, flite_version, flite_voices
@@ -38,7 +40,7 @@ from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, MANIFEST, SAMPLE_RATE, UNKNO
 from .speakers import espeak_speakers, flite_speakers, split_speakers, voice_config
 
 __all__ = [
-    "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint", "default_dataset_dir",
+    "DEFAULT_PRESET", "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint", "default_dataset_dir",
     "ensure_default_dataset", "synthesize_dataset",
 ]
 
@@ -58,6 +60,9 @@ _DEFAULTS: dict[str, Any] = dict(
 #: (flite), speed perturbation, rooms and channel effects (the best combination measured by
 #: ``benchmarks/sim_to_real.py``, with a test split of 500 items); ``full`` is the same recipe with >= 1,000
 #: espeak voices. Recorded noise (``recorded_noise="shared"`` or a folder) is an option, not in the presets.
+#: The synthesis preset of ``nni-kws run`` and of nnictl trials without a dataset (best measured in
+#: ``benchmarks/results/sim_to_real.json`` within the demo's time).
+DEFAULT_PRESET = "demo"
 PRESETS: dict[str, dict[str, Any]] = {
     "today": {},
     "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5),
@@ -204,7 +209,11 @@ def ensure_default_dataset(*, progress: bool = True, preset: str | None = None, 
         if manifest.is_file() and json.loads(manifest.read_text()).get("params") != _params(**params):
             log.info("using %s from $NNI_KWS_DATA (synthesized with other parameters)", root)
         return root
-    return _synthesize(root, params, progress)[0]
+    # Concurrent processes (NNI trials started together) wait here instead of both synthesizing minutes of
+    # speech; the build goes to a temporary folder renamed at the end, so nobody reads a half-written set.
+    with file_lock(root.parent / f".{root.name}.lock"):
+        log.info("%s the default dataset %s", "reusing" if (root / MANIFEST).is_file() else "synthesizing", root)
+        return _synthesize(root, params, progress)[0]
 
 
 def _check_existing(out: Path, params: dict[str, Any]) -> bool:

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import nni
 
+from nni_kws.data.synth import DEFAULT_PRESET
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.space import load_arch
 from nni_kws.training import TrainingDiverged
 
@@ -40,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m nni_kws.trial``."""
     p = argparse.ArgumentParser(prog="python -m nni_kws.trial", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA, else the synthesized default set)")
-    p.add_argument("--speakers", type=int, help="speakers of the synthesized default set (as `nni-kws run --speakers`)")
+    p.add_argument("--synth", default=DEFAULT_PRESET, choices=sorted(SYNTH_PRESETS),
+                   help=f"synthesis preset of the default set without --data (as `nni-kws run --synth`; default {DEFAULT_PRESET})")
+    p.add_argument("--speakers", type=int, help="espeak voices of the synthesized default set (as `nni-kws run --speakers`)")
     p.add_argument("--preset", default="small",
                    help="space of the search-space file: a preset, or preset-frontend such as small-mfcc (default: small)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (ignored when the tuner sends TRIAL_BUDGET)")
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     try:
         params = {} if args.mode == "darts" else _parameters(args)
-        data = resolve_data(args.data, speakers=args.speakers)
+        data = resolve_data(args.data, synth=args.synth, speakers=args.speakers)
         if args.mode == "darts":
             _run_darts(args, data)
             return 0
