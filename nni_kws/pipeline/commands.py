@@ -18,6 +18,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import arch_file_meta, load_arch
 
@@ -39,7 +40,11 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g.add_argument("--out", default=out_default, help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
     g.add_argument("--data", metavar="DIR", help="a local Speech Commands copy in the official layout "
                    "(default: the synthesized espeak-ng dataset, made and cached on first use)")
-    g.add_argument("--speakers", type=int, help="synthesized dataset: number of voices (default: the data module's)")
+    g.add_argument("--synth", choices=sorted(SYNTH_PRESETS), help=f"synthesized dataset: preset (default: {d.synth}; "
+                   "'full' is the longer offline configuration, 'today' the espeak-only set)")
+    g.add_argument("--keywords", help="synthesized dataset for your own keywords or phrases, comma-separated, e.g. "
+                   "'marvin,lights on,hey nni' (default: the 10 Speech Commands keywords)")
+    g.add_argument("--speakers", type=int, help="synthesized dataset: number of espeak voices (default: the preset's)")
     g.add_argument("--real-test", metavar="DIR", help="real Speech Commands v2 test folder, evaluation only "
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")

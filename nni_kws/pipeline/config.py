@@ -10,7 +10,9 @@ from typing import Any, Mapping
 
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.labels import parse_keywords
 from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.space import build_space
 
@@ -19,7 +21,8 @@ __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "CONFIG", "RESULT", "OP
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
-IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "speakers", "preset", "frontend", "seed",
+IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "synth", "keywords", "speakers", "preset",
+                                     "frontend", "seed",
                                      "max_per_class")
 RESULT = "result.json"
 CONFIG = "config.json"
@@ -48,7 +51,9 @@ class PipelineConfig:
     # validation part), test on test_list, e.g. the shared dev.txt / heldout.txt protocol
     train_list: str | None = None
     test_list: str | None = None
-    speakers: int | None = None  # synthesized dataset: number of voices (None: the data module's default)
+    synth: str = "demo"  # synthesized dataset: a preset of nni_kws.data.synth.PRESETS ('demo', 'full', 'today')
+    keywords: str | None = None  # synthesized dataset: comma-separated keywords or phrases (None: Speech Commands')
+    speakers: int | None = None  # synthesized dataset: number of espeak voices (None: the synthesis preset's)
     real_test: str | None = "auto"  # real v2 test folder; "auto": <repo>/../shared/data/gsc-v2-test; None: skip
     max_per_class: int | None = None
     preset: str = "small"
@@ -178,7 +183,14 @@ def check_inputs(cfg: PipelineConfig) -> None:
                                 "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
     if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
         raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
+    if cfg.synth not in SYNTH_PRESETS:
+        raise ValueError(f"unknown synthesis preset {cfg.synth!r}; choose from {', '.join(SYNTH_PRESETS)}")
+    if cfg.keywords is not None:
+        if cfg.data is not None:
+            raise ValueError("--keywords synthesizes a dataset; it cannot be combined with --data")
+        parse_keywords(cfg.keywords)
     if (cfg.train_list or cfg.test_list) and cfg.data is None:
+
         raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
     if bool(cfg.train_list) != bool(cfg.test_list):
         raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")

@@ -22,10 +22,13 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
     if cfg.data is not None:
         root = Path(cfg.data).expanduser()
     else:
-        root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
+        extra = {k: v for k, v in (("speakers", cfg.speakers), ("keywords", cfg.keywords)) if v}
+        root = ensure_default_dataset(progress=cfg.progress, preset=cfg.synth, **extra)
     real = cfg.real_test
     if real == "auto" and cfg.train_list:
         real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
+    elif cfg.keywords:
+        real_root = None  # the real test set has Speech Commands' 12 classes, not these keywords
     elif real == "auto":
         real_root = default_real_test_root()
         if real_root is None:

@@ -121,7 +121,12 @@ class Pipeline:
     def space(self) -> nn.Module:
         """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
         coarse = {"coarse": True} if self.cfg.strategy == "proxyless" else {}  # whole-block LayerChoices
-        return build_space(self.cfg.preset, frontend=self.cfg.frontend, **coarse)
+        return build_space(self.cfg.preset, frontend=self.cfg.frontend, num_classes=self.num_classes, **coarse)
+
+    @property
+    def num_classes(self) -> int:
+        """Classifier outputs: the classes of the data (12 for Speech Commands, more or fewer for --keywords)."""
+        return self.data_module.num_classes
 
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
@@ -311,7 +316,7 @@ class Pipeline:
                baseline: str | None = None) -> dict[str, Any]:
         cfg = self.cfg
         if baseline is not None:
-            model = build_baseline(baseline)
+            model = build_baseline(baseline, num_classes=self.num_classes)
         else:
             save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
             model = self._initial_model(arch)
