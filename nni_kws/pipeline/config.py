@@ -12,6 +12,7 @@ from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.labels import parse_keywords
 from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.space import build_space
@@ -51,7 +52,7 @@ class PipelineConfig:
     # validation part), test on test_list, e.g. the shared dev.txt / heldout.txt protocol
     train_list: str | None = None
     test_list: str | None = None
-    synth: str = "demo"  # synthesized dataset: a preset of nni_kws.data.synth.PRESETS ('demo', 'full', 'today')
+    synth: str = DEFAULT_PRESET  # synthesized dataset: a preset of nni_kws.data.synth.PRESETS
     keywords: str | None = None  # synthesized dataset: comma-separated keywords or phrases (None: Speech Commands')
     speakers: int | None = None  # synthesized dataset: number of espeak voices (None: the synthesis preset's)
     real_test: str | None = "auto"  # real v2 test folder; "auto": <repo>/../shared/data/gsc-v2-test; None: skip
