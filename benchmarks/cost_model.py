@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
           f"on {os.cpu_count()} cores")
     for name, v in result["variants"].items():
         print(f"  latency [{name}]: {v['within_10pct']:.0%} within ±10% (target ≥95%), "
-              f"{v['within_5pct']:.0%} within ±5%, mean |err| {v['mean_abs_rel_error']:.1%}, max {v['max_abs_rel_error']:.1%}, bias "
+              f"{v['within_5pct']:.0%} within ±5%, mean |err| {v['mean_abs_rel_error']:.1%}, "
+              f"max {v['max_abs_rel_error']:.1%}, bias "
               f"{v['bias']:+.1%}; table: {v['lut']['entries']} entries, overhead {v['lut']['overhead_ms']:.3f} ms")
     print(f"  MACs: 2·macs == FlopCounterMode conv+linear FLOPs on "
           f"{result['macs_vs_flop_counter']['exact_agreement']:.0%} of {len(archs)} archs")

@@ -225,7 +225,8 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
               "within_budget": _costs(cost_model, result.arch)["macs"] <= budget,
               "inherited_val_acc": accuracy(chosen, dm.val_dataloader()),
               "inherited_heldout_acc": accuracy(chosen, dm.test_dataloader()),
-              "ranking_inherited_val_acc": inherited, "meta": {k: v for k, v in result.meta.items() if k != "penalties"}}
+              "ranking_inherited_val_acc": inherited,
+              "meta": {k: v for k, v in result.meta.items() if k != "penalties"}}
     run.data["supernets"][name] = record
     run.save()
     log.info("%s: %s, %.0f MACs, inherited val %.3f (%.0f s)", name, strategy, record["costs"]["macs"],
@@ -264,7 +265,8 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         per_budget[f"{budget:g}"] = row
     diffs = [row[main_strategy]["minus_random_median_pts"] for row in per_budget.values()
              if main_strategy in row and row[main_strategy]["minus_random_median_pts"] is not None]
-    main_taus = [t["tau"] for n, t in taus.items() if supernets[n]["strategy"] == main_strategy and t["tau"] is not None]
+    main_taus = [t["tau"] for n, t in taus.items()
+                 if supernets[n]["strategy"] == main_strategy and t["tau"] is not None]
     gaps = [100 * (models[f"{n}/retrained"]["heldout_acc"] - sup["inherited_heldout_acc"])
             for n, sup in supernets.items() if sup["strategy"] == main_strategy and f"{n}/retrained" in models]
     peer_margins = [m["margin_pts"] for m in models.values() if m["kind"] == "peer" and m.get("margin_pts") is not None]
@@ -321,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="tiny synthesized data, tiny space, 1 epoch (seconds)")
     p.add_argument("--out", type=Path, default=RESULTS / "search_quality.json")
     p.add_argument("--work", type=Path, help="supernet checkpoints (default: runs/search_quality next to --out)")
-    p.add_argument("--shared", type=Path, help="shared data folder (default: $NNI_KWS_SHARED_DATA or <repo>/../shared/data)")
+    p.add_argument("--shared", type=Path,
+                   help="shared data folder (default: $NNI_KWS_SHARED_DATA or <repo>/../shared/data)")
     p.add_argument("--fresh", action="store_true", help="ignore a stored result with the same settings")
     p.add_argument("--demo-run", type=Path, help="a finished `nni-kws search` + `train` folder with the demo's "
                    "settings: inherited_vs_retrained_pts is taken from it (else from this benchmark's settings)")

@@ -254,7 +254,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, loader: DataLoader,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted labels, true labels)`` over a loader, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training

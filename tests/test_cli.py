@@ -13,7 +13,6 @@ import pytest
 from nni_kws.cli import main
 from nni_kws.data.labels import CLASSES
 
-
 COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
 FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1"]
 QUANT = ["--quant-epochs", "1"]

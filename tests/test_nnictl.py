@@ -254,7 +254,8 @@ def test_hardware_aware_tuner_peak_act_kb_is_bytes_over_1000():
 def test_hardware_aware_tuner_penalize_and_give_up():
     from nni_kws.tuner import HardwareAwareTuner
     seen = []
-    tuner = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, mode="penalize", penalty_scale=2.0)
+    tuner = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, mode="penalize",
+                               penalty_scale=2.0)
     tuner.update_search_space(json.loads(TINY_SPACE.read_text()))
     tuner.inner.receive_trial_result = lambda pid, params, value, **kw: seen.append(value)
     p = tuner.generate_parameters(0)          # penalize mode: everything runs
@@ -389,9 +390,11 @@ def test_experiment_check_validates_configs(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yml"
     for edit, message in [({"tuner": {**config["tuner"], "classArgs": {"budgets": {"flops": 1}}}}, "unknown budget"),
                           ({"tuner": {"name": "TPE", "classArgs": {"optimize_mode": "best"}}}, "TPE classArgs.*best"),
-                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"}, "label 's0_depth' is not in the 'tiny' space"),
+                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"},
+                           "label 's0_depth' is not in the 'tiny' space"),
                           ({"searchSpaceFile": "nope.json"}, "not found")]:
-        bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"), **edit}))
+        bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"),
+                                       **edit}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             check_config(bad)
 

@@ -40,7 +40,8 @@ from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, MANIFEST, SAMPLE_RATE, UNKNO
 from .speakers import espeak_speakers, flite_speakers, split_speakers, voice_config
 
 __all__ = [
-    "DEFAULT_PRESET", "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint", "default_dataset_dir",
+    "DEFAULT_PRESET", "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint",
+    "default_dataset_dir",
     "ensure_default_dataset", "synthesize_dataset",
 ]
 

@@ -90,7 +90,8 @@ def resolve_data(data: str | os.PathLike | None, *, synth: str = DEFAULT_PRESET,
     root = data or os.environ.get("NNI_KWS_DATA")
     if not root:
         _logger.info("no --data and no $NNI_KWS_DATA: using the synthesized default dataset")
-        return ensure_default_dataset(progress=False, preset=synth, **({} if speakers is None else {"speakers": speakers}))
+        return ensure_default_dataset(progress=False, preset=synth,
+                                      **({} if speakers is None else {"speakers": speakers}))
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         source = "--data" if data else "$NNI_KWS_DATA"

@@ -37,7 +37,8 @@ def _defaults() -> PipelineConfig:
 
 def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g = p.add_argument_group("data and run folder")
-    g.add_argument("--out", default=out_default, help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
+    g.add_argument("--out", default=out_default,
+                   help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
     g.add_argument("--data", metavar="DIR", help="a local Speech Commands copy in the official layout "
                    "(default: the synthesized espeak-ng dataset, made and cached on first use)")
     g.add_argument("--synth", choices=sorted(SYNTH_PRESETS), help=f"synthesized dataset: preset (default: {d.synth}; "
@@ -51,7 +52,8 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
     g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
                    "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
-    g.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list), "
+    g.add_argument("--test-list", metavar="FILE",
+                   help="test on the clips of --data listed in FILE (with --train-list), "
                    "e.g. gsc-v2-test-splits/heldout.txt")
     g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
@@ -79,7 +81,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
-    g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
+    g.add_argument("--max-macs", type=float,
+                   help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")
     g.add_argument("--max-peak-act-kb", "--max-peak-kb", dest="max_peak_act_kb", type=float,
@@ -107,8 +110,10 @@ def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
 
 def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("quantization")
-    g.add_argument("--quant-method", choices=["trained", "fixed"], help=f"learned or fixed bit-widths (default: {d.quant_method})")
-    g.add_argument("--bits", type=int, help=f"fixed: the bit-width; trained: the largest bit-width allowed (default: {d.bits})")
+    g.add_argument("--quant-method", choices=["trained", "fixed"],
+                   help=f"learned or fixed bit-widths (default: {d.quant_method})")
+    g.add_argument("--bits", type=int,
+                   help=f"fixed: the bit-width; trained: the largest bit-width allowed (default: {d.bits})")
     g.add_argument("--weight-budget-bits", type=float, help=f"learned: average bits per weight to aim for "
                    f"(default: {d.weight_budget_bits}; 0: none)")
     g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "

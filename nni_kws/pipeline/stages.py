@@ -361,7 +361,8 @@ class Pipeline:
         cfg = self.cfg
         arch, model = self.trained_model()
         trained = stage_done(self.out, "train") or {}
-        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"), "real_test": trained.get("real_test_acc")}
+        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"),
+                 "real_test": trained.get("real_test_acc")}
         extra = {"real_test": self.loader("real_test")} if self.has_real_test else {}
         learned = cfg.quant_method == "trained"  # bit budgets only steer learned bit-widths; 0 switches one off
         budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),

@@ -98,7 +98,8 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
         searched, trained = stage_done(sub.out, "search"), stage_done(sub.out, "train")
         quant = stage_done(sub.out, "quantize") if plan.quantize else None
         points.append({"frontend": frontend, plan.knob: value, "label": f"{value:g}", "arch": trained["arch"],
-                       "costs": trained["costs"], "val_acc": trained.get("val_acc"), "test_acc": trained.get("test_acc"),
+                       "costs": trained["costs"], "val_acc": trained.get("val_acc"),
+                       "test_acc": trained.get("test_acc"),
                        "real_test_acc": trained.get("real_test_acc"), "searched_test_acc": searched.get("test_acc"),
                        "quant": quant and {k: quant.get(k) for k in ("test_acc", "real_test_acc", "bits_weight",
                                                                      "bits_act", "costs")},
