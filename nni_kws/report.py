@@ -188,7 +188,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     """The Markdown report of one ``nni-kws run`` (from its ``results.json`` dict)."""
     cfg, data = results.get("config", {}), results.get("data", {})
     test_col, real_col, real_text = test_labels(data)
-    source = ("synthesized espeak-ng speech" if data.get("synthetic") else
+    source = (f"synthesized speech, preset `{cfg.get('synth', '?')}`" if data.get("synthetic") else
               f"clips listed in `{data['train_list']}` / `{data['test_list']}`" if data.get("train_list") else
               "local copy")
     over = (results.get("search") or {}).get("over_budget")
