@@ -135,7 +135,8 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
         return row
     acc = report["accuracy"]
     row.update({
-        "avg_bits_per_weight": report["avg_bits_per_weight"], "avg_bits_per_activation": report["avg_bits_per_activation"],
+        "avg_bits_per_weight": report["avg_bits_per_weight"],
+        "avg_bits_per_activation": report["avg_bits_per_activation"],
         "within_bits": max(report["avg_bits_per_weight"], report["avg_bits_per_activation"]) <= bits + 1e-9,
         "accuracy": {"dev_val": acc["val"]["after"], "heldout": acc["test"]["after"]},
         "drop_points_heldout": round(100 * (acc["test"]["before"] - acc["test"]["after"]), 2),
@@ -294,7 +295,8 @@ def benchmark(args: argparse.Namespace) -> int:
     # 2. The curve; 3. the seeds of the verdict.
     # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
     # interrupted benchmark still has a verdict and a curve).
-    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3)) if m == "learned" or m in args.fixed]
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3))
+                    if m == "learned" or m in args.fixed]
     plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
                                                                  *[(f, args.fixed_bits) for f in args.fixed]]
@@ -316,7 +318,9 @@ def benchmark(args: argparse.Namespace) -> int:
         print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
               f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
               f"drop {r['drop_points_heldout']:+.2f}")
-    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: v for k, v in result['verdict'].items() if k in ('drop_pts_at_4bits', 'drop_pts_at_3bits', 'fixed_lsq_drop_pts_at_4bits')})} -> {out}")
+    keys = ("drop_pts_at_4bits", "drop_pts_at_3bits", "fixed_lsq_drop_pts_at_4bits")
+    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: result['verdict'][k] for k in keys})} "
+          f"-> {out}")
     return 0
 
 
@@ -399,9 +403,10 @@ def sensitivity(args: argparse.Namespace) -> int:
     result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
     _write(result, args.out)
     float_acc = agreement(prepared, dev)
+    everything = {layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}
     result["ptq_range_init"] = {
-        init: {b: agreement(ptq_quantizer(prepared, example, b, {
-            layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}, init).bound_model, dev)["accuracy"] for b in (8, 6, 4)}
+        init: {b: agreement(ptq_quantizer(prepared, example, b, everything, init).bound_model, dev)["accuracy"]
+               for b in (8, 6, 4)}
         for init in ("mse", "max", "percentile")}
     folded = prepare_model(model, fold_bn=True)
     result["ptq_fold_bn"] = {
@@ -431,7 +436,8 @@ def sensitivity(args: argparse.Namespace) -> int:
                                                       - report["accuracy"]["dev"]["after"]), 2),
                       "avg_bits_per_weight": report["avg_bits_per_weight"],
                       "avg_bits_per_activation": report["avg_bits_per_activation"],
-                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")] for row in report["layers"]},
+                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")]
+                                 for row in report["layers"]},
                       "time_s": round(time.monotonic() - t, 1)}
         logging.info("%s: %s", name, {k: v for k, v in runs[name].items() if k != "layers"})
         result["qat"] = runs

@@ -320,7 +320,8 @@ def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, 
     for lr in lrs:
         seed = torch.initial_seed()
         try:
-            scores[lr] = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report["accuracy"]["val"]["after"]
+            report = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report
+            scores[lr] = report["accuracy"]["val"]["after"]
         except TrainingDiverged:
             scores[lr] = None
         torch.manual_seed(seed)  # every rate starts from the same random state
