@@ -31,12 +31,13 @@ import torch
 from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
 from nni.assessor import AssessResult
 
-from nni_kws.data.cache import shared_default_dataset
+from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
 from nni_kws.nnictl.train_trial import run_trial
 from nni_kws.space import random_arch, space_by_name
 
 
-def learning_curve(arch: dict[str, Any], data: Path, preset: str, epochs: int, max_per_class: int | None) -> list[float]:
+def learning_curve(arch: dict[str, Any], data: Path, preset: str, epochs: int,
+                   max_per_class: int | None) -> list[float]:
     """Validation accuracy after each epoch of one trial (read back from Lightning's CSV log)."""
     with tempfile.TemporaryDirectory() as out:
         run_trial(arch, data=data, preset=preset, epochs=epochs, max_per_class=max_per_class, out_dir=out,
@@ -79,10 +80,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.time()
     if args.curves:
         earlier = json.loads(Path(args.curves).read_text())
-        data, archs, curves, train_s = earlier["dataset"], earlier["archs"], earlier["learning_curves"], earlier["train_s"]
+        data, archs, curves = earlier["dataset"], earlier["archs"], earlier["learning_curves"]
+        train_s = earlier["train_s"]
         args.preset, args.epochs, args.max_per_class = earlier["preset"], earlier["epochs"], earlier["max_per_class"]
     else:
-        data = shared_default_dataset(progress=False, **({"speakers": args.speakers} if args.speakers else {}))
+        data = ensure_default_dataset(progress=False, preset="today" if args.quick else DEFAULT_PRESET,
+                                      **({"speakers": args.speakers} if args.speakers else {}))
         archs = [random_arch(space_by_name(args.preset), seed=s) for s in range(args.archs)]
         curves = [learning_curve(a, data, args.preset, args.epochs, args.max_per_class) for a in archs]
         train_s = round(time.time() - start, 1)

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.preset, args.archs, args.quiet = "tiny", 4, True
     if args.run_table:
-        args.repeats, args.rounds, args.calibration = RUN_TABLE["repeats"], RUN_TABLE["rounds"], RUN_TABLE["calibration"]
+        args.repeats, args.rounds = RUN_TABLE["repeats"], RUN_TABLE["rounds"]
+        args.calibration = RUN_TABLE["calibration"]
         args.variants = f"{RUN_TABLE['clock']}:{RUN_TABLE['statistic']}"
     args.out = args.out or f"benchmarks/results/cost_model{'_run_table' if args.run_table else ''}.json"
 
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
           f"on {os.cpu_count()} cores")
     for name, v in result["variants"].items():
         print(f"  latency [{name}]: {v['within_10pct']:.0%} within ±10% (target ≥95%), "
-              f"{v['within_5pct']:.0%} within ±5%, mean |err| {v['mean_abs_rel_error']:.1%}, max {v['max_abs_rel_error']:.1%}, bias "
+              f"{v['within_5pct']:.0%} within ±5%, mean |err| {v['mean_abs_rel_error']:.1%}, "
+              f"max {v['max_abs_rel_error']:.1%}, bias "
               f"{v['bias']:+.1%}; table: {v['lut']['entries']} entries, overhead {v['lut']['overhead_ms']:.3f} ms")
     print(f"  MACs: 2·macs == FlopCounterMode conv+linear FLOPs on "
           f"{result['macs_vs_flop_counter']['exact_agreement']:.0%} of {len(archs)} archs")

@@ -37,8 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_kws.cost import CostModel
-from nni_kws.search import (ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, penalized_loss,
-                            run_search)
+from nni_kws.search import ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, penalized_loss, run_search
 from nni_kws.search.strategy import ResourceDartsModule
 from nni_kws.space import build_space, space_choices
 from nni_kws.space.mixed_ops import derive_model
@@ -133,7 +132,8 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         child = derive_model(build_space(args.preset), arch, supernet).to(device).train()
         result[name] = {**time_steps(weight_step(child, x, y, list(child.parameters())), device, args.warmup,
                                      args.steps),
-                        "arch": arch, "macs": cost_model.exact(arch)["macs"], "params": cost_model.exact(arch)["params"]}
+                        "arch": arch, "macs": cost_model.exact(arch)["macs"],
+                        "params": cost_model.exact(arch)["params"]}
     for stat in ("cpu_median_s", "wall_min_s", "wall_median_s"):
         tag = stat[:-2]
         sup = result["supernet_weight_step"][stat]
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "child's step",
         "judged_on": key, "ratio": steps[key], "met": steps[key] <= 4.0,
         "full_iteration": {"judged_on": full_key, "ratio": steps[full_key], "met": steps[full_key] <= 4.0,
-                           "amortised_arch_every_5_ratio": steps[full_key.replace("iteration", "iteration_arch_every_5")],
+                           "amortised_arch_every_5_ratio":
+                               steps[full_key.replace("iteration", "iteration_arch_every_5")],
                            "why": "an architecture step is a second forward+backward pass through the supernet; it "
                                   "skips weight gradients, and with --arch-every 5 (the ICPR schedule) one runs per 5 "
                                   "weight steps"},

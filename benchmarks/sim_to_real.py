@@ -28,7 +28,7 @@ import torch
 
 from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list, shared_data_dir
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.synth import PRESETS, _synthesize, default_dataset_dir
+from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
 from nni_kws.space import build_model, build_space
 from nni_kws.training import accuracy, fit, predict, seed_everything
 
@@ -53,7 +53,9 @@ CONFIGS: dict[str, tuple[dict[str, Any], TrainAugment]] = {
     "flite_speed": ({"flite_speakers": 100, "speed": (0.88, 1.12)}, TrainAugment()),
     "all_but_noise_masks": ({"flite_speakers": 100, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
                              "test_fraction": 0.2}, TrainAugment()),
-    "full_preset": (dict(PRESETS["full"]), TrainAugment(**SNR, **MASKS)),
+    "demo": (dict(PRESETS["demo"]), TrainAugment()),
+    "demo_more_flite": (dict(PRESETS["demo"], flite_speakers=300), TrainAugment()),
+    "full_preset": (dict(PRESETS["full"]), TrainAugment()),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("sim_to_real")
@@ -124,22 +126,43 @@ def _table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _key(r: dict[str, Any]) -> str:
+    """Runs with the same data, augmentation and epochs are the same configuration (whatever their name)."""
+    return json.dumps([r["synth_params"], r["augmentation"], r.get("epochs")], sort_keys=True)
+
+
 def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> dict[str, Any]:
-    """Write the JSON and the Markdown table of ``runs``; return the verdict."""
-    best = max(runs, key=lambda r: r["real_test_acc"])
-    demo = [r for r in runs if r["config"] == args.demo_config]
+    """Write the JSON and the Markdown table of ``runs``; return the verdict.
+
+    Accuracies in the verdict are means over the seeds run of a configuration.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(_key(r), []).append(r)
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    best = max(groups.values(), key=lambda rs: mean(rs, "real_test_acc"))
+    demo_params = _params(**CONFIGS[args.demo_config][0]) if not args.quick else None
+    demo = [rs for rs in groups.values() if rs[0]["synth_params"] == demo_params
+            and rs[0]["augmentation"] == dataclasses.asdict(CONFIGS[args.demo_config][1])
+            and rs[0].get("epochs") == args.demo_epochs]
+    demo_runs = demo[0] if demo else []
     verdict = {
-        "demo_real_test_acc": demo[0]["real_test_acc"] if demo else None,
-        "demo_config": args.demo_config if demo else None,
-        "demo_minutes": round((demo[0]["synth_seconds"] + demo[0]["train_seconds"]) / 60, 1) if demo else None,
-        "full_real_test_acc": best["real_test_acc"], "full_config": best["config"],
-        "targets_met": {"demo_60": bool(demo and demo[0]["real_test_acc"] >= 0.60),
-                        "full_75": best["real_test_acc"] >= 0.75},
-        "note": "one fixed 'small' architecture trained from scratch for `epochs` epochs, no search or "
-                "quantization; demo_minutes is synthesis (cold unless synth_cached) plus training on this "
-                "shared machine, not a whole `make demo`",
+        "demo_real_test_acc": mean(demo_runs, "real_test_acc") if demo_runs else None,
+        "demo_heldout_acc": mean(demo_runs, "heldout_acc") if demo_runs else None,
+        "demo_config": f"{args.demo_config} ({args.demo_epochs} epochs, seeds "
+                       f"{[r['seed'] for r in demo_runs]}, run as {sorted({r['config'] for r in demo_runs})})"
+                       if demo_runs else None,
+        "demo_minutes": round(max(r["synth_seconds"] for r in demo_runs) / 60
+                              + mean(demo_runs, "train_seconds") / 60, 1) if demo_runs else None,
+        "full_real_test_acc": mean(best, "real_test_acc"), "full_heldout_acc": mean(best, "heldout_acc"),
+        "full_config": f"{best[0]['config']} ({best[0].get('epochs')} epochs, seeds {[r['seed'] for r in best]})",
+        "targets_met": {"demo_60": bool(demo_runs) and mean(demo_runs, "real_test_acc") >= 0.60,
+                        "full_75": mean(best, "real_test_acc") >= 0.75},
+        "note": "one fixed 'small' architecture (SincConv) trained from scratch, no search or quantization, "
+                "last epoch evaluated; demo_minutes = cold synthesis + training of that one model on this "
+                "shared 2-core machine, not a whole `make demo`; accuracies are means over the seeds run",
     }
-    result = {"verdict": verdict, "quick": args.quick, "epochs": args.epochs, "lr": args.lr, "arch": ARCH,
+    result = {"verdict": verdict, "quick": args.quick, "lr": args.lr, "arch": ARCH,
               "preset": PRESET, "threads": 1, "wall_minutes": round(seconds / 60, 1),
               "machine": platform.platform(), "runs": runs}
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -149,12 +172,15 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "full_preset"),
-                   help=f"comma-separated subset of {list(CONFIGS)} (default: all but full_preset)")
+    presets = ("demo", "demo_more_flite", "full_preset")
+    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in presets),
+                   help=f"comma-separated subset of {list(CONFIGS)} (default: all but the presets)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--epochs", type=int, default=12, help="training epochs per run (default: 12)")
     p.add_argument("--lr", type=float, default=0.2, help="SGD learning rate (the pipeline's default)")
-    p.add_argument("--demo-config", default="all", help="the configuration reported as the demo's")
+    p.add_argument("--demo-config", default="demo", help="the configuration reported as the demo's "
+                   "(default: 'demo', the 'demo' synthesis preset with the default training augmentation)")
+    p.add_argument("--demo-epochs", type=int, default=10, help="the epochs of the demo's reported runs")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "nni-kws" / "sim_to_real"),
                    help="folder of the synthesized datasets (kept between runs)")
     p.add_argument("--out", default=str(RESULTS / "sim_to_real.json"))

@@ -120,7 +120,8 @@ def photograph(port: int, out: Path, chromium: str, size: str) -> list[Path]:
         browser.open(f"{base}/detail", "SUCCEEDED")
         browser.js(SHOW_METRIC_COLUMNS)
         time.sleep(1)
-        browser.js("[...document.querySelectorAll('button')].find(b => b.innerText.includes('Intermediate result')).click()")
+        browser.js("[...document.querySelectorAll('button')]"
+                   ".find(b => b.innerText.includes('Intermediate result')).click()")
         time.sleep(2)
         shots.append(browser.screenshot(out / "webui_trials.png"))
         return shots
@@ -142,7 +143,8 @@ def main() -> int:
     args = p.parse_args()
     if (args.port is None) == (args.config is None):
         p.error("give exactly one of --port and --config")
-    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                    None)
     if chromium is None:
         raise SystemExit("Chromium not found: apt-get install -y chromium (or put it on PATH)")
     out = Path(args.out)

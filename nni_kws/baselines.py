@@ -75,7 +75,8 @@ class DsCnn(nn.Module):
     Front end (MLPerf): 30 ms Hann window, 20 ms hop, FFT 512, magnitude, 40 mel bands 20-4000 Hz, log,
     10 MFCCs → 49 x 10 (time x coefficient). Body: conv 64 (10 x 4, stride 2, 'same', bias) → BN → ReLU →
     dropout 0.2, then 4 x [depthwise 3 x 3 (bias) → BN → ReLU → pointwise 64 (bias) → BN → ReLU], dropout 0.4,
-    average pool (MLPerf's 24 x 5 window over the 25 x 5 map; a global average here), dense. Keras BN has gamma and beta, hence 23,756 trainable parameters.
+    average pool (MLPerf's 24 x 5 window over the 25 x 5 map; a global average here), dense. Keras BN has gamma and
+    beta, hence 23,756 trainable parameters.
     """
 
     def __init__(self, num_classes: int = 12, channels: int = 64, blocks: int = 4) -> None:

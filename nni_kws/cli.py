@@ -43,7 +43,8 @@ def quiet_libraries() -> None:
                     r"The number of training batches .* is smaller than the logging interval",
                     r".* is found to be not a nn.Module, which is unexpected"):
         warnings.filterwarnings("ignore", message=message)
-    logging.getLogger("nni.nas.evaluator.pytorch.lightning").addFilter(_DropMessages("Validation dataloaders are missing"))
+    logging.getLogger("nni.nas.evaluator.pytorch.lightning").addFilter(
+        _DropMessages("Validation dataloaders are missing"))
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropMessages("Tip:", "TPU available", "estimate number of stepping batches"))
 

@@ -4,16 +4,18 @@ place whose errors name the file and the way out."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
 __all__ = ["CorruptStateFile", "jsonable", "write_json", "read_json", "save_torch", "load_torch", "load_state_dict",
-           "check_checkpoint", "CHECKPOINT_HINT"]
+           "check_checkpoint", "CHECKPOINT_HINT", "file_lock"]
 
 #: The way out of a broken per-epoch checkpoint.
 CHECKPOINT_HINT = ("delete it to restart the stage (or copy an epoch=N.ckpt next to it over it), "
@@ -112,3 +114,19 @@ def check_checkpoint(path: str | Path, hint: str = CHECKPOINT_HINT) -> Path:
     if not isinstance(state, Mapping) or "state_dict" not in state or "epoch" not in state:
         raise CorruptStateFile(f"{path}: not a Lightning checkpoint; {hint}")
     return Path(path)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    The kernel releases it when the holder exits, even when killed, so no stale lock is left.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

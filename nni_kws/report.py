@@ -101,7 +101,8 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
         label, scale = COST_AXES.get(cost, (cost, 1.0))
         for g, (name, idx) in enumerate(groups.items()):
             sub = [points[i] for i in idx]
-            style = dict(_KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)], s=46)))
+            style = dict(_KIND_STYLE.get(name, dict(marker="o", color=_FRONTEND_COLORS[g % len(_FRONTEND_COLORS)],
+                                                    s=46)))
             color = style.pop("color")
             xs = [_num(p.get("costs", {}).get(cost)) * scale for p in sub]
             for key, filled in ((metric, True), (second_metric, False)):
@@ -188,7 +189,8 @@ def render_report(results: Mapping[str, Any]) -> str:
     cfg, data = results.get("config", {}), results.get("data", {})
     test_col, real_col, real_text = test_labels(data)
     source = ("synthesized espeak-ng speech" if data.get("synthetic") else
-              f"clips listed in `{data['train_list']}` / `{data['test_list']}`" if data.get("train_list") else "local copy")
+              f"clips listed in `{data['train_list']}` / `{data['test_list']}`" if data.get("train_list") else
+              "local copy")
     over = (results.get("search") or {}).get("over_budget")
     lines = ["# nni-kws run report", ""]
     lines += [f"- data: `{data.get('root', '?')}` ({source}; "
@@ -197,8 +199,9 @@ def render_report(results: Mapping[str, Any]) -> str:
               + (f" ({data.get('n_real_test')} clips, evaluation only)" if data.get("n_real_test") else ""),
               f"- space preset `{cfg.get('preset')}`, front end `{cfg.get('frontend')}`, strategy "
               f"`{cfg.get('strategy')}`, seed {cfg.get('seed')}, device {results.get('device', '?')}",
-              f"- budgets: {describe_budgets(_budgets(cfg))}; penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}",
-              *([f"- **OVER BUDGET**: the searched architecture exceeds "
+              f"- budgets: {describe_budgets(_budgets(cfg))}; "
+              f"penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}",
+              *(["- **OVER BUDGET**: the searched architecture exceeds "
                  + ", ".join(f"{k} ({v['value']:,.6g} > {v['limit']:,.6g})" for k, v in over.items())] if over else []),
               ""]
     lines += ["## Accuracy and cost", "",
@@ -208,7 +211,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         bits = "32 / 32" if p.get("kind") != "quantized" else \
             f"{_fmt(p.get('bits_weight'), 2)} / {_fmt(p.get('bits_act'), 2)}"
         lines.append(f"| {p.get('name')} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
-                     f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | {' | '.join(_cost_cells(p.get('costs', {})))} | {bits} |")
+                     f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | "
+                     f"{' | '.join(_cost_cells(p.get('costs', {})))} | {bits} |")
     lines += ["", "The *searched* row is the derived sub-network with its supernet weights (before retraining); "
               "*retrained* is the frozen network trained from "
               f"{'the supernet weights' if cfg.get('init') == 'supernet' else 'scratch'}; *quantized* has learned "
@@ -245,7 +249,8 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
     test_col = _sweep_test_label(sweep)
     lines = ["# nni-kws sweep", "",
              f"Sweep over `{knob}` = {sweep.get('values')} for front ends {sweep.get('frontends')} "
-             f"(preset `{sweep.get('config', {}).get('preset')}`, strategy `{sweep.get('config', {}).get('strategy')}`). "
+             f"(preset `{sweep.get('config', {}).get('preset')}`, "
+             f"strategy `{sweep.get('config', {}).get('strategy')}`). "
              f"Rows marked ★ are on the accuracy–MACs Pareto front ({test_col} accuracy) of their front end. "
              "MACs count conv and linear layers plus the MFCC feature extraction (FFT, mel, log, DCT; "
              "`nni_kws.cost.frontend`), so raw-audio and MFCC front ends compare on MACs and on latency.", ""]

@@ -33,6 +33,7 @@ class StopRequested(BaseException):
 class _State:
     requested: int | None = None
     deferring: int = 0
+    installed: bool = False
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -62,11 +63,11 @@ def deferred_stop() -> Iterator[None]:
 def stop_on_signals() -> Iterator[None]:
     """Install the SIGINT/SIGTERM handlers for the block (the CLI wraps each run in it).
 
-    Installed before Lightning's trainer starts, they also keep Lightning from installing its own
-    SIGTERM handler (it only adds one where none is set).
+    While they are installed, :class:`StopOnRequest` also takes SIGTERM back from Lightning, which
+    wraps it at every ``fit``.
     """
     old = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-    _State.requested, _State.deferring = None, 0
+    _State.requested, _State.deferring, _State.installed = None, 0, True
     for sig in _SIGNALS:
         signal.signal(sig, _on_signal)
     try:
@@ -74,7 +75,7 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        _State.requested = None
+        _State.requested, _State.installed = None, False
 
 
 def exit_code(stop: StopRequested) -> int:
@@ -89,6 +90,10 @@ class StopOnRequest(pl.Callback):
         self._stack: contextlib.ExitStack | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if _State.installed:
+            # Lightning has just wrapped SIGTERM in its own handler, which makes the fit loop raise
+            # SIGTERMException (a SystemExit with status 0) at the epoch's end: put ours back alone.
+            signal.signal(signal.SIGTERM, _on_signal)
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(deferred_stop())
         check_stop()

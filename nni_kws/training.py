@@ -7,11 +7,12 @@ strategies (inside NNI's ``Lightning`` evaluator), multi-trial evaluators and pl
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import nni
 import pytorch_lightning as pl
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from nni_kws.files import write_json
 
 __all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochSeeding", "AtomicCheckpointIO", "fit", "accuracy",
-           "make_trainer", "seed_everything", "derived_seed", "reseed_loaders", "check_finite_weights"]
+           "make_trainer", "seed_everything", "derived_seed", "reseed_loaders", "check_finite_weights", "torch_threads"]
 
 _logger = logging.getLogger(__name__)
 
@@ -253,7 +254,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, loader: DataLoader,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted labels, true labels)`` over a loader, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -271,3 +273,14 @@ def accuracy(model: nn.Module, loader: DataLoader, device: str | torch.device | 
     preds, labels = predict(model, loader, device)
     return float((preds == labels).float().mean()) if len(labels) else float("nan")
 
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block (0: leave torch's default)."""
+    old = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

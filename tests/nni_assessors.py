@@ -4,7 +4,7 @@ it" is certain, unlike Medianstop, whose decision depends on the accuracies the 
 NNI handles the decision of any assessor the same way (``cancelTrialJob(id, isEarlyStopped=true)``)."""
 from __future__ import annotations
 
-from nni.assessor import AssessResult, Assessor
+from nni.assessor import Assessor, AssessResult
 
 
 class StopAtStep(Assessor):

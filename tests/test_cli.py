@@ -13,7 +13,6 @@ import pytest
 from nni_kws.cli import main
 from nni_kws.data.labels import CLASSES
 
-
 COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
 FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1"]
 QUANT = ["--quant-epochs", "1"]
@@ -210,3 +209,21 @@ def _arch_file(tmp_path: Path) -> Path:
     from nni_kws.space import build_space, random_arch, save_arch
 
     return save_arch(random_arch(build_space("tiny"), seed=0), tmp_path / "arch.json", preset="tiny")
+
+
+def test_run_for_custom_keywords(tmp_path: Path, monkeypatch) -> None:
+    """``--keywords`` synthesizes a dataset of the user's own keywords (a phrase included) and the whole job
+    builds, trains and quantizes a classifier with exactly those classes plus _silence_ and _unknown_."""
+    import torch
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NNI_KWS_DATA", raising=False)
+    out = tmp_path / "run"
+    assert main(["run", "--keywords", "marvin,lights on", "--synth", "today", "--speakers", "4", "--out", str(out),
+                 "--max-per-class", "6", "--allow-over-budget", *FAST, *QUANT]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["data"]["real_test_root"] is None and res["config"]["keywords"] == "marvin,lights on"
+    state = torch.load(out / "train" / "model.pt", map_location="cpu", weights_only=True)
+    assert state["classifier.weight"].shape[0] == 4
+    manifest = json.loads(next((tmp_path / "home" / ".cache" / "nni-kws").glob("synth-*/manifest.json")).read_text())
+    assert manifest["keywords"] == ["marvin", "lights on"]

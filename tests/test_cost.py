@@ -11,9 +11,18 @@ from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty, RangePr
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import expression_expectation
 
 from nni_kws.cli import main as cli_main
-from nni_kws.cost import (CostModel, KwsLatencyProfiler, KwsMacsProfiler, KwsParamsProfiler, KwsPeakMemoryProfiler,
-                          KwsWeightBytesProfiler, LatencyTable, UnknownConfiguration, exact_costs,
-                          torch_conv_linear_macs)
+from nni_kws.cost import (
+    CostModel,
+    KwsLatencyProfiler,
+    KwsMacsProfiler,
+    KwsParamsProfiler,
+    KwsPeakMemoryProfiler,
+    KwsWeightBytesProfiler,
+    LatencyTable,
+    UnknownConfiguration,
+    exact_costs,
+    torch_conv_linear_macs,
+)
 from nni_kws.cost.layers import Layer, Unit
 from nni_kws.space import build_space, random_arch, save_arch
 

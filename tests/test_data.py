@@ -216,7 +216,8 @@ def test_silence_items(tiny_gsc, gsc_copy):
     val = SpeechCommands(tiny_gsc, "validation")
     j = val.labels.index(SILENCE)
     x = val[j][0]
-    assert x.abs().max() > 0 and torch.equal(x, val[j][0]) and torch.equal(x, SpeechCommands(tiny_gsc, "validation")[j][0])
+    assert (x.abs().max() > 0 and torch.equal(x, val[j][0])
+            and torch.equal(x, SpeechCommands(tiny_gsc, "validation")[j][0]))
     shutil.rmtree(gsc_copy / "_background_noise_")
     quiet = SpeechCommands(gsc_copy, "training")
     assert quiet[quiet.labels.index(SILENCE)][0].abs().max() == 0
@@ -238,7 +239,8 @@ def test_dataset_skips_or_raises_on_bad_files(gsc_copy, caplog):
     names = {Path(p).name for p in ds.files if p}
     assert not any(n.startswith("bad") for n in names) and {"stereo_nohash_0.wav", "slow_nohash_0.wav"} <= names
     for name in ("stereo_nohash_0.wav", "slow_nohash_0.wav"):
-        x, _ = SpeechCommands(gsc_copy, "training", augment=False)[[Path(p).name if p else None for p in ds.files].index(name)]
+        x, _ = SpeechCommands(gsc_copy, "training", augment=False)[
+            [Path(p).name if p else None for p in ds.files].index(name)]
         assert x.shape == (1, 16000)
     with pytest.raises(AudioFileError, match=r"yes/bad\w+_nohash_0.wav"):
         SpeechCommands(gsc_copy, "training", on_error="raise")

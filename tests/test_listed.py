@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from nni_kws.data import AudioFileError, ListedClips, load_clip, read_list, shared_data_dir, speaker_of, speaker_split
-from nni_kws.data.labels import CLASS_INDEX, KEYWORDS
+from nni_kws.data.labels import CLASS_INDEX
 from nni_kws.data.paths import SHARED_DATA_ENV
 
 

@@ -11,8 +11,8 @@ from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_kws.space import build_space, random_arch, space_choices, validate_arch
 from nni_kws.search import run_search
+from nni_kws.space import build_space, random_arch, space_choices, validate_arch
 from nni_kws.space.mixed_ops import MixedBatchNorm1d, MixedConv1d, derive_model
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")

@@ -128,7 +128,8 @@ def test_darts_searches_as_trials_report_every_search_epoch(tmp_path):
     env.pop("NNI_KWS_DATA", None)
     config = launch.shrink_config(REPO / "examples/nnictl/darts.yml", tmp_path / "darts.yml", None,
                                   workdir=tmp_path / "exp",
-                                  trial_args="--search-epochs 2 --batch-size 32 --speakers 3 --max-per-class 4")
+                                  trial_args="--search-epochs 2 --batch-size 32 --synth today --speakers 3 "
+                                             "--max-per-class 4")
     with launch.running(config, env) as rest:
         rest.wait(timeout=180, trials=2)
         trials, metrics = rest.trials(), rest.metrics()

@@ -48,8 +48,8 @@ def tiny_lut(tmp_path_factory) -> Path:
 
 
 #: What the tiny runs add to an example's trial command when they give no --data: the default
-#: synthesized set, but with 3 speakers (seconds to make) and few clips per class.
-DEFAULT_DATA_ARGS = "--speakers 3 --max-per-class 4"
+#: synthesized set, but espeak-only with 3 speakers (seconds to make) and few clips per class.
+DEFAULT_DATA_ARGS = "--synth today --speakers 3 --max-per-class 4"
 
 
 def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2, lut: Path | None = None,
@@ -59,6 +59,22 @@ def tiny_config(example: str, tmp_path: Path, data: Path | None, trials: int = 2
     extra.setdefault("trial_args", DEFAULT_DATA_ARGS if data is None else "")
     return launch.shrink_config(EXAMPLES / example, tmp_path / example, data, trials=trials, lut=lut,
                                 workdir=tmp_path / "experiments", **extra)
+
+
+def trials_of(experiment_id: str) -> list[str]:
+    """Live processes started for ``experiment_id`` (NNI sets ``NNI_EXP_ID`` in each trial's
+    environment), so other experiments on this machine (other test runs) do not count."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            mine = f"NNI_EXP_ID={experiment_id}".encode() in environ
+            if mine and any(e.startswith(b"NNI_TRIAL_JOB_ID=") for e in environ):
+                found.append(proc.name)
+    return found
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -82,12 +98,11 @@ def run_experiment(config: Path, env: dict[str, str], trials: int) -> tuple[str,
         status = rest.wait(timeout=150, trials=trials)
         trials_info, metrics = rest.trials(), rest.metrics()
     exp_id = rest.experiment_id
-    trial_cmd = "nni_kws.trial --preset tiny"  # as in tiny_config's trial commands
     deadline = time.monotonic() + 20  # killed processes take a moment to go, on a loaded machine
-    while (processes_mentioning(exp_id) or processes_mentioning(trial_cmd)) and time.monotonic() < deadline:
+    while (processes_mentioning(exp_id) or trials_of(exp_id)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(exp_id), "nnictl stop left processes behind"
-    assert not processes_mentioning(trial_cmd), "trials left behind"
+    assert not trials_of(exp_id), "trials left behind"
     return status, trials_info, metrics
 
 
@@ -239,7 +254,8 @@ def test_hardware_aware_tuner_peak_act_kb_is_bytes_over_1000():
 def test_hardware_aware_tuner_penalize_and_give_up():
     from nni_kws.tuner import HardwareAwareTuner
     seen = []
-    tuner = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, mode="penalize", penalty_scale=2.0)
+    tuner = HardwareAwareTuner(tuner="Random", preset="tiny", budgets={"params": 1e-3}, mode="penalize",
+                               penalty_scale=2.0)
     tuner.update_search_space(json.loads(TINY_SPACE.read_text()))
     tuner.inner.receive_trial_result = lambda pid, params, value, **kw: seen.append(value)
     p = tuner.generate_parameters(0)          # penalize mode: everything runs
@@ -296,8 +312,11 @@ def test_trial_rejects_bad_parameters_naming_the_label(tiny_gsc, tmp_path):
         split_parameters({**_first(), "s0_i0_k": 4}, "tiny")
     with pytest.raises(ValueError, match="unknown label 'lr'"):
         split_parameters({**_first(), "lr": 0.1}, "tiny")
-    arch_, train, budget = split_parameters({**_first(), "learning_rate": "0.01", "TRIAL_BUDGET": 3}, "tiny")
-    assert train == {"learning_rate": 0.01} and budget == 3.0 and arch_ == _first()
+    arch_, train, budget = split_parameters({**_first(), "learning_rate": "0.01", "batch_size": 32.0,
+                                             "TRIAL_BUDGET": 3}, "tiny")  # numeric strings count; 32.0 is 32
+    assert train == {"learning_rate": 0.01, "batch_size": 32} and budget == 3.0 and arch_ == _first()
+    with pytest.raises(ValueError, match="'learning_rate' must be a finite number, got 'fast'"):
+        split_parameters({**_first(), "learning_rate": "fast"}, "tiny")
 
 
 def test_trial_without_parameters_fails_loudly(tmp_path):
@@ -324,7 +343,7 @@ def test_trial_data_folder_or_shared_default_set(monkeypatch, tmp_path):
 
     env = {**{k: v for k, v in os.environ.items() if k != "NNI_KWS_DATA"}, "HOME": str(tmp_path / "home")}
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
-            "from nni_kws.nnictl.train_trial import resolve_data; print(resolve_data(None, speakers=3))")
+            "from nni_kws.nnictl.train_trial import resolve_data; print(resolve_data(None, synth='today', speakers=3))")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -371,9 +390,11 @@ def test_experiment_check_validates_configs(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yml"
     for edit, message in [({"tuner": {**config["tuner"], "classArgs": {"budgets": {"flops": 1}}}}, "unknown budget"),
                           ({"tuner": {"name": "TPE", "classArgs": {"optimize_mode": "best"}}}, "TPE classArgs.*best"),
-                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"}, "label 's0_depth' is not in the 'tiny' space"),
+                          ({"trialCommand": "python -m nni_kws.trial --preset tiny"},
+                           "label 's0_depth' is not in the 'tiny' space"),
                           ({"searchSpaceFile": "nope.json"}, "not found")]:
-        bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"), **edit}))
+        bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"),
+                                       **edit}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             check_config(bad)
 

@@ -13,9 +13,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_kws.cost import CostModel
-from nni_kws.search import (ResourcePenalty, calibration_batches, evolution_search, inherited_model, random_archs,
-                            recalibrate_bn, run_search)
-from nni_kws.search.strategy import PathGumbel, arch_alphas
+from nni_kws.search import (
+    ResourcePenalty,
+    calibration_batches,
+    evolution_search,
+    inherited_model,
+    random_archs,
+    recalibrate_bn,
+    run_search,
+)
+from nni_kws.search.strategy import PathGumbel
 from nni_kws.space import build_space, space_choices
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy
@@ -45,7 +52,8 @@ def separable_clips(per_class: int, seed: int) -> TensorDataset:
 
 @pytest.fixture(scope="module")
 def task() -> tuple[DataLoader, DataLoader]:
-    return (DataLoader(separable_clips(12, seed=0), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)),
+    return (DataLoader(separable_clips(12, seed=0), batch_size=16, shuffle=True,
+                       generator=torch.Generator().manual_seed(0)),
             DataLoader(separable_clips(6, seed=1), batch_size=24))
 
 
@@ -161,9 +169,9 @@ def test_evolution_finds_the_best_architecture_within_the_budget(cost_model):
 def test_pipeline_searched_row_and_init_weights_are_recalibrated(tiny_gsc, tmp_path):
     """The search stage's "searched" accuracy and ``init_weights.pt`` (``--init supernet``) come from the
     inherited network with recalibrated BatchNorm: statistics equal to a recalibration done here."""
+    from nni_kws.files import load_torch
     from nni_kws.pipeline import PipelineConfig, run_pipeline
     from nni_kws.pipeline.stages import Pipeline
-    from nni_kws.files import load_torch
 
     cfg = PipelineConfig(out=str(tmp_path / "r"), data=str(tiny_gsc), real_test=None, preset="tiny", search_epochs=2,
                          warmup_epochs=1, arch_every=2, strategy="gumbel-hard", calib_batches=2, batch_size=16,

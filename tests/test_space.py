@@ -10,8 +10,19 @@ from nni.mutable import Mutable
 from torch import nn
 
 from nni_kws.cli import main as cli_main
-from nni_kws.space import (InvalidArchitecture, KwsSpace, SincConv1d, bake_sinc, build_model, build_space,
-                           load_arch, random_arch, save_arch, space_choices, validate_arch)
+from nni_kws.space import (
+    InvalidArchitecture,
+    KwsSpace,
+    SincConv1d,
+    bake_sinc,
+    build_model,
+    build_space,
+    load_arch,
+    random_arch,
+    save_arch,
+    space_choices,
+    validate_arch,
+)
 from nni_kws.space.blocks import LogCompression
 from nni_kws.space.commands import write_all
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["KB", "Budget", "BUDGETS", "budget_option", "metric_costs", "with_kb", "parse_budgets", "check_budget",
-           "over_budget", "budget_penalty", "budget_filter", "require_lut", "describe_budgets"]
+           "over_budget", "budget_penalty", "budget_filter", "require_lut", "describe_budgets",
+           "OverBudget", "describe_over_budget"]
 
 KB = 1000  #: bytes per kB, in budgets, metrics and reports alike (SI, as MCU datasheets count flash/RAM)
 
@@ -131,3 +132,14 @@ def require_lut(budgets: Mapping[str, float], lut: Any) -> None:
 def describe_budgets(budgets: Mapping[str, float]) -> str:
     """``'MACs ≤ 7,000,000, latency ≤ 2 ms'`` (or ``'none'``)."""
     return ", ".join(BUDGETS[name].describe(limit) for name, limit in budgets.items()) or "none"
+
+
+class OverBudget(ValueError):
+    """The searched architecture exceeds a budget (a run stops unless ``allow_over_budget``)."""
+
+    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
+
+
+def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
+    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
+    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_kws.files import read_json
-from nni_kws.space import PRESETS, build_space, load_arch
+from nni_kws.space import PRESETS, arch_file_meta, build_space, load_arch
 
 from .costmodel import CostModel
 from .latency import BACKENDS, CLOCKS, STATISTICS, LatencyTable
@@ -74,8 +74,8 @@ def run_cost(args: argparse.Namespace) -> int:
     path = Path(args.arch)
     if not path.exists():
         raise FileNotFoundError(f"architecture file not found: {path}")
-    extra = json.loads(path.read_text()) if path.suffix == ".json" else {}
-    extra = extra if isinstance(extra, dict) else {}
+    # metadata only from the {"arch": ...} wrapper: a bare arch of a raw-front-end space has a "frontend" label
+    extra = arch_file_meta(path) if path.suffix == ".json" else {}
     preset = args.preset or extra.get("preset", "paper")
     space = _space(preset, args.frontend or extra.get("frontend"), args.coarse if args.coarse is not None
                    else extra.get("coarse"))

@@ -6,8 +6,9 @@ Definitions (batch 1, one 16,000-sample clip):
 - ``macs``: multiply-accumulates of conv and linear layers, front end included:
   ``C_out·T_out·(C_in/groups)·k`` per conv (SincConv: ``C_out·T_out·k``;
   Conv2d: ``C_out·H·W·(C_in/groups)·kh·kw``), ``in·out`` per linear; plus, by default, the MFCC /
-  log-mel feature extraction (window, FFT, power, mel, log, DCT; defined in :mod:`nni_kws.cost.frontend`). BN, ReLU, pooling, adds and bias adds are
-  not counted. ``ops = 2·macs`` (the FLOPs convention of the paper and of ``torch.utils.flop_counter``).
+  log-mel feature extraction (window, FFT, power, mel, log, DCT; defined in :mod:`nni_kws.cost.frontend`). BN, ReLU,
+  pooling, adds and bias adds are not counted. ``ops = 2·macs`` (the FLOPs convention of the paper and of
+  ``torch.utils.flop_counter``).
 - ``frontend_macs``: the feature-extraction part of ``macs`` (0 for raw-audio front ends, whose
   SincConv or conv is a layer counted above). A cost model built with ``include_frontend=False``
   leaves it out of ``macs`` but still reports it on this line.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nni.mutable import MutableExpression
-from nni.nas.profiler import ExpressionProfiler, Profiler
+from nni.nas.profiler import ExpressionProfiler
 
 from nni_kws.space import KwsSpace
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from nni_kws.files import file_lock
+
 from .acoustics import make_clip, room_bank, synthetic_noises
 from .espeak import ENGLISH_VOICES, Espeak, espeak_data_path, espeak_voice_lists, speak_all
 from .flite import flite_speak_all, flite_version, flite_voices
@@ -38,7 +40,8 @@ from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, MANIFEST, SAMPLE_RATE, UNKNO
 from .speakers import espeak_speakers, flite_speakers, split_speakers, voice_config
 
 __all__ = [
-    "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint", "default_dataset_dir",
+    "DEFAULT_PRESET", "DEFAULT_SPEAKERS", "ENGLISH_VOICES", "Espeak", "PRESETS", "dataset_fingerprint",
+    "default_dataset_dir",
     "ensure_default_dataset", "synthesize_dataset",
 ]
 
@@ -54,14 +57,17 @@ _DEFAULTS: dict[str, Any] = dict(
     val_fraction=0.1, test_fraction=0.1, noise_seconds=30,
     flite_speakers=0, speed=None, room=0.0, channel=0.0, recorded_noise=None,
 )
-#: Named parameter sets: ``today`` is the original espeak-only recipe; the others add the data engine.
-#: ``recorded_noise="shared"`` reads ``gsc-background-noise/`` of the shared data folder when present.
+#: Named parameter sets: ``today`` is the original espeak-only recipe; ``demo`` adds a second synthesis family
+#: (flite), speed perturbation, rooms and channel effects (the best combination measured by
+#: ``benchmarks/sim_to_real.py``, with a test split of 500 items); ``full`` is the same recipe with >= 1,000
+#: espeak voices. Recorded noise (``recorded_noise="shared"`` or a folder) is an option, not in the presets.
+#: The synthesis preset of ``nni-kws run`` and of nnictl trials without a dataset (best measured in
+#: ``benchmarks/results/sim_to_real.json`` within the demo's time).
+DEFAULT_PRESET = "demo"
 PRESETS: dict[str, dict[str, Any]] = {
     "today": {},
-    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5,
-                 recorded_noise="shared"),
-    "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5,
-                 recorded_noise="shared"),
+    "demo": dict(speakers=100, flite_speakers=100, test_fraction=0.2, speed=(0.88, 1.12), room=0.5, channel=0.5),
+    "full": dict(speakers=1000, flite_speakers=400, test_fraction=0.1, speed=(0.88, 1.12), room=0.5, channel=0.5),
 }
 
 
@@ -204,7 +210,11 @@ def ensure_default_dataset(*, progress: bool = True, preset: str | None = None, 
         if manifest.is_file() and json.loads(manifest.read_text()).get("params") != _params(**params):
             log.info("using %s from $NNI_KWS_DATA (synthesized with other parameters)", root)
         return root
-    return _synthesize(root, params, progress)[0]
+    # Concurrent processes (NNI trials started together) wait here instead of both synthesizing minutes of
+    # speech; the build goes to a temporary folder renamed at the end, so nobody reads a half-written set.
+    with file_lock(root.parent / f".{root.name}.lock"):
+        log.info("%s the default dataset %s", "reusing" if (root / MANIFEST).is_file() else "synthesizing", root)
+        return _synthesize(root, params, progress)[0]
 
 
 def _check_existing(out: Path, params: dict[str, Any]) -> bool:
@@ -354,7 +364,8 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool, noise_dir: Path | 
     n_split = {k: sum(v == k for v in split.values()) for k in ("training", "validation", "testing")}
     manifest = {
         "format": _FORMAT, "params": params, "keywords": params["keywords"], "espeak_version": info["version"],
-        "espeak_sample_rate": info["sample_rate"], "flite_version": flite_version() if params["flite_speakers"] else None,
+        "espeak_sample_rate": info["sample_rate"],
+        "flite_version": flite_version() if params["flite_speakers"] else None,
         "sample_rate": SAMPLE_RATE,
         "counts": {"clips": len(jobs), "words": per_word, "speakers": n_split,
                    "speakers_by_engine": {e: sum(x["engine"] == e for x in spk) for e in ("espeak", "flite")},

@@ -9,6 +9,17 @@ spaces, multi-trial NAS from Python with the web UI.
 - :mod:`~nni_kws.nnictl.launch`, :mod:`~nni_kws.nnictl.rest`: drive ``nnictl`` and read the manager's REST API.
 - ``nni-kws experiment run|check`` (:mod:`~nni_kws.nnictl.commands`).
 """
-from .costs import arch_costs
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["arch_costs"]
+
+
+def __getattr__(name: str) -> Any:
+    """``arch_costs`` on first use: NNI's dispatcher imports the hardware-aware tuner from this
+    package and gives it 10 s to connect, so importing the package must not import torch."""
+    if name == "arch_costs":
+        from .costs import arch_costs
+        return arch_costs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

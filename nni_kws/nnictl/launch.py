@@ -5,8 +5,8 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
@@ -56,8 +56,8 @@ def running(config: str | Path, env: Mapping[str, str] | None = None, port: int 
         stop(exp_id, env)
 
 
-def shrink_config(config: str | Path, out: str | Path, data: str | Path | None, *, preset: str = "tiny", trials: int = 2,
-                  epochs: int = 1, concurrency: int = 2, lut: str | Path | None = None,
+def shrink_config(config: str | Path, out: str | Path, data: str | Path | None, *, preset: str = "tiny",
+                  trials: int = 2, epochs: int = 1, concurrency: int = 2, lut: str | Path | None = None,
                   workdir: str | Path | None = None, trial_args: str = "", **fields: Any) -> Path:
     """A quick variant of an example config: space ``preset`` (its ``search_spaces/`` file, unless
     the config tunes something else), ``epochs`` per trial, ``trials`` trials, data ``data`` (None:

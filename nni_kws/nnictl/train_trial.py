@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import nni
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
 from nni_kws.space import build_model, save_arch, space_by_name, validate_arch
 from nni_kws.training import fit, seed_everything
 
@@ -82,16 +83,15 @@ def _train_param(key: str, value: Any) -> Any:
     return number
 
 
-def resolve_data(data: str | os.PathLike | None, *, speakers: int | None = None) -> Path:
+def resolve_data(data: str | os.PathLike | None, *, synth: str = DEFAULT_PRESET, speakers: int | None = None) -> Path:
     """The dataset folder: ``data``, else ``$NNI_KWS_DATA`` (either must exist), else the synthesized
-    default dataset, as ``nni-kws run`` uses it: made once (``speakers`` speakers, default 100) under
-    a lock that concurrent trials share, then reused from the cache."""
+    default dataset, as ``nni-kws run`` uses it (synthesis preset ``synth``, ``speakers`` espeak voices,
+    default the preset's): made once under a lock that concurrent trials share, then reused from the cache."""
     root = data or os.environ.get("NNI_KWS_DATA")
     if not root:
-        from nni_kws.data.cache import shared_default_dataset
-
         _logger.info("no --data and no $NNI_KWS_DATA: using the synthesized default dataset")
-        return shared_default_dataset(progress=False, **({} if speakers is None else {"speakers": speakers}))
+        return ensure_default_dataset(progress=False, preset=synth,
+                                      **({} if speakers is None else {"speakers": speakers}))
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         source = "--data" if data else "$NNI_KWS_DATA"

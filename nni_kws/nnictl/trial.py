@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import nni
 
+from nni_kws.data.synth import DEFAULT_PRESET
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.space import load_arch
 from nni_kws.training import TrainingDiverged
 
@@ -40,9 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m nni_kws.trial``."""
     p = argparse.ArgumentParser(prog="python -m nni_kws.trial", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="Speech Commands folder (default: $NNI_KWS_DATA, else the synthesized default set)")
-    p.add_argument("--speakers", type=int, help="speakers of the synthesized default set (as `nni-kws run --speakers`)")
+    p.add_argument("--synth", default=DEFAULT_PRESET, choices=sorted(SYNTH_PRESETS),
+                   help=f"synthesis preset of the default set without --data "
+                        f"(as `nni-kws run --synth`; default {DEFAULT_PRESET})")
+    p.add_argument("--speakers", type=int,
+                   help="espeak voices of the synthesized default set (as `nni-kws run --speakers`)")
     p.add_argument("--preset", default="small",
-                   help="space of the search-space file: a preset, or preset-frontend such as small-mfcc (default: small)")
+                   help="space of the search-space file: a preset, or preset-frontend such as small-mfcc "
+                        "(default: small)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (ignored when the tuner sends TRIAL_BUDGET)")
     p.add_argument("--epochs-per-budget", type=float, default=1.0,
                    help="epochs per unit of Hyperband's TRIAL_BUDGET (default 1: R in the config = max epochs)")
@@ -59,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     darts.add_argument("--mode", choices=["train", "darts"], default="train",
                        help="train: the tuner's architecture; darts: search, then retrain the result (--epochs)")
     darts.add_argument("--search-epochs", type=int, default=5, help="one-shot search epochs (TRIAL_BUDGET sets them)")
-    darts.add_argument("--strategy", default="darts", help="one-shot strategy: darts, gumbel, proxyless (default darts)")
-    darts.add_argument("--resource", default="macs", help="penalised cost: macs, params, peak_activation_bytes, latency_ms")
+    darts.add_argument("--strategy", default="darts",
+                       help="one-shot strategy: darts, gumbel, proxyless (default darts)")
+    darts.add_argument("--resource", default="macs",
+                       help="penalised cost: macs, params, peak_activation_bytes, latency_ms")
     darts.add_argument("--target", type=float, help="budget of --resource unless the tuner sends 'target'")
     darts.add_argument("--lambda", dest="weight", type=float, default=1.0, help="penalty weight unless tuned")
     darts.add_argument("--form", default="hinge", help="penalty form: hinge, add, mul-log")
@@ -89,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     try:
         params = {} if args.mode == "darts" else _parameters(args)
-        data = resolve_data(args.data, speakers=args.speakers)
+        data = resolve_data(args.data, synth=args.synth, speakers=args.speakers)
         if args.mode == "darts":
             _run_darts(args, data)
             return 0
@@ -118,7 +127,8 @@ def _run_darts(args: argparse.Namespace, data: Path) -> None:
     run_darts_trial(params, data=data, preset=args.preset, search_epochs=search_epochs, epochs=args.epochs,
                     resource=args.resource, target=args.target, weight=args.weight, form=args.form,
                     strategy=args.strategy, batch_size=args.batch_size, num_workers=args.workers,
-                    max_per_class=args.max_per_class, seed=args.seed, out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"),
+                    max_per_class=args.max_per_class, seed=args.seed,
+                    out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"),
                     lut=args.lut, progress=args.progress, learning_rate=args.learning_rate)
 
 

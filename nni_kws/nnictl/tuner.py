@@ -25,11 +25,9 @@ from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator, OptimizeMode, extract_scalar_reward
 from schema import And, Optional, Or, Schema
 
+# Light imports only: NNI's dispatcher builds this tuner before it connects to the manager, and
+# gives up after 10 s; the cost model, the space and training code (torch) are imported on first use.
 from nni_kws.cost.budgets import budget_penalty, over_budget, parse_budgets, require_lut
-from nni_kws.space import space_by_name
-
-from .costs import arch_costs
-from .train_trial import BUDGET_KEY, TRAIN_PARAMS
 
 __all__ = ["HardwareAwareTuner", "HardwareAwareClassArgsValidator"]
 
@@ -65,6 +63,8 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
     """Checks the ``classArgs`` of :class:`HardwareAwareTuner` (and those of the wrapped tuner)."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
+        from nni_kws.space import space_by_name
+
         self.check_light(**kwargs)
         space_by_name(kwargs.get("preset", "small"))  # raises naming an unknown preset or front end
 
@@ -137,12 +137,18 @@ class HardwareAwareTuner(Tuner):
 
     def costs(self, parameters: Mapping[str, Any]) -> dict[str, float]:
         """Hardware metrics of the architecture in ``parameters`` (training keys are ignored)."""
+        from .costs import arch_costs
+        from .train_trial import BUDGET_KEY, TRAIN_PARAMS
+
         arch = {k: v for k, v in parameters.items() if k != BUDGET_KEY and k not in TRAIN_PARAMS}
         return arch_costs(arch, self.preset, self.lut)
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
         """Check that the labels are those of the ``preset`` space (naming the first stray one)."""
-        from nni_kws.space import space_choices
+        from nni_kws.space import space_by_name, space_choices
+
+        from .train_trial import TRAIN_PARAMS
+
         choices = space_choices(space_by_name(self.preset))
         for label in search_space:
             if label not in choices and label not in TRAIN_PARAMS:

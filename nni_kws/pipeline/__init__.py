@@ -4,7 +4,9 @@
 assembly, :mod:`.sweep` the Pareto sweeps and :mod:`.commands` the ``nni-kws search|train|run|sweep`` CLI.
 """
 from .config import IDENTITY_FIELDS, STAGES, PipelineConfig, check_inputs, default_real_test_root, load_config
-from .stages import Pipeline, make_data_module, run_pipeline, stage_done
+from .data import make_data_module
+from .rundir import stage_done
+from .stages import Pipeline, run_pipeline
 from .sweep import SweepPlan, run_sweep
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "PipelineConfig", "Pipeline", "SweepPlan", "check_inputs",

@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
-from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import arch_file_meta, load_arch
 
 from .config import CONFIG, PipelineConfig, load_config
@@ -33,17 +37,23 @@ def _defaults() -> PipelineConfig:
 
 def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g = p.add_argument_group("data and run folder")
-    g.add_argument("--out", default=out_default, help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
+    g.add_argument("--out", default=out_default,
+                   help=f"run folder; each stage writes <out>/<stage>/ (default: {out_default})")
     g.add_argument("--data", metavar="DIR", help="a local Speech Commands copy in the official layout "
                    "(default: the synthesized espeak-ng dataset, made and cached on first use)")
-    g.add_argument("--speakers", type=int, help="synthesized dataset: number of voices (default: the data module's)")
+    g.add_argument("--synth", choices=sorted(SYNTH_PRESETS), help=f"synthesized dataset: preset (default: {d.synth}; "
+                   "'full' is the longer offline configuration, 'today' the espeak-only set)")
+    g.add_argument("--keywords", help="synthesized dataset for your own keywords or phrases, comma-separated, e.g. "
+                   "'marvin,lights on,hey nni' (default: the 10 Speech Commands keywords)")
+    g.add_argument("--speakers", type=int, help="synthesized dataset: number of espeak voices (default: the preset's)")
     g.add_argument("--real-test", metavar="DIR", help="real Speech Commands v2 test folder, evaluation only "
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
     g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
     g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
                    "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
-    g.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list), "
+    g.add_argument("--test-list", metavar="FILE",
+                   help="test on the clips of --data listed in FILE (with --train-list), "
                    "e.g. gsc-v2-test-splits/heldout.txt")
     g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
@@ -66,12 +76,13 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                         f"random uniform single paths then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
-                   f"architecture step (default: {d.warmup_epochs})")
+                   "architecture step (default: a quarter of --search-epochs)")
     g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
-    g.add_argument("--max-macs", type=float, help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
+    g.add_argument("--max-macs", type=float,
+                   help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")
     g.add_argument("--max-params", type=float, help="budget: parameters")
     g.add_argument("--max-peak-act-kb", "--max-peak-kb", dest="max_peak_act_kb", type=float,
@@ -99,8 +110,10 @@ def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
 
 def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("quantization")
-    g.add_argument("--quant-method", choices=["trained", "fixed"], help=f"learned or fixed bit-widths (default: {d.quant_method})")
-    g.add_argument("--bits", type=int, help=f"fixed: the bit-width; trained: the largest bit-width allowed (default: {d.bits})")
+    g.add_argument("--quant-method", choices=["trained", "fixed"],
+                   help=f"learned or fixed bit-widths (default: {d.quant_method})")
+    g.add_argument("--bits", type=int,
+                   help=f"fixed: the bit-width; trained: the largest bit-width allowed (default: {d.bits})")
     g.add_argument("--weight-budget-bits", type=float, help=f"learned: average bits per weight to aim for "
                    f"(default: {d.weight_budget_bits}; 0: none)")
     g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "
@@ -164,6 +177,8 @@ def _stages(args: argparse.Namespace, stages: list[str], arch: dict[str, Any] | 
         with stop_on_signals():
             out = run_pipeline(cfg, stages, resume=args.resume, overwrite=args.overwrite, arch=arch,
                                baseline=baseline)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for stage, res in out.items():
@@ -248,6 +263,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals():
             sweep = run_sweep(cfg, plan, resume=args.resume, overwrite=args.overwrite)
+    except SIGTERMException:  # Lightning's own SIGTERM handling, should a signal reach it
+        return _interrupted(args, StopRequested(signal.SIGTERM))
     except (StopRequested, KeyboardInterrupt) as stop:
         return _interrupted(args, stop)
     for p in sweep["points"]:

@@ -10,7 +10,10 @@ from typing import Any, Mapping
 
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.data.labels import parse_keywords
 from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.synth import DEFAULT_PRESET
+from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.space import build_space
 
@@ -19,7 +22,8 @@ __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "CONFIG", "RESULT", "OP
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
-IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "speakers", "preset", "frontend", "seed",
+IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "synth", "keywords", "speakers", "preset",
+                                     "frontend", "seed",
                                      "max_per_class")
 RESULT = "result.json"
 CONFIG = "config.json"
@@ -48,13 +52,17 @@ class PipelineConfig:
     # validation part), test on test_list, e.g. the shared dev.txt / heldout.txt protocol
     train_list: str | None = None
     test_list: str | None = None
-    speakers: int | None = None  # synthesized dataset: number of voices (None: the data module's default)
+    synth: str = DEFAULT_PRESET  # synthesized dataset: a preset of nni_kws.data.synth.PRESETS
+    keywords: str | None = None  # synthesized dataset: comma-separated keywords or phrases (None: Speech Commands')
+    speakers: int | None = None  # synthesized dataset: number of espeak voices (None: the synthesis preset's)
     real_test: str | None = "auto"  # real v2 test folder; "auto": <repo>/../shared/data/gsc-v2-test; None: skip
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
-    strategy: str = "darts"
-    warmup_epochs: int = 0  # search epochs that train weights only (uniform single paths with gumbel-hard)
+    # single paths (straight-through Gumbel): ranked random architectures best in benchmarks/results/search_quality.json
+    strategy: str = "gumbel-hard"
+    # search epochs that train weights only (uniform single paths with gumbel-hard); None: a quarter of them
+    warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
@@ -88,6 +96,10 @@ class PipelineConfig:
         """``{budget name: limit}`` (names of :data:`~nni_kws.cost.budgets.BUDGETS`) for the budgets that are set."""
         return {name: float(getattr(self, budget_option(name))) for name in BUDGETS
                 if getattr(self, budget_option(name)) not in (None, 0, 0.0)}
+
+    def warmup(self) -> int:
+        """Weight-only search epochs: ``warmup_epochs``, by default a quarter of ``search_epochs``."""
+        return int(self.warmup_epochs) if self.warmup_epochs is not None else int(self.search_epochs) // 4
 
     def penalty_targets(self) -> dict[str, float]:
         """``{cost key: target}`` of the budgets in the cost model's units (for resource penalties)."""
@@ -172,7 +184,14 @@ def check_inputs(cfg: PipelineConfig) -> None:
                                 "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
     if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
         raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
+    if cfg.synth not in SYNTH_PRESETS:
+        raise ValueError(f"unknown synthesis preset {cfg.synth!r}; choose from {', '.join(SYNTH_PRESETS)}")
+    if cfg.keywords is not None:
+        if cfg.data is not None:
+            raise ValueError("--keywords synthesizes a dataset; it cannot be combined with --data")
+        parse_keywords(cfg.keywords)
     if (cfg.train_list or cfg.test_list) and cfg.data is None:
+
         raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
     if bool(cfg.train_list) != bool(cfg.test_list):
         raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
@@ -186,7 +205,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if not 0 <= int(cfg.warmup_epochs) < int(cfg.search_epochs) and cfg.strategy != "random":
+    if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy != "random":
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
     if int(cfg.arch_every) < 1:

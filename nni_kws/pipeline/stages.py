@@ -11,78 +11,49 @@ The report stage always runs again (it is cheap) and writes ``results.json``, ``
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
-from nni_kws.cost.budgets import metric_costs, over_budget, with_kb
+from nni_kws.cost.budgets import OverBudget, describe_over_budget, metric_costs, over_budget, with_kb
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
-from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.labels import BACKGROUND_NOISE_DIR
-from nni_kws.data.paths import shared_data_dir
-from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.files import CorruptStateFile, jsonable, load_state_dict, read_json, save_torch, write_json
+from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
 from nni_kws.search.penalty import ResourcePenalty
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
+from nni_kws.signals import check_stop
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
 from nni_kws.space.mixed_ops import derive_model
-from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything
+from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything, torch_threads
 
-from .config import (CONFIG, OPTIONS, RESULT, STAGES, PipelineConfig, check_feasible, check_inputs,
-                     default_real_test_root, options_mismatch, stage_options)
+from .config import (
+    CONFIG,
+    OPTIONS,
+    RESULT,
+    STAGES,
+    PipelineConfig,
+    check_feasible,
+    check_inputs,
+    options_mismatch,
+    stage_options,
+)
+from .data import make_data_module
 from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
+from .rundir import stage_done, stored_options
 
-__all__ = ["OverBudget", "Pipeline", "describe_over_budget", "make_data_module", "run_pipeline", "stage_done",
-           "torch_threads"]
+__all__ = ["Pipeline", "run_pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stored result of a completed stage, or None (a broken one: :class:`CorruptStateFile`)."""
-    path = Path(out) / stage / RESULT
-    if not path.is_file():
-        return None
-    hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
-    result = read_json(path, hint=hint)
-    if stage in ("search", "train", "quantize") and not isinstance(result.get("arch"), dict) \
-            and not result.get("baseline"):
-        raise CorruptStateFile(f"{path}: corrupt (no \"arch\" object); {hint}")
-    return result
-
-
-def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
-    """The options a stage in ``out`` was made (or started) with: its result.json's, else its options.json."""
-    for name in (RESULT, OPTIONS):
-        path = Path(out) / stage / name
-        if path.is_file():
-            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
-            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
-            return options if isinstance(options, dict) else None
-    return None
-
-
-class OverBudget(ValueError):
-    """The searched architecture exceeds a budget (the run stops unless ``allow_over_budget``)."""
-
-    exit_code = 3  # of the nni-kws command: not a usage error (2), not a crash (1)
-
-
-def describe_over_budget(over: Mapping[str, Mapping[str, float]]) -> str:
-    """``'macs 7,512,000 > 7,000,000'`` for each exceeded budget."""
-    return ", ".join(f"{name} {v['value']:,.6g} > {v['limit']:,.6g}" for name, v in over.items())
 
 
 def _device() -> torch.device:
@@ -150,7 +121,12 @@ class Pipeline:
     def space(self) -> nn.Module:
         """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
         coarse = {"coarse": True} if self.cfg.strategy == "proxyless" else {}  # whole-block LayerChoices
-        return build_space(self.cfg.preset, frontend=self.cfg.frontend, **coarse)
+        return build_space(self.cfg.preset, frontend=self.cfg.frontend, num_classes=self.num_classes, **coarse)
+
+    @property
+    def num_classes(self) -> int:
+        """Classifier outputs: the classes of the data (12 for Speech Commands, more or fewer for --keywords)."""
+        return self.data_module.num_classes
 
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
@@ -233,6 +209,7 @@ class Pipeline:
         The stage's random state starts from ``(seed, stage)`` (and each epoch's from ``(seed, stage,
         epoch)``), so it is the same whether earlier stages ran in this process or not.
         """
+        check_stop()  # a signal that arrived while a trainer deferred it, after its last check
         self.check_options(stage, arch)
         done = stage_done(self.out, stage)
         if done is not None and resume:
@@ -253,6 +230,7 @@ class Pipeline:
         result["seconds"] = time.perf_counter() - start
         write_json(stage_dir / RESULT, result)
         log.info("stage %s: done in %.1f s", stage, result["seconds"])
+        check_stop()
         return read_json(stage_dir / RESULT)
 
     # ---- stages ------------------------------------------------------------------------------
@@ -280,7 +258,7 @@ class Pipeline:
         """Schedule options of the differentiable strategies (``random`` trains weights only)."""
         if self.cfg.strategy == "random":
             return {}
-        return {"warmup_epochs": self.cfg.warmup_epochs, "arch_every": self.cfg.arch_every}
+        return {"warmup_epochs": self.cfg.warmup(), "arch_every": self.cfg.arch_every}
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
@@ -338,7 +316,7 @@ class Pipeline:
                baseline: str | None = None) -> dict[str, Any]:
         cfg = self.cfg
         if baseline is not None:
-            model = build_baseline(baseline)
+            model = build_baseline(baseline, num_classes=self.num_classes)
         else:
             save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
             model = self._initial_model(arch)
@@ -383,7 +361,8 @@ class Pipeline:
         cfg = self.cfg
         arch, model = self.trained_model()
         trained = stage_done(self.out, "train") or {}
-        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"), "real_test": trained.get("real_test_acc")}
+        known = {"val": trained.get("val_acc"), "test": trained.get("test_acc"),
+                 "real_test": trained.get("real_test_acc")}
         extra = {"real_test": self.loader("real_test")} if self.has_real_test else {}
         learned = cfg.quant_method == "trained"  # bit budgets only steer learned bit-widths; 0 switches one off
         budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),
@@ -405,36 +384,6 @@ class Pipeline:
         return assemble_results(self.cfg, stages, data or self.data_info(), included, self.out)
 
 
-def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
-    """The data module of a run: ``cfg.data`` or the synthesized default dataset."""
-    if cfg.data is not None:
-        root = Path(cfg.data).expanduser()
-    else:
-        root = ensure_default_dataset(progress=cfg.progress, **({"speakers": cfg.speakers} if cfg.speakers else {}))
-    real = cfg.real_test
-    if real == "auto" and cfg.train_list:
-        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
-    elif real == "auto":
-        real_root = default_real_test_root()
-        if real_root is None:
-            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
-    elif real:
-        real_root = Path(real).expanduser()
-        if not real_root.is_dir():
-            raise FileNotFoundError(f"real test folder not found: {real_root}")
-    else:
-        real_root = None
-    lists: dict[str, Any] = {}
-    if cfg.train_list:
-        if real_root is not None and real_root.resolve() == root.resolve():
-            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
-        noise = root / BACKGROUND_NOISE_DIR
-        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
-                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
-    return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
-
-
 def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume: bool = False,
                  overwrite: bool = False, arch: Mapping[str, Any] | None = None,
                  data_module: Any = None, baseline: str | None = None) -> dict[str, Any]:
@@ -453,18 +402,6 @@ def run_pipeline(cfg: PipelineConfig, stages: Iterable[str] = STAGES, *, resume:
             raise ValueError(f"cannot write run folder {cfg.out}: {err.strerror or err}") from None
         with torch_threads(cfg.threads):
             return _run_stages(pipe, stages, resume, arch, baseline)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` for the block (0: leave torch's default)."""
-    old = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run_stages(pipe: Pipeline, stages: Sequence[str], resume: bool, arch: Mapping[str, Any] | None,

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from itertools import product
 import shutil
 import time
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,11 +14,13 @@ from tqdm.auto import tqdm
 from nni_kws.cost.budgets import BUDGETS, budget_option
 from nni_kws.files import write_json
 from nni_kws.report import pareto_front, write_sweep_report
+from nni_kws.training import torch_threads
 
 from .config import CONFIG, PipelineConfig, check_inputs
 from .lock import run_folder_lock
 from .results import device_name
-from .stages import Pipeline, stage_done, torch_threads
+from .rundir import stage_done
+from .stages import Pipeline
 
 __all__ = ["SweepPlan", "SWEEP_KNOBS", "run_sweep"]
 
@@ -96,7 +98,8 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
         searched, trained = stage_done(sub.out, "search"), stage_done(sub.out, "train")
         quant = stage_done(sub.out, "quantize") if plan.quantize else None
         points.append({"frontend": frontend, plan.knob: value, "label": f"{value:g}", "arch": trained["arch"],
-                       "costs": trained["costs"], "val_acc": trained.get("val_acc"), "test_acc": trained.get("test_acc"),
+                       "costs": trained["costs"], "val_acc": trained.get("val_acc"),
+                       "test_acc": trained.get("test_acc"),
                        "real_test_acc": trained.get("real_test_acc"), "searched_test_acc": searched.get("test_acc"),
                        "quant": quant and {k: quant.get(k) for k in ("test_acc", "real_test_acc", "bits_weight",
                                                                      "bits_act", "costs")},

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from nni_kws.files import load_torch
 from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
@@ -348,7 +349,7 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     if not path.exists():
         raise FileNotFoundError(f"model folder or checkpoint not found: {path}")
     weights = path if path.is_file() else _find_weights(path)
-    obj = torch.load(weights, map_location="cpu", weights_only=False)
+    obj = load_torch(weights, weights_only=False, hint="give another model file or folder")  # names a broken file
     if isinstance(obj, nn.Module):
         return obj
     if not isinstance(obj, Mapping):

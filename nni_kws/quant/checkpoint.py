@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from nni_kws.files import load_torch
+
 __all__ = ["EpochCheckpoint"]
 
 _logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class EpochCheckpoint:
         """Restore the last checkpoint if resuming (else nothing); returns ``(epochs done, steps done)``."""
         if not self.resume or not self.path.is_file():
             return 0, 0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = load_torch(self.path, weights_only=False, hint="delete it to restart the quantization")
         if state.get("fingerprint") != self.fingerprint:
             diff = sorted(k for k in {**self.fingerprint, **state.get("fingerprint", {})}
                           if self.fingerprint.get(k) != state.get("fingerprint", {}).get(k))

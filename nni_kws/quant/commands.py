@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model = load_trained_model(args.model, arch=args.arch, preset=args.preset)
     if args.data is None:
-        from nni_kws.data.synth import ensure_default_dataset
-        args.data = ensure_default_dataset(progress=not args.no_progress)
+        from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
+        args.data = ensure_default_dataset(progress=not args.no_progress, preset=DEFAULT_PRESET)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"dataset folder not found: {args.data}")
     data = SpeechCommandsDataModule(args.data, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,

@@ -67,7 +67,8 @@ class CandidateScorer:
     Scores are cached per architecture; the same calibration batches serve every candidate.
     """
 
-    def __init__(self, space: nn.Module, supernet: nn.Module, calibration: Iterable[Batch], val_loader: Iterable) -> None:
+    def __init__(self, space: nn.Module, supernet: nn.Module, calibration: Iterable[Batch],
+                 val_loader: Iterable) -> None:
         self.space, self.supernet, self.val_loader = space, supernet, val_loader
         self.calibration = list(calibration)
         self.cache: dict[str, float] = {}

@@ -27,12 +27,26 @@ from torch.utils.data import DataLoader
 
 from nni_kws.cost.budgets import budget_filter
 from nni_kws.files import check_checkpoint
-from nni_kws.training import (EpochSeeding, KwsModule, TrainingDiverged, derived_seed, make_trainer, reseed_loaders,
-                              seed_everything)
+from nni_kws.training import (
+    EpochSeeding,
+    KwsModule,
+    TrainingDiverged,
+    derived_seed,
+    make_trainer,
+    reseed_loaders,
+    seed_everything,
+)
 
 from .penalty import ResourcePenalty
-from .strategy import (ResourceDARTS, ResourceGumbelDARTS, ResourceProxyless, SearchHistory, arch_probs, argmax_arch,
-                       most_likely_within)
+from .strategy import (
+    ResourceDARTS,
+    ResourceGumbelDARTS,
+    ResourceProxyless,
+    SearchHistory,
+    arch_probs,
+    argmax_arch,
+    most_likely_within,
+)
 
 __all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
 
@@ -135,10 +149,12 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
     return found.arch, info
 
 
-def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, strategy: str | Strategy = "darts",
-               epochs: int, penalties: Sequence[ResourcePenalty] = (), cost_model: Any = None,
+def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *,
+               strategy: str | Strategy = "darts", epochs: int, penalties: Sequence[ResourcePenalty] = (),
+               cost_model: Any = None,
                arc_learning_rate: float = 3e-3, learning_rate: float = 0.05, out_dir: str | Path | None = None,
-               seed: int = 0, resume: bool = False, progress: bool = True, strategy_kwargs: Mapping[str, Any] | None = None,
+               seed: int = 0, resume: bool = False, progress: bool = True,
+               strategy_kwargs: Mapping[str, Any] | None = None,
                calib_batches: int = 16, evolution: Mapping[str, Any] | None = None,
                **module_kwargs: Any) -> SearchResult:
     """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
@@ -224,7 +240,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     probs: dict[str, dict[Any, float]] = {}
     meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
                             "epochs": epochs, "penalties": [p.to_dict() for p in penalties],
-                            **{k: v for k, v in dict(strategy_kwargs or {}).items() if k in ("warmup_epochs", "arch_every")}}
+                            **{k: v for k, v in dict(strategy_kwargs or {}).items()
+                               if k in ("warmup_epochs", "arch_every")}}
     if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}

@@ -30,7 +30,8 @@ def calibration_batches(loader: Iterable[Batch], batches: int) -> list[Batch]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[Batch], *, device: torch.device | str | None = None) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: Iterable[Batch], *,
+                   device: torch.device | str | None = None) -> nn.Module:
     """Reset every BatchNorm's running statistics and re-estimate them from ``batches`` (in place).
 
     The model runs in train mode without gradients; each BatchNorm's statistics become the average

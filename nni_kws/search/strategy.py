@@ -29,7 +29,8 @@ from torch import nn
 
 from .penalty import ResourcePenalty, penalized_loss
 
-__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "PathGumbel", "ResourceDartsModule", "ResourceGumbelDartsModule",
+__all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "PathGumbel", "ResourceDartsModule",
+           "ResourceGumbelDartsModule",
            "ResourceDARTS", "ResourceGumbelDARTS", "ResourceProxyless", "SearchHistory"]
 
 
@@ -46,7 +47,8 @@ def arch_alphas(module: BaseOneShotLightningModule) -> dict[str, nn.Parameter]:
     return alphas
 
 
-def arch_probs(module: BaseOneShotLightningModule, device: torch.device | str | None = "cpu") -> dict[str, dict[Any, torch.Tensor]]:
+def arch_probs(module: BaseOneShotLightningModule,
+               device: torch.device | str | None = "cpu") -> dict[str, dict[Any, torch.Tensor]]:
     """``{label: {value: probability}}`` as tensors that keep the graph to the alphas.
 
     ``softmax(alpha)`` per label, except a depth searched by Proxyless, whose distribution follows
@@ -78,7 +80,8 @@ def argmax_arch(probs: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any]:
     return {label: max(dist, key=lambda v: float(dist[v])) for label, dist in probs.items()}
 
 
-def most_likely_within(probs: Mapping[str, Mapping[Any, float]], costs_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+def most_likely_within(probs: Mapping[str, Mapping[Any, float]],
+                       costs_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
                        limits: Mapping[str, float]) -> dict[str, Any]:
     """The argmax architecture, moved greedily into ``limits`` (``{cost key: limit}``) if it is over one.
 
@@ -334,7 +337,8 @@ class SearchHistory(pl.Callback):
     metrics, the argmax architecture, its exact costs, the expected costs and the probabilities.
 
     Probabilities, the argmax architecture and costs exist for the differentiable strategies
-    only (RandomOneShot's "architecture" would be a random sample); metrics are always recorded. The records are also kept in :attr:`records`.
+    only (RandomOneShot's "architecture" would be a random sample); metrics are always recorded. The records are also
+    kept in :attr:`records`.
     """
 
     def __init__(self, path: str | Path | None = None, cost_model: Any = None) -> None:

@@ -1,9 +1,24 @@
 """The KWS search space, declared with NNI's mutable modules."""
-from .arch import (InvalidArchitecture, arch_file_meta, build_model, build_space, describe_arch, load_arch, random_arch,
-                   save_arch, search_space_json, space_by_name, space_choices, space_kwargs, space_name, validate_arch)
+from .arch import (
+                   InvalidArchitecture,
+                   arch_file_meta,
+                   build_model,
+                   build_space,
+                   describe_arch,
+                   load_arch,
+                   random_arch,
+                   save_arch,
+                   search_space_json,
+                   space_by_name,
+                   space_choices,
+                   space_kwargs,
+                   space_name,
+                   validate_arch,
+)
 from .blocks import MBConv1d, SincConv1d, bake_sinc
 from .kws_space import PRESETS, KwsSpace, StagePlan
 
 __all__ = ["KwsSpace", "StagePlan", "PRESETS", "MBConv1d", "SincConv1d", "bake_sinc", "InvalidArchitecture",
-           "arch_file_meta", "build_model", "build_space", "describe_arch", "load_arch", "random_arch", "save_arch", "search_space_json", "space_choices",
+           "arch_file_meta", "build_model", "build_space", "describe_arch", "load_arch", "random_arch", "save_arch",
+           "search_space_json", "space_choices",
            "space_by_name", "space_kwargs", "space_name", "validate_arch"]

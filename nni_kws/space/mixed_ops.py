@@ -82,12 +82,14 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
             weight = _S(weight)[:, :in_channels_ // groups]
         else:
             if "in_channels" not in self.mutable_arguments or "groups" not in self.mutable_arguments:
-                raise ValueError("a mutable groups needs mutable in_channels with a constant in_channels / groups ratio")
+                raise ValueError("a mutable groups needs mutable in_channels with a constant "
+                                 "in_channels / groups ratio")
             try:
                 in_channels_per_group = evaluate_constant(self.mutable_arguments["in_channels"]
                                                           / self.mutable_arguments["groups"])
             except ValueError:
-                raise ValueError("in_channels / groups must be constant (depthwise) for differentiable search") from None
+                raise ValueError(
+                    "in_channels / groups must be constant (depthwise) for differentiable search") from None
             if in_channels_per_group != int(in_channels_per_group):
                 raise ValueError(f"input channels per group is not an integer: {in_channels_per_group}")
             in_channels_per_group = int(in_channels_per_group)
@@ -103,7 +105,8 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
                           kernel_size: scalar_or_scalar_dict[int], stride: int, padding: scalar_or_scalar_dict[int],
                           dilation: int, groups: int_or_int_dict, inputs: torch.Tensor) -> torch.Tensor:
         if any(isinstance(arg, dict) for arg in (stride, dilation)):
-            raise ValueError("stride and dilation of a Conv1d must not be mutable for differentiable one-shot strategies")
+            raise ValueError(
+                "stride and dilation of a Conv1d must not be mutable for differentiable one-shot strategies")
         params = self._freeze_weight_impl(in_channels, out_channels, kernel_size, groups)
         weight, bias = params["weight"], params["bias"]
         if isinstance(groups, dict):  # depthwise: as many groups as the (max-width) input has channel groups

@@ -1,0 +1,50 @@
+"""The data of a run: the synthesized default set or a local folder, list-defined subsets, the real test set."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.synth import ensure_default_dataset
+
+from .config import PipelineConfig, default_real_test_root
+
+__all__ = ["make_data_module"]
+
+log = logging.getLogger(__name__)
+
+
+def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
+    """The data module of a run: ``cfg.data`` or the synthesized default dataset."""
+    if cfg.data is not None:
+        root = Path(cfg.data).expanduser()
+    else:
+        extra = {k: v for k, v in (("speakers", cfg.speakers), ("keywords", cfg.keywords)) if v}
+        root = ensure_default_dataset(progress=cfg.progress, preset=cfg.synth, **extra)
+    real = cfg.real_test
+    if real == "auto" and cfg.train_list:
+        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
+    elif cfg.keywords:
+        real_root = None  # the real test set has Speech Commands' 12 classes, not these keywords
+    elif real == "auto":
+        real_root = default_real_test_root()
+        if real_root is None:
+            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
+    elif real:
+        real_root = Path(real).expanduser()
+        if not real_root.is_dir():
+            raise FileNotFoundError(f"real test folder not found: {real_root}")
+    else:
+        real_root = None
+    lists: dict[str, Any] = {}
+    if cfg.train_list:
+        if real_root is not None and real_root.resolve() == root.resolve():
+            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
+        noise = root / BACKGROUND_NOISE_DIR
+        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
+                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
+    return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
+                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
