@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.gsc import SpeechCommandsTestFolder
-from nni_kws.data.listed import read_list
+from nni_kws.data.listed import read_list, speaker_of
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, prepare_model, quantize_model, tune_lr
 from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer
@@ -52,6 +52,9 @@ REAL_TEST = str(SHARED / "gsc-v2-test")
 SPLITS = str(SHARED / "gsc-v2-test-splits")
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
+#: Learned bit-widths: name -> where the bits start (``quantize_model(init_bits=...)``); both use the lr tuned
+#: for 'learned', and the verdict takes, per budget, the one with the better dev-val accuracy at seed 0.
+LEARNED = {"learned": "budget", "learned_sens": "sensitivity"}
 
 
 def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -110,8 +113,9 @@ def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[
     """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
     common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
                   input_bits=args.input_bits or None)
-    if method == "learned":
-        return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits, **common)
+    if method in LEARNED:
+        return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
+                    init_bits=LEARNED[method], **common)
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
 
 
@@ -131,12 +135,13 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
         return row
     acc = report["accuracy"]
     row.update({
-        "avg_bits_per_weight": report["avg_bits_per_weight"], "avg_bits_per_activation": report["avg_bits_per_activation"],
+        "avg_bits_per_weight": report["avg_bits_per_weight"],
+        "avg_bits_per_activation": report["avg_bits_per_activation"],
         "within_bits": max(report["avg_bits_per_weight"], report["avg_bits_per_activation"]) <= bits + 1e-9,
         "accuracy": {"dev_val": acc["val"]["after"], "heldout": acc["test"]["after"]},
         "drop_points_heldout": round(100 * (acc["test"]["before"] - acc["test"]["after"]), 2),
         "size_bytes": report["size_bytes"], "time_s": round(time.monotonic() - start, 1)})
-    if method == "learned":
+    if method in LEARNED:
         row["layers"] = {l["name"]: {"weight_bits": l.get("weight_bits"), "act_bits": l.get("act_bits")}
                          for l in report["layers"]}
         row["budget_met"] = report.get("budget_met")
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
     p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--append", action="store_true", help="add --add-runs to the results in --out")
+    p.add_argument("--add-runs", nargs="*", default=[], metavar="METHOD:BITS:SEED",
+                   help=f"with --append: runs to add (methods: {', '.join([*LEARNED, *FIXED])})")
     p.add_argument("--tuned-from", help="reuse the learning rates tuned by an earlier run (its JSON)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
     p.add_argument("--input-bits", type=int, default=0,
@@ -206,20 +214,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quick(args: argparse.Namespace) -> None:
-    """Shrink everything to a seconds-long run: tiny preset, 3 clips per class, 1 epoch, 4 and 3 bits."""
+    """Shrink everything to a seconds-long run: tiny preset, 16 dev clips per class (distinct speakers, so
+    both sides of the speaker split have every class) and 3 heldout ones, 1 epoch, 4 and 3 bits."""
     from nni_kws.space import random_arch
 
     space = build_space("tiny")
     args.preset, args.arch = "tiny", {**random_arch(space, 0), "frontend": "sinc"}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("train_list", "test_list"):  # 3 clips of each class folder (dev keeps 2 val speakers)
-        per_class: dict[str, list[str]] = {}
+    for name, n in (("train_list", 16), ("test_list", 3)):  # n clips of distinct speakers per class folder
+        per_class: dict[str, dict[str, str]] = {}
         for rel in read_list(getattr(args, name)):
-            per_class.setdefault(rel.split("/")[0], []).append(rel)
+            per_class.setdefault(rel.split("/")[0], {}).setdefault(speaker_of(rel), rel)
         small = work / f"quick-{name}.txt"
-        small.write_text("\n".join(r for rels in per_class.values() for r in rels[:3 if name == "test_list" else 6])
-                         + "\n")
+        small.write_text("\n".join(r for rels in per_class.values() for r in list(rels.values())[:n]) + "\n")
         setattr(args, name, str(small))
     args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs = 0, 1, 1, 1
     args.lrs, args.budgets, args.fixed_bits, args.seeds, args.curve_seeds = [3e-3], [4, 3], [4], [0], [0]
@@ -253,6 +261,19 @@ def benchmark(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
+    if args.append:  # more runs into an earlier result (its tuned learning rates, its rows)
+        earlier = json.loads(out.read_text())
+        result.update({k: earlier[k] for k in ("lr_tuning", "settings", "runs") if k in earlier})
+        result["settings"]["added_runs"] = result["settings"].get("added_runs", []) + args.add_runs
+        rows = list(result.get("runs", []))
+        for spec in args.add_runs:
+            method, bits, seed = spec.split(":")
+            lr = result["lr_tuning"]["learned" if method in LEARNED else method]["lr"]
+            rows.append(run(method, float(bits) if "." in bits else int(bits), lr, int(seed), model, float_acc, args))
+            result["runs"], result["verdict"] = rows, verdict(rows, args)
+            save()
+        return 0
+
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
     tuned: dict[str, Any] = {}
     previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
@@ -274,7 +295,8 @@ def benchmark(args: argparse.Namespace) -> int:
     # 2. The curve; 3. the seeds of the verdict.
     # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
     # interrupted benchmark still has a verdict and a curve).
-    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3)) if m == "learned" or m in args.fixed]
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3))
+                    if m == "learned" or m in args.fixed]
     plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
                                                                  *[(f, args.fixed_bits) for f in args.fixed]]
@@ -296,17 +318,30 @@ def benchmark(args: argparse.Namespace) -> int:
         print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
               f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
               f"drop {r['drop_points_heldout']:+.2f}")
-    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: v for k, v in result['verdict'].items() if k in ('drop_pts_at_4bits', 'drop_pts_at_3bits', 'fixed_lsq_drop_pts_at_4bits')})} -> {out}")
+    keys = ("drop_pts_at_4bits", "drop_pts_at_3bits", "fixed_lsq_drop_pts_at_4bits")
+    print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: result['verdict'][k] for k in keys})} "
+          f"-> {out}")
     return 0
 
 
 def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve."""
-    learned4, learned3, lsq4 = mean_drop(rows, "learned", 4), mean_drop(rows, "learned", 3), mean_drop(rows, "lsq", 4)
+    """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve.
+
+    "Learned" at a budget is the variant of :data:`LEARNED` with the best dev-val accuracy at the first
+    seed (chosen on dev-val, never on heldout)."""
+    chosen = {}
+    for bits in sorted({r["bits"] for r in rows if r["method"] in LEARNED}):
+        first = [r for r in rows if r["method"] in LEARNED and r["bits"] == bits and r["seed"] == args.seeds[0]
+                 and "diverged" not in r]
+        if first:
+            chosen[bits] = max(first, key=lambda r: r["accuracy"]["dev_val"])["method"]
+    learned4 = mean_drop(rows, chosen.get(4, "learned"), 4)
+    learned3 = mean_drop(rows, chosen.get(3, "learned"), 3)
+    lsq4 = mean_drop(rows, "lsq", 4)
     curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
     beats = {}
     for r in curve_rows:
-        if r["method"] != "learned":
+        if r["method"] != chosen.get(r["bits"]):
             continue
         fixed = [f for f in curve_rows if f["method"] == "lsq" and f["seed"] == r["seed"]
                  and f["bits"] <= r["bits"] + 1e-9]
@@ -316,6 +351,7 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
                                      "lsq_bits": best["bits"],
                                      "learned_better": r["accuracy"]["heldout"] > best["accuracy"]["heldout"]}
     return {
+        "learned_variant_per_budget": {str(b): m for b, m in chosen.items()},
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
         "fixed_lsq_drop_pts_at_4bits": lsq4 and lsq4["mean"],
         "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4},
@@ -367,9 +403,10 @@ def sensitivity(args: argparse.Namespace) -> int:
     result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
     _write(result, args.out)
     float_acc = agreement(prepared, dev)
+    everything = {layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}
     result["ptq_range_init"] = {
-        init: {b: agreement(ptq_quantizer(prepared, example, b, {
-            layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}, init).bound_model, dev)["accuracy"] for b in (8, 6, 4)}
+        init: {b: agreement(ptq_quantizer(prepared, example, b, everything, init).bound_model, dev)["accuracy"]
+               for b in (8, 6, 4)}
         for init in ("mse", "max", "percentile")}
     folded = prepare_model(model, fold_bn=True)
     result["ptq_fold_bn"] = {
@@ -399,7 +436,8 @@ def sensitivity(args: argparse.Namespace) -> int:
                                                       - report["accuracy"]["dev"]["after"]), 2),
                       "avg_bits_per_weight": report["avg_bits_per_weight"],
                       "avg_bits_per_activation": report["avg_bits_per_activation"],
-                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")] for row in report["layers"]},
+                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")]
+                                 for row in report["layers"]},
                       "time_s": round(time.monotonic() - t, 1)}
         logging.info("%s: %s", name, {k: v for k, v in runs[name].items() if k != "layers"})
         result["qat"] = runs

@@ -359,11 +359,11 @@ def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
     kwargs = dict(method="trained", bits=8, epochs=1, progress=False)
     # One short epoch: the penalty alone leaves 2.5-bit budgets unmet (bits start at ceil(2.5) = 3).
     loose = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=2.5, act_budget_bits=2.5,
-                           strict_budget=False, **kwargs).report
+                           strict_budget=False, init_bits="budget", **kwargs).report
     assert not loose["budget_met"] and set(loose["budget_violation"]) == {"weight", "activation"}
-    for budget in (2.5, 3.0):
+    for budget, init in ((2.5, "budget"), (3.0, "budget"), (3.0, "sensitivity")):
         report = quantize_model(_tiny_model(), *_gsc_loaders(tiny_gsc), weight_budget_bits=budget,
-                                act_budget_bits=budget, **kwargs).report
+                                act_budget_bits=budget, init_bits=init, **kwargs).report
         # Recomputed from the per-layer bits: the budget is met, and not by a wide margin.
         for kind, numel, bits in (("weight", "weight_numel", "weight_bits"), ("activation", "act_numel", "act_bits")):
             rows = [l for l in report["layers"] if bits in l and not (kind == "activation" and l.get("model_input"))]

@@ -4,7 +4,9 @@
   (Uhlich et al. 2020, U3), bit-widths derived, bounded and pushed under memory budgets;
 - :func:`fixed_quantizer`: NNI's QAT / LSQ at one bit-width, the baseline;
 - :func:`quantize_model`: prepare (bake SincConv, fold BN), fine-tune, report, export ONNX QDQ;
-- :func:`bit_report`, :func:`deploy_model`, :func:`export_onnx`, :func:`onnx_agreement`.
+- :func:`bit_report`, :func:`deploy_model`, :func:`export_onnx`, :func:`onnx_agreement`;
+- :func:`layer_sensitivity` / :func:`sensitivity_bits`: where quantization loses accuracy, and bits
+  allocated by it; :func:`plot_quantize_curve`: the benchmark's accuracy-vs-bits PNG.
 
 Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
 """
@@ -15,6 +17,8 @@ from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
 from .prepare import QUANT_OP_TYPES, check_plain_model, config_list, fold_batchnorm, prepare_model, unsigned_inputs
 from .report import DEFINITIONS, bit_report, size_bytes, summarize, target_rows
+from .plot import plot_quantize_curve
+from .sensitivity import allocate_bits, layer_sensitivity, sensitivity_bits, target_sensitivity
 from .settings import register_1d_settings
 
 __all__ = [
@@ -24,5 +28,6 @@ __all__ = [
     "QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs", "config_list",
     "DEFINITIONS", "bit_report", "summarize", "size_bytes", "target_rows",
     "QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges",
-    "register_1d_settings",
+    "register_1d_settings", "plot_quantize_curve",
+    "layer_sensitivity", "target_sensitivity", "allocate_bits", "sensitivity_bits",
 ]

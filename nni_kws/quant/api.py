@@ -176,7 +176,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
-                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "budget",
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "sensitivity",
                    checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
@@ -200,10 +200,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
     (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
-    ``range_init`` are passed to the quantizer. ``init_bits``: learned bit-widths start at
-    ``ceil(budget)`` (``'budget'``), or where a per-tensor PTQ sensitivity on the first batch spends the
-    budget (``'sensitivity'``, :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then
-    spares the sensitive tensors too).
+    ``range_init`` are passed to the quantizer. ``init_bits``: learned bit-widths start where a
+    per-tensor PTQ sensitivity on the first batch spends the budget (``'sensitivity'``, the default:
+    :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
+    tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
 
     Per-epoch checkpoints go to ``checkpoint_dir`` (default ``<out_dir>/checkpoints``; none without
     either); ``resume=True`` continues from the last one (a finished run resumes to its end without
@@ -321,7 +321,8 @@ def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, 
     for lr in lrs:
         seed = torch.initial_seed()
         try:
-            scores[lr] = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report["accuracy"]["val"]["after"]
+            report = quantize_model(model, train_loader, val_loader, lr=lr, **kwargs).report
+            scores[lr] = report["accuracy"]["val"]["after"]
         except TrainingDiverged:
             scores[lr] = None
         torch.manual_seed(seed)  # every rate starts from the same random state

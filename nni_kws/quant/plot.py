@@ -8,7 +8,8 @@ from typing import Any
 
 __all__ = ["plot_quantize_curve"]
 
-_STYLE = {"learned": ("C0", "o", "learned bit-widths"), "lsq": ("C1", "s", "NNI LSQ (fixed)"),
+_STYLE = {"learned": ("C0", "o", "learned bit-widths"),
+          "learned_sens": ("C3", "D", "learned, sensitivity-allocated start"), "lsq": ("C1", "s", "NNI LSQ (fixed)"),
           "qat": ("C2", "^", "NNI QAT (fixed)")}
 
 
