@@ -223,6 +223,12 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines += [f"| {part} | {choice} |" for part, choice in describe_arch(arch)]
         lines += ["", f"Labels as in `search/arch.json`: `{json.dumps(arch, separators=(',', ':'))}`", ""]
     quant = results.get("quant") or {}
+    if results.get("quant_curve"):
+        lines += ["## Accuracy against bits", "",
+                  f"This run: {_fmt(quant.get('bits_weight'), 2)} bits per weight, {_fmt(quant.get('bits_act'), 2)} "
+                  "bits per activation. The curve is `benchmarks/results/quantize.json` (real-speech dev/heldout "
+                  "protocol): learned bit-widths against NNI's fixed LSQ and QAT at the same average bits.", "",
+                  f"![accuracy against bits]({results['quant_curve']})", ""]
     if quant.get("layers"):
         lines += ["## Bit-widths per layer", "", "| layer | weight bits | activation bits |", "|---|---|---|"]
         lines += [f"| `{layer.get('name')}` | {layer.get('weight_bits', '–')} | {layer.get('act_bits', '–')} |"

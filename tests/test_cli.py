@@ -65,6 +65,9 @@ def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
     report = (finished_run / "report.md").read_text()
     assert "| retrained (float) |" in report and "## Architecture" in report and "pareto.png" in report
     assert (finished_run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the quantization benchmark's accuracy-bits curve, with this run's bits named next to it
+    assert "## Accuracy against bits" in report and f"{res['quant']['bits_weight']:.2f} bits per weight" in report
+    assert (finished_run / "quantize_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (finished_run / "train" / "model.pt").is_file()
     assert (finished_run / "train" / "checkpoints" / "last.ckpt").is_file()
 

@@ -118,6 +118,9 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
                    f"(default: {d.weight_budget_bits}; 0: none)")
     g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "
                    f"(default: {d.act_budget_bits}; 0: none)")
+    g.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"learned: end within the bit budgets (lower bit-widths at the end) rather than report a "
+                   f"violation (default: {d.strict_budget})")
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
 
 

@@ -34,7 +34,8 @@ OPTIONS = "options.json"
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "search": ("strategy", "search_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size"),
-    "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "quant_epochs", "batch_size"),
+    "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
+                 "batch_size"),
 }
 
 
@@ -84,6 +85,7 @@ class PipelineConfig:
     bits: int = 8
     weight_budget_bits: float | None = 4.0
     act_budget_bits: float | None = 4.0
+    strict_budget: bool = True  # lower bit-widths at the end until both averages meet their budgets
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0

@@ -10,11 +10,15 @@ import torch
 
 from nni_kws.cost.budgets import KB
 from nni_kws.files import write_json
+from nni_kws.quant import plot_quantize_curve
 from nni_kws.report import write_report
 
 from .config import PipelineConfig
 
-__all__ = ["device_name", "quant_summary", "assemble_results"]
+__all__ = ["QUANTIZE_JSON", "device_name", "quant_summary", "assemble_results"]
+
+#: Results of ``benchmarks/quantize.py``: the learned-vs-fixed accuracy-bits curve shown in every run report.
+QUANTIZE_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "quantize.json"
 
 # stage -> (point kind, row name) of the accuracy-cost points
 _POINTS = (("search", "searched", "searched (supernet weights)"), ("train", "retrained", "retrained (float)"),
@@ -59,6 +63,8 @@ def assemble_results(cfg: PipelineConfig, stages: Mapping[str, Mapping[str, Any]
         # process, measuring the latency table
         "timings_included_s": dict(timings_included),
     }
+    if quant and QUANTIZE_JSON.is_file():  # where this run's bits stand on the benchmark's accuracy-bits curve
+        results["quant_curve"] = plot_quantize_curve(QUANTIZE_JSON, out / "quantize_curve.png").name
     write_report(results, out)
     results["timings_s"]["report"] = time.perf_counter() - start
     results["timings_s"]["total"] = sum(v for v in results["timings_s"].values() if v)

@@ -357,7 +357,7 @@ class Pipeline:
         return self._stage("quantize", lambda d: self._quantize(d, resume), resume=resume, arch=arch)
 
     def _quantize(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
-        """Fine-tune with quantizers (an interrupted quantization restarts)."""
+        """Fine-tune with quantizers (an interrupted quantization resumes from its per-epoch checkpoint)."""
         cfg = self.cfg
         arch, model = self.trained_model()
         trained = stage_done(self.out, "train") or {}
@@ -368,7 +368,7 @@ class Pipeline:
         budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),
                                                                ("act_budget_bits", cfg.act_budget_bits))}
         kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, **budget, epochs=cfg.quant_epochs,
-                                      out_dir=stage_dir,
+                                      strict_budget=cfg.strict_budget, resume=resume, out_dir=stage_dir,
                                       test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
                                       float_accuracy={k: v for k, v in known.items() if v is not None})
         qres = quantize_model(model.to(_device()), self.loader("train"), self.loader("val"), **kwargs)
