@@ -10,14 +10,13 @@
 
 Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
 """
-from .api import (METHODS, QuantResult, TrainingDiverged, load_trained_model, make_evaluator, quantize_model,
-                  tune_lr)
+from .api import METHODS, QuantResult, TrainingDiverged, load_trained_model, make_evaluator, quantize_model, tune_lr
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
+from .plot import plot_quantize_curve
 from .prepare import QUANT_OP_TYPES, check_plain_model, config_list, fold_batchnorm, prepare_model, unsigned_inputs
 from .report import DEFINITIONS, bit_report, size_bytes, summarize, target_rows
-from .plot import plot_quantize_curve
 from .sensitivity import allocate_bits, layer_sensitivity, sensitivity_bits, target_sensitivity
 from .settings import register_1d_settings
 

@@ -23,10 +23,10 @@ from typing import Any, Iterable
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from nni.compression.base.compressor import Quantizer
 from nni.compression.base.target_space import TargetType
 from onnx import numpy_helper
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges"]

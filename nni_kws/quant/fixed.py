@@ -17,8 +17,8 @@ from typing import Dict, Sequence, Type
 
 import torch
 from nni.compression.base.compressor import Quantizer
-from nni.compression.quantization import LsqQuantizer, QATQuantizer
 from nni.compression.base.wrapper import ModuleWrapper
+from nni.compression.quantization import LsqQuantizer, QATQuantizer
 from nni.compression.utils import Evaluator
 
 from .prepare import config_list

@@ -15,36 +15,14 @@ from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
+from .bit_budget import BitBudgetMixin, bits_for_levels, is_signed, levels_for_bits, qparams
+from .ranges import RANGE_INITS, max_range, mse_range, percentile_range
+
 __all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round",
            "levels_for_bits", "bits_for_levels", "mse_range",
            "max_range", "percentile_range", "RANGE_INITS"]
 
 _logger = logging.getLogger(__name__)
-
-
-def levels_for_bits(bits: int, signed: bool) -> tuple[int, int]:
-    """Smallest and largest number of positive levels ``n`` (grid ``-n..n`` or ``0..n``) that need ``bits``."""
-    if signed:
-        return (2 ** (bits - 2) if bits >= 2 else 0), 2 ** (bits - 1) - 1
-    return 2 ** (bits - 1), 2 ** bits - 1
-
-
-def bits_for_levels(levels: Tensor, signed: bool) -> Tensor:
-    """Bits of a grid with ``levels`` positive levels: ``ceil(log2(n + 1))`` plus a sign bit when signed."""
-    return torch.ceil(torch.log2(levels + 1)) + int(signed)
-
-
-def _is_signed(target_space: QuantizationTargetSpace) -> bool:
-    return not (target_space.quant_dtype or "int8").startswith("uint")
-
-
-def _qparams(target_space: QuantizationTargetSpace) -> tuple[Tensor, Tensor]:
-    """Step size ``d`` and dynamic range ``q_max`` of a target, differentiable."""
-    wrapper, name = target_space._wrapper, target_space._target_name
-    scale = getattr(wrapper, "_nni_kws_qparam_scale")
-    step = torch.exp(scale * getattr(wrapper, f"{name}_step_param"))
-    qrange = torch.exp(scale * getattr(wrapper, f"{name}_range_param"))
-    return step, qrange
 
 
 class U3ClampRound(torch.autograd.Function):
@@ -79,8 +57,8 @@ class U3ClampRound(torch.autograd.Function):
 
 def learned_bits_clamp_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
     """Apply method ``'learned_bits'``: the U3 quantizer with the target's learned ``d`` and ``q_max``."""
-    step, qrange = _qparams(target_space)
-    return U3ClampRound.apply(target, step, qrange, _is_signed(target_space))
+    step, qrange = qparams(target_space)
+    return U3ClampRound.apply(target, step, qrange, is_signed(target_space))
 
 
 def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
@@ -91,7 +69,7 @@ def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> T
     The scale is not learned through the bias (straight-through, detached).
     """
     targets = target_space._wrapper.quantization_target_spaces
-    scale = (_qparams(targets["_input_0"])[0] * _qparams(targets["weight"])[0]).detach()
+    scale = (qparams(targets["_input_0"])[0] * qparams(targets["weight"])[0]).detach()
     return target + (torch.round(target / scale) * scale - target).detach()
 
 
@@ -99,7 +77,7 @@ quant_apply_methods["learned_bits"] = learned_bits_clamp_round
 quant_apply_methods["int32_bias"] = int32_bias_round
 
 
-class LearnedBitwidthQuantizer(Quantizer):
+class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
     __doc__ = r"""
     Quantizer that learns each target's bit-width, after `Mixed Precision DNNs: All you need is a good
     parametrization <https://arxiv.org/abs/1905.11452>`__ (Uhlich et al., ICLR 2020), parametrization U3.
@@ -242,7 +220,7 @@ class LearnedBitwidthQuantizer(Quantizer):
                                  f"got quant_scheme={target_space.quant_scheme!r}")
             if target_space.granularity not in (None, "default"):
                 raise ValueError(f"{where}: only per-tensor granularity is supported, got {target_space.granularity!r}")
-            if target_space.type is TargetType.PARAMETER and not _is_signed(target_space):
+            if target_space.type is TargetType.PARAMETER and not is_signed(target_space):
                 raise ValueError(f"{where}: parameters are signed, use an 'intN' quant_dtype")
             if target_space.quant_bits < self.min_bits:
                 raise ValueError(f"{where}: quant_dtype {target_space.quant_dtype!r} allows fewer bits than "
@@ -276,7 +254,7 @@ class LearnedBitwidthQuantizer(Quantizer):
             self._sync_bias(wrapper)
         if target_space.scale is not None or target_name == "bias":
             return
-        signed = _is_signed(target_space)
+        signed = is_signed(target_space)
         budget = self._budget(wrapper.name, target_name, target_space)
         bits = target_space.quant_bits
         if budget is not None:
@@ -292,20 +270,15 @@ class LearnedBitwidthQuantizer(Quantizer):
             getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_max)) / k)
         self._sync(target_space)
 
-    def _budget(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace) -> float | None:
-        if f"{module_name}.{target_name}" in self.budget_exclude:
-            return None
-        return self.weight_budget_bits if target_space.type is TargetType.PARAMETER else self.act_budget_bits
-
     def _sync(self, target_space: QuantizationTargetSpace) -> None:
         """Mirror ``d`` and the integer range into NNI's buffers (scale, zero point, tracked min/max)."""
         with torch.no_grad():
-            step, qrange = _qparams(target_space)
+            step, qrange = qparams(target_space)
             levels = torch.round(qrange / step)
             target_space.scale = step.detach().clone()
             target_space.zero_point = torch.zeros_like(step)
             target_space.tracked_max = levels * step
-            target_space.tracked_min = -levels * step if _is_signed(target_space) else torch.zeros_like(step)
+            target_space.tracked_min = -levels * step if is_signed(target_space) else torch.zeros_like(step)
 
     @staticmethod
     def _sync_bias(wrapper: ModuleWrapper) -> None:
@@ -313,7 +286,7 @@ class LearnedBitwidthQuantizer(Quantizer):
         targets = wrapper.quantization_target_spaces
         if "bias" in targets and targets["_input_0"].scale is not None and targets["weight"].scale is not None:
             with torch.no_grad():
-                targets["bias"].scale = _qparams(targets["_input_0"])[0] * _qparams(targets["weight"])[0]
+                targets["bias"].scale = qparams(targets["_input_0"])[0] * qparams(targets["weight"])[0]
                 targets["bias"].zero_point = torch.zeros_like(targets["bias"].scale)
 
     def project_qparams(self) -> None:
@@ -325,49 +298,13 @@ class LearnedBitwidthQuantizer(Quantizer):
                     continue
                 wrapper = self._module_wrappers[module_name]
                 step_param = getattr(wrapper, f"{target_name}_step_param")
-                lo, hi = levels_for_bits(self.min_bits, _is_signed(target_space))[0], \
-                    levels_for_bits(target_space.quant_bits, _is_signed(target_space))[1]
+                lo, hi = levels_for_bits(self.min_bits, is_signed(target_space))[0], \
+                    levels_for_bits(target_space.quant_bits, is_signed(target_space))[1]
                 getattr(wrapper, f"{target_name}_range_param").clamp_(step_param + math.log(lo) / k,
                                                                       step_param + math.log(hi) / k)
                 self._sync(target_space)
             for wrapper in self._module_wrappers.values():
                 self._sync_bias(wrapper)
-
-    def target_bits(self, module_name: str, target_name: str) -> Tensor:
-        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)``."""
-        target_space = self._target_spaces[module_name][target_name]
-        step, qrange = _qparams(target_space)
-        signed = _is_signed(target_space)
-        soft = torch.log2(qrange / step + 1) + int(signed)
-        hard = bits_for_levels(torch.round(qrange / step), signed)
-        return (soft + (hard - soft).detach()).squeeze()
-
-    def average_bits(self, kind: str) -> Tensor | None:
-        """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits
-        of the targets under budget (not in ``budget_exclude``).
-
-        Activation sizes are per example (the batch dimension of the recorded shape is dropped);
-        ``None`` while no target of that kind has been seen.
-        """
-        total, count = 0.0, 0
-        for module_name, target_name, target_space in self._targets():
-            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None \
-                    or f"{module_name}.{target_name}" in self.budget_exclude:
-                continue
-            numel = _numel(target_space)
-            if numel:
-                total = total + numel * self.target_bits(module_name, target_name)
-                count += numel
-        return total / count if count else None
-
-    def budget_penalty(self) -> Tensor | float:
-        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``."""
-        penalty: Tensor | float = 0.0
-        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
-            avg = self.average_bits(kind) if budget is not None else None
-            if avg is not None:
-                penalty = penalty + torch.relu(avg - budget)
-        return self.budget_weight * penalty
 
     @torch.no_grad()
     def learned_bits(self) -> Dict[str, Dict[str, int]]:
@@ -385,9 +322,9 @@ class LearnedBitwidthQuantizer(Quantizer):
         for module_name, target_name, target_space in self._targets():
             if target_space.scale is None:
                 continue
-            step, qrange = _qparams(target_space)
+            step, qrange = qparams(target_space)
             levels = int(torch.round(qrange / step))
-            signed = _is_signed(target_space)
+            signed = is_signed(target_space)
             bits = int(self.target_bits(module_name, target_name))
             calibration_config[module_name][target_name].update(
                 quant_bits=bits, quant_dtype=f"{'' if signed else 'u'}int{bits}",
@@ -401,56 +338,6 @@ class LearnedBitwidthQuantizer(Quantizer):
             module_name_param_dict.setdefault(module_name, []).extend(
                 [getattr(wrapper, f"{target_name}_step_param"), getattr(wrapper, f"{target_name}_range_param")])
         return module_name_param_dict
-
-    def over_budget(self) -> Dict[str, float]:
-        """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
-        out = {}
-        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
-            avg = self.average_bits(kind) if budget is not None else None
-            if avg is not None and float(avg.detach()) > budget + 1e-9:
-                out[kind] = float(avg)
-        return out
-
-    @torch.no_grad()
-    def project_to_budget(self) -> list[tuple[str, str, int]]:
-        """Lower bit-widths one bit at a time until every average meets its budget; returns the changes
-        ``(module, target, new bits)``.
-
-        Each step lowers the target whose modelled loss grows least per bit-element saved: quantization
-        noise ``s_t · 4^-b`` with ``s_t`` from ``sensitivity`` (1 where unknown, so the widest grids go
-        first); ``d`` becomes ``q_max / n'`` for the ``n'`` levels of one bit fewer. The budgets are
-        >= ``min_bits``, so this always ends.
-        """
-        changes = []
-        k = self.qparam_lr_scale
-        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
-            while budget is not None and kind in self.over_budget():
-                best, best_cost = None, math.inf
-                for module_name, target_name, target_space in self._targets():
-                    key = f"{module_name}.{target_name}"
-                    if (target_space.type is TargetType.PARAMETER) != (kind == "weight") \
-                            or target_space.scale is None or key in self.budget_exclude:
-                        continue
-                    bits = int(self.target_bits(module_name, target_name))
-                    if bits <= self.min_bits:
-                        continue
-                    cost = self.sensitivity.get(key, 1.0) * 4.0 ** -bits / _numel(target_space)
-                    if cost < best_cost:
-                        best, best_cost = (module_name, target_name, target_space, bits - 1), cost
-                if best is None:
-                    raise RuntimeError(f"cannot meet the {kind} budget {budget}: every target is at min_bits")
-                module_name, target_name, target_space, bits = best
-                n_new = levels_for_bits(bits, _is_signed(target_space))[1]
-                qrange = _qparams(target_space)[1]
-                getattr(self._module_wrappers[module_name], f"{target_name}_step_param").fill_(
-                    float(torch.log(qrange / n_new)) / k)
-                self._sync(target_space)
-                changes.append((module_name, target_name, bits))
-        for wrapper in self._module_wrappers.values():
-            self._sync_bias(wrapper)
-        if changes:
-            _logger.info("budget projection lowered %d bit-widths: %s", len(changes), changes)
-        return changes
 
     def _after_step(self) -> None:
         self.project_qparams()
@@ -484,51 +371,6 @@ class LearnedBitwidthQuantizer(Quantizer):
         if violated:
             _logger.warning("BUDGET VIOLATED: average bits %s exceed the budgets (weight %s, activation %s); "
                             "strict_budget=True projects them", violated, self.weight_budget_bits, self.act_budget_bits)
-
-
-def mse_range(x: Tensor, signed: bool, levels: int, candidates: int = 24) -> Tensor:
-    """The range ``q_max`` (among fractions of ``max |x|`` down to 5 %) whose ``levels``-level grid
-    reconstructs ``x`` with the least squared error: the largest magnitude alone leaves too few
-    levels for the bulk of a heavy-tailed activation at 2-4 bits."""
-    x = x.flatten().float()
-    if x.numel() > 2 ** 20:  # a random subset is as good for choosing one number
-        x = x[torch.randint(x.numel(), (2 ** 20,), device=x.device)]
-    top = (x.abs().max() if signed else x.max()).clamp_min(1e-8)
-    best, best_err = top, float("inf")
-    for fraction in torch.logspace(0, math.log10(0.05), candidates).tolist():
-        q = top * fraction
-        step = q / levels
-        err = float(((torch.round(torch.clamp(x, -q if signed else 0, q) / step) * step - x) ** 2).sum())
-        if err < best_err:
-            best, best_err = q, err
-    return best
-
-
-def max_range(x: Tensor, signed: bool, levels: int) -> Tensor:
-    """``q_max = max |x|`` (``max x`` unsigned): nothing clipped, the coarsest grid."""
-    return (x.abs().max() if signed else x.max()).clamp_min(1e-8)
-
-
-def percentile_range(x: Tensor, signed: bool, levels: int, q: float = 0.999) -> Tensor:
-    """``q_max`` = the 99.9th percentile of ``|x|`` (of ``x`` unsigned): clips the rarest outliers only."""
-    x = x.flatten().float()
-    if x.numel() > 2 ** 20:
-        x = x[torch.randint(x.numel(), (2 ** 20,), device=x.device)]
-    return torch.quantile(x.abs() if signed else x.clamp_min(0), q).clamp_min(1e-8)
-
-
-#: Range initialisations of :class:`LearnedBitwidthQuantizer`: ``f(x, signed, levels) -> q_max``.
-RANGE_INITS = {"mse": mse_range, "max": max_range, "percentile": percentile_range}
-
-
-def _numel(target_space: QuantizationTargetSpace) -> int:
-    """Elements of a parameter, or per example of an activation (recorded shape without the batch dim)."""
-    shape = target_space.shape
-    if not shape:
-        return 0
-    if target_space.type is not TargetType.PARAMETER:
-        shape = shape[1:]
-    return math.prod(shape)
 
 
 def _device(wrapper: ModuleWrapper, model: torch.nn.Module) -> torch.device:

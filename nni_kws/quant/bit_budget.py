@@ -1,0 +1,147 @@
+"""The bit arithmetic of learned quantization grids, and the budget part of
+:class:`~nni_kws.quant.LearnedBitwidthQuantizer` as a mixin (its own idea: average bits, the penalty
+that pulls them to a budget, the final projection that meets it)."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict
+
+import torch
+from nni.compression.base.target_space import QuantizationTargetSpace, TargetType
+from torch import Tensor
+
+__all__ = ["levels_for_bits", "bits_for_levels", "is_signed", "qparams", "numel", "BitBudgetMixin"]
+
+_logger = logging.getLogger(__name__)
+
+
+def levels_for_bits(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest number of positive levels ``n`` (grid ``-n..n`` or ``0..n``) that need ``bits``."""
+    if signed:
+        return (2 ** (bits - 2) if bits >= 2 else 0), 2 ** (bits - 1) - 1
+    return 2 ** (bits - 1), 2 ** bits - 1
+
+
+def bits_for_levels(levels: Tensor, signed: bool) -> Tensor:
+    """Bits of a grid with ``levels`` positive levels: ``ceil(log2(n + 1))`` plus a sign bit when signed."""
+    return torch.ceil(torch.log2(levels + 1)) + int(signed)
+
+
+def is_signed(target_space: QuantizationTargetSpace) -> bool:
+    return not (target_space.quant_dtype or "int8").startswith("uint")
+
+
+def qparams(target_space: QuantizationTargetSpace) -> tuple[Tensor, Tensor]:
+    """Step size ``d`` and dynamic range ``q_max`` of a target, differentiable."""
+    wrapper, name = target_space._wrapper, target_space._target_name
+    scale = getattr(wrapper, "_nni_kws_qparam_scale")
+    step = torch.exp(scale * getattr(wrapper, f"{name}_step_param"))
+    qrange = torch.exp(scale * getattr(wrapper, f"{name}_range_param"))
+    return step, qrange
+
+
+def numel(target_space: QuantizationTargetSpace) -> int:
+    """Elements of a parameter, or per example of an activation (recorded shape without the batch dim)."""
+    shape = target_space.shape
+    if not shape:
+        return 0
+    if target_space.type is not TargetType.PARAMETER:
+        shape = shape[1:]
+    return math.prod(shape)
+
+
+class BitBudgetMixin:
+    """Average bits per weight / activation under budgets (``weight_budget_bits``, ``act_budget_bits``,
+    ``budget_exclude``, ``budget_weight``, ``min_bits``, ``sensitivity`` set by the quantizer)."""
+
+    def _budget(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace) -> float | None:
+        if f"{module_name}.{target_name}" in self.budget_exclude:
+            return None
+        return self.weight_budget_bits if target_space.type is TargetType.PARAMETER else self.act_budget_bits
+
+    def target_bits(self, module_name: str, target_name: str) -> Tensor:
+        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)``."""
+        target_space = self._target_spaces[module_name][target_name]
+        step, qrange = qparams(target_space)
+        signed = is_signed(target_space)
+        soft = torch.log2(qrange / step + 1) + int(signed)
+        hard = bits_for_levels(torch.round(qrange / step), signed)
+        return (soft + (hard - soft).detach()).squeeze()
+
+    def average_bits(self, kind: str) -> Tensor | None:
+        """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits
+        of the targets under budget (not in ``budget_exclude``).
+
+        Activation sizes are per example (the batch dimension of the recorded shape is dropped);
+        ``None`` while no target of that kind has been seen.
+        """
+        total, count = 0.0, 0
+        for module_name, target_name, target_space in self._targets():
+            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None \
+                    or f"{module_name}.{target_name}" in self.budget_exclude:
+                continue
+            size = numel(target_space)
+            if size:
+                total = total + size * self.target_bits(module_name, target_name)
+                count += size
+        return total / count if count else None
+
+    def budget_penalty(self) -> Tensor | float:
+        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``."""
+        penalty: Tensor | float = 0.0
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            avg = self.average_bits(kind) if budget is not None else None
+            if avg is not None:
+                penalty = penalty + torch.relu(avg - budget)
+        return self.budget_weight * penalty
+
+    def over_budget(self) -> Dict[str, float]:
+        """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
+        out = {}
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            avg = self.average_bits(kind) if budget is not None else None
+            if avg is not None and float(avg.detach()) > budget + 1e-9:
+                out[kind] = float(avg)
+        return out
+
+    @torch.no_grad()
+    def project_to_budget(self) -> list[tuple[str, str, int]]:
+        """Lower bit-widths one bit at a time until every average meets its budget; returns the changes
+        ``(module, target, new bits)``.
+
+        Each step lowers the target whose modelled loss grows least per bit-element saved: quantization
+        noise ``s_t · 4^-b`` with ``s_t`` from ``sensitivity`` (1 where unknown, so the widest grids go
+        first); ``d`` becomes ``q_max / n'`` for the ``n'`` levels of one bit fewer. The budgets are
+        >= ``min_bits``, so this always ends.
+        """
+        changes = []
+        k = self.qparam_lr_scale
+        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
+            while budget is not None and kind in self.over_budget():
+                best, best_cost = None, math.inf
+                for module_name, target_name, target_space in self._targets():
+                    key = f"{module_name}.{target_name}"
+                    if (target_space.type is TargetType.PARAMETER) != (kind == "weight") \
+                            or target_space.scale is None or key in self.budget_exclude:
+                        continue
+                    bits = int(self.target_bits(module_name, target_name))
+                    if bits <= self.min_bits:
+                        continue
+                    cost = self.sensitivity.get(key, 1.0) * 4.0 ** -bits / numel(target_space)
+                    if cost < best_cost:
+                        best, best_cost = (module_name, target_name, target_space, bits - 1), cost
+                if best is None:
+                    raise RuntimeError(f"cannot meet the {kind} budget {budget}: every target is at min_bits")
+                module_name, target_name, target_space, bits = best
+                n_new = levels_for_bits(bits, is_signed(target_space))[1]
+                qrange = qparams(target_space)[1]
+                getattr(self._module_wrappers[module_name], f"{target_name}_step_param").fill_(
+                    float(torch.log(qrange / n_new)) / k)
+                self._sync(target_space)
+                changes.append((module_name, target_name, bits))
+        for wrapper in self._module_wrappers.values():
+            self._sync_bias(wrapper)
+        if changes:
+            _logger.info("budget projection lowered %d bit-widths: %s", len(changes), changes)
+        return changes
