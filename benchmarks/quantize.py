@@ -142,8 +142,8 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
         "drop_points_heldout": round(100 * (acc["test"]["before"] - acc["test"]["after"]), 2),
         "size_bytes": report["size_bytes"], "time_s": round(time.monotonic() - start, 1)})
     if method in LEARNED:
-        row["layers"] = {l["name"]: {"weight_bits": l.get("weight_bits"), "act_bits": l.get("act_bits")}
-                         for l in report["layers"]}
+        row["layers"] = {layer["name"]: {"weight_bits": layer.get("weight_bits"), "act_bits": layer.get("act_bits")}
+                         for layer in report["layers"]}
         row["budget_met"] = report.get("budget_met")
     logging.info("%s", {k: v for k, v in row.items() if k != "layers"})
     return row

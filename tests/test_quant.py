@@ -16,9 +16,20 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
-from nni_kws.quant import (LearnedBitwidthQuantizer, TrainingDiverged, U3ClampRound, bit_report, config_list,
-                           deploy_model, export_onnx, fixed_quantizer, onnx_agreement, prepare_model, quantize_model,
-                           unsigned_inputs)
+from nni_kws.quant import (
+    LearnedBitwidthQuantizer,
+    TrainingDiverged,
+    U3ClampRound,
+    bit_report,
+    config_list,
+    deploy_model,
+    export_onnx,
+    fixed_quantizer,
+    onnx_agreement,
+    prepare_model,
+    quantize_model,
+    unsigned_inputs,
+)
 from nni_kws.space import KwsSpace, build_space, random_arch
 
 
@@ -157,8 +168,8 @@ def test_report_definitions_on_two_layers() -> None:
     assert report["packed_weight_bytes"] == 12 * 4 // 8 + 160
     assert report["size_bytes"] == 166 + 4 * (4 + 5) + 4 * 4  # + float biases + one float32 scale per tensor
     assert report["float_size_bytes"] == 4 * (12 + 4 + 160 + 5)
-    assert [(l["name"], l["weight_bits"], l["act_bits"], l["act_signed"]) for l in report["layers"]] == \
-        [("0", 4, 4, True), ("3", 8, 8, False)]
+    rows = [(layer["name"], layer["weight_bits"], layer["act_bits"], layer["act_signed"]) for layer in report["layers"]]
+    assert rows == [("0", 4, 4, True), ("3", 8, 8, False)]
     assert "avg_bits_per_weight" in report["definitions"]
     json.dumps(report)
 
@@ -205,8 +216,9 @@ def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, input_bits: int 
     assert report["onnx"]["agreement"] == 1.0
     assert set(report["accuracy"]) == {"val", "test"} and set(report["accuracy"]["test"]) == {"before", "after"}
     assert report["model_input_bits"] == input_bits
-    assert [l.get("model_input", False) for l in report["layers"]][:2] == [input_bits is not None, False]
-    biased = [l["name"] for l in report["layers"] if l.get("bias_bits") == 32]  # int32 on d_input * d_weight
+    assert [layer.get("model_input", False) for layer in report["layers"]][:2] == [input_bits is not None, False]
+    # int32 biases on the grid d_input * d_weight
+    biased = [layer["name"] for layer in report["layers"] if layer.get("bias_bits") == 32]
     assert biased == ["classifier"] if not fold_bn else len(biased) > 1  # + the convs' folded BN
     x = next(iter(clips))[0]
 
@@ -366,8 +378,9 @@ def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
                                 act_budget_bits=budget, init_bits=init, **kwargs).report
         # Recomputed from the per-layer bits: the budget is met, and not by a wide margin.
         for kind, numel, bits in (("weight", "weight_numel", "weight_bits"), ("activation", "act_numel", "act_bits")):
-            rows = [l for l in report["layers"] if bits in l and not (kind == "activation" and l.get("model_input"))]
-            average = sum(l[numel] * l[bits] for l in rows) / sum(l[numel] for l in rows)
+            rows = [layer for layer in report["layers"]
+                    if bits in layer and not (kind == "activation" and layer.get("model_input"))]
+            average = sum(layer[numel] * layer[bits] for layer in rows) / sum(layer[numel] for layer in rows)
             assert average == pytest.approx(report[f"avg_bits_per_{kind}"])
             assert budget - 0.5 <= average <= budget, (kind, budget, average)
         assert report["budget_met"]
