@@ -24,10 +24,15 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
+# Every benchmark (hours on 2 cores); each writes benchmarks/results/<name>.json.
 bench: venv
+	$(PY) benchmarks/peer_costs.py
 	$(PY) benchmarks/cost_model.py
 	$(PY) benchmarks/search.py
+	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/sim_to_real.py
 	$(PY) benchmarks/quantize.py
+	$(PY) benchmarks/assessor.py
 
 clean:
 	rm -rf $(VENV) runs

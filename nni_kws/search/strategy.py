@@ -27,6 +27,8 @@ from nni.nas.oneshot.pytorch.supermodule.proxyless import ProxylessMixedRepeat
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless
 from torch import nn
 
+from nni_kws.cost.budgets import budget_penalty
+
 from .penalty import ResourcePenalty, penalized_loss
 
 __all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "PathGumbel", "ResourceDartsModule",
@@ -91,9 +93,8 @@ def most_likely_within(probs: Mapping[str, Mapping[Any, float]],
     """
     arch = argmax_arch(probs)
 
-    def overshoot(a: Mapping[str, Any]) -> float:
-        costs = costs_of(a)
-        return sum(max(0.0, float(costs[key]) / limit - 1.0) for key, limit in limits.items())
+    def overshoot(a: Mapping[str, Any]) -> float:  # the float hinge of the budget vocabulary, on cost keys
+        return budget_penalty(costs_of(a), limits)
 
     def logp(label: str, value: Any) -> float:
         return math.log(max(float(probs[label][value]), 1e-12))
