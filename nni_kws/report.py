@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets
+from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets, describe_over_budget
 from nni_kws.space import describe_arch
 
 __all__ = ["COST_AXES", "SEARCH_QUALITY_JSON", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
@@ -201,8 +201,7 @@ def render_report(results: Mapping[str, Any]) -> str:
               f"`{cfg.get('strategy')}`, seed {cfg.get('seed')}, device {results.get('device', '?')}",
               f"- budgets: {describe_budgets(_budgets(cfg))}; "
               f"penalty form `{cfg.get('penalty_form')}`, λ = {cfg.get('lam')}",
-              *(["- **OVER BUDGET**: the searched architecture exceeds "
-                 + ", ".join(f"{k} ({v['value']:,.6g} > {v['limit']:,.6g})" for k, v in over.items())] if over else []),
+              *([f"- **OVER BUDGET**: the searched architecture exceeds {describe_over_budget(over)}"] if over else []),
               ""]
     lines += ["## Accuracy and cost", "",
               f"| model | {test_col} [%] | {real_col} [%] | {_COST_HEADER} | bits w / a |",
