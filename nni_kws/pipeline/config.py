@@ -32,7 +32,8 @@ OPTIONS = "options.json"
 #: The options each stage's outcome depends on, besides :data:`IDENTITY_FIELDS` (and, for train and
 #: quantize, the architecture). A stage in the folder made with other values is not silently kept.
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "search": ("strategy", "search_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
+    "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "budgets", "lam",
+               "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
                  "batch_size"),
