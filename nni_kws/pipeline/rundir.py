@@ -11,12 +11,16 @@ from .config import OPTIONS, RESULT
 __all__ = ["stage_done", "stored_options"]
 
 
+def _hint(stage_dir: Path) -> str:
+    return f"delete {stage_dir} to run the stage again (with --resume), or start over with --overwrite"
+
+
 def stage_done(out: str | Path, stage: str) -> dict[str, Any] | None:
     """The stored result of a completed stage, or None (a broken one: :class:`CorruptStateFile`)."""
     path = Path(out) / stage / RESULT
     if not path.is_file():
         return None
-    hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
+    hint = _hint(path.parent)
     result = read_json(path, hint=hint)
     if stage in ("search", "train", "quantize") and not isinstance(result.get("arch"), dict) \
             and not result.get("baseline"):
@@ -29,7 +33,7 @@ def stored_options(out: str | Path, stage: str) -> dict[str, Any] | None:
     for name in (RESULT, OPTIONS):
         path = Path(out) / stage / name
         if path.is_file():
-            hint = f"delete {path.parent} to run the stage again (with --resume), or start over with --overwrite"
-            options = read_json(path, hint=hint).get("options") if name == RESULT else read_json(path, hint=hint)
+            data = read_json(path, hint=_hint(path.parent))
+            options = data.get("options") if name == RESULT else data
             return options if isinstance(options, dict) else None
     return None

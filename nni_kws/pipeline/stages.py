@@ -72,6 +72,7 @@ class Pipeline:
         self._dm = data_module
         self._data_info: dict[str, Any] | None = None
         self._lut: Any = None
+        self._cost_model: CostModel | None = None
         self._current_stage: str | None = None
         self.timings: dict[str, float] = {}
 
@@ -149,8 +150,11 @@ class Pipeline:
         return self._lut
 
     def cost_model(self) -> CostModel:
-        """A :class:`CostModel` of a fresh space with the run's latency table."""
-        return CostModel(self.space(), lut=self.latency_table(), fallback="macs")
+        """The :class:`CostModel` of the run's space with its latency table, built once (it freezes one
+        architecture per block configuration) and shared by the budget checks, the search and the costs."""
+        if self._cost_model is None:
+            self._cost_model = CostModel(self.space(), lut=self.latency_table(), fallback="macs")
+        return self._cost_model
 
     def costs(self, arch: Mapping[str, Any]) -> dict[str, float]:
         """Exact hardware costs of ``arch``, plus weights and peak activations in kB."""
@@ -346,7 +350,7 @@ class Pipeline:
         if trained.get("baseline"):
             raise ValueError(f"{self.out / 'train'} holds the baseline {trained['baseline']!r}; the pipeline "
                              "quantizes searched architectures only")
-        model = build_model(validate_arch(self.space(), trained["arch"]), self.space())
+        model = build_model(trained["arch"], self.space())  # validates the stored arch against the space
         load_state_dict(model, self.out / "train" / "model.pt",
                         hint=f"delete {self.out / 'train'} and run again with --resume")
         return trained["arch"], model
