@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 __all__ = ["CorruptStateFile", "jsonable", "write_json", "read_json", "save_torch", "load_torch", "load_state_dict",
-           "check_checkpoint", "CHECKPOINT_HINT", "file_lock"]
+           "check_checkpoint", "CHECKPOINT_HINT", "file_lock", "replace_atomically"]
 
 #: The way out of a broken per-epoch checkpoint.
 CHECKPOINT_HINT = ("delete it to restart the stage (or copy an epoch=N.ckpt next to it over it), "
@@ -47,7 +47,8 @@ def jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _replace_atomically(path: Path, write: Any) -> Path:
+def replace_atomically(path: Path, write: Any) -> Path:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it over ``path`` (all or nothing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -58,7 +59,7 @@ def _replace_atomically(path: Path, write: Any) -> Path:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` (made :func:`jsonable`) as indented JSON, atomically."""
     text = json.dumps(jsonable(data), indent=2) + "\n"
-    return _replace_atomically(Path(path), lambda tmp: tmp.write_text(text))
+    return replace_atomically(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: str | Path, *, expect: type = dict, hint: str = "delete it or start over with --overwrite") -> Any:
@@ -75,7 +76,7 @@ def read_json(path: str | Path, *, expect: type = dict, hint: str = "delete it o
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save`` atomically."""
-    return _replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
+    return replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def load_torch(path: str | Path, *, hint: str = "delete it or start over with --overwrite",

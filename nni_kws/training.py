@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -24,7 +23,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from nni_kws.files import write_json
+from nni_kws.files import replace_atomically, write_json
 
 __all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochSeeding", "AtomicCheckpointIO", "fit", "accuracy",
            "make_trainer", "seed_everything", "derived_seed", "reseed_loaders", "check_finite_weights", "torch_threads"]
@@ -134,10 +133,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     leaves the previous ``last.ckpt`` intact instead of a truncated one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        save = super().save_checkpoint
+        replace_atomically(Path(path), lambda tmp: save(checkpoint, tmp, storage_options))
 
 
 class KwsModule(LightningModule):

@@ -11,7 +11,6 @@ a different run.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nni_kws.files import load_torch
+from nni_kws.files import load_torch, save_torch
 
 __all__ = ["EpochCheckpoint"]
 
@@ -76,10 +75,7 @@ class EpochCheckpoint:
                  "torch_rng": torch.get_rng_state(),
                  "generators": {k: g.get_state() for k, g in _generators(loader).items()},
                  "extra": {k: get() for k, (get, _) in self.extra.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        save_torch(state, self.path)
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              loader: DataLoader) -> tuple[int, int]:

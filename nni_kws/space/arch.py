@@ -3,7 +3,6 @@ space names (``small-mfcc``), a readable summary, freezing."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any, Mapping
 
 from nni.mutable import Categorical
 from torch import nn
+
+from nni_kws.files import write_json
 
 from .kws_space import PRESETS, KwsSpace
 
@@ -121,12 +122,7 @@ def arch_file_meta(path: str | Path) -> dict[str, Any]:
 def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw",
               **extra: Any) -> Path:
     """Write ``arch.json``: the arch with the identity of its space and ``extra`` metadata, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"arch": dict(arch), "preset": preset, "frontend": frontend, **extra}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"arch": dict(arch), "preset": preset, "frontend": frontend, **extra})
 
 
 def build_model(arch: Mapping[str, Any], space: KwsSpace | None = None, **space_kw: Any) -> nn.Module:
