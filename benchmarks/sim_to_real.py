@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from nni_kws.baselines import build_baseline
 from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list, shared_data_dir
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
@@ -37,10 +38,18 @@ ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e"
         "s1_depth": 2, "s1_i0_e": 2, "s1_i0_k": 5, "s1_i1_e": 2, "s1_i1_k": 5,
         "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
 PRESET = "small"
+#: The models a configuration can train: the fixed SincConv architecture, the same blocks behind the MFCC
+#: front end of the space, and the DS-CNN-S peer (MFCC, 2-D convolutions).
+MODELS: dict[str, Any] = {
+    "sinc": lambda: build_model(ARCH, build_space(PRESET)),
+    "mfcc": lambda: build_model({k: v for k, v in ARCH.items() if k != "frontend"},
+                                build_space(PRESET, frontend="mfcc")),
+    "dscnn": lambda: build_baseline("ds-cnn-s"),
+}
 MASKS = dict(time_masks=2, freq_masks=2)
 SNR = dict(noise_snr_db=(0.0, 20.0))
-#: name -> (synthesis parameters on top of the 'today' recipe, training augmentation)
-CONFIGS: dict[str, tuple[dict[str, Any], TrainAugment]] = {
+#: name -> (synthesis parameters on top of the 'today' recipe, training augmentation[, model of MODELS])
+CONFIGS: dict[str, tuple[Any, ...]] = {
     "today": ({}, TrainAugment()),
     "recorded_noise": ({"recorded_noise": "shared"}, TrainAugment(**SNR)),
     "flite": ({"flite_speakers": 100}, TrainAugment()),
@@ -56,6 +65,8 @@ CONFIGS: dict[str, tuple[dict[str, Any], TrainAugment]] = {
     "demo": (dict(PRESETS["demo"]), TrainAugment()),
     "demo_more_flite": (dict(PRESETS["demo"], flite_speakers=300), TrainAugment()),
     "full_preset": (dict(PRESETS["full"]), TrainAugment()),
+    "demo_mfcc": (dict(PRESETS["demo"]), TrainAugment(), "mfcc"),
+    "demo_dscnn": (dict(PRESETS["demo"]), TrainAugment(), "dscnn"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("sim_to_real")
@@ -81,7 +92,7 @@ def _real_sets(quick: bool, work: Path) -> dict[str, Any]:
 
 
 def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, Any], cache: Path) -> dict[str, Any]:
-    synth_params, augmentation = CONFIGS[name]
+    synth_params, augmentation, model_name = (*CONFIGS[name], "sinc")[:3]
     params = {**synth_params, **({"speakers": 6, "flite_speakers": min(synth_params.get("flite_speakers", 0), 4),
                                    "noise_seconds": 2} if args.quick else {})}
     out = cache / default_dataset_dir(**params).name
@@ -91,7 +102,7 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     manifest = json.loads((root / "manifest.json").read_text())
     dm = SpeechCommandsDataModule(root, batch_size=64, seed=seed, cache=True, augmentation=augmentation)
     seed_everything(seed)
-    model = build_model(ARCH, build_space(PRESET))
+    model = MODELS[model_name]()
     t0 = time.monotonic()
     fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False,
         learning_rate=args.lr)
@@ -101,7 +112,7 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     preds, labels = predict(model, torch.utils.data.DataLoader(real["full"], batch_size=256))
     correct = dict(zip(real["full"].files, (preds == labels).tolist()))
     held = [correct[f] for f in real["heldout"] if f in correct]
-    res = {"config": name, "seed": seed, "epochs": args.epochs, "synth_params": manifest["params"],
+    res = {"config": name, "model": model_name, "seed": seed, "epochs": args.epochs, "synth_params": manifest["params"],
            "augmentation": dataclasses.asdict(augmentation),
            "clips": manifest["counts"]["clips"], "speakers_by_engine": manifest["counts"]["speakers_by_engine"],
            "train_items": len(dm.dataset("training")), "synth_test_items": len(dm.dataset("testing")),
@@ -128,7 +139,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 def _key(r: dict[str, Any]) -> str:
     """Runs with the same data, augmentation and epochs are the same configuration (whatever their name)."""
-    return json.dumps([r["synth_params"], r["augmentation"], r.get("epochs")], sort_keys=True)
+    return json.dumps([r["synth_params"], r["augmentation"], r.get("epochs"), r.get("model", "sinc")], sort_keys=True)
 
 
 def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> dict[str, Any]:
@@ -144,7 +155,8 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
     demo_params = _params(**CONFIGS[args.demo_config][0]) if not args.quick else None
     demo = [rs for rs in groups.values() if rs[0]["synth_params"] == demo_params
             and rs[0]["augmentation"] == dataclasses.asdict(CONFIGS[args.demo_config][1])
-            and rs[0].get("epochs") == args.demo_epochs]
+            and rs[0].get("epochs") == args.demo_epochs
+            and rs[0].get("model", "sinc") == (*CONFIGS[args.demo_config], "sinc")[2]]
     demo_runs = demo[0] if demo else []
     verdict = {
         "demo_real_test_acc": mean(demo_runs, "real_test_acc") if demo_runs else None,
@@ -172,7 +184,7 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    presets = ("demo", "demo_more_flite", "full_preset")
+    presets = ("demo", "demo_more_flite", "full_preset", "demo_mfcc", "demo_dscnn")
     p.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in presets),
                    help=f"comma-separated subset of {list(CONFIGS)} (default: all but the presets)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")

