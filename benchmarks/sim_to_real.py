@@ -22,15 +22,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from nni_kws.baselines import build_baseline
 from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list, shared_data_dir
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.gsc import SpeechCommands
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
 from nni_kws.space import build_model, build_space
+from nni_kws.teacher import HintedStudent, SynthTeacher, WithTeacher, embed_dataset, head_predictions
 from nni_kws.training import accuracy, fit, predict, seed_everything
 
 #: The fixed architecture (preset 'small', SincConv front end), as in benchmarks/quantize.py.
@@ -38,6 +40,8 @@ ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e"
         "s1_depth": 2, "s1_i0_e": 2, "s1_i0_k": 5, "s1_i1_e": 2, "s1_i1_k": 5,
         "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
 PRESET = "small"
+#: SpecAugment on DS-CNN-S's 49 frames x 40 log-mel bands: 2 time masks of <= 8 frames, 2 of <= 6 bands.
+SPEC_MASKS = (2, 8, 2, 6)
 #: The models a configuration can train: the fixed SincConv architecture, the same blocks behind the MFCC
 #: front end of the space, and the DS-CNN-S peer (MFCC, 2-D convolutions).
 MODELS: dict[str, Any] = {
@@ -45,28 +49,61 @@ MODELS: dict[str, Any] = {
     "mfcc": lambda: build_model({k: v for k, v in ARCH.items() if k != "frontend"},
                                 build_space(PRESET, frontend="mfcc")),
     "dscnn": lambda: build_baseline("ds-cnn-s"),
+    "dscnn_cmn": lambda: build_baseline("ds-cnn-s", utterance_norm="mean"),
+    "dscnn_cmvn": lambda: build_baseline("ds-cnn-s", utterance_norm="meanvar"),
+    "dscnn_specaug": lambda: build_baseline("ds-cnn-s", spec_masks=SPEC_MASKS),
+    "dscnn_cmn_specaug": lambda: build_baseline("ds-cnn-s", utterance_norm="mean", spec_masks=SPEC_MASKS),
 }
 MASKS = dict(time_masks=2, freq_masks=2)
 SNR = dict(noise_snr_db=(0.0, 20.0))
-#: name -> (synthesis parameters on top of the 'today' recipe, training augmentation[, model of MODELS])
-CONFIGS: dict[str, tuple[Any, ...]] = {
-    "today": ({}, TrainAugment()),
-    "recorded_noise": ({"recorded_noise": "shared"}, TrainAugment(**SNR)),
-    "flite": ({"flite_speakers": 100}, TrainAugment()),
-    "room_channel": ({"room": 0.5, "channel": 0.5}, TrainAugment()),
-    "speed": ({"speed": (0.88, 1.12)}, TrainAugment()),
-    "masking": ({}, TrainAugment(**MASKS)),
-    "all": ({"flite_speakers": 100, "test_fraction": 0.2, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
-             "recorded_noise": "shared"}, TrainAugment(**SNR, **MASKS)),
+class Config(NamedTuple):
+    """One benchmark configuration: synthesis parameters on top of the 'today' recipe, training augmentation,
+    the model trained (a key of :data:`MODELS`, or ``"teacher"``: the speech-embedding teacher alone) and the
+    weights of distillation from that teacher's logits and of the hint loss towards its embedding (0: none),
+    and whether the teacher's training logits are out-of-fold (``teacher_folds`` > 1)."""
+
+    synth: dict[str, Any]
+    augment: TrainAugment = TrainAugment()
+    model: str = "sinc"
+    distill: float = 0.0
+    hint: float = 0.0
+    teacher_folds: int = 1
+
+
+DEMO = dict(PRESETS["demo"])
+CONFIGS: dict[str, Config] = {
+    "today": Config({}),
+    "recorded_noise": Config({"recorded_noise": "shared"}, TrainAugment(**SNR)),
+    "flite": Config({"flite_speakers": 100}),
+    "room_channel": Config({"room": 0.5, "channel": 0.5}),
+    "speed": Config({"speed": (0.88, 1.12)}),
+    "masking": Config({}, TrainAugment(**MASKS)),
+    "all": Config({"flite_speakers": 100, "test_fraction": 0.2, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
+                   "recorded_noise": "shared"}, TrainAugment(**SNR, **MASKS)),
     # combinations of the ingredients that helped alone (flite, speed) and the acoustics
-    "flite_speed": ({"flite_speakers": 100, "speed": (0.88, 1.12)}, TrainAugment()),
-    "all_but_noise_masks": ({"flite_speakers": 100, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
-                             "test_fraction": 0.2}, TrainAugment()),
-    "demo": (dict(PRESETS["demo"]), TrainAugment()),
-    "demo_more_flite": (dict(PRESETS["demo"], flite_speakers=300), TrainAugment()),
-    "full_preset": (dict(PRESETS["full"]), TrainAugment()),
-    "demo_mfcc": (dict(PRESETS["demo"]), TrainAugment(), "mfcc"),
-    "demo_dscnn": (dict(PRESETS["demo"]), TrainAugment(), "dscnn"),
+    "flite_speed": Config({"flite_speakers": 100, "speed": (0.88, 1.12)}),
+    "all_but_noise_masks": Config({"flite_speakers": 100, "speed": (0.88, 1.12), "room": 0.5, "channel": 0.5,
+                                   "test_fraction": 0.2}),
+    "demo": Config(DEMO),
+    "demo_more_flite": Config(dict(DEMO, flite_speakers=300)),
+    "full_preset": Config(dict(PRESETS["full"])),
+    # front ends and models on the demo data
+    "demo_mfcc": Config(DEMO, model="mfcc"),
+    "demo_dscnn": Config(DEMO, model="dscnn"),
+    "demo_dscnn_cmn": Config(DEMO, model="dscnn_cmn"),
+    "demo_dscnn_cmvn": Config(DEMO, model="dscnn_cmvn"),
+    "demo_dscnn_specaug": Config(DEMO, model="dscnn_specaug"),
+    "demo_dscnn_cmn_specaug": Config(DEMO, model="dscnn_cmn_specaug"),
+    # the real-speech teacher alone, and distilled into the students
+    "demo_teacher": Config(DEMO, model="teacher"),
+    "demo_distill": Config(DEMO, distill=0.5),
+    "demo_dscnn_distill": Config(DEMO, model="dscnn", distill=0.5),
+    "demo_dscnn_distill_oof": Config(DEMO, model="dscnn", distill=0.7, teacher_folds=5),
+    "demo_dscnn_hint": Config(DEMO, model="dscnn", hint=1.0),
+    "demo_hint": Config(DEMO, hint=1.0),
+    "demo_dscnn_distill_oof_hint": Config(DEMO, model="dscnn", distill=0.7, hint=1.0, teacher_folds=5),
+    "demo_dscnn_distill_oof9": Config(DEMO, model="dscnn", distill=0.9, teacher_folds=5),
+    "demo_distill_oof": Config(DEMO, distill=0.7, teacher_folds=5),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("sim_to_real")
@@ -91,8 +128,14 @@ def _real_sets(quick: bool, work: Path) -> dict[str, Any]:
     return {"full": SpeechCommandsTestFolder(root, cache=True), "heldout": {str(root / r) for r in read_list(heldout)}}
 
 
+def _unaugmented_training(dm: SpeechCommandsDataModule) -> SpeechCommands:
+    """The training clips of ``dm`` in the same order, without augmentation (what the teacher labels)."""
+    return SpeechCommands(dm.root, "training", augment=False, seed=dm.seed, cache=True, keywords=dm.keywords)
+
+
 def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, Any], cache: Path) -> dict[str, Any]:
-    synth_params, augmentation, model_name = (*CONFIGS[name], "sinc")[:3]
+    config = CONFIGS[name]
+    synth_params, augmentation, model_name = config.synth, config.augment, config.model
     params = {**synth_params, **({"speakers": 6, "flite_speakers": min(synth_params.get("flite_speakers", 0), 4),
                                    "noise_seconds": 2} if args.quick else {})}
     out = cache / default_dataset_dir(**params).name
@@ -102,24 +145,48 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     manifest = json.loads((root / "manifest.json").read_text())
     dm = SpeechCommandsDataModule(root, batch_size=64, seed=seed, cache=True, augmentation=augmentation)
     seed_everything(seed)
-    model = MODELS[model_name]()
     t0 = time.monotonic()
-    fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False,
-        learning_rate=args.lr)
-    train_s = time.monotonic() - t0
-    t0 = time.monotonic()
-    # One pass over the whole real set; heldout is a subset of it, so its accuracy comes from the same predictions.
-    preds, labels = predict(model, torch.utils.data.DataLoader(real["full"], batch_size=256))
+    train_loader, teacher = dm.train_dataloader(), None
+    if model_name == "teacher" or config.distill > 0 or config.hint > 0:
+        teacher = SynthTeacher.fit(_unaugmented_training(dm), num_classes=dm.num_classes, seed=seed,
+                                   cache=root / "teacher" / f"training-seed{seed}.npy", folds=config.teacher_folds)
+        targets = WithTeacher(dm.dataset("training"), teacher.train_logits,
+                              teacher.train_embeddings if config.hint > 0 else None)
+        train_loader = torch.utils.data.DataLoader(targets, batch_size=64, shuffle=True,
+                                                   generator=torch.Generator().manual_seed(seed))
+    if model_name == "teacher":
+        assert teacher is not None
+        # the embeddings of the real set are the same for every run: cached next to the datasets
+        real_emb = embed_dataset(real["full"], cache / f"teacher-real-{len(real['full'])}.npy")
+        preds, labels = head_predictions(teacher.head, real_emb), torch.as_tensor(real["full"].labels)
+        test_emb = embed_dataset(dm.dataset("testing"), root / "teacher" / f"testing-seed{seed}.npy")
+        synth_acc = float((head_predictions(teacher.head, test_emb) == torch.as_tensor(
+            dm.dataset("testing").labels)).float().mean())
+        train_s = time.monotonic() - t0
+        t0 = time.monotonic()
+    else:
+        model = MODELS[model_name]()
+        trained = HintedStudent(model) if config.hint > 0 else model
+        fit(trained, train_loader, dm.val_dataloader(), epochs=args.epochs, progress=False,
+            learning_rate=args.lr, distill_weight=config.distill, hint_weight=config.hint)
+        train_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        # One pass over the whole real set; heldout is a subset of it, so its accuracy comes from the same predictions.
+        preds, labels = predict(model, torch.utils.data.DataLoader(real["full"], batch_size=256))
+        synth_acc = accuracy(model, dm.test_dataloader())
     correct = dict(zip(real["full"].files, (preds == labels).tolist()))
     held = [correct[f] for f in real["heldout"] if f in correct]
-    res = {"config": name, "model": model_name, "seed": seed, "epochs": args.epochs, "synth_params": manifest["params"],
-           "augmentation": dataclasses.asdict(augmentation),
+    res = {"config": name, "model": model_name, "distill": config.distill, "hint": config.hint,
+           "teacher_folds": config.teacher_folds, "seed": seed, "epochs": args.epochs,
+           "synth_params": manifest["params"], "augmentation": dataclasses.asdict(augmentation),
            "clips": manifest["counts"]["clips"], "speakers_by_engine": manifest["counts"]["speakers_by_engine"],
            "train_items": len(dm.dataset("training")), "synth_test_items": len(dm.dataset("testing")),
-           "synth_test_acc": accuracy(model, dm.test_dataloader()),
+           "synth_test_acc": synth_acc,
            "real_test_acc": sum(correct.values()) / len(correct), "heldout_acc": sum(held) / max(len(held), 1),
            "n_real_test": len(correct), "n_heldout": len(held),
            "synth_seconds": round(synth_s, 1), "synth_cached": not built, "train_seconds": round(train_s, 1)}
+    if teacher is not None:
+        res["teacher_train_acc"] = teacher.train_accuracy
     res["eval_seconds"] = round(time.monotonic() - t0, 1)
     log.info("%s seed %d: real %.3f heldout %.3f synth %.3f (synth %.0f s, train %.0f s)", name, seed,
              res["real_test_acc"], res["heldout_acc"], res["synth_test_acc"], synth_s, train_s)
@@ -139,7 +206,8 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 def _key(r: dict[str, Any]) -> str:
     """Runs with the same data, augmentation and epochs are the same configuration (whatever their name)."""
-    return json.dumps([r["synth_params"], r["augmentation"], r.get("epochs"), r.get("model", "sinc")], sort_keys=True)
+    return json.dumps([r["synth_params"], r["augmentation"], r.get("epochs"), r.get("model", "sinc"),
+                       r.get("distill", 0.0), r.get("hint", 0.0), r.get("teacher_folds", 1)], sort_keys=True)
 
 
 def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> dict[str, Any]:
@@ -152,11 +220,12 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
         groups.setdefault(_key(r), []).append(r)
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     best = max(groups.values(), key=lambda rs: mean(rs, "real_test_acc"))
-    demo_params = _params(**CONFIGS[args.demo_config][0]) if not args.quick else None
+    demo_config = CONFIGS[args.demo_config]
+    demo_params = _params(**demo_config.synth) if not args.quick else None
     demo = [rs for rs in groups.values() if rs[0]["synth_params"] == demo_params
-            and rs[0]["augmentation"] == dataclasses.asdict(CONFIGS[args.demo_config][1])
+            and rs[0]["augmentation"] == dataclasses.asdict(demo_config.augment)
             and rs[0].get("epochs") == args.demo_epochs
-            and rs[0].get("model", "sinc") == (*CONFIGS[args.demo_config], "sinc")[2]]
+            and rs[0].get("model", "sinc") == demo_config.model and rs[0].get("distill", 0.0) == demo_config.distill]
     demo_runs = demo[0] if demo else []
     verdict = {
         "demo_real_test_acc": mean(demo_runs, "real_test_acc") if demo_runs else None,
@@ -184,9 +253,8 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    presets = ("demo", "demo_more_flite", "full_preset", "demo_mfcc", "demo_dscnn")
-    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in presets),
-                   help=f"comma-separated subset of {list(CONFIGS)} (default: all but the presets)")
+    p.add_argument("--configs", default=",".join(c for c in CONFIGS if not c.startswith(("demo", "full"))),
+                   help=f"comma-separated subset of {list(CONFIGS)} (default: the ingredients, not the presets)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--epochs", type=int, default=12, help="training epochs per run (default: 12)")
     p.add_argument("--lr", type=float, default=0.2, help="SGD learning rate (the pipeline's default)")

@@ -11,19 +11,20 @@ Install with ``pip install 'nni-kws[teacher]'``.
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from nni_kws.files import save_torch
+from nni_kws.data.clips import ClipDataset
 
-__all__ = ["SpeechEmbedding", "TeacherHead", "WithTeacher", "embed_dataset", "fit_head", "teacher_available"]
+__all__ = ["HintedStudent", "SpeechEmbedding", "SynthTeacher", "TeacherHead", "WithTeacher", "embed_dataset",
+           "fit_head", "head_logits", "head_predictions", "teacher_available"]
 
 log = logging.getLogger(__name__)
 #: Mel frames per embedding window and hop between windows (the model's own: 76 frames of 10 ms, 80 ms hop).
@@ -129,27 +130,85 @@ def head_logits(head: TeacherHead, embeddings: np.ndarray) -> torch.Tensor:
     return head.eval()(torch.from_numpy(embeddings))
 
 
-def save_head(head: TeacherHead, path: Path, **meta: Any) -> None:
-    """Store a trained head (weights and metadata) at ``path``."""
-    save_torch({"state_dict": head.state_dict(), **meta}, path)
+def head_predictions(head: TeacherHead, embeddings: np.ndarray) -> torch.Tensor:
+    """The teacher's predicted labels ``[N]`` for cached embeddings."""
+    return head_logits(head, embeddings).argmax(1)
 
 
-def cache_key(*parts: Any) -> str:
-    """A short stable hash of ``parts`` (for cache file names)."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:10]
+@dataclasses.dataclass
+class SynthTeacher:
+    """A head trained on the embeddings of the (unaugmented) synthesized training clips, its logits on them
+    (``train_logits``) and their embeddings averaged over windows and standardised per dimension
+    (``train_embeddings``, the target of :class:`HintedStudent`).
+
+    With ``folds > 1`` the training logits are out-of-fold (each clip labelled by a head that did not see it):
+    a head fits its own training clips almost perfectly, so its in-sample logits carry little beyond the labels.
+    """
+
+    head: TeacherHead
+    train_logits: torch.Tensor
+    train_embeddings: torch.Tensor
+    train_accuracy: float
+
+    @classmethod
+    def fit(cls, training: ClipDataset, num_classes: int, *, seed: int = 0, cache: Path | None = None,
+            epochs: int = 60, folds: int = 1) -> SynthTeacher:
+        """Embed ``training`` (cached at ``cache``), train a head on it, and label every clip with it."""
+        embeddings = embed_dataset(training, cache)
+        labels = torch.as_tensor(training.labels)
+        head = fit_head(embeddings, labels.tolist(), num_classes, epochs=epochs, seed=seed)
+        logits = head_logits(head, embeddings)
+        if folds > 1:
+            fold = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)) % folds
+            for k in range(folds):
+                inside, outside = (fold != k).numpy(), (fold == k).numpy()
+                fold_head = fit_head(embeddings[inside], labels[inside].tolist(), num_classes, epochs=epochs,
+                                     seed=seed + 1 + k)
+                logits[outside] = head_logits(fold_head, embeddings[outside])
+        pooled = torch.from_numpy(embeddings).mean(1)
+        pooled = (pooled - pooled.mean(0)) / (pooled.std(0) + 1e-6)  # standardised: a unit-scale regression target
+        return cls(head, logits, pooled, float((logits.argmax(1) == labels).float().mean()))
 
 
 class WithTeacher(Dataset):
-    """Items ``(x, y, teacher_logits)``: ``dataset``'s items with the cached teacher logits of the same index."""
+    """Items ``(x, y, teacher_logits[, teacher_embedding])``: ``dataset``'s items with the teacher's targets of the
+    same index."""
 
-    def __init__(self, dataset: Dataset, logits: torch.Tensor) -> None:
-        if len(logits) != len(dataset):
-            raise ValueError(f"{len(logits)} teacher logits for a dataset of {len(dataset)} items")
+    def __init__(self, dataset: Dataset, logits: torch.Tensor, embeddings: torch.Tensor | None = None) -> None:
+        for name, targets in (("logits", logits), ("embeddings", embeddings)):
+            if targets is not None and len(targets) != len(dataset):
+                raise ValueError(f"{len(targets)} teacher {name} for a dataset of {len(dataset)} items")
         self.dataset, self.logits = dataset, logits.float()
+        self.embeddings = None if embeddings is None else embeddings.float()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         x, y = self.dataset[i]
-        return x, y, self.logits[i]
+        if self.embeddings is None:
+            return x, y, self.logits[i]
+        return x, y, self.logits[i], self.embeddings[i]
+
+
+class HintedStudent(nn.Module):
+    """``student`` plus a linear map from its penultimate features (the input of its last ``nn.Linear``) to the
+    teacher's embedding: ``forward`` returns the student's logits and keeps that prediction in :attr:`hint`,
+    which ``KwsModule(hint_weight=...)`` regresses onto the teacher's (FitNets-style hint, Romero et al.,
+    arXiv 1412.6550). After training, use ``.student``.
+    """
+
+    def __init__(self, student: nn.Module, target_dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        linears = [m for m in student.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(student).__name__} has no nn.Linear classifier to take features from")
+        self.student, self.proj = student, nn.Linear(linears[-1].in_features, target_dim)
+        self.hint: torch.Tensor | None = None
+        linears[-1].register_forward_pre_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.hint = self.proj(inputs[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)

@@ -143,7 +143,9 @@ class KwsModule(LightningModule):
 
     With ``distill_weight`` > 0, training batches are ``(x, y, teacher_logits)`` (e.g. from
     :class:`nni_kws.teacher.WithTeacher`) and the loss is ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``
-    at temperature ``T = distill_temperature`` (Hinton et al., arXiv 1503.02531).
+    at temperature ``T = distill_temperature`` (Hinton et al., arXiv 1503.02531). With ``hint_weight`` > 0 the
+    model is a :class:`nni_kws.teacher.HintedStudent`, batches carry the teacher's embedding too, and
+    ``hint_weight * MSE(model.hint, embedding)`` is added.
 
     Logs ``train_loss``, ``val_loss``, ``val_acc`` (and ``test_acc``). When ``report_to_nni`` is on
     and the process is an NNI trial, each validation epoch reports ``val_acc`` as an intermediate
@@ -152,7 +154,7 @@ class KwsModule(LightningModule):
 
     def __init__(self, learning_rate: float = 0.05, weight_decay: float = 4e-5, label_smoothing: float = 0.1,
                  optimizer: str = "sgd", momentum: float = 0.9, report_to_nni: bool = False,
-                 distill_weight: float = 0.0, distill_temperature: float = 2.0) -> None:
+                 distill_weight: float = 0.0, distill_temperature: float = 2.0, hint_weight: float = 0.0) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
@@ -160,6 +162,7 @@ class KwsModule(LightningModule):
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
                              f"{distill_weight}, {distill_temperature}")
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.hint_weight = hint_weight
         self.save_hyperparameters()
         self.learning_rate, self.weight_decay, self.label_smoothing = learning_rate, weight_decay, label_smoothing
         self.optimizer_name, self.momentum, self.report_to_nni = optimizer, momentum, report_to_nni
@@ -181,6 +184,11 @@ class KwsModule(LightningModule):
                 raise ValueError("distill_weight > 0 needs training batches (x, y, teacher_logits)")
             loss = (1 - self.distill_weight) * loss + self.distill_weight * distillation_loss(
                 logits, teacher[0], self.distill_temperature)
+        if self.hint_weight > 0:
+            hint = getattr(self.model, "hint", None)
+            if hint is None or len(teacher) < 2:
+                raise ValueError("hint_weight > 0 needs a HintedStudent and batches (x, y, logits, embeddings)")
+            loss = loss + self.hint_weight * F.mse_loss(hint, teacher[1])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
