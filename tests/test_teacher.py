@@ -79,3 +79,39 @@ def test_teacher_separates_two_sounds_and_caches(tmp_path):
     assert len(wrapped[0]) == 3 and torch.equal(wrapped[0][2], torch.zeros(2))
     with pytest.raises(ValueError, match="teacher logits"):
         teacher.WithTeacher(unseen, torch.zeros(5, 2))
+
+
+def test_hinted_student_predicts_from_the_classifier_input():
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    hinted = teacher.HintedStudent(student, target_dim=5)
+    x = torch.randn(2, 4)
+    assert torch.equal(hinted(x), student(x))
+    assert torch.allclose(hinted.hint, hinted.proj(student[1](student[0](x))))
+    with pytest.raises(ValueError, match="nn.Linear"):
+        teacher.HintedStudent(torch.nn.Conv1d(1, 1, 1))
+
+
+@needs_teacher
+def test_out_of_fold_logits_come_from_heads_that_did_not_see_the_clip(tmp_path):
+    class Clips(torch.utils.data.Dataset):
+        def __init__(self):
+            self.items = [(_tone(300 if k % 2 else 2500, k), k % 2) for k in range(10)]
+            self.labels = [y for _, y in self.items]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(self.items[i][0]).reshape(1, -1), self.items[i][1]
+
+    cache = tmp_path / "emb.npy"
+    inside = teacher.SynthTeacher.fit(Clips(), 2, cache=cache, epochs=5)
+    oof = teacher.SynthTeacher.fit(Clips(), 2, cache=cache, epochs=5, folds=2)
+    assert torch.equal(oof.head(torch.from_numpy(np.load(cache))), inside.train_logits)  # same final head
+    assert not torch.allclose(oof.train_logits, inside.train_logits)
+    fold = torch.randperm(10, generator=torch.Generator().manual_seed(0)) % 2
+    emb, labels = np.load(cache), torch.as_tensor(Clips().labels)
+    head0 = teacher.fit_head(emb[(fold != 0).numpy()], labels[fold != 0].tolist(), 2, epochs=5, seed=1)
+    assert torch.allclose(oof.train_logits[fold == 0], teacher.head_logits(head0, emb[(fold == 0).numpy()]))
+    assert torch.allclose(oof.train_embeddings.mean(0), torch.zeros(96), atol=1e-5)
