@@ -38,6 +38,7 @@ from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, re
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.gsc import SpeechCommands
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
+from nni_kws.files import save_torch
 from nni_kws.space import build_model, build_space
 from nni_kws.teacher import HintedStudent, SynthTeacher, WithTeacher, embed_dataset, head_predictions
 from nni_kws.training import accuracy, fit, predict, seed_everything
@@ -211,6 +212,10 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     if teacher is not None:
         res["teacher_train_acc"] = teacher.train_accuracy
     res["eval_seconds"] = round(time.monotonic() - t0, 1)
+    if args.save_models and model_name != "teacher":
+        path = Path(args.save_models) / f"{name}-{args.epochs}ep-seed{seed}.pt"
+        res["model_file"] = str(save_torch({"state_dict": model.state_dict(), "model": model_name,
+                                            "classes": list(dm.classes)}, path))
     log.info("%s seed %d: real %.3f heldout %.3f synth %.3f (synth %.0f s, train %.0f s)", name, seed,
              res["real_test_acc"], res["heldout_acc"], res["synth_test_acc"], synth_s, train_s)
     return res
@@ -315,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "nni-kws" / "sim_to_real"),
                    help="folder of the synthesized datasets (kept between runs)")
     p.add_argument("--out", default=str(RESULTS / "sim_to_real.json"))
+    p.add_argument("--save-models", default="", help="folder to store each trained student's weights in")
     p.add_argument("--quick", action="store_true", help="tiny data and 1 epoch: a smoke test in seconds")
     p.add_argument("--append", action="store_true", help="keep the runs already in --out and add these")
     args = p.parse_args(argv)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from nni_kws.data import shared_data_dir
 
@@ -42,10 +43,14 @@ def test_quick_teacher_and_distillation(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "s2r.json"
-    assert bench.main(["--quick", "--configs", "today_teacher,today_dscnn_distill_oof", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--configs", "today_teacher,today_dscnn_distill_oof", "--out", str(out),
+                       "--save-models", str(tmp_path / "models")]) == 0
     result = json.loads(out.read_text())
     teacher, student = result["runs"]
     assert teacher["model"] == "teacher" and student["model"] == "dscnn" and student["distill"] == 0.7
     assert student["teacher_folds"] == 5 and teacher["teacher_folds"] == 1
     assert result["verdict"]["teacher_real_test_acc"] == teacher["real_test_acc"]
     assert result["verdict"]["full_config"].startswith("today_dscnn_distill_oof")  # the teacher is not a student
+    saved = torch.load(student["model_file"])
+    bench.MODELS["dscnn"]().load_state_dict(saved["state_dict"])  # the student's weights, loadable as they are
+    assert "model_file" not in teacher and saved["classes"][-1] == "_unknown_"
