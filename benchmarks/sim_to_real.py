@@ -117,6 +117,7 @@ CONFIGS: dict[str, Config] = {
     "demo_dscnn_distill_oof9": Config(DEMO, model="dscnn", distill=0.9, teacher_folds=5),
     "demo_distill_oof": Config(DEMO, distill=0.7, teacher_folds=5),
     "demo_dscnn_distill_oof_t4": Config(DEMO, model="dscnn", distill=0.9, teacher_folds=5, temperature=4.0),
+    "demo_dscnn_distill_oof_t4w1": Config(DEMO, model="dscnn", distill=1.0, teacher_folds=5, temperature=4.0),
     "demo_mfcc10_distill_oof": Config(DEMO, model="mfcc10", distill=0.7, teacher_folds=5),
     # the same on today's espeak-only data (the quick test's teacher runs)
     "today_teacher": Config({}, model="teacher"),
