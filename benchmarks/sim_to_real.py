@@ -40,7 +40,7 @@ from nni_kws.data.gsc import SpeechCommands
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
 from nni_kws.files import save_torch
 from nni_kws.space import build_model, build_space
-from nni_kws.teacher import HintedStudent, SynthTeacher, WithTeacher, embed_dataset, head_predictions
+from nni_kws.teacher import INPUT_SCALE, HintedStudent, SynthTeacher, WithTeacher, embed_dataset, head_predictions
 from nni_kws.training import accuracy, fit, predict, seed_everything
 
 #: The fixed architecture (preset 'small', SincConv front end), as in benchmarks/quantize.py.
@@ -79,6 +79,7 @@ class Config(NamedTuple):
     hint: float = 0.0
     teacher_folds: int = 1
     temperature: float = 2.0
+    teacher_scale: float = INPUT_SCALE
 
 
 DEMO = dict(PRESETS["demo"])
@@ -173,8 +174,10 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     t0 = time.monotonic()
     train_loader, teacher = dm.train_dataloader(), None
     if model_name == "teacher" or config.distill > 0 or config.hint > 0:
-        teacher = SynthTeacher.fit(_unaugmented_training(dm), num_classes=dm.num_classes, seed=seed,
-                                   cache=root / "teacher" / f"training-seed{seed}.npy", folds=config.teacher_folds)
+        scale = config.teacher_scale
+        teacher = SynthTeacher.fit(_unaugmented_training(dm), num_classes=dm.num_classes, seed=seed, scale=scale,
+                                   cache=root / "teacher" / f"training-seed{seed}-x{scale:g}.npy",
+                                   folds=config.teacher_folds)
         targets = WithTeacher(dm.dataset("training"), teacher.train_logits,
                               teacher.train_embeddings if config.hint > 0 else None)
         train_loader = torch.utils.data.DataLoader(targets, batch_size=64, shuffle=True,
@@ -182,9 +185,10 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     if model_name == "teacher":
         assert teacher is not None
         # the embeddings of the real set are the same for every run: cached next to the datasets
-        real_emb = embed_dataset(real["full"], cache / f"teacher-real-{len(real['full'])}.npy")
+        real_emb = embed_dataset(real["full"], cache / f"teacher-real-{len(real['full'])}-x{scale:g}.npy", scale=scale)
         preds, labels = head_predictions(teacher.head, real_emb), torch.as_tensor(real["full"].labels)
-        test_emb = embed_dataset(dm.dataset("testing"), root / "teacher" / f"testing-seed{seed}.npy")
+        test_emb = embed_dataset(dm.dataset("testing"), root / "teacher" / f"testing-seed{seed}-x{scale:g}.npy",
+                                 scale=scale)
         synth_acc = float((head_predictions(teacher.head, test_emb) == torch.as_tensor(
             dm.dataset("testing").labels)).float().mean())
         train_s = time.monotonic() - t0
@@ -203,7 +207,8 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     correct = dict(zip(real["full"].files, (preds == labels).tolist()))
     held = [correct[f] for f in real["heldout"] if f in correct]
     res = {"config": name, "model": model_name, "distill": config.distill, "hint": config.hint,
-           "teacher_folds": config.teacher_folds, "temperature": config.temperature, "seed": seed,
+           "teacher_folds": config.teacher_folds, "temperature": config.temperature,
+           "teacher_scale": config.teacher_scale, "seed": seed,
            "epochs": args.epochs,
            "synth_params": manifest["params"], "augmentation": dataclasses.asdict(augmentation),
            "clips": manifest["counts"]["clips"], "speakers_by_engine": manifest["counts"]["speakers_by_engine"],
@@ -246,19 +251,29 @@ def _runs_of(groups: dict[str, list[dict[str, Any]]], config: Config, epochs: in
     if quick:
         return []
     params = _params(**config.synth)
-    wanted = (config.model, config.distill, config.hint, config.teacher_folds, config.temperature)
+    wanted = _recipe_of(*config[2:])
     found = [rs for rs in groups.values() if rs[0]["synth_params"] == params and rs[0].get("epochs") == epochs
              and rs[0]["augmentation"] == dataclasses.asdict(config.augment) and _recipe(rs[0]) == wanted]
     return found[0] if found else []
 
 
-def _recipe(r: dict[str, Any]) -> tuple[str, float, float, int, float]:
+def _recipe(r: dict[str, Any]) -> tuple[Any, ...]:
     """The model and teacher settings of a run (rows written before these existed: SincConv, no teacher)."""
-    return (r.get("model", "sinc"), r.get("distill", 0.0), r.get("hint", 0.0), r.get("teacher_folds", 1),
-            r.get("temperature", 2.0))
+    # rows without a teacher_scale were made with the int16 scale (the first teacher runs)
+    return _recipe_of(r.get("model", "sinc"), r.get("distill", 0.0), r.get("hint", 0.0), r.get("teacher_folds", 1),
+                      r.get("temperature", 2.0), r.get("teacher_scale", 32767.0))
 
 
-def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+def _recipe_of(model: str, distill: float, hint: float, folds: int, temperature: float,
+               scale: float) -> tuple[Any, ...]:
+    """The recipe tuple; the teacher's settings only where a teacher is used."""
+    if model != "teacher" and distill == 0 and hint == 0:
+        return (model,)
+    return model, distill, hint, folds, temperature, scale
+
+
+def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float,
+           notes: list[str] | None = None) -> dict[str, Any]:
     """Write the JSON and the Markdown table of ``runs``; return the verdict.
 
     Accuracies in the verdict are means over the seeds run of a configuration.
@@ -301,7 +316,7 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
     }
     result = {"verdict": verdict, "quick": args.quick, "lr": args.lr, "arch": ARCH,
               "preset": PRESET, "threads": 1, "wall_minutes": round(seconds / 60, 1),
-              "machine": platform.platform(), "runs": runs}
+              "machine": platform.platform(), **({"notes": notes} if notes else {}), "runs": runs}
     out.write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(_table(runs))
     return verdict
@@ -341,15 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) if args.quick else Path(args.cache)
         real = _real_sets(args.quick, Path(tmp))
-        start, runs = time.monotonic(), []
+        start, runs, notes = time.monotonic(), [], []
         if args.append and out.is_file():
             old = json.loads(out.read_text())
             runs = [{"epochs": old.get("epochs"), **r} for r in old["runs"]]
+            notes = old.get("notes", [])  # hand-written remarks on earlier runs stay
             start -= 60 * old.get("wall_minutes", 0)
         for seed in (int(s) for s in args.seeds.split(",")):
             for name in configs:
                 runs.append(run_config(name, seed, args, real, cache))
-                verdict = _write(out, runs, args, time.monotonic() - start)  # after each run: partial results last
+                # after each run: partial results last
+                verdict = _write(out, runs, args, time.monotonic() - start, notes)
     print(json.dumps(verdict, indent=1))
     print(_table(runs))
     return 0

