@@ -5,6 +5,7 @@ import logging
 import random
 import warnings
 
+import pytest
 import torch
 from test_recalibrate import _feasible_budget, separable_clips
 from torch.utils.data import DataLoader
@@ -80,3 +81,13 @@ def test_finalists_are_trained_standalone_and_the_best_on_validation_wins():
     assert inherited == sorted(inherited, reverse=True)
     assert result.arch == max(rows, key=lambda r: r["val_acc"])["arch"]
     assert cost_model.exact(result.arch)["macs"] <= budget
+
+
+def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
+    from nni_kws.pipeline.config import PipelineConfig, check_inputs
+
+    check_inputs(PipelineConfig(strategy="sandwich", finalists=2, real_test=None))
+    with pytest.raises(ValueError, match="--finalists needs"):
+        check_inputs(PipelineConfig(strategy="darts", finalists=2, real_test=None))
+    with pytest.raises(ValueError, match="finalist-epochs"):
+        check_inputs(PipelineConfig(strategy="random", finalists=2, finalist_epochs=0, real_test=None))

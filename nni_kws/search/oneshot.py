@@ -49,7 +49,7 @@ from .strategy import (
     most_likely_within,
 )
 
-__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
+__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ _logger = logging.getLogger(__name__)
 #: imports with the pre-0.5 API.
 STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "gumbel-hard", "proxyless", "random", "sandwich", "enas")
 _DIFFERENTIABLE = ("darts", "gumbel", "gumbel-hard", "proxyless")
+#: Strategies that train weights only and pick the architecture by evolution (and optional finalists).
+WEIGHTS_ONLY: tuple[str, ...] = ("random", "sandwich")
 
 
 @dataclass
