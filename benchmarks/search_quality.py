@@ -64,16 +64,19 @@ log = logging.getLogger("search_quality")
 class Settings:
     """Everything that defines a run (a stored result is reused only with equal settings)."""
 
-    preset: str = "small"
-    budgets: tuple[float, ...] = (6.5e6, 8.5e6)
-    strategies: tuple[str, ...] = ("gumbel-hard", "darts")
-    darts_budgets: str = "first"  # 'first' or 'all': where the mixture-DARTS comparison runs
+    preset: str = "compact"  # its MAC range covers the small peers' MACs
+    budgets: tuple[float, ...] = (3.28e6, 4.14e6)  # at or under TC-ResNet8's and BC-ResNet-1's MACs
+    strategies: tuple[str, ...] = ("sandwich", "gumbel-hard")  # the first is the verdict's
+    darts_budgets: str = "first"  # 'first' or 'all': where the other strategies' comparison runs
     search_epochs: int = 4
     warmup_epochs: int = 1
     spos_epochs: int = 4
+    sandwich_epochs: int = 4  # one sandwich supernet (budget-free) serves every budget
+    finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     epochs: int = 3  # standalone training of every model
     random: int = 6  # random architectures per budget
     seeds: tuple[int, ...] = (0,)
+    retrain_seeds: tuple[int, ...] = (1, 2)  # the verdict strategy's model is also retrained with these seeds
     lam: float = 10.0
     lr: float = 0.2
     arc_lr: float = 0.03
@@ -151,9 +154,14 @@ class Run:
         self.data: dict[str, Any] = {}
         if path.is_file() and not fresh:
             old = json.loads(path.read_text())
-            if old.get("settings") == json.loads(json.dumps(dataclasses.asdict(settings))):
+            new = json.loads(json.dumps(dataclasses.asdict(settings)))
+            if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
+            else:  # other search settings: standalone trainings with the same recipe are still valid
+                kept = {k: m for k, m in old.get("models", {}).items() if _same_recipe(old.get("settings", {}), new, m)}
+                self.data = {"models": kept, "reused_from_other_settings": sorted(kept)}
+                log.info("other settings in %s: reusing %d standalone trainings with the same recipe", path, len(kept))
         self.data.setdefault("benchmark", "search_quality")
         self.data["settings"] = dataclasses.asdict(settings)
         self.data.setdefault("models", {})
@@ -167,6 +175,17 @@ class Run:
     def save(self) -> None:
         self.data["wall_s_this_session"] = round(time.perf_counter() - self.started, 1)
         write_json(self.path, self.data)
+
+
+#: What a standalone training depends on (besides the architecture and its seed); a random architecture
+#: also on the preset (its key names the architecture of that space), a peer not.
+RECIPE = ("epochs", "lr", "batch_size", "val_fraction", "data")
+
+
+def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
+    if model.get("kind") not in ("random", "peer") or any(old.get(k) != new.get(k) for k in RECIPE):
+        return False
+    return model["kind"] == "peer" or old.get("preset") == new.get("preset")
 
 
 def _short(arch: Mapping[str, Any]) -> str:
@@ -206,14 +225,19 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     s = run.settings
     penalties = [ResourcePenalty("macs", budget, s.lam)]
     kwargs: dict[str, Any] = {}
-    if strategy != "random":
+    if strategy not in ("random", "sandwich"):
         kwargs["strategy_kwargs"] = {"warmup_epochs": s.warmup_epochs}
     else:
         kwargs["evolution"] = s.evolution
+    if strategy == "sandwich" and s.finalists:
+        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs}
+    epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
+    # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
+    out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name
     start = time.perf_counter()
     result = run_search(build_space(s.preset), dm.train_dataloader(), dm.val_dataloader(), strategy=strategy,
-                        epochs=s.spos_epochs if strategy == "random" else s.search_epochs, penalties=penalties,
-                        cost_model=cost_model, learning_rate=s.lr, arc_learning_rate=s.arc_lr, out_dir=work / name,
+                        epochs=epochs, penalties=penalties,
+                        cost_model=cost_model, learning_rate=s.lr, arc_learning_rate=s.arc_lr, out_dir=out_dir,
                         seed=seed, resume=True, progress=False, calib_batches=s.calib_batches, **kwargs)
     search_s = time.perf_counter() - start
     scorer = CandidateScorer(build_space(s.preset), result.supernet,
@@ -255,7 +279,7 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         row: dict[str, Any] = {"random_n": len(rand),
                                "random_median_heldout": statistics.median(rand) if rand else None,
                                "random_best_heldout": max(rand) if rand else None}
-        for method in (*s.strategies, "evolution"):
+        for method in (*s.strategies, "evolution", f"{main_strategy}-top1"):
             accs = [m["heldout_acc"] for k, m in models.items() if m["kind"] == method and m["budget_macs"] == budget]
             if accs:
                 row[method] = {"heldout_mean": statistics.mean(accs),
@@ -263,6 +287,8 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
                                "minus_random_median_pts": _pts(statistics.mean(accs) - row["random_median_heldout"])
                                if rand else None}
         per_budget[f"{budget:g}"] = row
+        if main_strategy in row and f"{main_strategy}-top1" not in row:  # the finalist stage kept the evolution's pick
+            row[f"{main_strategy}-top1"] = {"same_as": main_strategy}
     diffs = [row[main_strategy]["minus_random_median_pts"] for row in per_budget.values()
              if main_strategy in row and row[main_strategy]["minus_random_median_pts"] is not None]
     main_taus = [t["tau"] for n, t in taus.items()
@@ -339,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = Settings()
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
-                            epochs=1, random=3, batch_size=16, calib_batches=2,
+                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), epochs=1, random=3, batch_size=16,
+                            calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
                  if getattr(args, f.name, None) is not None}
@@ -379,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ranking += archs
     ranking_keys = [arch_key(a) for a in ranking]
     run.data["ranking_archs"] = ranking
+    for key in [k for k, m in run.models.items() if m["kind"] == "random" and arch_key(m["arch"]) not in budget_of]:
+        del run.models[key]  # reused from other settings, but not a random architecture of these budgets
 
     main_strategy = settings.strategies[0]
     supernet_plans = []
@@ -388,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if strategy == main_strategy or settings.darts_budgets == "all" or i == 0:
                     supernet_plans.append((f"{strategy}/{budget:g}/s{seed}", strategy, budget, seed))
             supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
+    supernet_plans.sort(key=lambda plan: plan[1] != main_strategy)  # the verdict's models first (stable sort)
 
     spos_done: dict[int, str] = {}
     for name, strategy, budget, seed in supernet_plans:
@@ -398,6 +428,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          {"arch": sup["arch"]})
         if strategy == "random":
             spos_done[seed] = name
+        if strategy == main_strategy:  # seed-to-seed spread of standalone training: the same model, other seeds
+            for extra in settings.retrain_seeds:
+                train_standalone(run, f"{name}/retrained_s{extra}", kind, budget, dm,
+                                 lambda a=sup["arch"]: build_model(a, build_space(settings.preset)), sup["costs"],
+                                 extra, {"arch": sup["arch"]})
+        finalists = sup["meta"].get("evolution", {}).get("finalists")
+        if finalists and finalists[0]["arch"] != sup["arch"]:  # ablation: the evolution's pick, no finalist stage
+            top1 = finalists[0]["arch"]
+            train_standalone(run, f"{name}/evolution_top1", f"{kind}-top1", budget, dm,
+                             lambda a=top1: build_model(a, build_space(settings.preset)), _costs(cost_model, top1),
+                             seed, {"arch": top1})
         if strategy == main_strategy:  # the random baseline of this budget right after its searched model
             for a in (r for r in ranking if budget_of[arch_key(r)] == budget):
                 train_standalone(run, f"random/{_short(a)}", "random", budget, dm,
@@ -450,8 +491,15 @@ def demo_gap(run: Run, folder: Path) -> None:
 def notes(run: Run) -> list[str]:
     s = run.settings
     out = [f"scaled down for a shared 2-core CPU: preset {s.preset}, {s.epochs} standalone epochs, "
-           f"{s.search_epochs} search epochs ({s.warmup_epochs} warm-up), {s.random} random architectures per budget, "
-           f"seeds {list(s.seeds)}, {s.threads} thread(s)",
+           f"{s.search_epochs} search epochs ({s.warmup_epochs} warm-up) for the DARTS family, {s.spos_epochs} SPOS "
+           "and "
+           f"{s.sandwich_epochs} sandwich epochs, {s.random} random architectures per budget, search seeds "
+           f"{list(s.seeds)}, the verdict strategy's model retrained with seeds {[*s.seeds, *s.retrain_seeds]}, "
+           f"{s.threads} thread(s)",
+           f"{s.strategies[0]}: one supernet for every budget; the budget applies in the evolution"
+           + (f" and then {s.finalists} finalists (the evolution's best by inherited dev-val accuracy) trained "
+              f"{s.epochs} epochs on dev-train, picked by dev-val; '{s.strategies[0]}-top1' is the evolution's pick "
+              "without that stage" if s.finalists else ""),
            "ranking (kendall_tau) uses the dev validation part; every accuracy reported as heldout_* is on heldout, "
            "which selected nothing",
            "inherited_vs_retrained_pts is measured at these benchmark settings, not the demo's"]
@@ -463,8 +511,11 @@ def notes(run: Run) -> list[str]:
         if m.get("margin_pts") is None:
             out.append(f"{key}: {m['costs'].get('macs', 0):,.0f} MACs is below every budget (the {s.preset} space's "
                        f"cheapest architecture: {cheapest}); no searched model to compare at its cost")
-    out.append("budgets come from the space's MAC range (the small peers are cheaper than any architecture of the "
-               "space), not from peer MACs")
+    for key, m in peer_rows.items():
+        budget = m.get("compared_budget_macs")
+        if budget is not None and budget < 0.5 * m["costs"].get("macs", 0):
+            out.append(f"{key}: {m['costs']['macs']:,.0f} MACs, compared with the searched model of the largest budget "
+                       f"({budget:,.0f}), far cheaper: the {s.preset} space has no architecture near its cost")
     out.append("not run (CPU time): the synthesized-only training comparison, latency columns")
     return out
 
