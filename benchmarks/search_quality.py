@@ -77,6 +77,7 @@ class Settings:
     random: int = 6  # random architectures per budget
     seeds: tuple[int, ...] = (0,)
     retrain_seeds: tuple[int, ...] = (1, 2)  # the verdict strategy's model is also retrained with these seeds
+    spos: bool = True  # also RandomOneShot (uniform single paths) + evolution at every budget
     lam: float = 10.0
     lr: float = 0.2
     arc_lr: float = 0.03
@@ -101,15 +102,18 @@ def peers() -> list[tuple[str, Callable[[], torch.nn.Module], dict[str, float]]]
             for name in BASELINES]
 
 
-def peer_margin(models: Mapping[str, Any], peer_macs: float, strategy: str) -> tuple[float | None, float | None]:
-    """``(budget, searched minus peer heldout points)``: the searched model(s) of the largest budget at or
-    below the peer's MACs (mean over seeds); ``(None, None)`` when no budget is that low."""
-    budgets = sorted({m["budget_macs"] for m in models.values()
-                      if m["kind"] == strategy and m["budget_macs"] <= peer_macs})
+def peer_margin(models: Mapping[str, Any], peer_macs: float,
+                strategy: str) -> tuple[float | None, str | None, float | None]:
+    """``(budget, preset, searched heldout accuracy)``: the searched model(s) of the largest budget at or below
+    the peer's MACs (mean over seeds; ``preset`` tells which space); ``(None, None, None)`` when none is that low."""
+    budgets = sorted({(m["budget_macs"], m.get("preset")) for m in models.values()
+                      if m["kind"] == strategy and m["budget_macs"] <= peer_macs}, key=lambda b: b[0])
     if not budgets:
-        return None, None
-    accs = [m["heldout_acc"] for m in models.values() if m["kind"] == strategy and m["budget_macs"] == budgets[-1]]
-    return budgets[-1], statistics.mean(accs)
+        return None, None, None
+    budget, preset = budgets[-1]
+    accs = [m["heldout_acc"] for m in models.values()
+            if m["kind"] == strategy and (m["budget_macs"], m.get("preset")) == (budget, preset)]
+    return budget, preset, statistics.mean(accs)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -360,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budgets", type=lambda t: tuple(float(x) for x in t.split(",")))
     p.add_argument("--strategies", type=lambda t: tuple(t.split(",")))
     p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")))
+    p.add_argument("--retrain-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
+    p.add_argument("--no-spos", dest="spos", action="store_const", const=False, help="skip RandomOneShot + evolution")
+    p.add_argument("--companion", type=Path, action="append", default=[],
+                   help="another result file of this benchmark (e.g. another preset reaching a larger peer's MACs): "
+                   "its searched models (same verdict strategy) also count in the peer comparison")
     args = p.parse_args(argv)
 
     settings = Settings()
@@ -416,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for strategy in settings.strategies:
                 if strategy == main_strategy or settings.darts_budgets == "all" or i == 0:
                     supernet_plans.append((f"{strategy}/{budget:g}/s{seed}", strategy, budget, seed))
-            supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
+            if settings.spos:
+                supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
     supernet_plans.sort(key=lambda plan: plan[1] != main_strategy)  # the verdict's models first (stable sort)
 
     spos_done: dict[int, str] = {}
@@ -445,12 +455,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  lambda a=a: build_model(a, build_space(settings.preset)), _costs(cost_model, a), 0,
                                  {"arch": a})
 
+    searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
+    run.data["companions"] = {}
+    for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
+        other = json.loads(path.read_text())
+        mismatch = [k for k in (*RECIPE, "strategies") if other["settings"].get(k) != run.data["settings"].get(k)
+                    and not (k == "strategies" and other["settings"][k][0] == main_strategy)]
+        if mismatch:
+            raise SystemExit(f"{path}: another recipe or verdict strategy ({', '.join(mismatch)}); not comparable")
+        run.data["companions"][path.name] = {"preset": other["settings"]["preset"],
+                                             "budgets": other["settings"]["budgets"]}
+        searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
+                         for k, m in other["models"].items() if m["kind"] == main_strategy})
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
-        budget, searched = peer_margin(run.models, costs["macs"], main_strategy)
-        record["compared_budget_macs"] = budget
-        record["margin_pts"] = _pts(searched - record["heldout_acc"]) if searched is not None else None
+        budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
+        record["compared_budget_macs"], record["compared_preset"] = budget, preset
+        record["margin_pts"] = _pts(searched_acc - record["heldout_acc"]) if searched_acc is not None else None
         run.save()
 
     run.data["compute_s"] = {"searches": round(sum(x["search_s"] for x in run.data["supernets"].values()), 1),
@@ -515,7 +537,8 @@ def notes(run: Run) -> list[str]:
         budget = m.get("compared_budget_macs")
         if budget is not None and budget < 0.5 * m["costs"].get("macs", 0):
             out.append(f"{key}: {m['costs']['macs']:,.0f} MACs, compared with the searched model of the largest budget "
-                       f"({budget:,.0f}), far cheaper: the {s.preset} space has no architecture near its cost")
+                       f"({budget:,.0f}, preset {m.get('compared_preset')}), far cheaper: no searched model near its "
+                       "cost (see --companion)")
     out.append("not run (CPU time): the synthesized-only training comparison, latency columns")
     return out
 
