@@ -103,3 +103,24 @@ def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_r
                if n.startswith("sandwich/"))
     recipe = bench.main(["--quick", "--out", str(out), "--finalists", "1", "--epochs", "2"])  # another recipe
     assert recipe.get("reused_from_other_settings") == []
+
+
+def test_companion_searched_models_count_for_the_peers_they_are_under(bench, quick_run, tmp_path):
+    data = json.loads(quick_run.read_text())
+    main = data["settings"]["strategies"][0]
+    peer_macs = min(m["costs"]["macs"] for m in data["models"].values() if m["kind"] == "peer")
+    budget = 0.9 * peer_macs  # above every budget of the run, under every peer
+    companion = {**data, "settings": {**data["settings"], "preset": "other"},
+                 "models": {k: {**m, "budget_macs": budget, "heldout_acc": 0.5}
+                            for k, m in data["models"].items() if m["kind"] == main}}
+    (tmp_path / "companion.json").write_text(json.dumps(companion))
+    out = tmp_path / "with.json"
+    out.write_text(quick_run.read_text())
+    again = bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
+    for m in (m for m in again["models"].values() if m["kind"] == "peer"):
+        assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
+        assert m["margin_pts"] == round(100 * (0.5 - m["heldout_acc"]), 2)
+    (tmp_path / "companion.json").write_text(json.dumps({**companion, "settings": {**companion["settings"],
+                                                                                    "epochs": 99}}))
+    with pytest.raises(SystemExit, match="another recipe"):
+        bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
