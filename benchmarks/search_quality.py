@@ -186,6 +186,11 @@ class Run:
 RECIPE = ("epochs", "lr", "batch_size", "val_fraction", "data")
 
 
+#: What a supernet's checkpoint depends on (besides strategy, budget and seed, which name its folder).
+SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", "sandwich_epochs", "lam", "lr",
+                     "arc_lr", "batch_size", "val_fraction", "data")
+
+
 def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
     if model.get("kind") not in ("random", "peer") or any(old.get(k) != new.get(k) for k in RECIPE):
         return False
@@ -390,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dm = quick_data(Path(tmp.name), settings) if tmp else real_data(
         settings, args.shared or shared_data_dir(required=True))  # type: ignore[arg-type]
     work = args.work or (Path(tmp.name) / "work" if tmp else Path("runs") / "search_quality")
+    # supernet checkpoints resume only under the settings they were trained with (another epoch count would
+    # continue a finished schedule)
+    work = work / _short({k: getattr(settings, k) for k in SUPERNET_SETTINGS})
     run = Run(args.out, settings, args.fresh)
     run.data["data"] = {"train": len(dm.dataset("training")), "val": len(dm.dataset("validation")),
                         "heldout": len(dm.dataset("testing")), "source": settings.data}

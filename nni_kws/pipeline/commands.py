@@ -21,6 +21,7 @@ from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.search.oneshot import STRATEGIES
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
+from nni_kws.space import PRESETS as SPACE_PRESETS
 from nni_kws.space import arch_file_meta, load_arch
 
 from .config import CONFIG, PipelineConfig, load_config
@@ -56,7 +57,7 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g.add_argument("--test-list", metavar="FILE",
                    help="test on the clips of --data listed in FILE (with --train-list), "
                    "e.g. gsc-v2-test-splits/heldout.txt")
-    g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
+    g.add_argument("--preset", help=f"search-space preset: {', '.join(SPACE_PRESETS)} (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
     g.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
