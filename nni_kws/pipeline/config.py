@@ -62,7 +62,8 @@ class PipelineConfig:
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
-    # single paths (straight-through Gumbel): ranked random architectures best in benchmarks/results/search_quality.json
+    # single paths (straight-through Gumbel), the demo's measured default; in benchmarks/results/search_quality.json
+    # 'sandwich' with --finalists picks better architectures (not yet timed in the demo)
     strategy: str = "gumbel-hard"
     # search epochs that train weights only (uniform single paths with gumbel-hard); None: a quarter of them
     warmup_epochs: int | None = None
