@@ -305,6 +305,11 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
     gaps = [100 * (models[f"{n}/retrained"]["heldout_acc"] - sup["inherited_heldout_acc"])
             for n, sup in supernets.items() if sup["strategy"] == main_strategy and f"{n}/retrained" in models]
     peer_margins = [m["margin_pts"] for m in models.values() if m["kind"] == "peer" and m.get("margin_pts") is not None]
+    seed_stds = []  # the same searched architecture trained with several seeds: the noise of one standalone result
+    for n, sup in supernets.items():
+        accs = [m["heldout_acc"] for k, m in models.items() if k.startswith(f"{n}/retrained")]
+        if sup["strategy"] == main_strategy and len(accs) > 1:
+            seed_stds.append(100 * statistics.stdev(accs))
     return {
         "strategy": main_strategy,
         "kendall_tau": round(statistics.mean(main_taus), 3) if main_taus else None,
@@ -312,6 +317,9 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         "worst_margin_vs_peers_pts": min(peer_margins) if peer_margins else None,
         "inherited_vs_retrained_pts": round(max(gaps), 2) if gaps else None,  # retrained minus inherited, worst
         "kendall_tau_by_supernet": taus,
+        "training_seed_std_pts": {"mean": round(statistics.mean(seed_stds), 2), "min": round(min(seed_stds), 2),
+                                  "max": round(max(seed_stds), 2), "n_architectures": len(seed_stds)}
+        if seed_stds else None,
         "per_budget": per_budget,
         "notes": [],
     }
