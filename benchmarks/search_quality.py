@@ -348,7 +348,7 @@ def plot(run: Run, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind in sorted({m["kind"] for m in run.models.values()}):
         pts = [m for m in run.models.values() if m["kind"] == kind]
-        marker, color = styles.get(kind, ("o", None))
+        marker, color = styles.get(kind, ("v", "tab:olive") if kind.endswith("-top1") else ("o", None))
         ax.scatter([m["costs"]["macs"] / 1e6 for m in pts], [100 * m["heldout_acc"] for m in pts], marker=marker,
                    color=color, label=kind)
     for budget in run.settings.budgets:
@@ -532,8 +532,10 @@ def notes(run: Run) -> list[str]:
            f"{s.search_epochs} search epochs ({s.warmup_epochs} warm-up) for the DARTS family, {s.spos_epochs} SPOS "
            "and "
            f"{s.sandwich_epochs} sandwich epochs, {s.random} random architectures per budget, search seeds "
-           f"{list(s.seeds)}, the verdict strategy's model retrained with seeds {[*s.seeds, *s.retrain_seeds]}, "
-           f"{s.threads} thread(s)",
+           f"{list(s.seeds)}, {s.threads} thread(s)",
+           f"the verdict strategy's model of search seed s is trained with seed s and again with seeds "
+           f"{list(s.retrain_seeds)} (so a seed can repeat; two trainings with one seed still differ, since the "
+           "data order is drawn from the loader's own generator): training_seed_std_pts is the run-to-run spread",
            f"{s.strategies[0]}: one supernet for every budget; the budget applies in the evolution"
            + (f" and then {s.finalists} finalists (the evolution's best by inherited dev-val accuracy) trained "
               f"{s.epochs} epochs on dev-train, picked by dev-val; '{s.strategies[0]}-top1' is the evolution's pick "
