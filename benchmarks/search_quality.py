@@ -6,23 +6,31 @@ training part; a speaker-disjoint validation part is split off it), report on ``
 Every model (searched, random, peer) is trained from scratch with the same recipe and epochs
 (:func:`nni_kws.training.fit`). Per MAC budget:
 
-- resource-aware one-shot search with each of ``--strategies`` (``gumbel-hard``: straight-through
-  single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture),
-  the penalty target = the budget;
+- one-shot search with each of ``--strategies``, the first one giving the verdict (``sandwich``: the
+  largest, smallest and a random path per step, one supernet for every budget, then evolution within the
+  budget and ``--finalists`` short standalone trainings picked on dev-val; ``gumbel-hard``: straight-through
+  single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture), the
+  penalty target or evolution budget = the budget; the verdict strategy's model is also trained with
+  ``--retrain-seeds`` (the run-to-run spread);
 - ``evolution``: RandomOneShot (uniform single-path supernet, SPOS) + regularized evolution over
   candidates within the budget, scored on the validation part with inherited, recalibrated weights;
 - ``--random`` random architectures within the budget;
-- the peers of ``nni_kws.baselines`` (when that module exists) at their own MACs.
+- the peers of ``nni_kws.baselines`` (when that module exists), each compared with the searched model of the
+  largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
+  reaches a larger peer, e.g. ``paper`` at SincConv+DSConv's 25M).
 
 Ranking check: Kendall tau between the validation accuracy of each random architecture with
 inherited, recalibrated weights (every supernet above) and after standalone training.
 
 Results are written to the JSON after every model and reused on a rerun with the same settings
-(``--fresh`` starts over), so an interrupted run resumes; supernet searches resume from their
-per-epoch checkpoints under ``--work``. ``--quick`` runs everything on a tiny synthesized list-defined
-dataset in seconds (the test suite runs it).
+(``--fresh`` starts over), so an interrupted run resumes; under other settings, standalone trainings
+with the same recipe (random architectures, peers) are still reused; supernet searches resume from their
+per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
+everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
-    python benchmarks/search_quality.py [--preset small] [--epochs 4] [--random 8] [--out ...]
+    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
+        --random 6 --retrain-seeds 1 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
+    python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
 """
 from __future__ import annotations
 
@@ -71,11 +79,11 @@ class Settings:
     search_epochs: int = 4
     warmup_epochs: int = 1
     spos_epochs: int = 4
-    sandwich_epochs: int = 4  # one sandwich supernet (budget-free) serves every budget
+    sandwich_epochs: int = 8  # one sandwich supernet (budget-free) serves every budget
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     epochs: int = 3  # standalone training of every model
-    random: int = 6  # random architectures per budget
-    seeds: tuple[int, ...] = (0,)
+    random: int = 10  # random architectures per budget
+    seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
     retrain_seeds: tuple[int, ...] = (1, 2)  # the verdict strategy's model is also retrained with these seeds
     spos: bool = True  # also RandomOneShot (uniform single paths) + evolution at every budget
     lam: float = 10.0
@@ -387,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = Settings()
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
-                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), epochs=1, random=3, batch_size=16,
+                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), seeds=(0,), epochs=1, random=3,
+                            batch_size=16,
                             calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
