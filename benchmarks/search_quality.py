@@ -531,8 +531,9 @@ def demo_gap(run: Run, folder: Path) -> None:
                                                    "train_epochs", "calib_batches", "max_macs", "lam")},
                      "warmup_epochs_used": search.get("warmup_epochs"), "data": "synthesized (demo default)"}
     v["notes"] = [n for n in v["notes"] if "not the demo's" not in n]
-    v["notes"].append("inherited_vs_retrained_pts: demo settings (synthesized test split); the value at this "
-                      "benchmark's settings (heldout) is inherited_vs_retrained_pts_benchmark_settings")
+    v["notes"].append(f"inherited_vs_retrained_pts: demo settings with --strategy {config.get('strategy')} "
+                      "(synthesized test split); the value at this benchmark's settings (heldout) is "
+                      "inherited_vs_retrained_pts_benchmark_settings")
 
 
 def notes(run: Run) -> list[str]:
