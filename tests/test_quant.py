@@ -1,6 +1,7 @@
 """Quantization through NNI's compression framework: learned bit-widths, fixed baseline, report, ONNX export."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -432,3 +433,35 @@ def test_allocate_bits_matches_the_brute_force_optimum() -> None:
         assert cost([got[t] for t in sensitivity]) == pytest.approx(cost(best)), (budget, got, best)
         assert sum(got.values()) / 4 <= budget and sum(got.values()) / 4 > budget - 0.25
         assert got["a"] == max(got.values()) and got["c"] == min(got.values())
+
+
+def test_bn_batches_reestimate_batchnorm_statistics_of_the_quantized_model() -> None:
+    x, y = _data(48, seed=4)
+    train = DataLoader(TensorDataset(x, y), batch_size=16)  # unshuffled: the first 2 batches are known
+    val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=16)
+    kwargs = dict(method="trained", bits=8, weight_budget_bits=4, act_budget_bits=4, epochs=1, progress=False)
+    torch.manual_seed(0)
+    plain = quantize_model(_tiny_model(), train, val, **kwargs).model
+    torch.manual_seed(0)
+    qmodel = quantize_model(_tiny_model(), train, val, bn_batches=2, **kwargs).model
+    norms = {name: m for name, m in qmodel.named_modules() if isinstance(m, nn.BatchNorm1d)}
+    assert norms
+    # Reference: each BN input's per-channel batch mean and unbiased variance, averaged over the 2 batches,
+    # recorded by hooks on a copy running those batches in train mode (as the fine-tuned model sees them).
+    probe = copy.deepcopy(qmodel).train()
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in norms}
+    modules = dict(probe.named_modules())
+    for name in norms:
+        modules[name].register_forward_pre_hook(
+            lambda m, args, name=name: seen[name].append((args[0].mean(dim=(0, 2)), args[0].var(dim=(0, 2)))))
+    with torch.no_grad():
+        for i in range(2):
+            probe(x[16 * i:16 * (i + 1)])
+    plain_norms = dict(plain.named_modules())
+    for name, bn in norms.items():
+        mean = torch.stack([m for m, _ in seen[name]]).mean(0)
+        var = torch.stack([v for _, v in seen[name]]).mean(0)
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+        assert bn.momentum == plain_norms[name].momentum  # restored after the re-estimation
+    assert any(not torch.allclose(bn.running_mean, plain_norms[name].running_mean) for name, bn in norms.items())

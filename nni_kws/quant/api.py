@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from nni_kws.files import load_torch
+from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
@@ -177,7 +178,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "sensitivity",
-                   checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
@@ -204,6 +205,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     per-tensor PTQ sensitivity on the first batch spends the budget (``'sensitivity'``, the default:
     :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
     tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
+
+    ``bn_batches``: after fine-tuning, BatchNorm running statistics are re-estimated (plain average) over
+    that many training batches through the quantized network (0: keep the statistics that fine-tuning
+    accumulated with momentum, partly from earlier, different quantization grids).
 
     Per-epoch checkpoints go to ``checkpoint_dir`` (default ``<out_dir>/checkpoints``; none without
     either); ``resume=True`` continues from the last one (a finished run resumes to its end without
@@ -236,7 +241,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     budget_weight=budget_weight, min_bits=min_bits, epochs=epochs, max_steps=max_steps, lr=lr,
                     distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
-                    hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader))
+                    hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
+                    bn_batches=bn_batches)
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
@@ -267,6 +273,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
                                     input_bits=input_bits)
     _fine_tune(quantizer, float_model, example, distill, max_steps, epochs)
+    if bn_batches:  # running statistics of the quantized network, not a blend of the whole fine-tuning
+        recalibrate_bn(qmodel, calibration_batches(train_loader, bn_batches))
     qmodel.eval()
     with torch.no_grad():
         qmodel(example)  # record activation shapes of this model for the report
@@ -278,7 +286,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             "strict_budget": strict_budget, "init_bits": init_bits,
             **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
            if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
-        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
+        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "bn_batches": bn_batches,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),
