@@ -52,9 +52,13 @@ REAL_TEST = str(SHARED / "gsc-v2-test")
 SPLITS = str(SHARED / "gsc-v2-test-splits")
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
-#: Learned bit-widths: name -> where the bits start (``quantize_model(init_bits=...)``); both use the lr tuned
-#: for 'learned', and the verdict takes, per budget, the one with the better dev-val accuracy at seed 0.
-LEARNED = {"learned": "budget", "learned_sens": "sensitivity"}
+#: The benchmark's fine-tuning recipe (longer than the demo's ``nni-kws quantize`` defaults, same kind).
+#: Learned: one rate, chosen with recipe experiments on dev-val (``--learned-lrs`` to tune several); fixed: tuned.
+QUANT_EPOCHS, BN_BATCHES, QPARAM_LR_SCALE, LEARNED_LRS, LRS = 10, 32, 60.0, [1e-3], [3e-4, 1e-3, 3e-3]
+#: Learned bit-widths: name -> where the bits start (``quantize_model(init_bits=...)``); the plan runs 'learned'
+#: ('learned_budget' only through --add-runs); both use the lr tuned for 'learned', and the verdict takes, per
+#: budget, the one with the better dev-val accuracy at seed 0.
+LEARNED = {"learned": "sensitivity", "learned_budget": "budget"}
 
 
 def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -112,10 +116,10 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
     """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
     common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
-                  input_bits=args.input_bits or None)
+                  input_bits=args.input_bits or None, bn_batches=args.bn_batches)
     if method in LEARNED:
         return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
-                    init_bits=LEARNED[method], **common)
+                    init_bits=LEARNED[method], qparam_lr_scale=args.qparam_lr_scale, **common)
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
 
 
@@ -167,9 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float-lr", type=float, default=0.05)
     p.add_argument("--dev-epochs", type=int, default=10, help="float fine-tuning epochs on dev")
     p.add_argument("--dev-lr", type=float, default=0.02)
-    p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--quant-epochs", type=int, default=QUANT_EPOCHS, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
+                   help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
+    p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE,
+                   help="learned: learning-rate multiplier of step sizes and ranges relative to the weights")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
-    p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--lrs", type=float, nargs="*", default=LRS, help="fixed quantizers: learning rates tried")
+    p.add_argument("--learned-lrs", type=float, nargs="*", default=LEARNED_LRS,
+                   help="learned bit-widths: learning rates tried (one: used without tuning runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the tuned rates and the finished runs of --out (same settings) and run the rest")
+    p.add_argument("--note", action="append", default=[], help="a line for the JSON's notes (repeatable)")
     p.add_argument("--append", action="store_true", help="add --add-runs to the results in --out")
     p.add_argument("--add-runs", nargs="*", default=[], metavar="METHOD:BITS:SEED",
                    help=f"with --append: runs to add (methods: {', '.join([*LEARNED, *FIXED])})")
@@ -177,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
     p.add_argument("--input-bits", type=int, default=0,
                    help="bits of the raw waveform at the first layer (default 0: float, the microphone's 16-bit PCM)")
-    p.add_argument("--budgets", type=float, nargs="*", default=[8, 4, 3, 2.5], help="learned: bit budgets")
-    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 4, 3, 2], help="QAT/LSQ bit-widths")
+    p.add_argument("--budgets", type=float, nargs="*", default=[8, 6, 4, 3, 2.5], help="learned: bit budgets")
+    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 6, 4, 3, 2], help="QAT/LSQ bit-widths")
     p.add_argument("--fixed", nargs="*", default=list(FIXED), choices=list(FIXED), help="fixed quantizers")
     p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
@@ -231,7 +244,7 @@ def quick(args: argparse.Namespace) -> None:
         setattr(args, name, str(small))
     args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs = 0, 1, 1, 1
     args.lrs, args.budgets, args.fixed_bits, args.seeds, args.curve_seeds = [3e-3], [4, 3], [4], [0], [0]
-    args.val_fraction, args.batch_size, args.reuse = 0.3, 16, False
+    args.val_fraction, args.batch_size, args.reuse, args.bn_batches = 0.3, 16, False, 2
 
 
 def benchmark(args: argparse.Namespace) -> int:
@@ -248,13 +261,23 @@ def benchmark(args: argparse.Namespace) -> int:
                   "heldout": len(data.dataset("testing"))},
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "tune_epochs", "lrs", "distill", "input_bits",
-                                                  "budgets",
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "bn_batches", "qparam_lr_scale", "tune_epochs",
+                                                  "learned_lrs", "lrs", "distill", "input_bits", "budgets",
                                                   "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
                                                   "val_fraction", "threads")},
         "definitions": DEFINITIONS,
     }
     out = Path(args.out)
+    if args.note:
+        result["notes"] = args.note
+    earlier: dict[str, Any] = {}
+    if args.resume and out.is_file():
+        earlier = json.loads(out.read_text())
+        changed = {k: (earlier.get("settings", {}).get(k), v) for k, v in result["settings"].items()
+                   if k not in ("curve_seeds", "seeds", "budgets", "fixed_bits", "fixed")
+                   and earlier.get("settings", {}).get(k) != v}
+        if changed:
+            raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
 
     def save() -> None:
         result["total_s"] = round(time.monotonic() - start, 1)
@@ -277,14 +300,19 @@ def benchmark(args: argparse.Namespace) -> int:
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
     tuned: dict[str, Any] = {}
     previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
+    previous = {**previous, **earlier.get("lr_tuning", {})}
     for method in ["learned", *args.fixed]:
         if method in previous:  # tuned by an earlier (interrupted) run of the same benchmark
             tuned[method] = previous[method]
             continue
+        lrs = args.learned_lrs if method == "learned" else args.lrs
+        if len(lrs) == 1:
+            tuned[method] = {"lr": lrs[0], "dev_val_accuracy_per_lr": None}
+            continue
         data = real_data(args, args.seed)
         seed_everything(args.seed)
         kwargs = {**quantize_kwargs(method, 4, args), "epochs": args.tune_epochs}
-        best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), args.lrs, **kwargs)
+        best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), lrs, **kwargs)
         tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
         logging.info("%s: tuned lr %s (%s)", method, best, scores)
         result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
@@ -295,7 +323,7 @@ def benchmark(args: argparse.Namespace) -> int:
     # 2. The curve; 3. the seeds of the verdict.
     # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
     # interrupted benchmark still has a verdict and a curve).
-    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3))
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
     plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
@@ -303,12 +331,16 @@ def benchmark(args: argparse.Namespace) -> int:
              for b in bits if (m, b, s) not in plan]
     plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
+    done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
     for method, bits, seed in plan:
+        if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
+            rows.append(done[(method, bits, seed)])
+            continue
         rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
         result["runs"], result["verdict"] = rows, verdict(rows, args)
         save()
 
-    result["verdict"] = verdict(rows, args)
+    result["runs"], result["verdict"] = rows, verdict(rows, args)
     result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
     save()
     for r in rows:

@@ -404,13 +404,18 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     runs = {(r["method"], r["bits"]): r for r in result["runs"]}
-    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("qat", 4)}
+    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("lsq", 3), ("qat", 4)}
     assert set(result["lr_tuning"]) >= {"learned", "lsq", "qat"}
     verdict = result["verdict"]
     assert verdict["drop_pts_at_4bits"] == runs[("learned", 4)]["drop_points_heldout"]
     assert verdict["drop_pts_at_3bits"] == runs[("learned", 3)]["drop_points_heldout"]
     assert verdict["fixed_lsq_drop_pts_at_4bits"] == runs[("lsq", 4)]["drop_points_heldout"]
     assert runs[("learned", 3)]["avg_bits_per_weight"] <= 3 and runs[("learned", 3)]["avg_bits_per_activation"] <= 3
+    # --resume keeps every finished run (rerunning one would change at least its time_s) and the tuned rates.
+    assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
+                       "--out", str(out), "--resume"]) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["runs"] == result["runs"] and resumed["lr_tuning"] == result["lr_tuning"]
     png = plot_quantize_curve(out, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
