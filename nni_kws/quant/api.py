@@ -175,8 +175,8 @@ def _fine_tune(quantizer: Quantizer, float_model: nn.Module, example: torch.Tens
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
-                   fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
+                   lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
+                   fold_bn: bool = False, qparam_lr_scale: float = 60.0, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "sensitivity",
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
@@ -201,7 +201,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
     (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
-    ``range_init`` are passed to the quantizer. ``init_bits``: learned bit-widths start where a
+    ``range_init`` are passed to the quantizer: ``lr`` is the weights' rate and the (log-domain) step
+    sizes and ranges move ``qparam_lr_scale`` times faster, because a trained model's weights want small
+    steps (a large weight rate costs accuracy even at 8 bits, where nothing needs to adapt) while the
+    grids must move far from their initialisation at low bit-widths. ``init_bits``: learned bit-widths start where a
     per-tensor PTQ sensitivity on the first batch spends the budget (``'sensitivity'``, the default:
     :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
     tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
