@@ -346,30 +346,35 @@ def benchmark(args: argparse.Namespace) -> int:
     result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
     save()
 
-    # 2. The curve; 3. the seeds of the verdict.
-    # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
-    # interrupted benchmark still has a verdict and a curve).
+    # 2. The curve; 3. the seeds of the verdict; 4. the synthesized-data protocol; 5. the QAT curve.
+    # Seed 0 of the verdict runs first, then the learned and LSQ curve, then the other seeds of the verdict
+    # runs, so that an interrupted benchmark still has a verdict and a curve.
     verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
     plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
-    plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
-                                                                 *[(f, args.fixed_bits) for f in args.fixed]]
+    curve = [("learned", args.budgets), *[(f, args.fixed_bits) for f in args.fixed]]
+    plan += [(m, b, s) for s in args.curve_seeds for m, bits in curve if m != "qat"
              for b in bits if (m, b, s) not in plan]
     plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
     done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
-    for method, bits, seed in plan:
-        if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
-            rows.append(done[(method, bits, seed)])
-            continue
-        rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
-        result["runs"], result["verdict"] = rows, verdict(rows, args)
-        save()
 
+    def execute(plan: list[tuple[str, float, int]]) -> None:
+        for method, bits, seed in plan:
+            if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
+                rows.append(done[(method, bits, seed)])
+                continue
+            rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
+            result["runs"], result["verdict"] = rows, verdict(rows, args)
+            save()
+
+    execute(plan)
     result["runs"], result["verdict"] = rows, verdict(rows, args)
     save()
     if args.synthesized:
         result["synthesized"] = synthesized_protocol(args, tuned, earlier.get("synthesized", {}))
+        save()
+    execute([(m, b, s) for s in args.curve_seeds for m, bits in curve if m == "qat" for b in bits])
     result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
     save()
     for r in rows:

@@ -365,7 +365,7 @@ def test_interrupted_quantization_resumes_to_the_uninterrupted_result(tiny_gsc: 
     again = quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert again.report["accuracy"] == reference.report["accuracy"]
     with pytest.raises(ValueError, match="settings differ: .*lr"):
-        quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 1e-3})
+        quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 3e-3})
 
 
 def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
