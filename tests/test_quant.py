@@ -129,6 +129,25 @@ def test_tighter_budget_gives_fewer_bits() -> None:
     assert tighter["weight"] < 2.9 and tighter["activation"] < 2.9, tighter
 
 
+def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> None:
+    x, y = _data(32)
+    kwargs = dict(weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True, hard_budget_after=5)
+
+    def trained(steps: int, freeze: bool) -> tuple[dict[str, int], dict[str, float]]:
+        torch.manual_seed(0)
+        quantizer = _learned(_tiny_model(), x, y, freeze_bits=freeze, **kwargs)
+        quantizer.compress(max_steps=steps, max_epochs=None)
+        steps_now = {key: float(quantizer._target_spaces[key.rsplit(".", 1)[0]][key.rsplit(".", 1)[1]].scale)
+                     for key in quantizer._levels()}
+        return quantizer._levels(), steps_now
+
+    at_freeze, steps_at_freeze = trained(6, True)  # the projection happens after step 6
+    later, steps_later = trained(20, True)
+    assert later == at_freeze  # every target keeps its levels (hence its bits) ...
+    assert steps_later != steps_at_freeze  # ... while step sizes go on learning
+    assert trained(20, False)[0] != at_freeze  # projecting every step instead moves the grids
+
+
 def test_learned_bits_stay_in_bounds() -> None:
     x, y = _data(16)
     # A budget below min_bits and a heavy penalty push every bit-width down against the lower bound.
