@@ -141,7 +141,8 @@ def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[
                   input_bits=args.input_bits or None, bn_batches=args.bn_batches)
     if method in LEARNED:
         return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
-                    init_bits=LEARNED[method], qparam_lr_scale=args.qparam_lr_scale, **common)
+                    init_bits=LEARNED[method], qparam_lr_scale=args.qparam_lr_scale, freeze_bits=args.freeze_bits,
+                    hard_budget_fraction=args.hard_budget_fraction, **common)
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
 
 
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quant-epochs", type=int, default=QUANT_EPOCHS, help="quantization-aware fine-tuning epochs")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
+    p.add_argument("--freeze-bits", action=argparse.BooleanOptionalAction, default=False,
+                   help="learned: keep the bit-widths once projected to the budget (quantize_model(freeze_bits))")
+    p.add_argument("--hard-budget-fraction", type=float, default=0.1,
+                   help="learned: last fraction of the steps under the budget projection")
     p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE,
                    help="learned: learning-rate multiplier of step sizes and ranges relative to the weights")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
@@ -287,7 +292,8 @@ def benchmark(args: argparse.Namespace) -> int:
                   "heldout": len(data.dataset("testing"))},
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "bn_batches", "qparam_lr_scale", "tune_epochs",
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "bn_batches", "qparam_lr_scale", "freeze_bits",
+                                                  "hard_budget_fraction", "tune_epochs",
                                                   "learned_lrs", "lrs", "distill", "input_bits", "budgets",
                                                   "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
                                                   "val_fraction", "threads")},
