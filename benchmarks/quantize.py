@@ -313,6 +313,8 @@ def benchmark(args: argparse.Namespace) -> int:
                    and earlier.get("settings", {}).get(k) != v}
         if changed:
             raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
+        if "added_runs" in earlier.get("settings", {}):
+            result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
 
     def save() -> None:
         result["total_s"] = round(time.monotonic() - start, 1)
