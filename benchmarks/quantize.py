@@ -315,6 +315,7 @@ def benchmark(args: argparse.Namespace) -> int:
             raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
         if "added_runs" in earlier.get("settings", {}):
             result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
+        result.update({k: earlier[k] for k in ("notes", "synthesized") if k in earlier and k not in result})
 
     def save() -> None:
         result["total_s"] = round(time.monotonic() - start, 1)
