@@ -7,10 +7,16 @@ learning rates are tuned on the validation part of ``dev``; accuracies are repor
 (never trained or tuned on).
 
 1. Learning rate of each method (learned bit-widths, NNI ``QATQuantizer``, NNI ``LsqQuantizer``)
-   tuned on dev-val at 4 bits (``--lrs``), then used at every budget.
+   tuned on dev-val at 4 bits (``--lrs``; learned: ``--learned-lrs``, by default one rate, chosen in
+   recipe experiments on dev-val), then used at every budget.
 2. Curve (``--curve-seeds``): learned bit-widths at budgets ``--budgets`` (bits per weight = bits
    per activation), NNI QAT and LSQ at ``--fixed-bits`` everywhere; per-layer bits of the learned runs.
-3. Seeds (``--seeds``): learned at 4 and 3 bits and LSQ at 4 bits, for the verdict.
+3. Seeds (``--seeds``): learned and LSQ at 4 and 3 bits, for the verdict.
+4. ``--synthesized``: the synthesized-only float model fine-tuned on synthesized speech at 4 bits
+   (learned and LSQ), reported on heldout.
+
+Results are written after every run; ``--resume`` continues an interrupted invocation, ``--append
+--add-runs`` adds runs (e.g. another learned variant) to a finished one.
 
 ``--sensitivity``: where the accuracy goes instead (PTQ per layer and target, fine-tuning recipe
 variants), written to ``benchmarks/results/quantize_sensitivity.json``.
