@@ -18,8 +18,7 @@ learning rates are tuned on the validation part of ``dev``; accuracies are repor
 Results are written after every run; ``--resume`` continues an interrupted invocation, ``--append
 --add-runs`` adds runs (e.g. another learned variant) to a finished one.
 
-``--sensitivity``: where the accuracy goes instead (PTQ per layer and target, fine-tuning recipe
-variants), written to ``benchmarks/results/quantize_sensitivity.json``.
+Where the accuracy goes (PTQ per layer and target, recipe variants): ``benchmarks/quantize_sensitivity.py``.
 
     python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
 """
@@ -44,7 +43,6 @@ from nni_kws.data.gsc import SpeechCommandsTestFolder
 from nni_kws.data.listed import read_list, speaker_of
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, prepare_model, quantize_model, tune_lr
-from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -246,21 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--synthesized", action="store_true",
                    help="also the synthesized-data protocol at 4 bits (learned and LSQ, first seed)")
-    p.add_argument("--sensitivity", action="store_true", help="where the accuracy goes (PTQ per layer, recipes)")
-    p.add_argument("--ptq-bits", type=int, nargs="*", default=[3], help="sensitivity: per-layer PTQ bits")
-    p.add_argument("--dev-every", type=int, default=3, help="sensitivity: evaluate on every n-th dev clip")
-    p.add_argument("--only", nargs="*", help="sensitivity: run only these recipe variants")
-    p.add_argument("--weight-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
-    p.add_argument("--act-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
-    p.add_argument("--quant-lr", type=float, default=3e-3, help="sensitivity: lr of the recipe variants")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     args.arch, args.preset = ARCH, PRESET
-    if args.sensitivity:
-        if args.out == p.get_default("out"):
-            args.out = "benchmarks/results/quantize_sensitivity.json"
-        return sensitivity(args)
     if args.quick:
         quick(args)
     return benchmark(args)
@@ -459,86 +446,6 @@ def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) ->
     ds._items = [it for it in ds._items if str(Path(it[0]).relative_to(root)) in keep]
     ds.preload()
     return DataLoader(ds, batch_size=batch_size)
-
-
-SENSITIVITY_RUNS = {  # name: quantize_model overrides of the base recipe (learned bits, 4-bit budgets)
-    "base": {},
-    "epochs x2.5": {"epochs": "long"},
-    "lr 1e-3": {"lr": 1e-3},
-    "lr 1e-2": {"lr": 1e-2},
-    "qparam lr x1": {"qparam_lr_scale": 1.0},
-    "qparam lr x100": {"qparam_lr_scale": 100.0},
-    "range init max": {"range_init": "max"},
-    "fold BN": {"fold_bn": True},
-    "float input": {"input_bits": None},
-    "no distillation": {"distill": 0.0},
-}
-
-
-def sensitivity(args: argparse.Namespace) -> int:
-    """Where the accuracy goes: PTQ per layer/target and fine-tuning recipe variants, on real ``dev`` clips."""
-    start = time.monotonic()
-    root = ensure_default_dataset(progress=not args.quiet)
-    data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
-    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256, every=args.dev_every)
-    model, training = pretrained_model(args)
-    prepared = prepare_model(model)
-    example = next(iter(data.train_dataloader()))[0]
-    result: dict[str, Any] = {"benchmark": "quantize-sensitivity", "preset": PRESET, "arch": ARCH,
-                              "float_training": training, "eval_set": "real gsc-v2-test dev split (2,656 clips)"}
-    result["eval_set"] += f", every {args.dev_every}th clip: {len(dev.dataset)}"
-    result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
-    _write(result, args.out)
-    float_acc = agreement(prepared, dev)
-    everything = {layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}
-    result["ptq_range_init"] = {
-        init: {b: agreement(ptq_quantizer(prepared, example, b, everything, init).bound_model, dev)["accuracy"]
-               for b in (8, 6, 4)}
-        for init in ("mse", "max", "percentile")}
-    folded = prepare_model(model, fold_bn=True)
-    result["ptq_fold_bn"] = {
-        b: agreement(ptq_quantizer(folded, example, b, {layer: ["weight"] for layer in result["ptq"]["layers"]}
-                                   ).bound_model, dev)["accuracy"] for b in (8, 6, 4, 3)}
-    result["ptq_fold_bn"]["float"] = float_acc["accuracy"]
-    _write(result, args.out)
-    runs = {}
-    for name, override in SENSITIVITY_RUNS.items():
-        if args.only and name not in args.only:
-            continue
-        kwargs = dict(method="trained", bits=8, weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget,
-                      epochs=args.quant_epochs, lr=args.quant_lr, distill=args.distill, progress=not args.quiet)
-        kwargs.update(override)
-        if kwargs["epochs"] == "long":
-            kwargs["epochs"] = round(2.5 * args.quant_epochs)
-        seed_everything(args.seed)
-        t = time.monotonic()
-        try:
-            report = quantize_model(model, data.train_dataloader(), data.val_dataloader(),
-                                    extra_loaders={"dev": dev}, **kwargs).report
-        except TrainingDiverged as err:
-            runs[name] = {"override": override, "diverged": str(err)}
-            continue
-        runs[name] = {"override": override, "accuracy": report["accuracy"],
-                      "drop_points_dev": round(100 * (report["accuracy"]["dev"]["before"]
-                                                      - report["accuracy"]["dev"]["after"]), 2),
-                      "avg_bits_per_weight": report["avg_bits_per_weight"],
-                      "avg_bits_per_activation": report["avg_bits_per_activation"],
-                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")]
-                                 for row in report["layers"]},
-                      "time_s": round(time.monotonic() - t, 1)}
-        logging.info("%s: %s", name, {k: v for k, v in runs[name].items() if k != "layers"})
-        result["qat"] = runs
-        _write(result, args.out)
-    result["settings"] = {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "distill", "weight_budget",
-                                                       "act_budget", "batch_size", "threads", "seed")}
-    result["total_s"] = round(time.monotonic() - start, 1)
-    _write(result, args.out)
-    return 0
-
-
-def _write(result: dict[str, Any], out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
