@@ -7,13 +7,18 @@ learning rates are tuned on the validation part of ``dev``; accuracies are repor
 (never trained or tuned on).
 
 1. Learning rate of each method (learned bit-widths, NNI ``QATQuantizer``, NNI ``LsqQuantizer``)
-   tuned on dev-val at 4 bits (``--lrs``), then used at every budget.
+   tuned on dev-val at 4 bits (``--lrs``; learned: ``--learned-lrs``, by default one rate, chosen in
+   recipe experiments on dev-val), then used at every budget.
 2. Curve (``--curve-seeds``): learned bit-widths at budgets ``--budgets`` (bits per weight = bits
    per activation), NNI QAT and LSQ at ``--fixed-bits`` everywhere; per-layer bits of the learned runs.
-3. Seeds (``--seeds``): learned at 4 and 3 bits and LSQ at 4 bits, for the verdict.
+3. Seeds (``--seeds``): learned and LSQ at 4 and 3 bits, for the verdict.
+4. ``--synthesized``: the synthesized-only float model fine-tuned on synthesized speech at 4 bits
+   (learned and LSQ), reported on heldout.
 
-``--sensitivity``: where the accuracy goes instead (PTQ per layer and target, fine-tuning recipe
-variants), written to ``benchmarks/results/quantize_sensitivity.json``.
+Results are written after every run; ``--resume`` continues an interrupted invocation, ``--append
+--add-runs`` adds runs (e.g. another learned variant) to a finished one.
+
+Where the accuracy goes (PTQ per layer and target, recipe variants): ``benchmarks/quantize_sensitivity.py``.
 
     python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
 """
@@ -38,7 +43,6 @@ from nni_kws.data.gsc import SpeechCommandsTestFolder
 from nni_kws.data.listed import read_list, speaker_of
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, prepare_model, quantize_model, tune_lr
-from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -52,9 +56,15 @@ REAL_TEST = str(SHARED / "gsc-v2-test")
 SPLITS = str(SHARED / "gsc-v2-test-splits")
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
-#: Learned bit-widths: name -> where the bits start (``quantize_model(init_bits=...)``); both use the lr tuned
-#: for 'learned', and the verdict takes, per budget, the one with the better dev-val accuracy at seed 0.
-LEARNED = {"learned": "budget", "learned_sens": "sensitivity"}
+#: The benchmark's fine-tuning recipe (longer than the demo's ``nni-kws quantize`` defaults, same kind).
+#: Learned: one rate, chosen with recipe experiments on dev-val (``--learned-lrs`` to tune several); fixed: tuned.
+QUANT_EPOCHS, BN_BATCHES, QPARAM_LR_SCALE, LEARNED_LRS, LRS = 6, 0, 60.0, [1e-3], [3e-4, 1e-3, 3e-3]
+#: Learned bit-widths: name -> ``quantize_model`` overrides; the plan runs 'learned' (the others only through
+#: --add-runs); all use the lr tuned for 'learned' unless they set their own, and the verdict takes, per budget,
+#: the one with the better dev-val accuracy at seed 0. 'learned_fast': the weight rate of the earlier recipe
+#: (the grids' rate unchanged), which did better at 3 bits in the recipe experiments.
+LEARNED = {"learned": {"init_bits": "sensitivity"}, "learned_budget": {"init_bits": "budget"},
+           "learned_fast": {"init_bits": "sensitivity", "lr": 3e-3, "qparam_lr_scale": 20.0}}
 
 
 def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -87,6 +97,28 @@ def real_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
                                     noise_dir=str(SHARED / "gsc-background-noise"), val_fraction=args.val_fraction)
 
 
+def synth_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
+    """The synthesized dataset the float model was pre-trained on (train / val splits)."""
+    return SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet), batch_size=args.batch_size,
+                                    seed=seed, cache=True)
+
+
+def synthesized_protocol(args: argparse.Namespace, tuned: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """Quantize the synthesized-only float model on synthesized speech at 4 bits (learned and LSQ, first
+    seed, the rates tuned on dev); report on heldout (real speech never seen in training)."""
+    model, _ = pretrained_model(args)
+    prepared = prepare_model(model)
+    data = synth_data(args, args.seed)
+    float_acc = {"val": accuracy(prepared, data.val_dataloader()),
+                 "test": accuracy(prepared, listed_loader(args.real_test, args.test_list, 256))}
+    done = {(r["method"], r["bits"]): r for r in earlier.get("runs", [])}
+    runs = [done.get((m, 4)) or run(m, 4, tuned[m]["lr"], args.seeds[0], model, float_acc, args, synthesized=True)
+            for m in ("learned", "lsq")]
+    return {"protocol": "fine-tune on the synthesized dataset (training split), report on heldout; 'dev_val' "
+                        "in the rows is the synthesized validation split",
+            "float": {"accuracy": {"synth_val": float_acc["val"], "heldout": float_acc["test"]}}, "runs": runs}
+
+
 def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The pre-trained float model fine-tuned on dev's training part (reloaded with ``--reuse``)."""
     model, pretraining = pretrained_model(args) if args.float_epochs else (None, {})
@@ -112,24 +144,28 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
     """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
     common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
-                  input_bits=args.input_bits or None)
+                  input_bits=args.input_bits or None, bn_batches=args.bn_batches)
     if method in LEARNED:
-        return dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
-                    init_bits=LEARNED[method], **common)
+        return {**dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
+                       qparam_lr_scale=args.qparam_lr_scale, freeze_bits=args.freeze_bits,
+                       hard_budget_fraction=args.hard_budget_fraction, **common), **LEARNED[method]}
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
 
 
 def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, float_acc: dict[str, float],
-        args: argparse.Namespace) -> dict[str, Any]:
-    """One quantization run; the row of the results (heldout and dev-val accuracies, average bits, layers)."""
-    data = real_data(args, seed)
+        args: argparse.Namespace, synthesized: bool = False) -> dict[str, Any]:
+    """One quantization run; the row of the results (heldout and dev-val accuracies, average bits, layers).
+    ``synthesized``: fine-tune on the synthesized dataset (its validation split stands in for dev-val)."""
+    data = synth_data(args, seed) if synthesized else real_data(args, seed)
+    heldout = listed_loader(args.real_test, args.test_list, 256) if synthesized else data.test_dataloader()
     seed_everything(seed)
     start = time.monotonic()
+    kwargs = quantize_kwargs(method, bits, args)
+    lr = kwargs.pop("lr", lr)
     row: dict[str, Any] = {"method": method, "bits": bits, "seed": seed, "lr": lr}
     try:
         report = quantize_model(model, data.train_dataloader(), data.val_dataloader(), lr=lr,
-                                test_loader=data.test_dataloader(), float_accuracy=float_acc,
-                                **quantize_kwargs(method, bits, args)).report
+                                test_loader=heldout, float_accuracy=float_acc, **kwargs).report
     except TrainingDiverged as err:
         row["diverged"] = str(err)
         return row
@@ -167,9 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float-lr", type=float, default=0.05)
     p.add_argument("--dev-epochs", type=int, default=10, help="float fine-tuning epochs on dev")
     p.add_argument("--dev-lr", type=float, default=0.02)
-    p.add_argument("--quant-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--quant-epochs", type=int, default=QUANT_EPOCHS, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
+                   help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
+    p.add_argument("--freeze-bits", action=argparse.BooleanOptionalAction, default=False,
+                   help="learned: keep the bit-widths once projected to the budget (quantize_model(freeze_bits))")
+    p.add_argument("--hard-budget-fraction", type=float, default=0.1,
+                   help="learned: last fraction of the steps under the budget projection")
+    p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE,
+                   help="learned: learning-rate multiplier of step sizes and ranges relative to the weights")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of the learning-rate tuning runs")
-    p.add_argument("--lrs", type=float, nargs="*", default=[1e-3, 3e-3], help="learning rates tried")
+    p.add_argument("--lrs", type=float, nargs="*", default=LRS, help="fixed quantizers: learning rates tried")
+    p.add_argument("--learned-lrs", type=float, nargs="*", default=LEARNED_LRS,
+                   help="learned bit-widths: learning rates tried (one: used without tuning runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the tuned rates and the finished runs of --out (same settings) and run the rest")
+    p.add_argument("--note", action="append", default=[], help="a line for the JSON's notes (repeatable)")
     p.add_argument("--append", action="store_true", help="add --add-runs to the results in --out")
     p.add_argument("--add-runs", nargs="*", default=[], metavar="METHOD:BITS:SEED",
                    help=f"with --append: runs to add (methods: {', '.join([*LEARNED, *FIXED])})")
@@ -177,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL loss to the float logits")
     p.add_argument("--input-bits", type=int, default=0,
                    help="bits of the raw waveform at the first layer (default 0: float, the microphone's 16-bit PCM)")
-    p.add_argument("--budgets", type=float, nargs="*", default=[8, 4, 3, 2.5], help="learned: bit budgets")
-    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 4, 3, 2], help="QAT/LSQ bit-widths")
+    p.add_argument("--budgets", type=float, nargs="*", default=[8, 6, 4, 3, 2.5], help="learned: bit budgets")
+    p.add_argument("--fixed-bits", type=int, nargs="*", default=[8, 6, 4, 3, 2], help="QAT/LSQ bit-widths")
     p.add_argument("--fixed", nargs="*", default=list(FIXED), choices=list(FIXED), help="fixed quantizers")
     p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
@@ -193,21 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse the float models saved under --work")
     p.add_argument("--out", default="benchmarks/results/quantize.json")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--sensitivity", action="store_true", help="where the accuracy goes (PTQ per layer, recipes)")
-    p.add_argument("--ptq-bits", type=int, nargs="*", default=[3], help="sensitivity: per-layer PTQ bits")
-    p.add_argument("--dev-every", type=int, default=3, help="sensitivity: evaluate on every n-th dev clip")
-    p.add_argument("--only", nargs="*", help="sensitivity: run only these recipe variants")
-    p.add_argument("--weight-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
-    p.add_argument("--act-budget", type=float, default=4.0, help="sensitivity: budget of the recipe variants")
-    p.add_argument("--quant-lr", type=float, default=3e-3, help="sensitivity: lr of the recipe variants")
+    p.add_argument("--synthesized", action="store_true",
+                   help="also the synthesized-data protocol at 4 bits (learned and LSQ, first seed)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     args.arch, args.preset = ARCH, PRESET
-    if args.sensitivity:
-        if args.out == p.get_default("out"):
-            args.out = "benchmarks/results/quantize_sensitivity.json"
-        return sensitivity(args)
     if args.quick:
         quick(args)
     return benchmark(args)
@@ -231,7 +271,7 @@ def quick(args: argparse.Namespace) -> None:
         setattr(args, name, str(small))
     args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs = 0, 1, 1, 1
     args.lrs, args.budgets, args.fixed_bits, args.seeds, args.curve_seeds = [3e-3], [4, 3], [4], [0], [0]
-    args.val_fraction, args.batch_size, args.reuse = 0.3, 16, False
+    args.val_fraction, args.batch_size, args.reuse, args.bn_batches = 0.3, 16, False, 2
 
 
 def benchmark(args: argparse.Namespace) -> int:
@@ -248,13 +288,27 @@ def benchmark(args: argparse.Namespace) -> int:
                   "heldout": len(data.dataset("testing"))},
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "tune_epochs", "lrs", "distill", "input_bits",
-                                                  "budgets",
+        "settings": {k: getattr(args, k) for k in ("quant_epochs", "bn_batches", "qparam_lr_scale", "freeze_bits",
+                                                  "hard_budget_fraction", "tune_epochs",
+                                                  "learned_lrs", "lrs", "distill", "input_bits", "budgets",
                                                   "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
                                                   "val_fraction", "threads")},
         "definitions": DEFINITIONS,
     }
     out = Path(args.out)
+    if args.note:
+        result["notes"] = args.note
+    earlier: dict[str, Any] = {}
+    if args.resume and out.is_file():
+        earlier = json.loads(out.read_text())
+        changed = {k: (earlier.get("settings", {}).get(k), v) for k, v in result["settings"].items()
+                   if k not in ("curve_seeds", "seeds", "budgets", "fixed_bits", "fixed")
+                   and earlier.get("settings", {}).get(k) != v}
+        if changed:
+            raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
+        if "added_runs" in earlier.get("settings", {}):
+            result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
+        result.update({k: earlier[k] for k in ("notes", "synthesized") if k in earlier and k not in result})
 
     def save() -> None:
         result["total_s"] = round(time.monotonic() - start, 1)
@@ -263,7 +317,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
     if args.append:  # more runs into an earlier result (its tuned learning rates, its rows)
         earlier = json.loads(out.read_text())
-        result.update({k: earlier[k] for k in ("lr_tuning", "settings", "runs") if k in earlier})
+        result.update({k: v for k, v in earlier.items() if k in ("lr_tuning", "settings", "runs") or k not in result})
         result["settings"]["added_runs"] = result["settings"].get("added_runs", []) + args.add_runs
         rows = list(result.get("runs", []))
         for spec in args.add_runs:
@@ -277,14 +331,19 @@ def benchmark(args: argparse.Namespace) -> int:
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
     tuned: dict[str, Any] = {}
     previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
+    previous = {**previous, **earlier.get("lr_tuning", {})}
     for method in ["learned", *args.fixed]:
         if method in previous:  # tuned by an earlier (interrupted) run of the same benchmark
             tuned[method] = previous[method]
             continue
+        lrs = args.learned_lrs if method == "learned" else args.lrs
+        if len(lrs) == 1:
+            tuned[method] = {"lr": lrs[0], "dev_val_accuracy_per_lr": None}
+            continue
         data = real_data(args, args.seed)
         seed_everything(args.seed)
         kwargs = {**quantize_kwargs(method, 4, args), "epochs": args.tune_epochs}
-        best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), args.lrs, **kwargs)
+        best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), lrs, **kwargs)
         tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
         logging.info("%s: tuned lr %s (%s)", method, best, scores)
         result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
@@ -292,23 +351,38 @@ def benchmark(args: argparse.Namespace) -> int:
     result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
     save()
 
-    # 2. The curve; 3. the seeds of the verdict.
-    # Seed 0 of the verdict runs first, then the curve, then the other seeds of the verdict runs (so an
-    # interrupted benchmark still has a verdict and a curve).
-    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3))
+    # 2. The curve; 3. the seeds of the verdict; 4. the synthesized-data protocol; 5. the QAT curve.
+    # Seed 0 of the verdict runs first, then the learned and LSQ curve, then the other seeds of the verdict
+    # runs, so that an interrupted benchmark still has a verdict and a curve.
+    verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
     plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
-    plan += [(m, b, s) for s in args.curve_seeds for m, bits in [("learned", args.budgets),
-                                                                 *[(f, args.fixed_bits) for f in args.fixed]]
+    curve = [("learned", args.budgets), *[(f, args.fixed_bits) for f in args.fixed]]
+    plan += [(m, b, s) for s in args.curve_seeds for m, bits in curve if m != "qat"
              for b in bits if (m, b, s) not in plan]
     plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
-    for method, bits, seed in plan:
-        rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
-        result["runs"], result["verdict"] = rows, verdict(rows, args)
-        save()
+    done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
 
-    result["verdict"] = verdict(rows, args)
+    def execute(plan: list[tuple[str, float, int]]) -> None:
+        for method, bits, seed in plan:
+            if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
+                rows.append(done[(method, bits, seed)])
+                continue
+            rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
+            result["runs"], result["verdict"] = rows, verdict(rows, args)
+            save()
+
+    execute(plan)
+    result["runs"], result["verdict"] = rows, verdict(rows, args)
+    save()
+    if args.synthesized:
+        result["synthesized"] = synthesized_protocol(args, tuned, earlier.get("synthesized", {}))
+        save()
+    execute([(m, b, s) for s in args.curve_seeds for m, bits in curve if m == "qat" for b in bits])
+    ran = {(r["method"], r["bits"], r["seed"]) for r in rows}
+    rows += [r for key, r in done.items() if key not in ran]  # runs added with --append stay
+    result["runs"], result["verdict"] = rows, verdict(rows, args)
     result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
     save()
     for r in rows:
@@ -372,86 +446,6 @@ def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) ->
     ds._items = [it for it in ds._items if str(Path(it[0]).relative_to(root)) in keep]
     ds.preload()
     return DataLoader(ds, batch_size=batch_size)
-
-
-SENSITIVITY_RUNS = {  # name: quantize_model overrides of the base recipe (learned bits, 4-bit budgets)
-    "base": {},
-    "epochs x2.5": {"epochs": "long"},
-    "lr 1e-3": {"lr": 1e-3},
-    "lr 1e-2": {"lr": 1e-2},
-    "qparam lr x1": {"qparam_lr_scale": 1.0},
-    "qparam lr x100": {"qparam_lr_scale": 100.0},
-    "range init max": {"range_init": "max"},
-    "fold BN": {"fold_bn": True},
-    "float input": {"input_bits": None},
-    "no distillation": {"distill": 0.0},
-}
-
-
-def sensitivity(args: argparse.Namespace) -> int:
-    """Where the accuracy goes: PTQ per layer/target and fine-tuning recipe variants, on real ``dev`` clips."""
-    start = time.monotonic()
-    root = ensure_default_dataset(progress=not args.quiet)
-    data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
-    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256, every=args.dev_every)
-    model, training = pretrained_model(args)
-    prepared = prepare_model(model)
-    example = next(iter(data.train_dataloader()))[0]
-    result: dict[str, Any] = {"benchmark": "quantize-sensitivity", "preset": PRESET, "arch": ARCH,
-                              "float_training": training, "eval_set": "real gsc-v2-test dev split (2,656 clips)"}
-    result["eval_set"] += f", every {args.dev_every}th clip: {len(dev.dataset)}"
-    result["ptq"] = layer_sensitivity(prepared, example, dev, bits=args.ptq_bits)
-    _write(result, args.out)
-    float_acc = agreement(prepared, dev)
-    everything = {layer: ["weight", "_input_"] for layer in result["ptq"]["layers"]}
-    result["ptq_range_init"] = {
-        init: {b: agreement(ptq_quantizer(prepared, example, b, everything, init).bound_model, dev)["accuracy"]
-               for b in (8, 6, 4)}
-        for init in ("mse", "max", "percentile")}
-    folded = prepare_model(model, fold_bn=True)
-    result["ptq_fold_bn"] = {
-        b: agreement(ptq_quantizer(folded, example, b, {layer: ["weight"] for layer in result["ptq"]["layers"]}
-                                   ).bound_model, dev)["accuracy"] for b in (8, 6, 4, 3)}
-    result["ptq_fold_bn"]["float"] = float_acc["accuracy"]
-    _write(result, args.out)
-    runs = {}
-    for name, override in SENSITIVITY_RUNS.items():
-        if args.only and name not in args.only:
-            continue
-        kwargs = dict(method="trained", bits=8, weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget,
-                      epochs=args.quant_epochs, lr=args.quant_lr, distill=args.distill, progress=not args.quiet)
-        kwargs.update(override)
-        if kwargs["epochs"] == "long":
-            kwargs["epochs"] = round(2.5 * args.quant_epochs)
-        seed_everything(args.seed)
-        t = time.monotonic()
-        try:
-            report = quantize_model(model, data.train_dataloader(), data.val_dataloader(),
-                                    extra_loaders={"dev": dev}, **kwargs).report
-        except TrainingDiverged as err:
-            runs[name] = {"override": override, "diverged": str(err)}
-            continue
-        runs[name] = {"override": override, "accuracy": report["accuracy"],
-                      "drop_points_dev": round(100 * (report["accuracy"]["dev"]["before"]
-                                                      - report["accuracy"]["dev"]["after"]), 2),
-                      "avg_bits_per_weight": report["avg_bits_per_weight"],
-                      "avg_bits_per_activation": report["avg_bits_per_activation"],
-                      "layers": {row["name"]: [row.get("weight_bits"), row.get("act_bits")]
-                                 for row in report["layers"]},
-                      "time_s": round(time.monotonic() - t, 1)}
-        logging.info("%s: %s", name, {k: v for k, v in runs[name].items() if k != "layers"})
-        result["qat"] = runs
-        _write(result, args.out)
-    result["settings"] = {k: getattr(args, k) for k in ("quant_epochs", "quant_lr", "distill", "weight_budget",
-                                                       "act_budget", "batch_size", "threads", "seed")}
-    result["total_s"] = round(time.monotonic() - start, 1)
-    _write(result, args.out)
-    return 0
-
-
-def _write(result: dict[str, Any], out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

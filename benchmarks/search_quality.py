@@ -6,23 +6,31 @@ training part; a speaker-disjoint validation part is split off it), report on ``
 Every model (searched, random, peer) is trained from scratch with the same recipe and epochs
 (:func:`nni_kws.training.fit`). Per MAC budget:
 
-- resource-aware one-shot search with each of ``--strategies`` (``gumbel-hard``: straight-through
-  single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture),
-  the penalty target = the budget;
+- one-shot search with each of ``--strategies``, the first one giving the verdict (``sandwich``: the
+  largest, smallest and a random path per step, one supernet for every budget, then evolution within the
+  budget and ``--finalists`` short standalone trainings picked on dev-val; ``gumbel-hard``: straight-through
+  single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture), the
+  penalty target or evolution budget = the budget; the verdict strategy's model is also trained with
+  ``--retrain-seeds`` (the run-to-run spread);
 - ``evolution``: RandomOneShot (uniform single-path supernet, SPOS) + regularized evolution over
   candidates within the budget, scored on the validation part with inherited, recalibrated weights;
 - ``--random`` random architectures within the budget;
-- the peers of ``nni_kws.baselines`` (when that module exists) at their own MACs.
+- the peers of ``nni_kws.baselines`` (when that module exists), each compared with the searched model of the
+  largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
+  reaches a larger peer, e.g. ``paper`` at SincConv+DSConv's 25M).
 
 Ranking check: Kendall tau between the validation accuracy of each random architecture with
 inherited, recalibrated weights (every supernet above) and after standalone training.
 
 Results are written to the JSON after every model and reused on a rerun with the same settings
-(``--fresh`` starts over), so an interrupted run resumes; supernet searches resume from their
-per-epoch checkpoints under ``--work``. ``--quick`` runs everything on a tiny synthesized list-defined
-dataset in seconds (the test suite runs it).
+(``--fresh`` starts over), so an interrupted run resumes; under other settings, standalone trainings
+with the same recipe (random architectures, peers) are still reused; supernet searches resume from their
+per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
+everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
-    python benchmarks/search_quality.py [--preset small] [--epochs 4] [--random 8] [--out ...]
+    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
+        --random 6 --retrain-seeds 1 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
+    python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
 """
 from __future__ import annotations
 
@@ -64,16 +72,20 @@ log = logging.getLogger("search_quality")
 class Settings:
     """Everything that defines a run (a stored result is reused only with equal settings)."""
 
-    preset: str = "small"
-    budgets: tuple[float, ...] = (6.5e6, 8.5e6)
-    strategies: tuple[str, ...] = ("gumbel-hard", "darts")
-    darts_budgets: str = "first"  # 'first' or 'all': where the mixture-DARTS comparison runs
+    preset: str = "compact"  # its MAC range covers the small peers' MACs
+    budgets: tuple[float, ...] = (3.28e6, 4.14e6)  # at or under TC-ResNet8's and BC-ResNet-1's MACs
+    strategies: tuple[str, ...] = ("sandwich", "gumbel-hard")  # the first is the verdict's
+    darts_budgets: str = "first"  # 'first' or 'all': where the other strategies' comparison runs
     search_epochs: int = 4
     warmup_epochs: int = 1
     spos_epochs: int = 4
+    sandwich_epochs: int = 8  # one sandwich supernet (budget-free) serves every budget
+    finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     epochs: int = 3  # standalone training of every model
-    random: int = 6  # random architectures per budget
-    seeds: tuple[int, ...] = (0,)
+    random: int = 10  # random architectures per budget
+    seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
+    retrain_seeds: tuple[int, ...] = (1, 2)  # the verdict strategy's model is also retrained with these seeds
+    spos: bool = True  # also RandomOneShot (uniform single paths) + evolution at every budget
     lam: float = 10.0
     lr: float = 0.2
     arc_lr: float = 0.03
@@ -98,15 +110,18 @@ def peers() -> list[tuple[str, Callable[[], torch.nn.Module], dict[str, float]]]
             for name in BASELINES]
 
 
-def peer_margin(models: Mapping[str, Any], peer_macs: float, strategy: str) -> tuple[float | None, float | None]:
-    """``(budget, searched minus peer heldout points)``: the searched model(s) of the largest budget at or
-    below the peer's MACs (mean over seeds); ``(None, None)`` when no budget is that low."""
-    budgets = sorted({m["budget_macs"] for m in models.values()
-                      if m["kind"] == strategy and m["budget_macs"] <= peer_macs})
+def peer_margin(models: Mapping[str, Any], peer_macs: float,
+                strategy: str) -> tuple[float | None, str | None, float | None]:
+    """``(budget, preset, searched heldout accuracy)``: the searched model(s) of the largest budget at or below
+    the peer's MACs (mean over seeds; ``preset`` tells which space); ``(None, None, None)`` when none is that low."""
+    budgets = sorted({(m["budget_macs"], m.get("preset")) for m in models.values()
+                      if m["kind"] == strategy and m["budget_macs"] <= peer_macs}, key=lambda b: b[0])
     if not budgets:
-        return None, None
-    accs = [m["heldout_acc"] for m in models.values() if m["kind"] == strategy and m["budget_macs"] == budgets[-1]]
-    return budgets[-1], statistics.mean(accs)
+        return None, None, None
+    budget, preset = budgets[-1]
+    accs = [m["heldout_acc"] for m in models.values()
+            if m["kind"] == strategy and (m["budget_macs"], m.get("preset")) == (budget, preset)]
+    return budget, preset, statistics.mean(accs)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -151,9 +166,14 @@ class Run:
         self.data: dict[str, Any] = {}
         if path.is_file() and not fresh:
             old = json.loads(path.read_text())
-            if old.get("settings") == json.loads(json.dumps(dataclasses.asdict(settings))):
+            new = json.loads(json.dumps(dataclasses.asdict(settings)))
+            if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
+            else:  # other search settings: standalone trainings with the same recipe are still valid
+                kept = {k: m for k, m in old.get("models", {}).items() if _same_recipe(old.get("settings", {}), new, m)}
+                self.data = {"models": kept, "reused_from_other_settings": sorted(kept)}
+                log.info("other settings in %s: reusing %d standalone trainings with the same recipe", path, len(kept))
         self.data.setdefault("benchmark", "search_quality")
         self.data["settings"] = dataclasses.asdict(settings)
         self.data.setdefault("models", {})
@@ -167,6 +187,22 @@ class Run:
     def save(self) -> None:
         self.data["wall_s_this_session"] = round(time.perf_counter() - self.started, 1)
         write_json(self.path, self.data)
+
+
+#: What a standalone training depends on (besides the architecture and its seed); a random architecture
+#: also on the preset (its key names the architecture of that space), a peer not.
+RECIPE = ("epochs", "lr", "batch_size", "val_fraction", "data")
+
+
+#: What a supernet's checkpoint depends on (besides strategy, budget and seed, which name its folder).
+SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", "sandwich_epochs", "lam", "lr",
+                     "arc_lr", "batch_size", "val_fraction", "data")
+
+
+def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
+    if model.get("kind") not in ("random", "peer") or any(old.get(k) != new.get(k) for k in RECIPE):
+        return False
+    return model["kind"] == "peer" or old.get("preset") == new.get("preset")
 
 
 def _short(arch: Mapping[str, Any]) -> str:
@@ -206,14 +242,19 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     s = run.settings
     penalties = [ResourcePenalty("macs", budget, s.lam)]
     kwargs: dict[str, Any] = {}
-    if strategy != "random":
+    if strategy not in ("random", "sandwich"):
         kwargs["strategy_kwargs"] = {"warmup_epochs": s.warmup_epochs}
     else:
         kwargs["evolution"] = s.evolution
+    if strategy == "sandwich" and s.finalists:
+        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs}
+    epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
+    # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
+    out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name
     start = time.perf_counter()
     result = run_search(build_space(s.preset), dm.train_dataloader(), dm.val_dataloader(), strategy=strategy,
-                        epochs=s.spos_epochs if strategy == "random" else s.search_epochs, penalties=penalties,
-                        cost_model=cost_model, learning_rate=s.lr, arc_learning_rate=s.arc_lr, out_dir=work / name,
+                        epochs=epochs, penalties=penalties,
+                        cost_model=cost_model, learning_rate=s.lr, arc_learning_rate=s.arc_lr, out_dir=out_dir,
                         seed=seed, resume=True, progress=False, calib_batches=s.calib_batches, **kwargs)
     search_s = time.perf_counter() - start
     scorer = CandidateScorer(build_space(s.preset), result.supernet,
@@ -255,7 +296,7 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         row: dict[str, Any] = {"random_n": len(rand),
                                "random_median_heldout": statistics.median(rand) if rand else None,
                                "random_best_heldout": max(rand) if rand else None}
-        for method in (*s.strategies, "evolution"):
+        for method in (*s.strategies, "evolution", f"{main_strategy}-top1"):
             accs = [m["heldout_acc"] for k, m in models.items() if m["kind"] == method and m["budget_macs"] == budget]
             if accs:
                 row[method] = {"heldout_mean": statistics.mean(accs),
@@ -263,6 +304,8 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
                                "minus_random_median_pts": _pts(statistics.mean(accs) - row["random_median_heldout"])
                                if rand else None}
         per_budget[f"{budget:g}"] = row
+        if main_strategy in row and f"{main_strategy}-top1" not in row:  # the finalist stage kept the evolution's pick
+            row[f"{main_strategy}-top1"] = {"same_as": main_strategy}
     diffs = [row[main_strategy]["minus_random_median_pts"] for row in per_budget.values()
              if main_strategy in row and row[main_strategy]["minus_random_median_pts"] is not None]
     main_taus = [t["tau"] for n, t in taus.items()
@@ -270,6 +313,11 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
     gaps = [100 * (models[f"{n}/retrained"]["heldout_acc"] - sup["inherited_heldout_acc"])
             for n, sup in supernets.items() if sup["strategy"] == main_strategy and f"{n}/retrained" in models]
     peer_margins = [m["margin_pts"] for m in models.values() if m["kind"] == "peer" and m.get("margin_pts") is not None]
+    seed_stds = []  # the same searched architecture trained with several seeds: the noise of one standalone result
+    for n, sup in supernets.items():
+        accs = [m["heldout_acc"] for k, m in models.items() if k.startswith(f"{n}/retrained")]
+        if sup["strategy"] == main_strategy and len(accs) > 1:
+            seed_stds.append(100 * statistics.stdev(accs))
     return {
         "strategy": main_strategy,
         "kendall_tau": round(statistics.mean(main_taus), 3) if main_taus else None,
@@ -277,6 +325,9 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         "worst_margin_vs_peers_pts": min(peer_margins) if peer_margins else None,
         "inherited_vs_retrained_pts": round(max(gaps), 2) if gaps else None,  # retrained minus inherited, worst
         "kendall_tau_by_supernet": taus,
+        "training_seed_std_pts": {"mean": round(statistics.mean(seed_stds), 2), "min": round(min(seed_stds), 2),
+                                  "max": round(max(seed_stds), 2), "n_architectures": len(seed_stds)}
+        if seed_stds else None,
         "per_budget": per_budget,
         "notes": [],
     }
@@ -305,7 +356,7 @@ def plot(run: Run, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind in sorted({m["kind"] for m in run.models.values()}):
         pts = [m for m in run.models.values() if m["kind"] == kind]
-        marker, color = styles.get(kind, ("o", None))
+        marker, color = styles.get(kind, ("v", "tab:olive") if kind.endswith("-top1") else ("o", None))
         ax.scatter([m["costs"]["macs"] / 1e6 for m in pts], [100 * m["heldout_acc"] for m in pts], marker=marker,
                    color=color, label=kind)
     for budget in run.settings.budgets:
@@ -334,12 +385,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budgets", type=lambda t: tuple(float(x) for x in t.split(",")))
     p.add_argument("--strategies", type=lambda t: tuple(t.split(",")))
     p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")))
+    p.add_argument("--retrain-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
+    p.add_argument("--no-spos", dest="spos", action="store_const", const=False, help="skip RandomOneShot + evolution")
+    p.add_argument("--companion", type=Path, action="append", default=[],
+                   help="another result file of this benchmark (e.g. another preset reaching a larger peer's MACs): "
+                   "its searched models (same verdict strategy) also count in the peer comparison")
     args = p.parse_args(argv)
 
     settings = Settings()
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
-                            epochs=1, random=3, batch_size=16, calib_batches=2,
+                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), seeds=(0,), epochs=1, random=3,
+                            batch_size=16,
+                            calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
                  if getattr(args, f.name, None) is not None}
@@ -354,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dm = quick_data(Path(tmp.name), settings) if tmp else real_data(
         settings, args.shared or shared_data_dir(required=True))  # type: ignore[arg-type]
     work = args.work or (Path(tmp.name) / "work" if tmp else Path("runs") / "search_quality")
+    # supernet checkpoints resume only under the settings they were trained with (another epoch count would
+    # continue a finished schedule)
+    work = work / _short({k: getattr(settings, k) for k in SUPERNET_SETTINGS})
     run = Run(args.out, settings, args.fresh)
     run.data["data"] = {"train": len(dm.dataset("training")), "val": len(dm.dataset("validation")),
                         "heldout": len(dm.dataset("testing")), "source": settings.data}
@@ -379,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ranking += archs
     ranking_keys = [arch_key(a) for a in ranking]
     run.data["ranking_archs"] = ranking
+    for key in [k for k, m in run.models.items() if m["kind"] == "random" and arch_key(m["arch"]) not in budget_of]:
+        del run.models[key]  # reused from other settings, but not a random architecture of these budgets
 
     main_strategy = settings.strategies[0]
     supernet_plans = []
@@ -387,7 +450,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for strategy in settings.strategies:
                 if strategy == main_strategy or settings.darts_budgets == "all" or i == 0:
                     supernet_plans.append((f"{strategy}/{budget:g}/s{seed}", strategy, budget, seed))
-            supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
+            if settings.spos:
+                supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
+    supernet_plans.sort(key=lambda plan: plan[1] != main_strategy)  # the verdict's models first (stable sort)
 
     spos_done: dict[int, str] = {}
     for name, strategy, budget, seed in supernet_plans:
@@ -398,18 +463,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          {"arch": sup["arch"]})
         if strategy == "random":
             spos_done[seed] = name
+        if strategy == main_strategy:  # seed-to-seed spread of standalone training: the same model, other seeds
+            for extra in settings.retrain_seeds:
+                train_standalone(run, f"{name}/retrained_s{extra}", kind, budget, dm,
+                                 lambda a=sup["arch"]: build_model(a, build_space(settings.preset)), sup["costs"],
+                                 extra, {"arch": sup["arch"]})
+        finalists = sup["meta"].get("evolution", {}).get("finalists")
+        if finalists and finalists[0]["arch"] != sup["arch"]:  # ablation: the evolution's pick, no finalist stage
+            top1 = finalists[0]["arch"]
+            train_standalone(run, f"{name}/evolution_top1", f"{kind}-top1", budget, dm,
+                             lambda a=top1: build_model(a, build_space(settings.preset)), _costs(cost_model, top1),
+                             seed, {"arch": top1})
         if strategy == main_strategy:  # the random baseline of this budget right after its searched model
             for a in (r for r in ranking if budget_of[arch_key(r)] == budget):
                 train_standalone(run, f"random/{_short(a)}", "random", budget, dm,
                                  lambda a=a: build_model(a, build_space(settings.preset)), _costs(cost_model, a), 0,
                                  {"arch": a})
 
+    searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
+    run.data["companions"] = {}
+    for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
+        other = json.loads(path.read_text())
+        mismatch = [k for k in (*RECIPE, "strategies") if other["settings"].get(k) != run.data["settings"].get(k)
+                    and not (k == "strategies" and other["settings"][k][0] == main_strategy)]
+        if mismatch:
+            raise SystemExit(f"{path}: another recipe or verdict strategy ({', '.join(mismatch)}); not comparable")
+        run.data["companions"][path.name] = {"preset": other["settings"]["preset"],
+                                             "budgets": other["settings"]["budgets"]}
+        searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
+                         for k, m in other["models"].items() if m["kind"] == main_strategy})
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
-        budget, searched = peer_margin(run.models, costs["macs"], main_strategy)
-        record["compared_budget_macs"] = budget
-        record["margin_pts"] = _pts(searched - record["heldout_acc"]) if searched is not None else None
+        budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
+        record["compared_budget_macs"], record["compared_preset"] = budget, preset
+        record["margin_pts"] = _pts(searched_acc - record["heldout_acc"]) if searched_acc is not None else None
         run.save()
 
     run.data["compute_s"] = {"searches": round(sum(x["search_s"] for x in run.data["supernets"].values()), 1),
@@ -443,15 +531,25 @@ def demo_gap(run: Run, folder: Path) -> None:
                                                    "train_epochs", "calib_batches", "max_macs", "lam")},
                      "warmup_epochs_used": search.get("warmup_epochs"), "data": "synthesized (demo default)"}
     v["notes"] = [n for n in v["notes"] if "not the demo's" not in n]
-    v["notes"].append("inherited_vs_retrained_pts: demo settings (synthesized test split); the value at this "
-                      "benchmark's settings (heldout) is inherited_vs_retrained_pts_benchmark_settings")
+    v["notes"].append(f"inherited_vs_retrained_pts: demo settings with --strategy {config.get('strategy')} "
+                      "(synthesized test split); the value at this benchmark's settings (heldout) is "
+                      "inherited_vs_retrained_pts_benchmark_settings")
 
 
 def notes(run: Run) -> list[str]:
     s = run.settings
     out = [f"scaled down for a shared 2-core CPU: preset {s.preset}, {s.epochs} standalone epochs, "
-           f"{s.search_epochs} search epochs ({s.warmup_epochs} warm-up), {s.random} random architectures per budget, "
-           f"seeds {list(s.seeds)}, {s.threads} thread(s)",
+           f"{s.search_epochs} search epochs ({s.warmup_epochs} warm-up) for the DARTS family, {s.spos_epochs} SPOS "
+           "and "
+           f"{s.sandwich_epochs} sandwich epochs, {s.random} random architectures per budget, search seeds "
+           f"{list(s.seeds)}, {s.threads} thread(s)",
+           f"the verdict strategy's model of search seed s is trained with seed s and again with seeds "
+           f"{list(s.retrain_seeds)} (so a seed can repeat; two trainings with one seed still differ, since the "
+           "data order is drawn from the loader's own generator): training_seed_std_pts is the run-to-run spread",
+           f"{s.strategies[0]}: one supernet for every budget; the budget applies in the evolution"
+           + (f" and then {s.finalists} finalists (the evolution's best by inherited dev-val accuracy) trained "
+              f"{s.epochs} epochs on dev-train, picked by dev-val; '{s.strategies[0]}-top1' is the evolution's pick "
+              "without that stage" if s.finalists else ""),
            "ranking (kendall_tau) uses the dev validation part; every accuracy reported as heldout_* is on heldout, "
            "which selected nothing",
            "inherited_vs_retrained_pts is measured at these benchmark settings, not the demo's"]
@@ -463,8 +561,12 @@ def notes(run: Run) -> list[str]:
         if m.get("margin_pts") is None:
             out.append(f"{key}: {m['costs'].get('macs', 0):,.0f} MACs is below every budget (the {s.preset} space's "
                        f"cheapest architecture: {cheapest}); no searched model to compare at its cost")
-    out.append("budgets come from the space's MAC range (the small peers are cheaper than any architecture of the "
-               "space), not from peer MACs")
+    for key, m in peer_rows.items():
+        budget = m.get("compared_budget_macs")
+        if budget is not None and budget < 0.5 * m["costs"].get("macs", 0):
+            out.append(f"{key}: {m['costs']['macs']:,.0f} MACs, compared with the searched model of the largest budget "
+                       f"({budget:,.0f}, preset {m.get('compared_preset')}), far cheaper: no searched model near its "
+                       "cost (see --companion)")
     out.append("not run (CPU time): the synthesized-only training comparison, latency columns")
     return out
 

@@ -1,6 +1,7 @@
 """Quantization through NNI's compression framework: learned bit-widths, fixed baseline, report, ONNX export."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -126,6 +127,25 @@ def test_tighter_budget_gives_fewer_bits() -> None:
     # Below the starting point ceil(2.5) = 3 bits, only the penalty can take them.
     tighter = _train(_learned(_tiny_model(), x, y, weight_budget_bits=2.5, act_budget_bits=2.5), 25)
     assert tighter["weight"] < 2.9 and tighter["activation"] < 2.9, tighter
+
+
+def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> None:
+    x, y = _data(32)
+    kwargs = dict(weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True, hard_budget_after=5)
+
+    def trained(steps: int, freeze: bool) -> tuple[dict[str, int], dict[str, float]]:
+        torch.manual_seed(0)
+        quantizer = _learned(_tiny_model(), x, y, freeze_bits=freeze, **kwargs)
+        quantizer.compress(max_steps=steps, max_epochs=None)
+        steps_now = {key: float(quantizer._target_spaces[key.rsplit(".", 1)[0]][key.rsplit(".", 1)[1]].scale)
+                     for key in quantizer._levels()}
+        return quantizer._levels(), steps_now
+
+    at_freeze, steps_at_freeze = trained(6, True)  # the projection happens after step 6
+    later, steps_later = trained(20, True)
+    assert later == at_freeze  # every target keeps its levels (hence its bits) ...
+    assert steps_later != steps_at_freeze  # ... while step sizes go on learning
+    assert trained(20, False)[0] != at_freeze  # projecting every step instead moves the grids
 
 
 def test_learned_bits_stay_in_bounds() -> None:
@@ -364,7 +384,7 @@ def test_interrupted_quantization_resumes_to_the_uninterrupted_result(tiny_gsc: 
     again = quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert again.report["accuracy"] == reference.report["accuracy"]
     with pytest.raises(ValueError, match="settings differ: .*lr"):
-        quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 1e-3})
+        quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 3e-3})
 
 
 def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
@@ -403,13 +423,18 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     runs = {(r["method"], r["bits"]): r for r in result["runs"]}
-    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("qat", 4)}
+    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("lsq", 3), ("qat", 4)}
     assert set(result["lr_tuning"]) >= {"learned", "lsq", "qat"}
     verdict = result["verdict"]
     assert verdict["drop_pts_at_4bits"] == runs[("learned", 4)]["drop_points_heldout"]
     assert verdict["drop_pts_at_3bits"] == runs[("learned", 3)]["drop_points_heldout"]
     assert verdict["fixed_lsq_drop_pts_at_4bits"] == runs[("lsq", 4)]["drop_points_heldout"]
     assert runs[("learned", 3)]["avg_bits_per_weight"] <= 3 and runs[("learned", 3)]["avg_bits_per_activation"] <= 3
+    # --resume keeps every finished run (rerunning one would change at least its time_s) and the tuned rates.
+    assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
+                       "--out", str(out), "--resume"]) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["runs"] == result["runs"] and resumed["lr_tuning"] == result["lr_tuning"]
     png = plot_quantize_curve(out, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -432,3 +457,35 @@ def test_allocate_bits_matches_the_brute_force_optimum() -> None:
         assert cost([got[t] for t in sensitivity]) == pytest.approx(cost(best)), (budget, got, best)
         assert sum(got.values()) / 4 <= budget and sum(got.values()) / 4 > budget - 0.25
         assert got["a"] == max(got.values()) and got["c"] == min(got.values())
+
+
+def test_bn_batches_reestimate_batchnorm_statistics_of_the_quantized_model() -> None:
+    x, y = _data(48, seed=4)
+    train = DataLoader(TensorDataset(x, y), batch_size=16)  # unshuffled: the first 2 batches are known
+    val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=16)
+    kwargs = dict(method="trained", bits=8, weight_budget_bits=4, act_budget_bits=4, epochs=1, progress=False)
+    torch.manual_seed(0)
+    plain = quantize_model(_tiny_model(), train, val, **kwargs).model
+    torch.manual_seed(0)
+    qmodel = quantize_model(_tiny_model(), train, val, bn_batches=2, **kwargs).model
+    norms = {name: m for name, m in qmodel.named_modules() if isinstance(m, nn.BatchNorm1d)}
+    assert norms
+    # Reference: each BN input's per-channel batch mean and unbiased variance, averaged over the 2 batches,
+    # recorded by hooks on a copy running those batches in train mode (as the fine-tuned model sees them).
+    probe = copy.deepcopy(qmodel).train()
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in norms}
+    modules = dict(probe.named_modules())
+    for name in norms:
+        modules[name].register_forward_pre_hook(
+            lambda m, args, name=name: seen[name].append((args[0].mean(dim=(0, 2)), args[0].var(dim=(0, 2)))))
+    with torch.no_grad():
+        for i in range(2):
+            probe(x[16 * i:16 * (i + 1)])
+    plain_norms = dict(plain.named_modules())
+    for name, bn in norms.items():
+        mean = torch.stack([m for m, _ in seen[name]]).mean(0)
+        var = torch.stack([v for _, v in seen[name]]).mean(0)
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+        assert bn.momentum == plain_norms[name].momentum  # restored after the re-estimation
+    assert any(not torch.allclose(bn.running_mean, plain_norms[name].running_mean) for name, bn in norms.items())

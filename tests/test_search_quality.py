@@ -40,7 +40,12 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     s = data["settings"]
     kinds = [m["kind"] for m in data["models"].values()]
     assert kinds.count("random") == s["random"] * len(s["budgets"])
-    assert kinds.count("evolution") == len(s["budgets"]) and kinds.count(s["strategies"][0]) == len(s["budgets"])
+    main = s["strategies"][0]
+    assert kinds.count("evolution") == len(s["budgets"])
+    assert kinds.count(main) == len(s["budgets"]) * (1 + len(s["retrain_seeds"]))  # retrained with every seed
+    for budget in s["budgets"]:  # the sandwich search (with finalists) is within every budget
+        sup = data["supernets"][f"{main}/{budget:g}/s0"]
+        assert sup["within_budget"] and len(sup["meta"]["evolution"]["finalists"]) == s["finalists"]
     for m in data["models"].values():
         if m["kind"] in ("random", "evolution"):
             assert m["costs"]["macs"] <= m["budget_macs"]  # by construction
@@ -83,3 +88,39 @@ def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) 
                            "test_acc": 0.5, "real_test_acc": 0.3}]}
     _, png = write_report(results, tmp_path, benchmark=quick_run)
     assert png.stat().st_size > 1000
+
+
+def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_recipe(bench, quick_run, tmp_path):
+    data = json.loads(quick_run.read_text())
+    out = tmp_path / "other.json"
+    out.write_text(quick_run.read_text())
+    again = bench.main(["--quick", "--out", str(out), "--finalists", "1"])  # another search, the same recipe
+    reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "peer")}
+    assert set(again["reused_from_other_settings"]) == reused
+    for key in reused:
+        assert again["models"][key]["train_s"] == data["models"][key]["train_s"]  # not retrained
+    assert all(len(s["meta"]["evolution"]["finalists"]) == 1 for n, s in again["supernets"].items()
+               if n.startswith("sandwich/"))
+    recipe = bench.main(["--quick", "--out", str(out), "--finalists", "1", "--epochs", "2"])  # another recipe
+    assert recipe.get("reused_from_other_settings") == []
+
+
+def test_companion_searched_models_count_for_the_peers_they_are_under(bench, quick_run, tmp_path):
+    data = json.loads(quick_run.read_text())
+    main = data["settings"]["strategies"][0]
+    peer_macs = min(m["costs"]["macs"] for m in data["models"].values() if m["kind"] == "peer")
+    budget = 0.9 * peer_macs  # above every budget of the run, under every peer
+    companion = {**data, "settings": {**data["settings"], "preset": "other"},
+                 "models": {k: {**m, "budget_macs": budget, "heldout_acc": 0.5}
+                            for k, m in data["models"].items() if m["kind"] == main}}
+    (tmp_path / "companion.json").write_text(json.dumps(companion))
+    out = tmp_path / "with.json"
+    out.write_text(quick_run.read_text())
+    again = bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
+    for m in (m for m in again["models"].values() if m["kind"] == "peer"):
+        assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
+        assert m["margin_pts"] == round(100 * (0.5 - m["heldout_acc"]), 2)
+    (tmp_path / "companion.json").write_text(json.dumps({**companion, "settings": {**companion["settings"],
+                                                                                    "epochs": 99}}))
+    with pytest.raises(SystemExit, match="another recipe"):
+        bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])

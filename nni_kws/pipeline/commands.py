@@ -19,7 +19,9 @@ from nni_kws.baselines import BASELINES
 from nni_kws.cli import quiet_libraries
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
+from nni_kws.search.oneshot import STRATEGIES
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
+from nni_kws.space import PRESETS as SPACE_PRESETS
 from nni_kws.space import arch_file_meta, load_arch
 
 from .config import CONFIG, PipelineConfig, load_config
@@ -55,7 +57,7 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g.add_argument("--test-list", metavar="FILE",
                    help="test on the clips of --data listed in FILE (with --train-list), "
                    "e.g. gsc-v2-test-splits/heldout.txt")
-    g.add_argument("--preset", help=f"search-space preset: tiny, small, paper (default: {d.preset})")
+    g.add_argument("--preset", help=f"search-space preset: {', '.join(SPACE_PRESETS)} (default: {d.preset})")
     g.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
     g.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
@@ -71,9 +73,10 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
 
 def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("search")
-    g.add_argument("--strategy", choices=["darts", "gumbel", "gumbel-hard", "random", "proxyless"],
+    g.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "enas"],
                    help=f"one-shot strategy: darts trains the softmax mixture, gumbel-hard one path per step, "
-                        f"random uniform single paths then evolution (default: {d.strategy})")
+                        f"random uniform single paths then evolution, sandwich the largest, smallest and a random "
+                        f"path per step then evolution (default: {d.strategy})")
     g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
                    "architecture step (default: a quarter of --search-epochs)")
@@ -81,6 +84,9 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
+    g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution from "
+                   f"scratch for --finalist-epochs and keep the best on validation (default: {d.finalists}: none)")
+    g.add_argument("--finalist-epochs", type=int, help=f"(default: {d.finalist_epochs})")
     g.add_argument("--max-macs", type=float,
                    help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")

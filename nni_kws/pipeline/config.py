@@ -15,6 +15,7 @@ from nni_kws.data.paths import shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
+from nni_kws.search.oneshot import WEIGHTS_ONLY
 from nni_kws.space import build_space
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "CONFIG", "RESULT", "OPTIONS", "PipelineConfig", "load_config",
@@ -32,8 +33,8 @@ OPTIONS = "options.json"
 #: The options each stage's outcome depends on, besides :data:`IDENTITY_FIELDS` (and, for train and
 #: quantize, the architecture). A stage in the folder made with other values is not silently kept.
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "budgets", "lam",
-               "penalty_form", "lr", "arc_lr", "batch_size"),
+    "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "finalists",
+               "finalist_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
                  "batch_size"),
@@ -61,12 +62,17 @@ class PipelineConfig:
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
-    # single paths (straight-through Gumbel): ranked random architectures best in benchmarks/results/search_quality.json
+    # single paths (straight-through Gumbel), the demo's measured default; in benchmarks/results/search_quality.json
+    # 'sandwich' with --finalists picks better architectures (not yet timed in the demo)
     strategy: str = "gumbel-hard"
     # search epochs that train weights only (uniform single paths with gumbel-hard); None: a quarter of them
     warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
+    # random/sandwich: the best `finalists` candidates of the evolution are trained from scratch for
+    # `finalist_epochs` and the best on validation is kept (0: the evolution's best)
+    finalists: int = 0
+    finalist_epochs: int = 3
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -208,11 +214,16 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy != "random":
+    if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
     if int(cfg.arch_every) < 1:
         raise ValueError(f"arch-every must be at least 1, got {cfg.arch_every}")
+    if int(cfg.finalists) < 0 or int(cfg.finalist_epochs) < 1:
+        raise ValueError(f"finalists must be >= 0 and finalist-epochs >= 1, got {cfg.finalists}, {cfg.finalist_epochs}")
+    if int(cfg.finalists) and cfg.strategy not in WEIGHTS_ONLY:
+        raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
+                         f"got {cfg.strategy!r}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

@@ -27,7 +27,7 @@ from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
 from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
-from nni_kws.search.oneshot import run_search
+from nni_kws.search.oneshot import WEIGHTS_ONLY, run_search
 from nni_kws.search.penalty import ResourcePenalty
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.signals import check_stop
@@ -260,7 +260,7 @@ class Pipeline:
 
     def strategy_kwargs(self) -> dict[str, Any]:
         """Schedule options of the differentiable strategies (``random`` trains weights only)."""
-        if self.cfg.strategy == "random":
+        if self.cfg.strategy in WEIGHTS_ONLY:
             return {}
         return {"warmup_epochs": self.cfg.warmup(), "arch_every": self.cfg.arch_every}
 
@@ -271,6 +271,7 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
+                            finalists={"k": cfg.finalists, "epochs": cfg.finalist_epochs} if cfg.finalists else None,
                             strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from nni_kws.files import load_torch
+from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.training import TrainingDiverged, accuracy
 
 from .checkpoint import EpochCheckpoint
@@ -174,10 +175,11 @@ def _fine_tune(quantizer: Quantizer, float_model: nn.Module, example: torch.Tens
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 3e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
-                   fold_bn: bool = False, qparam_lr_scale: float = 20.0, range_init: str = "mse",
-                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, init_bits: str = "sensitivity",
-                   checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
+                   fold_bn: bool = False, qparam_lr_scale: float = 60.0, range_init: str = "mse",
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
+                   init_bits: str = "sensitivity",
+                   bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
                    float_accuracy: Mapping[str, float] | None = None, progress: bool = True) -> QuantResult:
@@ -198,12 +200,20 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
 
     Budgets are met (``strict_budget``, the default): for the last ``hard_budget_fraction`` of the
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
-    (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`); with ``strict_budget=False`` a
+    (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`; ``freeze_bits``: projected once,
+    then kept while the step sizes go on learning); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
-    ``range_init`` are passed to the quantizer. ``init_bits``: learned bit-widths start where a
+    ``range_init`` are passed to the quantizer: ``lr`` is the weights' rate and the (log-domain) step
+    sizes and ranges move ``qparam_lr_scale`` times faster, because a trained model's weights want small
+    steps (a large weight rate costs accuracy even at 8 bits, where nothing needs to adapt) while the
+    grids must move far from their initialisation at low bit-widths. ``init_bits``: learned bit-widths start where a
     per-tensor PTQ sensitivity on the first batch spends the budget (``'sensitivity'``, the default:
     :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
     tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
+
+    ``bn_batches``: after fine-tuning, BatchNorm running statistics are re-estimated (plain average) over
+    that many training batches through the quantized network (0: keep the statistics that fine-tuning
+    accumulated with momentum, partly from earlier, different quantization grids).
 
     Per-epoch checkpoints go to ``checkpoint_dir`` (default ``<out_dir>/checkpoints``; none without
     either); ``resume=True`` continues from the last one (a finished run resumes to its end without
@@ -236,7 +246,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     budget_weight=budget_weight, min_bits=min_bits, epochs=epochs, max_steps=max_steps, lr=lr,
                     distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
-                    hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader))
+                    hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
+                    bn_batches=bn_batches, freeze_bits=freeze_bits)
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
@@ -255,7 +266,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
             act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
             qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
-            initial_bits=initial_bits, sensitivity=sensitivity,
+            initial_bits=initial_bits, sensitivity=sensitivity, freeze_bits=freeze_bits,
             hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         if checkpoint is not None:
@@ -267,6 +278,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
                                     input_bits=input_bits)
     _fine_tune(quantizer, float_model, example, distill, max_steps, epochs)
+    if bn_batches:  # running statistics of the quantized network, not a blend of the whole fine-tuning
+        recalibrate_bn(qmodel, calibration_batches(train_loader, bn_batches))
     qmodel.eval()
     with torch.no_grad():
         qmodel(example)  # record activation shapes of this model for the report
@@ -275,10 +288,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         "method": method, "bits": bits, "input_bits": input_bits, "fold_bn": fold_bn,
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
             "budget_weight": budget_weight, "qparam_lr_scale": qparam_lr_scale, "range_init": range_init,
-            "strict_budget": strict_budget, "init_bits": init_bits,
+            "strict_budget": strict_budget, "init_bits": init_bits, "freeze_bits": freeze_bits,
             **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
            if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
-        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill,
+        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "bn_batches": bn_batches,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),

@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the weights (default 1e-3)")
     p.add_argument("--distill", type=float, default=1.0,
                    help="weight of the KL loss to the float model's logits (default 1; 0: off)")
     p.add_argument("--input-bits", type=int, default=0,

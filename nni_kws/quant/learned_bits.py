@@ -135,6 +135,10 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
     hard_budget_after
         Also project after every optimizer step past this many steps, so that training adapts to the
         projected bit-widths before it ends (``None``: only at the end).
+    freeze_bits
+        With ``hard_budget_after``: project once at that step, then keep every bit-width (levels
+        ``q_max / d``) fixed and learn step sizes only, instead of projecting after every step (which
+        can lower a different tensor each step while the penalty-free gradient raises another).
     initial_bits
         Starting bit-width per target (``'<module>.<target>'``), e.g. from
         :func:`~nni_kws.quant.sensitivity.allocate_bits`; others start as described above.
@@ -160,7 +164,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
                  budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
                  range_init: str = "mse", strict_budget: bool = False, hard_budget_after: int | None = None,
                  initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
-                 existed_wrappers: Dict[str, ModuleWrapper] | None = None):
+                 freeze_bits: bool = False, existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
         self.min_bits = min_bits
@@ -172,6 +176,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         self.initial_bits = dict(initial_bits or {})
         self.sensitivity = {k: max(float(v), 1e-9) for k, v in (sensitivity or {}).items()}
         self.steps_done = 0
+        self.freeze_bits, self._frozen_levels = freeze_bits, None
 
         self.check_validation()
         self.register_qparams()
@@ -343,7 +348,37 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         self.project_qparams()
         self.steps_done += 1
         if self.hard_budget_after is not None and self.steps_done > self.hard_budget_after:
-            self.project_to_budget()
+            if not self.freeze_bits:
+                self.project_to_budget()
+            elif self._frozen_levels is None:
+                self.project_to_budget()
+                self._frozen_levels = self._levels()
+            else:
+                self._pin_levels(self._frozen_levels)
+
+    @torch.no_grad()
+    def _levels(self) -> Dict[str, int]:
+        """``{'<module>.<target>': n}``: the positive levels ``round(q_max / d)`` of every initialised target."""
+        out = {}
+        for module_name, target_name, target_space in self._targets():
+            if target_space.scale is not None:
+                step, qrange = qparams(target_space)
+                out[f"{module_name}.{target_name}"] = int(torch.round(qrange / step))
+        return out
+
+    @torch.no_grad()
+    def _pin_levels(self, levels: Dict[str, int]) -> None:
+        """``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves."""
+        k = self.qparam_lr_scale
+        for module_name, target_name, target_space in self._targets():
+            n = levels.get(f"{module_name}.{target_name}")
+            if n is not None:
+                wrapper = self._module_wrappers[module_name]
+                getattr(wrapper, f"{target_name}_range_param").copy_(
+                    getattr(wrapper, f"{target_name}_step_param") + math.log(n) / k)
+                self._sync(target_space)
+        for wrapper in self._module_wrappers.values():
+            self._sync_bias(wrapper)
 
     def register_trigger(self, evaluator: Evaluator):
         evaluator.patch_optimizer_step(before_step_tasks=[], after_step_tasks=[self._after_step])

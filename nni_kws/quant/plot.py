@@ -9,7 +9,9 @@ from typing import Any
 __all__ = ["plot_quantize_curve"]
 
 _STYLE = {"learned": ("C0", "o", "learned bit-widths"),
-          "learned_sens": ("C3", "D", "learned, sensitivity-allocated start"), "lsq": ("C1", "s", "NNI LSQ (fixed)"),
+          "learned_sens": ("C3", "D", "learned, sensitivity-allocated start"),  # results before 'learned' was it
+          "learned_budget": ("C4", "v", "learned, uniform start"),
+          "learned_fast": ("C5", "P", "learned, weight lr 3e-3"), "lsq": ("C1", "s", "NNI LSQ (fixed)"),
           "qat": ("C2", "^", "NNI QAT (fixed)")}
 
 

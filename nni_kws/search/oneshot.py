@@ -38,6 +38,7 @@ from nni_kws.training import (
 )
 
 from .penalty import ResourcePenalty
+from .sandwich import SandwichOneShot
 from .strategy import (
     ResourceDARTS,
     ResourceGumbelDARTS,
@@ -48,18 +49,21 @@ from .strategy import (
     most_likely_within,
 )
 
-__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "run_search"]
+__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
 #: Strategy names of :func:`run_search`: ``darts`` trains the softmax mixture of all candidates;
 #: ``gumbel`` a Gumbel-softmax sample; ``gumbel-hard`` one path per step (straight-through Gumbel),
 #: so the derived path is the one that was trained; ``random`` trains uniformly sampled single paths
-#: (SPOS) and then picks the architecture by evolution over the recalibrated supernet; ``proxyless``
+#: (SPOS) and then picks the architecture by evolution over the recalibrated supernet; ``sandwich`` the
+#: same with the sandwich rule (largest, smallest and random paths every step, :mod:`.sandwich`); ``proxyless``
 #: needs ``KwsSpace(coarse=True)``; ``enas`` needs ``tianshou`` (and ``gym``), which NNI 3.0
 #: imports with the pre-0.5 API.
-STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "gumbel-hard", "proxyless", "random", "enas")
+STRATEGIES: tuple[str, ...] = ("darts", "gumbel", "gumbel-hard", "proxyless", "random", "sandwich", "enas")
 _DIFFERENTIABLE = ("darts", "gumbel", "gumbel-hard", "proxyless")
+#: Strategies that train weights only and pick the architecture by evolution (and optional finalists).
+WEIGHTS_ONLY: tuple[str, ...] = ("random", "sandwich")
 
 
 @dataclass
@@ -79,7 +83,8 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
     """An NNI one-shot strategy by name, resource-aware where the strategy allows it.
 
     Differentiable strategies get the penalties in their architecture loss; ``random`` turns them
-    into a hard budget filter on sampled paths (targets only); ``enas`` takes none.
+    into a hard budget filter on sampled paths (targets only); ``sandwich`` trains every path and
+    leaves the budget to the evolution; ``enas`` takes none.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}; choose from {', '.join(STRATEGIES)}")
@@ -92,6 +97,9 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
     if name == "random":
         kwargs.pop("warmup_epochs", None)  # all of a RandomOneShot search is weight training
         return RandomOneShot(filter=_budget_filter(penalties, cost_model), **kwargs)
+    if name == "sandwich":  # the budget applies to the evolution only: one supernet serves every budget
+        kwargs.pop("warmup_epochs", None)
+        return SandwichOneShot(**kwargs)
     if penalties:
         raise ValueError("the enas strategy takes no resource penalties; use darts, gumbel or proxyless")
     try:
@@ -133,12 +141,15 @@ _NNI_LOGGERS = ("nni.nas.execution.sequential", "nni.nas.strategy.base")
 
 def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val_loader: DataLoader,
             accept: Callable[[Mapping[str, Any]], bool] | None, calib_batches: int, seed: int,
-            options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates."""
-    from nni_kws.space import space_choices
+            options: Mapping[str, Any] | None, finalists: Mapping[str, Any] | None = None,
+            fit_kwargs: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates,
+    then (``finalists={"k": .., "epochs": ..}``) among the best ``k`` by short standalone training."""
+    from nni_kws.space import build_model, space_choices
     from nni_kws.space.mixed_ops import fresh_space
 
     from .evolution import CandidateScorer, evolution_search
+    from .finalists import finalist_search
     from .recalibrate import calibration_batches
 
     base = fresh_space(space)
@@ -146,7 +157,12 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
     found = evolution_search(space_choices(base), scorer, accept=accept, seed=seed, **dict(options or {}))
     info = {"evaluated": len(found.evaluated), "best_val_acc": found.score, "calib_batches": calib_batches,
             **dict(options or {})}
-    return found.arch, info
+    if not finalists:
+        return found.arch, info
+    final = finalist_search(found.evaluated, lambda a: build_model(a, fresh_space(space)), train_loader, val_loader,
+                            k=int(finalists["k"]), epochs=int(finalists["epochs"]), seed=seed, **dict(fit_kwargs or {}))
+    info["finalists"] = final.finalists
+    return final.arch, info
 
 
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *,
@@ -156,7 +172,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
                seed: int = 0, resume: bool = False, progress: bool = True,
                strategy_kwargs: Mapping[str, Any] | None = None,
                calib_batches: int = 16, evolution: Mapping[str, Any] | None = None,
-               **module_kwargs: Any) -> SearchResult:
+               finalists: Mapping[str, Any] | None = None, **module_kwargs: Any) -> SearchResult:
     """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
 
     Parameters
@@ -196,6 +212,11 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         ``random`` only: the architecture is chosen by :func:`~nni_kws.search.evolution.evolution_search`
         (arguments ``evolution``) among candidates within the budgets, each scored on ``val_loader``
         with inherited weights whose BatchNorm is recalibrated on ``calib_batches`` training batches.
+        ``sandwich`` also.
+    finalists
+        ``random``/``sandwich`` only, optional ``{"k": int, "epochs": int}``: the ``k`` best distinct
+        candidates of the evolution are trained from scratch for ``epochs`` on ``train_loader`` (same
+        recipe) and the best on ``val_loader`` is returned (:mod:`.finalists`; costs ``k`` short trainings).
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
@@ -260,7 +281,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         seed_everything(after)
         reseed_loaders([train_loader, val_loader], after)
         arch, meta["evolution"] = _evolve(space, strat.supernet, train_loader, val_loader,  # type: ignore[attr-defined]
-                                          _budget_filter(penalties, cost_model), calib_batches, seed, evolution)
+                                          _budget_filter(penalties, cost_model), calib_batches, seed, evolution,
+                                          finalists, {"learning_rate": learning_rate, **module_kwargs})
     else:
         arch = dict(oneshot.export())
     return SearchResult(arch=arch, probs=probs, history=list(history.records), meta=meta,

@@ -1,0 +1,55 @@
+"""A finalist stage after a one-shot search: multi-fidelity selection (as in successive halving).
+
+Inherited supernet accuracy ranks architectures only roughly, and the top candidates of an evolution
+often differ by less than that ranking's noise. So the ``k`` best distinct candidates by inherited
+validation accuracy are each trained from scratch for a few epochs on the training loader, and the
+one with the best validation accuracy wins. It costs ``k`` short trainings; it selects on the
+validation loader only (never on a test split).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nni_kws.training import accuracy, fit, seed_everything
+
+from .evolution import arch_key
+
+__all__ = ["FinalistResult", "top_distinct", "finalist_search"]
+
+
+@dataclass
+class FinalistResult:
+    """The winner, and every finalist as ``{"arch", "inherited_val_acc", "val_acc"}`` in rank order."""
+
+    arch: dict[str, Any]
+    finalists: list[dict[str, Any]] = field(default_factory=list)
+
+
+def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int) -> list[tuple[dict[str, Any], float]]:
+    """The ``k`` best distinct architectures of ``(arch, score)`` pairs (first occurrence wins a tie)."""
+    best: dict[str, tuple[dict[str, Any], float]] = {}
+    for arch, score in scored:
+        key = arch_key(arch)
+        if key not in best or score > best[key][1]:
+            best[key] = (dict(arch), score)
+    return sorted(best.values(), key=lambda m: -m[1])[:k]
+
+
+def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Callable[[Mapping[str, Any]], nn.Module],
+                    train_loader: DataLoader, val_loader: DataLoader, *, k: int, epochs: int, seed: int = 0,
+                    **fit_kwargs: Any) -> FinalistResult:
+    """Train the ``k`` best candidates of ``scored`` from scratch for ``epochs`` and pick by validation accuracy."""
+    if k < 1 or epochs < 1:
+        raise ValueError(f"finalists need k >= 1 and epochs >= 1, got k={k}, epochs={epochs}")
+    rows = []
+    for arch, inherited in top_distinct(scored, k):
+        seed_everything(seed)
+        model = build(arch)
+        fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
+        rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": accuracy(model, val_loader)})
+    winner = max(rows, key=lambda r: r["val_acc"])  # max keeps the first (best inherited) on a tie
+    return FinalistResult(arch=dict(winner["arch"]), finalists=rows)

@@ -1,0 +1,84 @@
+"""Single-path supernet training with the sandwich rule (BigNAS, Yu et al. 2020; OFA, Cai et al. 2020).
+
+Uniform single-path training (SPOS, NNI's ``RandomOneShot``) updates a block that only deep paths use
+as often as those paths are drawn, so in a short search the deep paths' weights stay behind and their
+inherited accuracy underrates them: the selection then favours shallow networks. The sandwich rule
+trains, in every step, the largest path, the smallest path and ``n_random`` uniformly drawn paths on
+the same batch, so every weight of the largest network is updated every step and the smallest one
+bounds the other end. The step's loss is the mean over those paths (one SGD step per batch, so the
+learning rate means what it means for a single path).
+
+The trained supernet does not depend on a budget (paths are drawn from the whole space); the budget
+applies when an architecture is picked from it (evolution over recalibrated candidates), so one
+training serves every budget, as in once-for-all.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+import torch
+from nni.mutable import Categorical
+from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
+from nni.nas.strategy import RandomOneShot
+
+__all__ = ["SandwichModule", "SandwichOneShot", "extreme_arch"]
+
+
+def extreme_arch(choices: Mapping[str, list[Any]], largest: bool, rng: random.Random) -> dict[str, Any]:
+    """The largest (or smallest) path: the max (min) of every numeric label (depth, kernel, expansion);
+    a non-numeric label (the front end) is drawn at random, as it has no size order."""
+    arch = {}
+    for label, values in choices.items():
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            arch[label] = max(values) if largest else min(values)
+        else:
+            arch[label] = rng.choice(list(values))
+    return arch
+
+
+class SandwichModule(RandomSamplingLightningModule):
+    """``RandomSamplingLightningModule`` whose training step averages the loss of the largest, the
+    smallest and ``n_random`` random paths on one batch (see the module docstring)."""
+
+    def __init__(self, training_module: pl.LightningModule, n_random: int = 1, seed: int = 0) -> None:
+        super().__init__(training_module, filter=None)
+        if n_random < 0:
+            raise ValueError(f"n_random must be >= 0, got {n_random}")
+        self.n_random = n_random
+        self._rng = random.Random(seed)
+
+    def choices(self) -> dict[str, list[Any]]:
+        return {label: list(m.values) for label, m in self.model.simplify().items() if isinstance(m, Categorical)}
+
+    def use_path(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """Set every supernet module to the path ``arch`` (NNI's modules take a fixed value from ``memo``)."""
+        memo = dict(arch)
+        for module in self.supernet_modules():
+            memo.update(module.resample(memo=memo))
+        return memo
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        choices = self.choices()
+        paths = [extreme_arch(choices, True, self._rng), extreme_arch(choices, False, self._rng)]
+        losses = []
+        for i in range(len(paths) + self.n_random):
+            if i < len(paths):
+                self.use_path(paths[i])
+            else:
+                self.resample()  # uniform over the whole space
+            loss = self.training_module.training_step(batch, batch_idx)
+            losses.append(loss["loss"] if isinstance(loss, dict) else loss)
+        return torch.stack(losses).mean()
+
+
+class SandwichOneShot(RandomOneShot):
+    """NNI's ``RandomOneShot`` (single-path mixed operations and hooks) trained with the sandwich rule."""
+
+    def __init__(self, n_random: int = 1, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_random, self.seed = n_random, seed
+
+    def configure_oneshot_module(self, training_module: pl.LightningModule) -> SandwichModule:
+        return SandwichModule(training_module, n_random=self.n_random, seed=self.seed)

@@ -1,0 +1,93 @@
+"""Sandwich-rule single-path supernet training and the finalist stage of a one-shot search."""
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+
+import pytest
+import torch
+from test_recalibrate import _feasible_budget, separable_clips
+from torch.utils.data import DataLoader
+
+from nni_kws.cost import CostModel
+from nni_kws.search import ResourcePenalty, run_search
+from nni_kws.search.finalists import top_distinct
+from nni_kws.search.sandwich import extreme_arch
+from nni_kws.space import build_space, space_choices
+
+warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+
+
+def test_extreme_arch_takes_the_numeric_extremes_and_draws_the_front_end():
+    choices = space_choices(build_space("tiny"))
+    rng = random.Random(0)
+    largest, smallest = extreme_arch(choices, True, rng), extreme_arch(choices, False, rng)
+    for label, values in choices.items():
+        if label == "frontend":
+            assert largest[label] in values and smallest[label] in values
+        else:
+            assert (largest[label], smallest[label]) == (max(values), min(values))
+    assert {extreme_arch(choices, True, rng)["frontend"] for _ in range(20)} == {"sinc", "conv"}
+
+
+def _stage_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.startswith("stages.") and v.dtype.is_floating_point and "running" not in k}
+
+
+def test_every_step_trains_the_deepest_blocks_which_a_budgeted_single_path_search_leaves_alone():
+    """s1's second block is used only by depth-2 paths: with the sandwich rule (no random path) one step
+    updates it; RandomOneShot under a budget that excludes depth 2 never touches it."""
+    cost_model = CostModel("tiny")
+    loader = DataLoader(separable_clips(2, seed=0), batch_size=8)
+    shallow = min(cost_model.exact({**a, "s1_depth": 2})["macs"] for a in
+                  [{label: values[0] for label, values in cost_model.choices.items()}]) - 1  # no depth-2 path fits
+    changed = {}
+    for strategy, kwargs in (("sandwich", {"strategy_kwargs": {"n_random": 0}}), ("random", {})):
+        before, after = ({}, {})
+        for epochs, params in ((0, before), (1, after)):  # 0 epochs: the supernet's initial weights
+            torch.manual_seed(0)
+            result = run_search(build_space("tiny"), loader, loader, strategy=strategy, epochs=epochs, progress=False,
+                                penalties=[ResourcePenalty("macs", shallow, 1.0)], cost_model=cost_model,
+                                evolution={"population": 2, "sample": 1, "cycles": 0}, **kwargs)
+            params.update(_stage_params(result.supernet))
+        deep = [k for k in before if k.startswith("stages.1.blocks.1.")]
+        assert deep
+        changed[strategy] = {k: not torch.equal(before[k], after[k]) for k in deep}
+        assert cost_model.exact(result.arch)["macs"] <= shallow and result.arch["s1_depth"] == 1
+    assert all(changed["sandwich"].values()) and not any(changed["random"].values())
+
+
+def test_top_distinct_keeps_the_best_score_of_each_architecture():
+    a, b, c = {"x": 1}, {"x": 2}, {"x": 3}
+    assert top_distinct([(a, 0.1), (b, 0.5), (a, 0.7), (c, 0.2)], 2) == [(a, 0.7), (b, 0.5)]
+
+
+def test_finalists_are_trained_standalone_and_the_best_on_validation_wins():
+    cost_model = CostModel("tiny")
+    budget = _feasible_budget(cost_model)
+    train = DataLoader(separable_clips(6, seed=0), batch_size=12, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))
+    val = DataLoader(separable_clips(4, seed=1), batch_size=16)
+    torch.manual_seed(0)
+    result = run_search(build_space("tiny"), train, val, strategy="sandwich", epochs=1, progress=False,
+                        penalties=[ResourcePenalty("macs", budget, 1.0)], cost_model=cost_model, learning_rate=0.05,
+                        evolution={"population": 4, "sample": 2, "cycles": 2}, finalists={"k": 3, "epochs": 1})
+    rows = result.meta["evolution"]["finalists"]
+    assert len(rows) == 3 and len({str(r["arch"]) for r in rows}) == 3
+    inherited = [r["inherited_val_acc"] for r in rows]
+    assert inherited == sorted(inherited, reverse=True)
+    assert result.arch == max(rows, key=lambda r: r["val_acc"])["arch"]
+    assert cost_model.exact(result.arch)["macs"] <= budget
+
+
+def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
+    from nni_kws.pipeline.config import PipelineConfig, check_inputs
+
+    check_inputs(PipelineConfig(strategy="sandwich", finalists=2, real_test=None))
+    with pytest.raises(ValueError, match="--finalists needs"):
+        check_inputs(PipelineConfig(strategy="darts", finalists=2, real_test=None))
+    with pytest.raises(ValueError, match="finalist-epochs"):
+        check_inputs(PipelineConfig(strategy="random", finalists=2, finalist_epochs=0, real_test=None))
