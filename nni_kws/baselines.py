@@ -9,7 +9,7 @@ Each class docstring cites its paper and reference code; the computed costs are 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,10 @@ __all__ = ["SpectralFeatures", "DsCnn", "TcResNet", "SincDsConv", "BcResNet", "B
            "baseline_costs"]
 
 
+#: Per-utterance normalisations of :class:`SpectralFeatures`.
+UTTERANCE_NORMS = ("none", "mean", "meanvar")
+
+
 class SpectralFeatures(nn.Module):
     """Waveform ``[B, 1, L]`` → log-mel (``n_mfcc=0``) or MFCC features ``[B, n, T]`` (time last).
 
@@ -30,11 +34,18 @@ class SpectralFeatures(nn.Module):
     zero-padded to ``n_fft``; torch's ``stft`` centres a short window inside ``n_fft`` samples, so
     the waveform is padded by half the difference on both sides. Otherwise torchaudio's centred
     framing is kept (BC-ResNet's reference uses it). The DCT is torchaudio's orthonormal DCT-II.
+
+    Options against a train/test channel mismatch (e.g. synthesized training speech, real test speech):
+    ``utterance_norm='mean'`` subtracts each band's / coefficient's mean over the clip (cepstral mean
+    normalisation: a fixed channel filter is an additive constant in the log domain), ``'meanvar'`` also
+    divides by its standard deviation. ``spec_masks=(time_masks, max_frames, freq_masks, max_bands)``
+    applies SpecAugment masks to the log-mel bands (before the DCT) in training mode only.
     """
 
     def __init__(self, n_fft: int, win_length: int, hop_length: int, n_mels: int, n_mfcc: int = 0,
                  power: float = 2.0, f_min: float = 0.0, f_max: float | None = None, tf_frames: bool = False,
-                 sample_rate: int = 16000, log_offset: float = 1e-6) -> None:
+                 sample_rate: int = 16000, log_offset: float = 1e-6, utterance_norm: str = "none",
+                 spec_masks: tuple[int, int, int, int] | None = None) -> None:
         super().__init__()
         import torchaudio  # local import, as in the space's MFCC front end: the CLI starts without it
 
@@ -49,14 +60,26 @@ class SpectralFeatures(nn.Module):
             self.dct = None
         # read by nni_kws.cost.frontend.spectral_settings: what the feature MAC count depends on
         self.spectral_settings = SpectralSettings(n_fft, win_length, n_mels, n_mfcc, power)
+        if utterance_norm not in UTTERANCE_NORMS:
+            raise ValueError(f"utterance_norm must be one of {UTTERANCE_NORMS}, got {utterance_norm!r}")
+        self.utterance_norm = utterance_norm
+        self.masks = nn.Identity() if spec_masks is None else nn.Sequential(
+            *[torchaudio.transforms.TimeMasking(spec_masks[1], iid_masks=True) for _ in range(spec_masks[0])],
+            *[torchaudio.transforms.FrequencyMasking(spec_masks[3], iid_masks=True) for _ in range(spec_masks[2])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.squeeze(1)
         if self.pad:
             x = F.pad(x, (self.pad, self.pad))
         feats = torch.log(self.melspec(x) + self.log_offset)                   # [B, n_mels, T]
+        if self.training:
+            feats = self.masks(feats.unsqueeze(1)).squeeze(1)  # the masks want a channel dimension
         if self.dct is not None:
             feats = torch.matmul(feats.transpose(-1, -2), self.dct).transpose(-1, -2)  # [B, n_mfcc, T]
+        if self.utterance_norm != "none":
+            feats = feats - feats.mean(-1, keepdim=True)
+            if self.utterance_norm == "meanvar":
+                feats = feats / (feats.std(-1, keepdim=True) + 1e-5)
         return feats
 
 
@@ -79,10 +102,11 @@ class DsCnn(nn.Module):
     beta, hence 23,756 trainable parameters.
     """
 
-    def __init__(self, num_classes: int = 12, channels: int = 64, blocks: int = 4) -> None:
+    def __init__(self, num_classes: int = 12, channels: int = 64, blocks: int = 4, **features: Any) -> None:
         super().__init__()
+        # ``features``: SpectralFeatures' options against channel mismatch (utterance_norm, spec_masks)
         self.features = SpectralFeatures(512, 480, 320, n_mels=40, n_mfcc=10, power=1.0, f_min=20.0, f_max=4000.0,
-                                         tf_frames=True)
+                                         tf_frames=True, **features)
         # TF 'same' for kernel (10, 4), stride 2 on 49 x 10: pad time 4 + 5, frequency 1 + 1
         self.stem = nn.Sequential(nn.ZeroPad2d((1, 1, 4, 5)), nn.Conv2d(1, channels, (10, 4), stride=2),
                                   nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(0.2))
@@ -251,11 +275,11 @@ BASELINES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_baseline(name: str, num_classes: int = 12) -> nn.Module:
-    """A fresh peer by its registry name (:data:`BASELINES`)."""
+def build_baseline(name: str, num_classes: int = 12, **options: Any) -> nn.Module:
+    """A fresh peer by its registry name (:data:`BASELINES`), with its class's keyword ``options``."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-    return BASELINES[name](num_classes=num_classes)
+    return BASELINES[name](num_classes=num_classes, **options)
 
 
 def baseline_costs(name: str, include_frontend: bool = True) -> dict[str, float]:

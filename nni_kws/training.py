@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from nni_kws.files import replace_atomically, write_json
 
 __all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochSeeding", "AtomicCheckpointIO", "fit", "accuracy",
-           "make_trainer", "seed_everything", "derived_seed", "reseed_loaders", "check_finite_weights", "torch_threads"]
+           "make_trainer", "distillation_loss", "seed_everything", "derived_seed", "reseed_loaders",
+           "check_finite_weights", "torch_threads"]
 
 _logger = logging.getLogger(__name__)
 
@@ -140,16 +141,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class KwsModule(LightningModule):
     """Cross-entropy classification of keyword clips.
 
+    With ``distill_weight`` > 0, training batches are ``(x, y, teacher_logits)`` (e.g. from
+    :class:`nni_kws.teacher.WithTeacher`) and the loss is ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``
+    at temperature ``T = distill_temperature`` (Hinton et al., arXiv 1503.02531). With ``hint_weight`` > 0 the
+    model is a :class:`nni_kws.teacher.HintedStudent`, batches carry the teacher's embedding too, and
+    ``hint_weight * MSE(model.hint, embedding)`` is added.
+
     Logs ``train_loss``, ``val_loss``, ``val_acc`` (and ``test_acc``). When ``report_to_nni`` is on
     and the process is an NNI trial, each validation epoch reports ``val_acc`` as an intermediate
     result, so the web UI draws learning curves.
     """
 
     def __init__(self, learning_rate: float = 0.05, weight_decay: float = 4e-5, label_smoothing: float = 0.1,
-                 optimizer: str = "sgd", momentum: float = 0.9, report_to_nni: bool = False) -> None:
+                 optimizer: str = "sgd", momentum: float = 0.9, report_to_nni: bool = False,
+                 distill_weight: float = 0.0, distill_temperature: float = 2.0, hint_weight: float = 0.0) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
+                             f"{distill_weight}, {distill_temperature}")
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.hint_weight = hint_weight
         self.save_hyperparameters()
         self.learning_rate, self.weight_decay, self.label_smoothing = learning_rate, weight_decay, label_smoothing
         self.optimizer_name, self.momentum, self.report_to_nni = optimizer, momentum, report_to_nni
@@ -163,8 +176,19 @@ class KwsModule(LightningModule):
         self.model.train()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
+        x, y, *teacher = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if self.distill_weight > 0:
+            if not teacher:
+                raise ValueError("distill_weight > 0 needs training batches (x, y, teacher_logits)")
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * distillation_loss(
+                logits, teacher[0], self.distill_temperature)
+        if self.hint_weight > 0:
+            hint = getattr(self.model, "hint", None)
+            if hint is None or len(teacher) < 2:
+                raise ValueError("hint_weight > 0 needs a HintedStudent and batches (x, y, logits, embeddings)")
+            loss = loss + self.hint_weight * F.mse_loss(hint, teacher[1])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
@@ -194,6 +218,13 @@ class KwsModule(LightningModule):
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over the batch (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
 
 
 def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress: bool = True,

@@ -215,3 +215,36 @@ def test_cli_cost_exclude_frontend(tmp_path, capsys) -> None:
     without = json.loads(capsys.readouterr().out)
     assert full["frontend_macs"] == without["frontend_macs"] == frontend_macs(space.frontend.mfcc)["total"] > 0
     assert full["macs"] - without["macs"] == full["frontend_macs"]
+
+
+def test_utterance_norm_removes_a_fixed_channel_gain() -> None:
+    """A gain is an additive constant on log features: per-utterance mean normalisation cancels it."""
+    from nni_kws.baselines import SpectralFeatures
+
+    x = torch.randn(2, 1, 16000) * 0.1
+    plain = SpectralFeatures(512, 480, 320, n_mels=40, n_mfcc=10, power=1.0, tf_frames=True).eval()
+    cmn = SpectralFeatures(512, 480, 320, n_mels=40, n_mfcc=10, power=1.0, tf_frames=True, utterance_norm="mean").eval()
+    cmvn = SpectralFeatures(512, 480, 320, n_mels=40, n_mfcc=10, power=1.0, tf_frames=True,
+                            utterance_norm="meanvar").eval()
+    ref = plain(x)
+    assert torch.allclose(cmn(x), ref - ref.mean(-1, keepdim=True), atol=1e-5)
+    assert torch.allclose(cmn(3.0 * x), cmn(x), atol=1e-3) and not torch.allclose(plain(3.0 * x), ref, atol=1e-1)
+    assert torch.allclose(cmvn(x).std(-1), torch.ones(2, 10), atol=1e-3)
+    with pytest.raises(ValueError, match="utterance_norm"):
+        SpectralFeatures(512, 480, 320, n_mels=40, utterance_norm="cepstral")
+
+
+def test_spec_masks_only_in_training() -> None:
+    from nni_kws.baselines import SpectralFeatures
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 16000) * 0.1
+    masked = SpectralFeatures(512, 480, 320, n_mels=40, tf_frames=True, spec_masks=(2, 8, 2, 6))
+    ref = SpectralFeatures(512, 480, 320, n_mels=40, tf_frames=True)
+    assert torch.equal(masked.eval()(x), ref(x))
+    train = masked.train()(x)
+    # masked entries hold the masks' fill value 0; every other entry is unchanged
+    changed = train != ref(x)
+    assert changed.any() and torch.all(train[changed] == 0)
+    model = build_baseline("ds-cnn-s", utterance_norm="mean", spec_masks=(1, 4, 1, 4))
+    assert model.features.utterance_norm == "mean" and model(x).shape == (4, 12)
