@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 		apt-get update -qq && apt-get install -y -qq flite >/dev/null || echo "flite not installed: espeak only"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip" "setuptools<81" wheel
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,teacher]"
 	touch $(STAMP)
 
 # The main job: synthesize the default data, search, retrain, quantize, report.
