@@ -3,6 +3,7 @@ architectures as measured whole models rank them; the benchmark's quick mode run
 from __future__ import annotations
 
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -10,22 +11,28 @@ from scipy.stats import spearmanr
 
 from nni_kws.cost import CostModel, LatencyTable
 from nni_kws.cost.latency import RUN_TABLE, measure_model
-from nni_kws.space import build_space, random_arch
+from nni_kws.search.sandwich import extreme_arch
+from nni_kws.space import build_space, random_arch, space_choices
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def spread_archs(space, cm: CostModel, n: int, pool: int = 40) -> list[dict]:
-    """``n`` distinct random archs at evenly spaced ranks of MACs among ``pool`` random ones (not
-    the table's calibration archs), so the ranking is over a range, not among near-ties."""
+def spread_archs(space, cm: CostModel, n: int, pool: int = 200) -> list[dict]:
+    """``n`` distinct archs at evenly spaced MACs from the smallest to the largest path (each the
+    nearest of ``pool`` random ones, not the table's calibration archs), so the ranking is over the
+    space's whole range, not among the near-ties that random archs cluster in (and whose order a
+    loaded machine shuffles)."""
     calibration = [random_arch(space, 10**6 + i) for i in range(RUN_TABLE["calibration"])]
-    archs = []
-    for seed in range(pool):
-        arch = random_arch(space, seed)
-        if arch not in archs and arch not in calibration:
-            archs.append(arch)
-    archs.sort(key=lambda a: cm.exact(a)["macs"])
-    return [archs[round(i * (len(archs) - 1) / (n - 1))] for i in range(n)]
+    choices, rng = space_choices(space), random.Random(0)
+    smallest, largest = extreme_arch(choices, False, rng), extreme_arch(choices, True, rng)
+    candidates = [a for a in (random_arch(space, seed) for seed in range(pool)) if a not in calibration]
+    macs = lambda a: cm.exact(a)["macs"]  # noqa: E731
+    lo, hi = macs(smallest), macs(largest)
+    archs = [smallest]
+    for i in range(1, n - 1):
+        target = lo + i * (hi - lo) / (n - 1)
+        archs.append(min((a for a in candidates if a not in archs), key=lambda a: abs(macs(a) - target)))
+    return archs + [largest]
 
 
 def test_run_table_predictions_rank_measured_latencies():
