@@ -38,7 +38,7 @@ from nni_kws.training import (
 )
 
 from .penalty import ResourcePenalty
-from .sandwich import SandwichOneShot
+from .sandwich import SandwichOneShot, SeededRandomOneShot
 from .strategy import (
     ResourceDARTS,
     ResourceGumbelDARTS,
@@ -96,7 +96,7 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
         return cls(penalties=penalties, cost_model=cost_model, arc_learning_rate=arc_learning_rate, **kwargs)
     if name == "random":
         kwargs.pop("warmup_epochs", None)  # all of a RandomOneShot search is weight training
-        return RandomOneShot(filter=_budget_filter(penalties, cost_model), **kwargs)
+        return SeededRandomOneShot(filter=_budget_filter(penalties, cost_model), **kwargs)
     if name == "sandwich":  # the budget applies to the evolution only: one supernet serves every budget
         kwargs.pop("warmup_epochs", None)
         return SandwichOneShot(**kwargs)

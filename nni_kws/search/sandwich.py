@@ -23,10 +23,10 @@ from nni.mutable import Categorical
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.strategy import RandomOneShot
 
-__all__ = ["SandwichModule", "SandwichOneShot", "extreme_arch"]
+__all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichOneShot", "extreme_arch"]
 
 
-def extreme_arch(choices: Mapping[str, list[Any]], largest: bool, rng: random.Random) -> dict[str, Any]:
+def extreme_arch(choices: Mapping[str, list[Any]], largest: bool) -> dict[str, Any]:
     """The largest (or smallest) path: the max (min) of every numeric label (depth, kernel, expansion);
     a non-numeric label (the front end) is drawn at random, as it has no size order."""
     arch = {}
@@ -34,20 +34,18 @@ def extreme_arch(choices: Mapping[str, list[Any]], largest: bool, rng: random.Ra
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             arch[label] = max(values) if largest else min(values)
         else:
-            arch[label] = rng.choice(list(values))
+            arch[label] = random.choice(list(values))
     return arch
 
 
-class SandwichModule(RandomSamplingLightningModule):
-    """``RandomSamplingLightningModule`` whose training step averages the loss of the largest, the
-    smallest and ``n_random`` random paths on one batch (see the module docstring)."""
+class SeededSampling(RandomSamplingLightningModule):
+    """``RandomSamplingLightningModule`` whose paths are drawn with Python's ``random``.
 
-    def __init__(self, training_module: pl.LightningModule, n_random: int = 1, seed: int = 0) -> None:
-        super().__init__(training_module, filter=None)
-        if n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {n_random}")
-        self.n_random = n_random
-        self._rng = random.Random(seed)
+    Why: NNI 3.0's ``Categorical.random()`` draws from a fresh, unseeded ``np.random.RandomState()``, so
+    two single-path searches with one seed train different paths and a resumed search is not the
+    uninterrupted one. Python's ``random`` is what the search seeds every epoch
+    (:class:`~nni_kws.training.EpochSeeding`).
+    """
 
     def choices(self) -> dict[str, list[Any]]:
         return {label: list(m.values) for label, m in self.model.simplify().items() if isinstance(m, Categorical)}
@@ -59,9 +57,32 @@ class SandwichModule(RandomSamplingLightningModule):
             memo.update(module.resample(memo=memo))
         return memo
 
+    def resample(self) -> dict[str, Any]:
+        """A uniformly drawn path (redrawn until it passes ``filter``), set on the supernet."""
+        return self._repeat_until_valid(
+            lambda: self.use_path({label: random.choice(values) for label, values in self.choices().items()}))
+
+
+class SeededRandomOneShot(RandomOneShot):
+    """NNI's ``RandomOneShot`` (SPOS: uniform single paths) with seeded path draws (:class:`SeededSampling`)."""
+
+    def configure_oneshot_module(self, training_module: pl.LightningModule) -> SeededSampling:
+        return SeededSampling(training_module, filter=self.filter)
+
+
+class SandwichModule(SeededSampling):
+    """Single-path training whose step averages the loss of the largest, the smallest and ``n_random``
+    random paths on one batch (see the module docstring)."""
+
+    def __init__(self, training_module: pl.LightningModule, n_random: int = 1) -> None:
+        super().__init__(training_module, filter=None)
+        if n_random < 0:
+            raise ValueError(f"n_random must be >= 0, got {n_random}")
+        self.n_random = n_random
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         choices = self.choices()
-        paths = [extreme_arch(choices, True, self._rng), extreme_arch(choices, False, self._rng)]
+        paths = [extreme_arch(choices, True), extreme_arch(choices, False)]
         losses = []
         for i in range(len(paths) + self.n_random):
             if i < len(paths):
@@ -76,9 +97,9 @@ class SandwichModule(RandomSamplingLightningModule):
 class SandwichOneShot(RandomOneShot):
     """NNI's ``RandomOneShot`` (single-path mixed operations and hooks) trained with the sandwich rule."""
 
-    def __init__(self, n_random: int = 1, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, n_random: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.n_random, self.seed = n_random, seed
+        self.n_random = n_random
 
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> SandwichModule:
-        return SandwichModule(training_module, n_random=self.n_random, seed=self.seed)
+        return SandwichModule(training_module, n_random=self.n_random)
