@@ -14,7 +14,7 @@ from nni_kws.cli import main
 from nni_kws.data.labels import CLASSES
 
 COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
-FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1"]
+FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1", "--finalist-epochs", "1"]
 QUANT = ["--quant-epochs", "1"]
 
 
@@ -179,7 +179,7 @@ def test_over_budget_search_is_flagged_and_stops_the_run(tiny_gsc: Path, tmp_pat
     budget = cm.cheapest("macs")[1] + 1
     out = tmp_path / "run"
     rc = main(["run", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), "--max-macs", str(budget),
-               "--lambda", "0", *FAST, *QUANT])
+               "--lambda", "0", "--strategy", "gumbel-hard", *FAST, *QUANT])
     searched = json.loads((out / "search" / "result.json").read_text())
     macs = cm.exact(searched["arch"])["macs"]
     assert macs > budget, "the test needs a search that ends over the budget"

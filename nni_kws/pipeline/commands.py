@@ -84,8 +84,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
-    g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution from "
-                   f"scratch for --finalist-epochs and keep the best on validation (default: {d.finalists}: none)")
+    g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution from"
+                   " scratch for --finalist-epochs and keep the best on validation (default 3; 0: evolution's best)")
     g.add_argument("--finalist-epochs", type=int, help=f"(default: {d.finalist_epochs})")
     g.add_argument("--max-macs", type=float,
                    help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "

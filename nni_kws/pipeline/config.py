@@ -62,16 +62,16 @@ class PipelineConfig:
     max_per_class: int | None = None
     preset: str = "small"
     frontend: str = "raw"
-    # single paths (straight-through Gumbel), the demo's measured default; in benchmarks/results/search_quality.json
-    # 'sandwich' with --finalists picks better architectures (not yet timed in the demo)
-    strategy: str = "gumbel-hard"
+    # largest, smallest and a random path per step, then evolution and finalists: the strategy that picked better
+    # architectures than random ones in benchmarks/results/search_quality.json (gumbel-hard picked worse ones)
+    strategy: str = "sandwich"
     # search epochs that train weights only (uniform single paths with gumbel-hard); None: a quarter of them
     warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
     # random/sandwich: the best `finalists` candidates of the evolution are trained from scratch for
-    # `finalist_epochs` and the best on validation is kept (0: the evolution's best)
-    finalists: int = 0
+    # `finalist_epochs` and the best on validation is kept (0: the evolution's best; None: 3 for random/sandwich)
+    finalists: int | None = None
     finalist_epochs: int = 3
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
@@ -109,6 +109,12 @@ class PipelineConfig:
     def warmup(self) -> int:
         """Weight-only search epochs: ``warmup_epochs``, by default a quarter of ``search_epochs``."""
         return int(self.warmup_epochs) if self.warmup_epochs is not None else int(self.search_epochs) // 4
+
+    def finalist_count(self) -> int:
+        """Finalists of the evolution: ``finalists``, by default 3 for the strategies that pick by evolution."""
+        if self.finalists is not None:
+            return int(self.finalists)
+        return 3 if self.strategy in WEIGHTS_ONLY else 0
 
     def penalty_targets(self) -> dict[str, float]:
         """``{cost key: target}`` of the budgets in the cost model's units (for resource penalties)."""
@@ -219,9 +225,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
                          f"got {cfg.warmup_epochs}")
     if int(cfg.arch_every) < 1:
         raise ValueError(f"arch-every must be at least 1, got {cfg.arch_every}")
-    if int(cfg.finalists) < 0 or int(cfg.finalist_epochs) < 1:
+    if cfg.finalist_count() < 0 or int(cfg.finalist_epochs) < 1:
         raise ValueError(f"finalists must be >= 0 and finalist-epochs >= 1, got {cfg.finalists}, {cfg.finalist_epochs}")
-    if int(cfg.finalists) and cfg.strategy not in WEIGHTS_ONLY:
+    if cfg.finalist_count() and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")
     if int(cfg.calib_batches) < 0:
