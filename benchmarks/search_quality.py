@@ -15,7 +15,8 @@ Every model (searched, random, peer) is trained from scratch with the same recip
 - ``evolution``: RandomOneShot (uniform single-path supernet, SPOS) + regularized evolution over
   candidates within the budget, scored on the validation part with inherited, recalibrated weights;
 - ``--random`` random architectures within the budget;
-- the peers of ``nni_kws.baselines`` (when that module exists), each compared with the searched model of the
+- the peers of ``nni_kws.baselines`` (when that module exists), each trained with seed 0 and ``--retrain-seeds``
+  (like the searched models) and its mean compared with the searched model of the
   largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
   reaches a larger peer, e.g. ``paper`` at SincConv+DSConv's 25M).
 
@@ -28,8 +29,8 @@ with the same recipe (random architectures, peers) are still reused; supernet se
 per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
 everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
-    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 6 --retrain-seeds 1 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
+    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --seeds 0 \
+        --random 6 --retrain-seeds 1,2 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
 """
 from __future__ import annotations
@@ -200,9 +201,9 @@ SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", 
 
 
 def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
-    if model.get("kind") not in ("random", "peer") or any(old.get(k) != new.get(k) for k in RECIPE):
+    if model.get("kind") not in ("random", "peer", "peer-seed") or any(old.get(k) != new.get(k) for k in RECIPE):
         return False
-    return model["kind"] == "peer" or old.get("preset") == new.get("preset")
+    return model["kind"] != "random" or old.get("preset") == new.get("preset")
 
 
 def _short(arch: Mapping[str, Any]) -> str:
@@ -354,7 +355,7 @@ def plot(run: Run, path: Path) -> None:
 
     styles = {"random": ("x", "tab:gray"), "evolution": ("s", "tab:green"), "peer": ("^", "tab:red")}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for kind in sorted({m["kind"] for m in run.models.values()}):
+    for kind in sorted({m["kind"] for m in run.models.values()} - {"peer-seed"}):  # a peer is one point
         pts = [m for m in run.models.values() if m["kind"] == kind]
         marker, color = styles.get(kind, ("v", "tab:olive") if kind.endswith("-top1") else ("o", None))
         ax.scatter([m["costs"]["macs"] / 1e6 for m in pts], [100 * m["heldout_acc"] for m in pts], marker=marker,
@@ -492,12 +493,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                              "budgets": other["settings"]["budgets"]}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
+    peer_seeds = sorted({0, *settings.retrain_seeds})  # the training seeds the searched models get
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
+        accs = [record["heldout_acc"]] + [train_standalone(run, f"peer/{name}/s{seed}", "peer-seed", None, dm, build,
+                                                           costs, seed)["heldout_acc"] for seed in peer_seeds[1:]]
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
+        record["heldout_mean"], record["seeds"] = statistics.mean(accs), peer_seeds
+        record["heldout_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
         budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
         record["compared_budget_macs"], record["compared_preset"] = budget, preset
-        record["margin_pts"] = _pts(searched_acc - record["heldout_acc"]) if searched_acc is not None else None
+        record["margin_pts"] = _pts(searched_acc - record["heldout_mean"]) if searched_acc is not None else None
         run.save()
 
     run.data["compute_s"] = {"searches": round(sum(x["search_s"] for x in run.data["supernets"].values()), 1),

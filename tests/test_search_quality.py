@@ -95,7 +95,7 @@ def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_r
     out = tmp_path / "other.json"
     out.write_text(quick_run.read_text())
     again = bench.main(["--quick", "--out", str(out), "--finalists", "1"])  # another search, the same recipe
-    reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "peer")}
+    reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "peer", "peer-seed")}
     assert set(again["reused_from_other_settings"]) == reused
     for key in reused:
         assert again["models"][key]["train_s"] == data["models"][key]["train_s"]  # not retrained
@@ -117,9 +117,14 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
     out = tmp_path / "with.json"
     out.write_text(quick_run.read_text())
     again = bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
-    for m in (m for m in again["models"].values() if m["kind"] == "peer"):
+    for key, m in again["models"].items():
+        if m["kind"] != "peer":
+            continue
+        # a peer is trained with the searched models' training seeds; its margin is against their mean
+        accs = [m["heldout_acc"]] + [again["models"][f"{key}/s{s}"]["heldout_acc"] for s in m["seeds"][1:]]
+        assert len(accs) == len({0, *data["settings"]["retrain_seeds"]}) > 1
         assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
-        assert m["margin_pts"] == round(100 * (0.5 - m["heldout_acc"]), 2)
+        assert m["margin_pts"] == round(100 * (0.5 - sum(accs) / len(accs)), 2)
     (tmp_path / "companion.json").write_text(json.dumps({**companion, "settings": {**companion["settings"],
                                                                                     "epochs": 99}}))
     with pytest.raises(SystemExit, match="another recipe"):
