@@ -14,6 +14,7 @@ training serves every budget, as in once-for-all.
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any, Mapping
 
@@ -47,7 +48,9 @@ class SeededSampling(RandomSamplingLightningModule):
     (:class:`~nni_kws.training.EpochSeeding`).
     """
 
+    @functools.cached_property
     def choices(self) -> dict[str, list[Any]]:
+        """``{label: values}`` of the supernet's choices (fixed once built: read once, not every step)."""
         return {label: list(m.values) for label, m in self.model.simplify().items() if isinstance(m, Categorical)}
 
     def use_path(self, arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,7 +63,7 @@ class SeededSampling(RandomSamplingLightningModule):
     def resample(self) -> dict[str, Any]:
         """A uniformly drawn path (redrawn until it passes ``filter``), set on the supernet."""
         return self._repeat_until_valid(
-            lambda: self.use_path({label: random.choice(values) for label, values in self.choices().items()}))
+            lambda: self.use_path({label: random.choice(values) for label, values in self.choices.items()}))
 
 
 class SeededRandomOneShot(RandomOneShot):
@@ -81,7 +84,7 @@ class SandwichModule(SeededSampling):
         self.n_random = n_random
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        choices = self.choices()
+        choices = self.choices
         paths = [extreme_arch(choices, True), extreme_arch(choices, False)]
         losses = []
         for i in range(len(paths) + self.n_random):
