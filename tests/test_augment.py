@@ -67,6 +67,20 @@ def test_room_impulse_response_rt60_and_length(rt60):
     np.testing.assert_allclose(y[100:100 + rir.size], rir[: SR - 100] / np.abs(rir).max(), atol=1e-9)
 
 
+def test_room_impulse_response_does_not_depend_on_pyroomacoustics_threads():
+    import pyroomacoustics as pra
+
+    threads = pra.constants.get("num_threads")
+    try:
+        rirs = []
+        for n in (1, 3):  # pyroomacoustics' own default is the core count: other machines, other sums
+            pra.constants.set("num_threads", n)
+            rirs.append(room_impulse_response(np.random.default_rng(2), 0.5))
+    finally:
+        pra.constants.set("num_threads", threads)
+    assert rirs[0].tobytes() == rirs[1].tobytes()
+
+
 def test_channel_effects():
     x = (_tone(100)[0] + _tone(1000)[0] + _tone(7900)[0]).double().numpy()
     seen = set()

@@ -199,6 +199,34 @@ def test_flite_is_deterministic_and_matches_the_program():
         assert np.array_equal(sf.read(f"{tmp}/a.wav", dtype="int16")[0], x)
 
 
+def test_flite_speaks_the_same_whatever_this_process_does_with_rand():
+    """Clustergen voices draw excitation from libc ``rand()``: another thread calling it once changed a
+    "lights on" clip of a reproducibility test under load. Spoken in a child process, it cannot."""
+    import ctypes
+    import threading
+
+    from nni_kws.data.flite import flite_speak_all, flite_voices
+
+    if "slt" not in flite_voices():
+        pytest.skip("flite not installed")
+    plan = [dict(text=w, voice="slt", stretch=1.0, f0=150, f0_std=20) for w in ("lights on", "stop", "lights on")]
+    quiet = [x.tobytes() for x, _ in flite_speak_all(plan)]
+    stop, libc = threading.Event(), ctypes.CDLL(None)
+
+    def spin() -> None:
+        while not stop.is_set():
+            libc.rand()
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        busy = [x.tobytes() for x, _ in flite_speak_all(plan)]
+    finally:
+        stop.set()
+        spinner.join()
+    assert busy == quiet and quiet[0] == quiet[2]
+
+
 def test_full_preset_has_over_1000_distinct_voices():
     from nni_kws.data.espeak import espeak_data_path, espeak_voice_lists
     from nni_kws.data.speakers import espeak_speakers, flite_speakers, voice_config

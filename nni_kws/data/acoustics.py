@@ -41,7 +41,14 @@ def room_impulse_response(rng: np.random.Generator, rt60: float, sample_rate: in
                        max_order=min(max_order, _EARLY_ORDER), use_rand_ism=False)
     room.add_source(src)
     room.add_microphone(mic)
-    room.compute_rir()
+    # One thread: pyroomacoustics sums the reflections in float32 per thread, so the bytes would depend on
+    # the machine's core count (its default) and a cached dataset would differ between machines.
+    threads = pra.constants.get("num_threads")
+    pra.constants.set("num_threads", 1)
+    try:
+        room.compute_rir()
+    finally:
+        pra.constants.set("num_threads", threads)
     early = np.asarray(room.rir[0][0], dtype=np.float64)
     n = int(rt60 * sample_rate)
     t = np.arange(n) / sample_rate

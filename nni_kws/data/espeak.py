@@ -1,4 +1,4 @@
-"""libespeak-ng through ctypes, and the child-process protocol that makes its output reproducible.
+"""libespeak-ng through ctypes, spoken in a child process that makes its output reproducible.
 
 libespeak-ng keeps static state between utterances, even across ``espeak_Terminate``/``espeak_Initialize``,
 so one word's samples depend on what the process said before. :func:`speak_all` therefore says a whole
@@ -7,16 +7,13 @@ plan of utterances in a fresh child process, in order: the same plan gives byte-
 from __future__ import annotations
 
 import ctypes
-import json
-import struct
-import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .child import serve, speak_in_child
 
 __all__ = ["ENGLISH_VOICES", "Espeak", "espeak_data_path", "espeak_voice_lists", "speak_all"]
 
@@ -130,78 +127,13 @@ def espeak_voice_lists(data_path: Path) -> tuple[list[str], list[str]]:
 
 
 def _worker_main() -> None:
-    """Child process: read a JSON list of utterances on stdin, write ``len + int16 samples`` for each."""
-    plan = json.load(sys.stdin)
+    """Child process of :func:`speak_all`."""
     engine = Espeak.get()
-    out = sys.stdout.buffer
-    header = json.dumps({"version": engine.version, "sample_rate": engine.sample_rate}).encode()
-    out.write(struct.pack("<I", len(header)) + header)
-    for u in plan:
-        wav = engine.synth(u["text"], u["voice"], rate=u["rate"], pitch=u["pitch"], pitch_range=u["range"],
-                           seed=u["seed"], word_gap=u.get("gap", 0))
-        out.write(struct.pack("<I", wav.size) + wav.astype("<i2").tobytes())
-    out.flush()
+    serve(lambda u: (engine.synth(u["text"], u["voice"], rate=u["rate"], pitch=u["pitch"], pitch_range=u["range"],
+                                  seed=u["seed"], word_gap=u.get("gap", 0)), engine.sample_rate),
+          {"version": engine.version, "sample_rate": engine.sample_rate})
 
 
-# Child bootstrap: empty stand-ins for the packages so that only espeak.py is imported,
-# not the package __init__ files (they import torch: seconds per dataset for nothing).
-_WORKER = """import sys, types
-for name, path in (("nni_kws", {pkg!r}), ("nni_kws.data", {data!r})):
-    sys.modules[name] = module = types.ModuleType(name)
-    module.__path__ = [path]
-from nni_kws.data.espeak import _worker_main
-_worker_main()
-"""
-
-
-def _read_exact(stream: Any, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError
-    return data
-
-
-def speak_all(plan: list[dict[str, Any]]) -> tuple[dict[str, Any], Iterator[np.ndarray]]:
-    """Say every utterance of ``plan`` in a fresh child process; return its info and the sample arrays.
-
-    The arrays come out while the child is still speaking, so synthesis and post-processing overlap.
-    """
-    data_dir = Path(__file__).resolve().parent
-    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(pkg=str(data_dir.parent), data=str(data_dir))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(json.dumps(plan).encode())  # the child reads all of it before writing anything
-    proc.stdin.close()
-
-    def fail() -> RuntimeError:
-        proc.kill()
-        proc.wait()
-        errors.seek(0)
-        err = errors.read().decode(errors="replace").strip()[-2000:]
-        return RuntimeError(f"espeak-ng synthesis process failed (exit {proc.returncode}): {err}")
-
-    def arrays() -> Iterator[np.ndarray]:
-        try:
-            for _ in plan:
-                n = struct.unpack("<I", _read_exact(proc.stdout, 4))[0]
-                yield np.frombuffer(_read_exact(proc.stdout, 2 * n), dtype="<i2")
-            if proc.wait() != 0:
-                raise fail()
-        except EOFError:
-            raise fail() from None
-        finally:
-            if proc.poll() is None:  # the consumer stopped early: do not leave the child behind
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            errors.close()
-
-    try:
-        info = json.loads(_read_exact(proc.stdout, struct.unpack("<I", _read_exact(proc.stdout, 4))[0]))
-    except (EOFError, ValueError):
-        exc = fail()
-        proc.stdout.close()
-        errors.close()
-        raise exc from None
-    return info, arrays()
+def speak_all(plan: list[dict[str, Any]]) -> tuple[dict[str, Any], Iterator[tuple[np.ndarray, int]]]:
+    """Say every utterance of ``plan`` in order in a fresh child process (:mod:`~nni_kws.data.child`)."""
+    return speak_in_child("espeak", plan)

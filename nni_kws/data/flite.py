@@ -7,7 +7,8 @@ with other methods than espeak's formant synthesizer, so they do not share its s
 Hand-written binding on purpose: the ``flite`` program costs one process and one voice load per
 utterance (tens of ms), while ``libflite`` says a word in a few ms. Flite's only hidden state is the
 C library's ``rand()`` (clustergen excitation), so ``srand(1)`` before each utterance makes every
-utterance byte-identical to what the ``flite`` program writes, whatever was said before.
+utterance byte-identical to what the ``flite`` program writes, whatever was said before, provided
+nothing else calls ``rand()`` meanwhile: :func:`flite_speak_all` therefore speaks in a child process.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import threading
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from .child import serve, speak_in_child
 
 __all__ = ["FLITE_VOICES", "Flite", "flite_speak_all", "flite_version", "flite_voices"]
 
@@ -106,8 +109,14 @@ class Flite:
         return x[::channels], rate
 
 
+def _worker_main() -> None:
+    """Child process of :func:`flite_speak_all`."""
+    engine = Flite.get()
+    serve(lambda u: engine.synth(u["text"], u["voice"], stretch=u["stretch"], f0=u["f0"], f0_std=u["f0_std"]), {})
+
+
 def flite_speak_all(plan: Sequence[dict[str, Any]]) -> Iterator[tuple[np.ndarray, int]]:
-    """Say every utterance of ``plan`` (text, voice, stretch, f0, f0_std); yield ``(int16 samples, rate)``."""
-    engine = Flite.get() if plan else None
-    for u in plan:
-        yield engine.synth(u["text"], u["voice"], stretch=u["stretch"], f0=u["f0"], f0_std=u["f0_std"])
+    """Say every utterance of ``plan`` (text, voice, stretch, f0, f0_std) in a fresh child process; yield
+    ``(int16 samples, rate)``. In a child because any other thread of this process calling ``rand()``
+    would change the clustergen voices' samples (:mod:`~nni_kws.data.child`)."""
+    return speak_in_child("flite", list(plan))[1] if plan else (x for x in ())

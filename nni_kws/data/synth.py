@@ -48,7 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the synthesis recipe changes: part of the cache key, so old caches are not reused.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3  # 3: room impulse responses computed on one thread (the same bytes on every machine)
 #: Default number of espeak speakers of the legacy recipe (35 words x 100 speakers = 3500 clips).
 DEFAULT_SPEAKERS = 100
 _FORMAT = "nni-kws-synth"
@@ -337,14 +337,14 @@ def _build(tmp: Path, params: dict[str, Any], progress: bool, noise_dir: Path | 
 
     espeak_plan = [u for s, _, _, _, u, _ in jobs if s["engine"] == "espeak"]
     info, espeak_raws = speak_all(espeak_plan) if espeak_plan else ({"version": None, "sample_rate": 0},
-                                                                                  (x for x in ()))
+                                                                     (x for x in ()))
     flite_raws = flite_speak_all([u for s, _, _, _, u, _ in jobs if s["engine"] == "flite"])
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
     per_word: dict[str, int] = {}
     with contextlib.closing(espeak_raws), contextlib.closing(flite_raws):  # on any error, stop the children now
         for s, w, r, rng, _, fx_rng in tqdm(jobs, desc="synthesizing clips", unit="clip", disable=not progress):
             if s["engine"] == "espeak":
-                raw, rate = next(espeak_raws), info["sample_rate"]
+                raw, rate = next(espeak_raws)
             else:
                 raw, rate = next(flite_raws)
             rel = f"{w}/{s['id']}_nohash_{r}.wav"
