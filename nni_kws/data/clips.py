@@ -6,6 +6,7 @@ arguments and pickle without their caches, so ``nni.trace`` can ship them to tri
 """
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -159,3 +160,12 @@ class AugmentedClips(ClipDataset):
     def _augmented(self, x: torch.Tensor) -> torch.Tensor:
         """The training augmentation of one clip (a new draw on every call)."""
         return self.augmentation.apply(x, self._rng(), self._noise_slice)
+
+    def unaugmented(self) -> AugmentedClips:
+        """The same items in the same order, without augmentation (e.g. what a teacher labels, index by index).
+
+        A shallow copy: it shares the decoded clips of this dataset instead of loading them again.
+        """
+        view = copy.copy(self)
+        view.augment = False
+        return view

@@ -116,21 +116,23 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         for subset in subsets:
             self.dataset(subset)
 
-    def _loader(self, subset: str, shuffle: bool = False) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        """A loader over ``dataset`` with this module's batch size, workers and seeded shuffling (e.g. over the
+        training set with a teacher's targets, :func:`nni_kws.teacher.fit_teacher`)."""
         workers = self.num_workers > 0
-        return DataLoader(self.dataset(subset), batch_size=self.batch_size, shuffle=shuffle,
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=workers,
                           generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("training", shuffle=True)
+        return self.loader(self.dataset("training"), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
+        return self.loader(self.dataset("validation"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("testing")
+        return self.loader(self.dataset("testing"))
 
     def real_test_dataloader(self) -> DataLoader:
         """Loader over the pre-split real test folder (``real_test_root``); evaluation only."""
-        return self._loader("real_test")
+        return self.loader(self.dataset("real_test"))
