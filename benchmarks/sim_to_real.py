@@ -36,11 +36,10 @@ import torch
 from nni_kws.baselines import build_baseline
 from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list, shared_data_dir
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.gsc import SpeechCommands
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
 from nni_kws.files import save_torch
 from nni_kws.space import build_model, build_space
-from nni_kws.teacher import INPUT_SCALE, HintedStudent, SynthTeacher, WithTeacher, embed_dataset, head_predictions
+from nni_kws.teacher import INPUT_SCALE, HintedStudent, embed_dataset, fit_teacher, head_accuracy, head_predictions
 from nni_kws.training import accuracy, fit, predict, seed_everything
 
 #: The fixed architecture (preset 'small', SincConv front end), as in benchmarks/quantize.py.
@@ -158,11 +157,6 @@ def _real_sets(quick: bool, work: Path) -> dict[str, Any]:
     return {"full": full, "heldout": {str(root / r) for r in read_list(heldout)} & set(full.files)}
 
 
-def _unaugmented_training(dm: SpeechCommandsDataModule) -> SpeechCommands:
-    """The training clips of ``dm`` in the same order, without augmentation (what the teacher labels)."""
-    return SpeechCommands(dm.root, "training", augment=False, seed=dm.seed, cache=True, keywords=dm.keywords)
-
-
 def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, Any], cache: Path) -> dict[str, Any]:
     config = CONFIGS[name]
     synth_params, augmentation, model_name = config.synth, config.augment, config.model
@@ -179,22 +173,16 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     train_loader, teacher = dm.train_dataloader(), None
     if model_name == "teacher" or config.distill > 0 or config.hint > 0:
         scale = config.teacher_scale
-        teacher = SynthTeacher.fit(_unaugmented_training(dm), num_classes=dm.num_classes, seed=seed, scale=scale,
-                                   cache=root / "teacher" / f"training-seed{seed}-x{scale:g}.npy",
-                                   folds=config.teacher_folds)
-        targets = WithTeacher(dm.dataset("training"), teacher.train_logits,
-                              teacher.train_embeddings if config.hint > 0 else None)
-        train_loader = torch.utils.data.DataLoader(targets, batch_size=64, shuffle=True,
-                                                   generator=torch.Generator().manual_seed(seed))
+        teacher, targets = fit_teacher(dm, root / "teacher", seed=seed, folds=config.teacher_folds, scale=scale,
+                                       hints=config.hint > 0)
+        train_loader = dm.loader(targets, shuffle=True)
     if model_name == "teacher":
         assert teacher is not None
         # the embeddings of the real set are the same for every run: cached next to the datasets
         real_emb = embed_dataset(real["full"], cache / f"teacher-real-{len(real['full'])}-x{scale:g}.npy", scale=scale)
         preds, labels = head_predictions(teacher.head, real_emb), torch.as_tensor(real["full"].labels)
-        test_emb = embed_dataset(dm.dataset("testing"), root / "teacher" / f"testing-seed{seed}-x{scale:g}.npy",
-                                 scale=scale)
-        synth_acc = float((head_predictions(teacher.head, test_emb) == torch.as_tensor(
-            dm.dataset("testing").labels)).float().mean())
+        synth_acc = head_accuracy(teacher.head, dm.dataset("testing"),
+                                  root / "teacher" / f"testing-seed{seed}-x{scale:g}.npy", scale)
         train_s = time.monotonic() - t0
         t0 = time.monotonic()
     else:

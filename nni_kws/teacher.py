@@ -9,6 +9,8 @@ the tiny student (:class:`WithTeacher` + ``KwsModule(distill_weight=...)``). Out
 (``SynthTeacher.fit(folds=5)``) carry the teacher's doubts about unnatural synthesized clips; a head's
 logits on its own training clips are almost the labels. :class:`HintedStudent` adds a feature hint
 towards the embedding. Only this module loads the models (local files of the installed wheel).
+:func:`fit_teacher` is the one way the benchmark (``benchmarks/sim_to_real.py``) and the pipeline's train stage
+(``nni-kws train --distill W``) fit the teacher on a data module's training clips and wrap its training set.
 
 Install with ``pip install 'nni-kws[teacher]'``.
 """
@@ -24,9 +26,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nni_kws.data.clips import ClipDataset
+from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.files import load_torch, save_torch
 
-__all__ = ["HintedStudent", "SpeechEmbedding", "SynthTeacher", "TeacherHead", "WithTeacher", "embed_dataset",
-           "fit_head", "head_logits", "head_predictions", "teacher_available"]
+__all__ = ["DISTILL_FOLDS", "DISTILL_SCALE", "HintedStudent", "SpeechEmbedding", "SynthTeacher", "TeacherHead",
+           "WithTeacher", "embed_dataset", "fit_head", "fit_teacher", "head_accuracy", "head_logits",
+           "head_predictions", "teacher_available"]
 
 #: Mel frames per embedding window and hop between windows (the model's own: 76 frames of 10 ms, 80 ms hop).
 WINDOW, STRIDE = 76, 8
@@ -35,6 +40,10 @@ PAD = 4000
 EMBED_DIM = 96
 #: Factor on [-1, 1] samples before the mel model (see :class:`SpeechEmbedding`).
 INPUT_SCALE = 1.0
+#: The teacher of the documented longer offline configuration (``FULL_CONFIG`` of ``benchmarks/sim_to_real.py``,
+#: chosen on real dev clips), which ``nni-kws train --distill`` uses: out-of-fold logits over 5 folds, int16-range
+#: input samples.
+DISTILL_FOLDS, DISTILL_SCALE = 5, 32767.0
 
 
 def teacher_available() -> bool:
@@ -141,6 +150,13 @@ def head_predictions(head: TeacherHead, embeddings: np.ndarray) -> torch.Tensor:
     return head_logits(head, embeddings).argmax(1)
 
 
+def head_accuracy(head: TeacherHead, dataset: ClipDataset, cache: Path | None = None,
+                  scale: float = INPUT_SCALE) -> float:
+    """The teacher's accuracy on ``dataset`` (its embeddings cached at ``cache``, see :func:`embed_dataset`)."""
+    embeddings = embed_dataset(dataset, cache, scale=scale)
+    return float((head_predictions(head, embeddings) == torch.as_tensor(dataset.labels)).float().mean())
+
+
 @dataclasses.dataclass
 class SynthTeacher:
     """A head trained on the embeddings of the (unaugmented) synthesized training clips, its logits on them
@@ -175,6 +191,42 @@ class SynthTeacher:
         pooled = (pooled - pooled.mean(0)) / (pooled.std(0) + 1e-6)  # standardised: a unit-scale regression target
         return cls(head, logits, pooled, float((logits.argmax(1) == labels).float().mean()))
 
+    def save(self, path: Path) -> Path:
+        """Store the fitted teacher (head weights and targets) in ``path``, atomically."""
+        return save_torch({"head": self.head.state_dict(), "train_logits": self.train_logits,
+                           "train_embeddings": self.train_embeddings, "train_accuracy": self.train_accuracy}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SynthTeacher:
+        """The teacher stored by :meth:`save` (a broken file is a ``CorruptStateFile`` naming it)."""
+        hint = "delete it to fit the teacher again"
+        state = load_torch(path, hint=hint)
+        head = TeacherHead(state["train_logits"].shape[1])
+        head.load_state_dict(state["head"])
+        return cls(head.eval(), state["train_logits"], state["train_embeddings"], float(state["train_accuracy"]))
+
+
+def fit_teacher(dm: SpeechCommandsDataModule, cache_dir: Path, *, seed: int = 0, folds: int = 1,
+                scale: float = INPUT_SCALE, hints: bool = False,
+                keep: bool = False) -> tuple[SynthTeacher, WithTeacher]:
+    """The teacher fitted on ``dm``'s training clips without augmentation, and ``dm``'s (augmented) training set with
+    its targets of the same index: logits, with ``hints`` also embeddings (:class:`HintedStudent`).
+
+    The clips' embeddings are cached in ``cache_dir``; with ``keep`` the fitted teacher too (read back when there), so
+    a resumed training gets the same targets without fitting again.
+    """
+    name = f"seed{seed}-x{scale:g}"
+    training = dm.dataset("training")
+    kept = cache_dir / f"teacher-folds{folds}-{name}.pt"
+    if keep and kept.is_file():
+        teacher = SynthTeacher.load(kept)
+    else:
+        teacher = SynthTeacher.fit(training.unaugmented(), dm.num_classes, seed=seed, scale=scale, folds=folds,
+                                   cache=cache_dir / f"training-{name}.npy")
+        if keep:
+            teacher.save(kept)
+    return teacher, WithTeacher(training, teacher.train_logits, teacher.train_embeddings if hints else None)
+
 
 class WithTeacher(Dataset):
     """Items ``(x, y, teacher_logits[, teacher_embedding])``: ``dataset``'s items with the teacher's targets of the
@@ -189,6 +241,11 @@ class WithTeacher(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the wrapped dataset's augmentation (:func:`nni_kws.training.reseed_loaders` calls it)."""
+        if hasattr(self.dataset, "reseed"):
+            self.dataset.reseed(seed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         x, y = self.dataset[i]
