@@ -212,9 +212,14 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines.append(f"| {p.get('name')} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
                      f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | "
                      f"{' | '.join(_cost_cells(p.get('costs', {})))} | {bits} |")
+    distilled = (results.get("float") or {}).get("distillation")
+    start = "the supernet weights" if cfg.get("init") == "supernet" else "scratch"
+    if distilled:
+        start += (f", distilled from the real-speech teacher's soft labels (weight {distilled['weight']:g}, "
+                  f"temperature {distilled['temperature']:g}; the teacher's own validation accuracy "
+                  f"{_fmt(distilled['teacher_val_acc'], 2, pct=True)} %)")
     lines += ["", "The *searched* row is the derived sub-network with its supernet weights (before retraining); "
-              "*retrained* is the frozen network trained from "
-              f"{'the supernet weights' if cfg.get('init') == 'supernet' else 'scratch'}; *quantized* has learned "
+              f"*retrained* is the frozen network trained from {start}; *quantized* has learned "
               f"(or fixed) bit-widths, its weight memory counted at those bits. {real_text}", ""]
     arch = results.get("arch") or {}
     if arch:

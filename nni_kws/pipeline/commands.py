@@ -112,6 +112,11 @@ def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
                    f"weights (default: {d.init})")
     g.add_argument("--lr", type=float, help=f"SGD learning rate of the weights (search and retraining), cosine "
                    f"schedule (default: {d.lr})")
+    g.add_argument("--distill", type=float, metavar="W", help="distil the retrained network from the real-speech "
+                   "teacher (needs pip install 'nni-kws[teacher]'): weight W in [0, 1] of its soft labels, e.g. 0.9 "
+                   f"(default: {d.distill:g}: off)")
+    g.add_argument("--distill-temperature", type=float, metavar="T",
+                   help=f"temperature of the teacher's soft labels (default: {d.distill_temperature:g})")
 
 
 def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:

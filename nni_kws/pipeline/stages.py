@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from nni_kws.baselines import build_baseline
 from nni_kws.cost import CostModel, LatencyTable
@@ -47,6 +48,7 @@ from .config import (
     stage_options,
 )
 from .data import make_data_module
+from .distill import distillation
 from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
 from .rundir import stage_done, stored_options
@@ -86,15 +88,16 @@ class Pipeline:
             self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
         return self._dm
 
-    def loader(self, split: str) -> Any:
-        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use).
+    def loader(self, split: str, dataset: Dataset | None = None) -> Any:
+        """A train/val/test/real_test DataLoader (building the split, and timing it, on first use);
+        ``dataset`` replaces the split's own (the training set with a teacher's targets).
 
         Its shuffling and its dataset's augmentation restart from ``(seed, stage, split)``, so a stage's
         data does not depend on what an earlier stage in this process drew.
         """
         dm = self.data_module
         start = time.perf_counter()
-        result = getattr(dm, f"{split}_dataloader")()
+        result = getattr(dm, f"{split}_dataloader")() if dataset is None else dm.loader(dataset, split == "train")
         reseed_loaders([result], derived_seed(self.cfg.seed, self._current_stage or "", split))
         self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
         return result
@@ -290,7 +293,8 @@ class Pipeline:
     def train(self, arch: Mapping[str, Any] | None = None, *, baseline: str | None = None,
               resume: bool = False) -> dict[str, Any]:
         """Stage 2: train the frozen architecture (``arch``, else the searched one) and evaluate it;
-        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe."""
+        ``baseline``: train that hand-designed peer (:mod:`nni_kws.baselines`) instead, with the same recipe.
+        With ``cfg.distill`` > 0 the training is distilled from the real-speech teacher (:mod:`.distill`)."""
         if baseline is not None:
             build_baseline(baseline)  # an unknown name fails before anything runs
             return self._stage("train", lambda d: self._train(d, None, resume, baseline), resume=resume,
@@ -326,13 +330,15 @@ class Pipeline:
             save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
             model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
+        targets, distilled = distillation(cfg, self.data_module, stage_dir)
         if resume and weights.is_file() and (stage_dir / "train_metrics.json").is_file():  # interrupted in evaluation
             load_state_dict(model, weights, hint=f"delete it to rebuild it from {stage_dir / 'checkpoints'}")
             metrics = read_json(stage_dir / "train_metrics.json")
         else:
-            metrics = fit(model, self.loader("train"), self.loader("val"), epochs=cfg.train_epochs,
+            metrics = fit(model, self.loader("train", targets), self.loader("val"), epochs=cfg.train_epochs,
                           out_dir=stage_dir, resume=resume, progress=cfg.progress, learning_rate=cfg.lr,
-                          seed=cfg.seed, stage="train")
+                          seed=cfg.seed, stage="train", distill_weight=cfg.distill,
+                          distill_temperature=cfg.distill_temperature)
             save_torch(model.state_dict(), weights)
         if baseline is not None:  # same counter and definitions as the space's cost model (latency: no table)
             costs = with_kb({k: float(v) for k, v in count_costs(model.cpu()).items() if v is not None})
@@ -341,7 +347,8 @@ class Pipeline:
         acc = self.evaluate(model)
         peer = {"baseline": baseline} if baseline is not None else {}
         return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
-                "epochs": cfg.train_epochs, "val_acc": metrics.get("val_acc"), **acc, "data": self.data_info()}
+                "epochs": cfg.train_epochs, "distillation": distilled, "val_acc": metrics.get("val_acc"), **acc,
+                "data": self.data_info()}
 
     def trained_model(self) -> tuple[dict[str, Any], nn.Module]:
         """The architecture and float weights of the completed train stage."""
