@@ -338,10 +338,12 @@ def markdown(run: Run) -> str:
     v = run.data.get("verdict", {})
     lines = ["# Search quality (heldout accuracy, %)", "",
              f"Settings: `{json.dumps(run.data['settings'])}`", "",
-             "| model | kind | budget MACs | MACs | params | val % | heldout % |", "|---|---|---|---|---|---|---|"]
+             "| model | kind | budget MACs | MACs | params | latency ms | val % | heldout % |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, m in sorted(run.models.items(), key=lambda kv: (kv[1].get("budget_macs") or 0, kv[1]["kind"])):
         lines.append(f"| {key} | {m['kind']} | {m.get('budget_macs') or '-'} | {m['costs'].get('macs', 0):,.0f} | "
-                     f"{m['costs'].get('params', 0):,.0f} | {100 * m['val_acc']:.1f} | {100 * m['heldout_acc']:.1f} |")
+                     f"{m['costs'].get('params', 0):,.0f} | {m.get('latency_ms', '-')} | {100 * m['val_acc']:.1f} | "
+                     f"{100 * m['heldout_acc']:.1f} |")
     lines += ["", "Verdict: `" + json.dumps({k: v.get(k) for k in ("kendall_tau", "searched_minus_random_median_pts",
                                                                      "worst_margin_vs_peers_pts",
                                                                      "inherited_vs_retrained_pts")}) + "`"]
@@ -506,13 +508,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record["margin_pts"] = _pts(searched_acc - record["heldout_mean"]) if searched_acc is not None else None
         run.save()
 
+    measure_latencies(run)
     run.data["compute_s"] = {"searches": round(sum(x["search_s"] for x in run.data["supernets"].values()), 1),
                              "standalone_training": round(sum(m["train_s"] for m in run.models.values()), 1),
                              "note": "wall seconds on the shared machine, excluding evaluation and data loading"}
+    # the demo's figures: from --demo-run, else those of the stored verdict (the demo folder need not be kept)
+    demo = read_demo_run(args.demo_run) if args.demo_run else run.data.get("verdict", {}).get("demo_run")
     run.data["verdict"] = verdict(run, ranking_keys, main_strategy)
     run.data["verdict"]["notes"] = notes(run)
-    if args.demo_run is not None:
-        demo_gap(run, args.demo_run)
+    if demo:
+        demo_gap(run, demo)
     run.save()
     md, png = args.out.with_suffix(".md"), args.out.with_suffix(".png")
     md.write_text(markdown(run))
@@ -522,22 +527,49 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return run.data
 
 
-def demo_gap(run: Run, folder: Path) -> None:
-    """Set ``inherited_vs_retrained_pts`` from a demo run: retrained minus searched (inherited, recalibrated)
-    accuracy on its test split; the benchmark-settings value is kept under another key."""
+def measure_latencies(run: Run) -> None:
+    """Batch-1 CPU latency (ms; median, one thread) of every model of ``run``, all timed together in
+    interleaved rounds so that the machine's load hits them alike: the column compares within one run only."""
+    from nni_kws.baselines import build_baseline
+    from nni_kws.cost.latency import make_runner, time_runners
+
+    def ident(key: str, m: Mapping[str, Any]) -> str:  # one timing per distinct network
+        return "/".join(key.split("/")[:2]) if m["kind"].startswith("peer") else arch_key(m["arch"])
+
+    builders: dict[str, Callable[[], torch.nn.Module]] = {}
+    for key, m in run.models.items():
+        peer = m["kind"].startswith("peer")
+        builders.setdefault(ident(key, m), (lambda n=key.split("/")[1]: build_baseline(n)) if peer
+                            else (lambda a=m["arch"]: build_model(a, build_space(run.settings.preset))))
+    times = time_runners({k: make_runner(build(), (1, SAMPLE_RATE)) for k, build in builders.items()}, repeats=30)
+    for key, m in run.models.items():
+        m["latency_ms"] = round(times[ident(key, m)], 3)
+    run.data["latency"] = {"what": "batch-1 forward of one 1 s clip, torch CPU, 1 thread, median of 30 in 3 "
+                           "interleaved rounds, measured together in this run (compare within it only)",
+                           "loadavg_1min": os.getloadavg()[0]}
+
+
+def read_demo_run(folder: Path) -> dict[str, Any]:
+    """The numbers of a finished demo run (``nni-kws run`` folder) that ``inherited_vs_retrained_pts`` needs."""
     search, train = (json.loads((folder / stage / "result.json").read_text()) for stage in ("search", "train"))
     config = json.loads((folder / "config.json").read_text())
+    return {"inherited_test_acc": search["test_acc"], "retrained_test_acc": train["test_acc"],
+            "retrained_real_test_acc": train.get("real_test_acc"), "arch_macs": search["costs"]["macs"],
+            "search_s": search["seconds"], "train_s": train["seconds"],
+            **{k: config.get(k) for k in ("preset", "strategy", "warmup_epochs", "search_epochs",
+                                          "train_epochs", "calib_batches", "max_macs", "lam")},
+            "warmup_epochs_used": search.get("warmup_epochs"), "data": "synthesized (demo default)"}
+
+
+def demo_gap(run: Run, demo: Mapping[str, Any]) -> None:
+    """Set ``inherited_vs_retrained_pts`` from a demo run (:func:`read_demo_run`): retrained minus searched
+    (inherited, recalibrated) accuracy on its test split; the benchmark-settings value is kept under another key."""
     v = run.data["verdict"]
     v["inherited_vs_retrained_pts_benchmark_settings"] = v["inherited_vs_retrained_pts"]
-    v["inherited_vs_retrained_pts"] = _pts(train["test_acc"] - search["test_acc"])
-    v["demo_run"] = {"inherited_test_acc": search["test_acc"], "retrained_test_acc": train["test_acc"],
-                     "retrained_real_test_acc": train.get("real_test_acc"), "arch_macs": search["costs"]["macs"],
-                     "search_s": search["seconds"], "train_s": train["seconds"],
-                     **{k: config.get(k) for k in ("preset", "strategy", "warmup_epochs", "search_epochs",
-                                                   "train_epochs", "calib_batches", "max_macs", "lam")},
-                     "warmup_epochs_used": search.get("warmup_epochs"), "data": "synthesized (demo default)"}
+    v["inherited_vs_retrained_pts"] = _pts(demo["retrained_test_acc"] - demo["inherited_test_acc"])
+    v["demo_run"] = dict(demo)
     v["notes"] = [n for n in v["notes"] if "not the demo's" not in n]
-    v["notes"].append(f"inherited_vs_retrained_pts: demo settings with --strategy {config.get('strategy')} "
+    v["notes"].append(f"inherited_vs_retrained_pts: demo settings with --strategy {demo.get('strategy')} "
                       "(synthesized test split); the value at this benchmark's settings (heldout) is "
                       "inherited_vs_retrained_pts_benchmark_settings")
 
@@ -573,7 +605,7 @@ def notes(run: Run) -> list[str]:
             out.append(f"{key}: {m['costs']['macs']:,.0f} MACs, compared with the searched model of the largest budget "
                        f"({budget:,.0f}, preset {m.get('compared_preset')}), far cheaper: no searched model near its "
                        "cost (see --companion)")
-    out.append("not run (CPU time): the synthesized-only training comparison, latency columns")
+    out.append("not run (CPU time): the synthesized-only training comparison")
     return out
 
 

@@ -59,19 +59,28 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     for m in peers.values():  # the quick space is far cheaper than any peer: each has a searched model to compare
         assert m["costs"]["macs"] > max(s["budgets"]) and m["margin_pts"] is not None
     assert verdict["worst_margin_vs_peers_pts"] == min(m["margin_pts"] for m in peers.values())
+    models = data["models"]  # one latency per distinct network, timed in this run
+    assert all(m["latency_ms"] > 0 for m in models.values())
+    assert all(models[k]["latency_ms"] == models[k.rsplit("/", 1)[0]]["latency_ms"] for k in models
+               if models[k]["kind"] == "peer-seed")
 
 
 def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, tmp_path: Path) -> None:
     data = json.loads(quick_run.read_text())
     out = tmp_path / "again.json"
     missing = next(k for k in data["models"] if k.startswith("random/"))
-    partial = {**data, "models": {k: v for k, v in data["models"].items() if k != missing}}
+    demo = {"inherited_test_acc": 0.5, "retrained_test_acc": 0.8, "strategy": "sandwich"}  # an earlier --demo-run
+    partial = {**data, "models": {k: v for k, v in data["models"].items() if k != missing},
+               "verdict": {**data["verdict"], "demo_run": demo}}
     out.write_text(json.dumps(partial))
     again = bench.main(["--quick", "--out", str(out)])
     assert set(again["models"]) == set(data["models"])
     for key, model in data["models"].items():
-        if key != missing:
-            assert again["models"][key] == model, key  # reused, not retrained
+        if key != missing:  # reused, not retrained (latencies are timed anew in every run)
+            assert {**again["models"][key], "latency_ms": 0} == {**model, "latency_ms": 0}, key
+    assert again["verdict"]["inherited_vs_retrained_pts"] == 30.0  # the demo's gap is kept without its folder
+    benchmark_gap = data["verdict"]["inherited_vs_retrained_pts"]
+    assert again["verdict"]["inherited_vs_retrained_pts_benchmark_settings"] == benchmark_gap
     assert again["supernets"] == data["supernets"]
 
 
