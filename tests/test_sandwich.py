@@ -113,3 +113,38 @@ def test_single_path_searches_with_one_seed_train_the_same_paths(strategy: str):
 
     first, second = search(), search()
     assert first[0] and first == second
+
+
+def test_inplace_distillation_teaches_the_smaller_paths_the_largest_paths_predictions():
+    """With ``inplace_distill`` the step's loss is the largest path's cross-entropy with the labels and the
+    other paths' KL divergence to its (detached) predictions; without, every path fits the labels."""
+    import torch.nn.functional as F
+
+    from nni_kws.search.sandwich import SandwichOneShot
+    from nni_kws.training import distillation_loss
+
+    loader = DataLoader(separable_clips(2, seed=0), batch_size=8)
+    x, y = next(iter(loader))
+    losses = {}
+    for distill in (True, False):
+        strategy = SandwichOneShot(n_random=0, inplace_distill=distill)
+        torch.manual_seed(0)
+        run_search(build_space("tiny"), loader, loader, strategy=strategy, epochs=0, progress=False,
+                   evolution={"population": 2, "sample": 1, "cycles": 0})
+        module = strategy.oneshot_module
+        module.eval()  # BatchNorm from running statistics: the same function in both computations
+        module.trainer = module.training_module.trainer = None  # a step outside the fit loop (its logging is skipped)
+        random.seed(3)
+        losses[distill] = module.training_step((x, y), 0)
+        random.seed(3)
+        largest, smallest = (extreme_arch(module.choices, big) for big in (True, False))
+        module.use_path(largest)
+        teacher = module.training_module(x)
+        module.use_path(smallest)
+        student = module.training_module(x)
+        smoothing = module.training_module.label_smoothing
+        second = distillation_loss(student, teacher, 1.0) if distill else F.cross_entropy(student, y,
+                                                                                          label_smoothing=smoothing)
+        expected = (F.cross_entropy(teacher, y, label_smoothing=smoothing) + second) / 2
+        assert torch.allclose(losses[distill], expected, atol=1e-6)
+    assert not torch.allclose(losses[True], losses[False])

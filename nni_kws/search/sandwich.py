@@ -20,9 +20,12 @@ from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from nni.mutable import Categorical
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.strategy import RandomOneShot
+
+from nni_kws.training import distillation_loss
 
 __all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichOneShot", "extreme_arch"]
 
@@ -75,34 +78,50 @@ class SeededRandomOneShot(RandomOneShot):
 
 class SandwichModule(SeededSampling):
     """Single-path training whose step averages the loss of the largest, the smallest and ``n_random``
-    random paths on one batch (see the module docstring)."""
+    random paths on one batch (see the module docstring).
 
-    def __init__(self, training_module: pl.LightningModule, n_random: int = 1) -> None:
+    ``inplace_distill``: the largest path learns from the labels and every other path from the largest
+    path's (detached) predictions, as in US-Nets and BigNAS: the small paths then learn what the large one
+    can tell them instead of fitting hard labels they cannot reach, which makes their inherited accuracy
+    closer to what they reach alone."""
+
+    def __init__(self, training_module: pl.LightningModule, n_random: int = 1, inplace_distill: bool = False) -> None:
         super().__init__(training_module, filter=None)
         if n_random < 0:
             raise ValueError(f"n_random must be >= 0, got {n_random}")
-        self.n_random = n_random
+        self.n_random, self.inplace_distill = n_random, inplace_distill
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         choices = self.choices
         paths = [extreme_arch(choices, True), extreme_arch(choices, False)]
-        losses = []
+        losses, teacher = [], None
         for i in range(len(paths) + self.n_random):
             if i < len(paths):
                 self.use_path(paths[i])
             else:
                 self.resample()  # uniform over the whole space
-            loss = self.training_module.training_step(batch, batch_idx)
-            losses.append(loss["loss"] if isinstance(loss, dict) else loss)
-        return torch.stack(losses).mean()
+            if not self.inplace_distill:
+                loss = self.training_module.training_step(batch, batch_idx)
+                losses.append(loss["loss"] if isinstance(loss, dict) else loss)
+                continue
+            logits = self.training_module(batch[0])
+            if teacher is None:  # the largest path learns from the labels, the others from it
+                losses.append(F.cross_entropy(logits, batch[1], label_smoothing=self.training_module.label_smoothing))
+                teacher = logits.detach()
+            else:
+                losses.append(distillation_loss(logits, teacher, 1.0))
+        loss = torch.stack(losses).mean()
+        if self.inplace_distill:
+            self.log("train_loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
 
 
 class SandwichOneShot(RandomOneShot):
     """NNI's ``RandomOneShot`` (single-path mixed operations and hooks) trained with the sandwich rule."""
 
-    def __init__(self, n_random: int = 1, **kwargs: Any) -> None:
+    def __init__(self, n_random: int = 1, inplace_distill: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.n_random = n_random
+        self.n_random, self.inplace_distill = n_random, inplace_distill
 
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> SandwichModule:
-        return SandwichModule(training_module, n_random=self.n_random)
+        return SandwichModule(training_module, n_random=self.n_random, inplace_distill=self.inplace_distill)
