@@ -121,6 +121,9 @@ CONFIGS: dict[str, Config] = {
     "demo_dscnn_distill_oof_t4_int16": Config(DEMO, model="dscnn", distill=0.9, teacher_folds=5, temperature=4.0,
                                               teacher_scale=32767.0),
     "demo_teacher_int16": Config(DEMO, model="teacher", teacher_scale=32767.0),
+    # the documented longer offline configuration: the same student and teacher on the 'full' synthesis preset
+    "full_dscnn_distill_oof_t4_int16": Config(dict(PRESETS["full"]), model="dscnn", distill=0.9, teacher_folds=5,
+                                              temperature=4.0, teacher_scale=32767.0),
     "demo_dscnn_distill_oof_t4w1": Config(DEMO, model="dscnn", distill=1.0, teacher_folds=5, temperature=4.0),
     "demo_mfcc10_distill_oof": Config(DEMO, model="mfcc10", distill=0.7, teacher_folds=5),
     # the same on today's espeak-only data (the quick test's teacher runs)
