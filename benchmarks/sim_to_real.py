@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -225,6 +226,24 @@ def run_config(name: str, seed: int, args: argparse.Namespace, real: dict[str, A
     return res
 
 
+def _summary(runs: list[dict[str, Any]]) -> str:
+    """One row per configuration and epoch count: real-test and heldout accuracy, mean ± std over its seeds."""
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["config"], r.get("epochs")), []).append(r)
+
+    def stat(rs: list[dict[str, Any]], key: str) -> str:
+        values = [100 * r[key] for r in rs]
+        spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):.1f}{spread}"
+
+    lines = ["| configuration | epochs | seeds | real test (4,890) % | dev % | heldout % |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {epochs} | {len(rs)} | {stat(rs, 'real_test_acc')} | {stat(rs, 'dev_acc')} | "
+              f"{stat(rs, 'heldout_acc')} |" for (name, epochs), rs in groups.items()]
+    return "\n".join(lines) + "\n"
+
+
 def _table(runs: list[dict[str, Any]]) -> str:
     lines = ["| configuration | model | seed | epochs | clips | synth test | real test (4,890) | dev | heldout "
              "| synth s | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -315,16 +334,16 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
                         "full_75": bool(best) and mean(best, "real_test_acc") >= 0.75,
                         "full_60min": bool(best) and minutes(best) <= 60},
         "note": "one fixed model per row (default: a 'small'-space SincConv architecture) trained from scratch, "
-                "no search or quantization, "
-                "last epoch evaluated; demo_minutes and full_minutes = cold synthesis + training (teacher included) of that "
-                "one model on this shared 2-core machine, not a whole `make demo`; accuracies are means over the "
-                "seeds run",
+                "no search or quantization, last epoch evaluated; demo_minutes and full_minutes = cold synthesis + "
+                "training (teacher included) of that one model on this shared 2-core machine, not a whole `make "
+                "demo`; accuracies are means over the seeds run",
     }
     result = {"verdict": verdict, "quick": args.quick, "lr": args.lr, "arch": ARCH,
               "preset": PRESET, "threads": 1, "wall_minutes": round(seconds / 60, 1),
               "machine": platform.platform(), **({"notes": notes} if notes else {}), "runs": runs}
     out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(_table(runs))
+    out.with_suffix(".md").write_text("Per configuration (mean ± std over seeds):\n\n" + _summary(runs)
+                                      + "\nEvery run:\n\n" + _table(runs))
     return verdict
 
 

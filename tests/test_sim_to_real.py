@@ -54,3 +54,14 @@ def test_quick_teacher_and_distillation(tmp_path):
     saved = torch.load(student["model_file"])
     bench.MODELS["dscnn"]().load_state_dict(saved["state_dict"])  # the student's weights, loadable as they are
     assert "model_file" not in teacher and saved["classes"][-1] == "_unknown_"
+
+
+def test_summary_rows_give_mean_and_std_over_the_seeds_of_a_configuration():
+    spec = importlib.util.spec_from_file_location("sim_to_real", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = lambda config, acc: {"config": config, "epochs": 10, "real_test_acc": acc,  # noqa: E731
+                               "dev_acc": acc, "heldout_acc": acc}
+    table = bench._summary([run("flite", 0.5), run("today", 0.4), run("flite", 0.7)])
+    assert "| flite | 10 | 2 | 60.0 ± 14.1 |" in table  # std of 50 and 70: 14.14
+    assert "| today | 10 | 1 | 40.0 |" in table
