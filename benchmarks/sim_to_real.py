@@ -268,11 +268,12 @@ def _runs_of(groups: dict[str, list[dict[str, Any]]], config: Config, epochs: in
     runs on data of several synthesizer versions (same parameters, other bytes), those of the newest."""
     if quick:
         return []
-    recipe = lambda p: {k: v for k, v in p.items() if k != "synth_version"}  # noqa: E731
-    params = recipe(_params(**config.synth))
+    unversioned = lambda p: {k: v for k, v in p.items() if k != "synth_version"}  # noqa: E731
+    params = unversioned(_params(**config.synth))
     wanted = _recipe_of(*config[2:])
-    found = [rs for rs in groups.values() if recipe(rs[0]["synth_params"]) == params and rs[0].get("epochs") == epochs
-             and rs[0]["augmentation"] == dataclasses.asdict(config.augment) and _recipe(rs[0]) == wanted]
+    found = [rs for rs in groups.values() if unversioned(rs[0]["synth_params"]) == params
+             and rs[0].get("epochs") == epochs and rs[0]["augmentation"] == dataclasses.asdict(config.augment)
+             and _recipe(rs[0]) == wanted]
     return max(found, key=lambda rs: rs[0]["synth_params"].get("synth_version", 0), default=[])
 
 
@@ -314,25 +315,26 @@ def _write(out: Path, runs: list[dict[str, Any]], args: argparse.Namespace, seco
     best = _runs_of(groups, CONFIGS[args.full_config], args.full_epochs, args.quick) if args.full_config else []
     full_name = args.full_config if best else None
     best = best or max(students, key=lambda rs: mean(rs, "dev_acc"), default=[])
-    minutes = lambda rs: round(max(r["synth_seconds"] for r in rs) / 60 + mean(rs, "train_seconds") / 60, 1)  # noqa: E731
+
+    def summary(prefix: str, name: str | None, rs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Mean accuracies of ``rs`` (seeds of one configuration), what they are, and their minutes."""
+        if not rs:
+            return {f"{prefix}_{key}": None for key in ("real_test_acc", "heldout_acc", "config", "minutes")}
+        minutes = max(r["synth_seconds"] for r in rs) / 60 + mean(rs, "train_seconds") / 60
+        return {f"{prefix}_real_test_acc": mean(rs, "real_test_acc"), f"{prefix}_heldout_acc": mean(rs, "heldout_acc"),
+                f"{prefix}_config": f"{name} ({rs[0].get('epochs')} epochs, seeds {[r['seed'] for r in rs]}, run as "
+                                    f"{sorted({r['config'] for r in rs})})",
+                f"{prefix}_minutes": round(minutes, 1)}
+
+    demo = summary("demo", args.demo_config, demo_runs)
+    full = summary("full", full_name or (best[0]["config"] if best else None), best)
     verdict = {
-        "demo_real_test_acc": mean(demo_runs, "real_test_acc") if demo_runs else None,
-        "demo_heldout_acc": mean(demo_runs, "heldout_acc") if demo_runs else None,
-        "demo_config": f"{args.demo_config} ({args.demo_epochs} epochs, seeds "
-                       f"{[r['seed'] for r in demo_runs]}, run as {sorted({r['config'] for r in demo_runs})})"
-                       if demo_runs else None,
-        "demo_minutes": minutes(demo_runs) if demo_runs else None,
-        "full_real_test_acc": mean(best, "real_test_acc") if best else None,
-        "full_heldout_acc": mean(best, "heldout_acc") if best else None,
-        "full_config": f"{full_name or best[0]['config']} ({best[0].get('epochs')} epochs, "
-                       f"seeds {[r['seed'] for r in best]})"
-                       if best else None,
-        "full_minutes": minutes(best) if best else None,
+        **demo, **full,
         "teacher_real_test_acc": mean(teachers[0], "real_test_acc") if teachers else None,
         "teacher_heldout_acc": mean(teachers[0], "heldout_acc") if teachers else None,
-        "targets_met": {"demo_60": bool(demo_runs) and mean(demo_runs, "real_test_acc") >= 0.60,
-                        "full_75": bool(best) and mean(best, "real_test_acc") >= 0.75,
-                        "full_60min": bool(best) and minutes(best) <= 60},
+        "targets_met": {"demo_60": bool(demo_runs) and demo["demo_real_test_acc"] >= 0.60,
+                        "full_75": bool(best) and full["full_real_test_acc"] >= 0.75,
+                        "full_60min": bool(best) and full["full_minutes"] <= 60},
         "note": "one fixed model per row (default: a 'small'-space SincConv architecture) trained from scratch, "
                 "no search or quantization, last epoch evaluated; demo_minutes and full_minutes = cold synthesis + "
                 "training (teacher included) of that one model on this shared 2-core machine, not a whole `make "
