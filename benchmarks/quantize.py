@@ -42,7 +42,7 @@ from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.gsc import SpeechCommandsTestFolder
 from nni_kws.data.listed import read_list, speaker_of
 from nni_kws.data.synth import ensure_default_dataset
-from nni_kws.quant import DEFINITIONS, TrainingDiverged, prepare_model, quantize_model, tune_lr
+from nni_kws.quant import DEFINITIONS, TrainingDiverged, float_fine_tune, prepare_model, quantize_model, tune_lr
 from nni_kws.space import build_model, build_space, load_arch, save_arch
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -67,6 +67,10 @@ QUANT_EPOCHS, BN_BATCHES, QPARAM_LR_SCALE, LEARNED_LRS, LRS = 12, 0, 20.0, [3e-3
 #: (quantize_e6.json).
 LEARNED = {"learned": {"init_bits": "sensitivity"}, "learned_budget": {"init_bits": "budget"},
            "learned_slow": {"init_bits": "sensitivity", "lr": 1e-3, "qparam_lr_scale": 60.0}}
+#: The control: the float model given the quantizers' fine-tuning without quantizers (``float_fine_tune``: same
+#: data, epochs, weight rate and distillation), so that drops against it count quantization alone; its rows
+#: carry ``bits`` 32.
+FLOAT_CONTROL, FLOAT_BITS = "float", 32
 
 
 def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -166,9 +170,17 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
                             shuffle=True)
     seed_everything(seed)
     start = time.monotonic()
-    kwargs = quantize_kwargs(method, bits, args)
+    kwargs = quantize_kwargs(method, bits, args) if method != FLOAT_CONTROL else {}
     lr = kwargs.pop("lr", lr)
     row: dict[str, Any] = {"method": method, "bits": bits, "seed": seed, "lr": lr}
+    if method == FLOAT_CONTROL:
+        tuned = float_fine_tune(model, train, epochs=args.quant_epochs, lr=lr, distill=args.distill,
+                                progress=not args.quiet)
+        acc = {"dev_val": accuracy(tuned, data.val_dataloader()), "heldout": accuracy(tuned, heldout)}
+        row.update({"accuracy": acc, "drop_points_heldout": round(100 * (float_acc["test"] - acc["heldout"]), 2),
+                    "time_s": round(time.monotonic() - start, 1)})
+        logging.info("%s", row)
+        return row
     try:
         report = quantize_model(model, train, data.val_dataloader(), lr=lr,
                                 test_loader=heldout, float_accuracy=float_acc, **kwargs).report
@@ -332,10 +344,12 @@ def benchmark(args: argparse.Namespace) -> int:
         rows = list(result.get("runs", []))
         for spec in args.add_runs:
             method, bits, seed = spec.split(":")
-            lr = result["lr_tuning"]["learned" if method in LEARNED else method]["lr"]
+            lr = result["lr_tuning"]["learned" if method in (*LEARNED, FLOAT_CONTROL) else method]["lr"]
             rows.append(run(method, float(bits) if "." in bits else int(bits), lr, int(seed), model, float_acc, args))
             result["runs"], result["verdict"] = rows, verdict(rows, args)
             save()
+        result["verdict"] = verdict(rows, args)
+        save()
         return 0
 
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
@@ -366,11 +380,12 @@ def benchmark(args: argparse.Namespace) -> int:
     # runs, so that an interrupted benchmark still has a verdict and a curve.
     verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
-    plan = [(m, b, s) for s in args.seeds[:1] for m, b in verdict_runs]
+    plan = [(m, b, s) for s in args.seeds[:1] for m, b in [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]]
     curve = [("learned", args.budgets), *[(f, args.fixed_bits) for f in args.fixed]]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in curve if m != "qat"
              for b in bits if (m, b, s) not in plan]
-    plan += [(m, b, s) for s in args.seeds[1:] for m, b in verdict_runs if (m, b, s) not in plan]
+    plan += [(m, b, s) for s in args.seeds[1:] for m, b in [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]
+             if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
     done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
 
@@ -379,7 +394,8 @@ def benchmark(args: argparse.Namespace) -> int:
             if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
                 rows.append(done[(method, bits, seed)])
                 continue
-            rows.append(run(method, bits, tuned[method]["lr"], seed, model, float_acc, args))
+            rows.append(run(method, bits, tuned["learned" if method == FLOAT_CONTROL else method]["lr"], seed, model,
+                            float_acc, args))
             result["runs"], result["verdict"] = rows, verdict(rows, args)
             save()
 
@@ -396,8 +412,9 @@ def benchmark(args: argparse.Namespace) -> int:
     result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
     save()
     for r in rows:
-        if "diverged" in r:
-            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
+        if "diverged" in r or r["method"] == FLOAT_CONTROL:
+            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: "
+                  + ("diverged" if "diverged" in r else f"heldout {r['accuracy']['heldout']:.4f} (control)"))
             continue
         print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
               f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
@@ -422,6 +439,9 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     learned4 = mean_drop(rows, chosen.get(4, "learned"), 4)
     learned3 = mean_drop(rows, chosen.get(3, "learned"), 3)
     lsq4 = mean_drop(rows, "lsq", 4)
+    control = {r["seed"]: r["accuracy"]["heldout"] for r in rows if r["method"] == FLOAT_CONTROL}
+    vs_control = {f"{m}@{b}": control_drop(rows, control, m, b)
+                  for m, b in ((chosen.get(4, "learned"), 4), (chosen.get(3, "learned"), 3), ("lsq", 4), ("lsq", 3))}
     curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
     beats = {}
     for r in curve_rows:
@@ -438,7 +458,11 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "learned_variant_per_budget": {str(b): m for b, m in chosen.items()},
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
         "fixed_lsq_drop_pts_at_4bits": lsq4 and lsq4["mean"],
-        "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4},
+        "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4, "lsq@3": mean_drop(rows, "lsq", 3)},
+        "float_control": control and {"heldout_mean": statistics.fmean(control.values()), "per_seed": control,
+                                      "definition": "the float model fine-tuned like the quantized ones, without "
+                                                    "quantizers (float_fine_tune)"},
+        "drop_pts_vs_float_control": {k: v for k, v in vs_control.items() if v is not None},
         "targets": {"max_drop_pts_at_4bits": 0.5, "max_drop_pts_at_3bits": 1.5},
         "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
@@ -447,6 +471,14 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "definition": "heldout accuracy points, float minus quantized, mean over seeds; a run counts only if both "
                       "average bits per weight and per activation are <= the stated bits",
     }
+
+
+def control_drop(rows: list[dict[str, Any]], control: dict[int, float], method: str, bits: float) -> float | None:
+    """Mean heldout points of the float control minus ``method`` at ``bits``, over the seeds both have (runs
+    within the bits only)."""
+    pairs = [(control[r["seed"]], r["accuracy"]["heldout"]) for r in rows if r["method"] == method
+             and r["bits"] == bits and r["seed"] in control and "diverged" not in r and r["within_bits"]]
+    return round(100 * statistics.fmean(c - q for c, q in pairs), 2) if pairs else None
 
 
 def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) -> DataLoader:

@@ -423,13 +423,16 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     runs = {(r["method"], r["bits"]): r for r in result["runs"]}
-    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("lsq", 3), ("qat", 4)}
+    assert set(runs) == {("learned", 4), ("learned", 3), ("lsq", 4), ("lsq", 3), ("qat", 4), ("float", 32)}
     assert set(result["lr_tuning"]) >= {"learned", "lsq", "qat"}
     verdict = result["verdict"]
     assert verdict["drop_pts_at_4bits"] == runs[("learned", 4)]["drop_points_heldout"]
     assert verdict["drop_pts_at_3bits"] == runs[("learned", 3)]["drop_points_heldout"]
     assert verdict["fixed_lsq_drop_pts_at_4bits"] == runs[("lsq", 4)]["drop_points_heldout"]
     assert runs[("learned", 3)]["avg_bits_per_weight"] <= 3 and runs[("learned", 3)]["avg_bits_per_activation"] <= 3
+    control = runs[("float", 32)]["accuracy"]["heldout"]
+    assert verdict["drop_pts_vs_float_control"]["learned@3"] == round(
+        100 * (control - runs[("learned", 3)]["accuracy"]["heldout"]), 2)
     # --resume keeps every finished run (rerunning one would change at least its time_s) and the tuned rates.
     assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
                        "--out", str(out), "--resume"]) == 0
@@ -437,6 +440,27 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
     assert resumed["runs"] == result["runs"] and resumed["lr_tuning"] == result["lr_tuning"]
     png = plot_quantize_curve(out, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_float_fine_tune_trains_a_copy_and_distills_towards_the_starting_model() -> None:
+    from nni_kws.quant import float_fine_tune
+    from nni_kws.training import predict
+
+    x, y = _data(32, seed=1)
+    train, whole = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True), DataLoader(TensorDataset(x, y))
+    model = _tiny_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    start_preds = predict(prepare_model(model).eval(), whole)[0]
+    assert (start_preds == y).float().mean() < 0.2  # untrained
+    torch.manual_seed(0)
+    plain = float_fine_tune(model, train, epochs=15, lr=1e-2, distill=0, progress=False)
+    torch.manual_seed(0)
+    distilled = float_fine_tune(model, train, epochs=15, lr=1e-2, distill=50, progress=False)
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())  # the input model is not modified
+    assert (predict(plain, whole)[0] == y).float().mean() >= 0.8  # it memorises the 32 clips
+    agreement = {name: (predict(m, whole)[0] == start_preds).float().mean() for name, m in
+                 (("plain", plain), ("distilled", distilled))}
+    assert agreement["distilled"] > agreement["plain"] + 0.2, agreement
 
 
 def test_allocate_bits_matches_the_brute_force_optimum() -> None:

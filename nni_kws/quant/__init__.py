@@ -4,13 +4,15 @@
   (Uhlich et al. 2020, U3), bit-widths derived, bounded and pushed under memory budgets;
 - :func:`fixed_quantizer`: NNI's QAT / LSQ at one bit-width, the baseline;
 - :func:`quantize_model`: prepare (bake SincConv, fold BN), fine-tune, report, export ONNX QDQ;
+  :func:`float_fine_tune`: the same fine-tuning without quantizers (the control);
 - :func:`bit_report`, :func:`deploy_model`, :func:`export_onnx`, :func:`onnx_agreement`;
 - :func:`layer_sensitivity` / :func:`sensitivity_bits`: where quantization loses accuracy, and bits
   allocated by it; :func:`plot_quantize_curve`: the benchmark's accuracy-vs-bits PNG.
 
 Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
 """
-from .api import METHODS, QuantResult, TrainingDiverged, load_trained_model, make_evaluator, quantize_model, tune_lr
+from .api import (METHODS, QuantResult, TrainingDiverged, float_fine_tune, load_trained_model, make_evaluator,
+                  quantize_model, tune_lr)
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
@@ -24,6 +26,7 @@ __all__ = [
     "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
     "FIXED_QUANTIZERS", "fixed_quantizer",
     "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator", "load_trained_model",
+    "float_fine_tune",
     "QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs", "config_list",
     "DEFINITIONS", "bit_report", "summarize", "size_bytes", "target_rows",
     "QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges",

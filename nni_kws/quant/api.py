@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from nni_kws.files import load_torch
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
-from nni_kws.training import TrainingDiverged, accuracy
+from nni_kws.training import TrainingDiverged, accuracy, distillation_loss
 
 from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
@@ -35,7 +35,7 @@ from .report import bit_report
 from .sensitivity import sensitivity_bits
 
 __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
-           "load_trained_model"]
+           "float_fine_tune", "load_trained_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -321,6 +321,31 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                  report["avg_bits_per_weight"], report["avg_bits_per_activation"],
                  report["accuracy"]["val"]["before"], report["accuracy"]["val"]["after"])
     return QuantResult(qmodel, report, onnx_path, quantizer, float_model)
+
+
+def float_fine_tune(model: nn.Module, train_loader: DataLoader, *, epochs: int, lr: float, distill: float = 1.0,
+                    progress: bool = True) -> nn.Module:
+    """:func:`quantize_model`'s fine-tuning without quantizers (same preparation, Adam, cosine schedule, and
+    cross-entropy plus ``distill`` times NNI's logit KL at T = 2 to the starting model): the control that tells
+    what the fine-tuning itself gains from what quantization costs. Returns the fine-tuned copy (eval mode)."""
+    teacher = prepare_model(model).eval()
+    student = copy.deepcopy(teacher)
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(train_loader)))
+
+    def step(batch: Any, model: nn.Module) -> torch.Tensor:
+        x = batch[0].to(next(model.parameters()).device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, batch[1].to(x.device))
+        if distill:
+            with torch.no_grad():
+                target = teacher(x)
+            loss = loss + distill * distillation_loss(logits, target, 2.0)
+        return loss
+
+    _training_func(student, optimizer, step, scheduler, max_epochs=epochs, loader=train_loader, progress=progress,
+                   status=dict)
+    return student.eval()
 
 
 def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, lrs: Sequence[float],
