@@ -138,3 +138,19 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
                                                                                     "epochs": 99}}))
     with pytest.raises(SystemExit, match="another recipe"):
         bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
+
+
+def test_synthesized_protocol_trains_on_synthesized_splits_and_tests_on_the_given_clips(bench, tiny_gsc) -> None:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+
+    heldout = TensorDataset(torch.zeros(3, 1, 16000), torch.tensor([0, 1, 2]))
+    dm = bench.SynthesizedTraining(heldout, root=tiny_gsc, batch_size=8, seed=0)
+    plain = SpeechCommandsDataModule(tiny_gsc, batch_size=8, seed=0)
+    assert dm.dataset("testing") is heldout and [y.tolist() for _, y in dm.test_dataloader()] == [[0, 1, 2]]
+    for subset in ("training", "validation"):
+        assert len(dm.dataset(subset)) == len(plain.dataset(subset)) and len(dm.dataset(subset)) != 3
+    with pytest.raises(SystemExit, match="--data must be"):
+        bench.main(["--data", "synth"])
