@@ -12,14 +12,14 @@
 Importing this package registers NNI quantization settings for 1-D pooling layers (``settings``).
 """
 from .api import (
-                  METHODS,
-                  QuantResult,
-                  TrainingDiverged,
-                  float_fine_tune,
-                  load_trained_model,
-                  make_evaluator,
-                  quantize_model,
-                  tune_lr,
+    METHODS,
+    QuantResult,
+    TrainingDiverged,
+    float_fine_tune,
+    load_trained_model,
+    make_evaluator,
+    quantize_model,
+    tune_lr,
 )
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
