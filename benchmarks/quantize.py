@@ -134,17 +134,51 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple
     folder = Path(args.work) / "float-dev"
     if args.reuse and (folder / "model.pt").is_file():
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
+        training = json.loads((folder / "arch.json").read_text()).get("training", {})
+    else:
+        seed_everything(args.seed)
+        start = time.monotonic()
+        metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
+                      progress=not args.quiet, learning_rate=args.dev_lr)
+        training = {"pretraining": pretraining, "data": "dev (training part)", "epochs": args.dev_epochs,
+                    "lr": args.dev_lr, "seconds": round(time.monotonic() - start, 1),
+                    "val_acc": metrics.get("val_acc")}
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), folder / "model.pt")
+        save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
+    return finetuned_float(args, data, model, training) if args.float_finetune else (model, training)
+
+
+def finetuned_float(args: argparse.Namespace, data: SpeechCommandsDataModule, model: torch.nn.Module,
+                    training: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``--float-finetune``: the dev model given the float control's fine-tuning (``float_fine_tune`` on the
+    quantizers' data, epochs and rate), so that quantization starts from, and is compared with, a float model
+    that more of the same training no longer improves (reloaded with ``--reuse``)."""
+    folder = Path(args.work) / "float-dev-finetuned"
+    tuned = prepare_model(model)
+    if args.reuse and (folder / "model.pt").is_file():
+        tuned.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+        return tuned, json.loads((folder / "training.json").read_text())
     seed_everything(args.seed)
     start = time.monotonic()
-    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
-                  progress=not args.quiet, learning_rate=args.dev_lr)
-    training = {"pretraining": pretraining, "data": "dev (training part)", "epochs": args.dev_epochs,
-                "lr": args.dev_lr, "seconds": round(time.monotonic() - start, 1), "val_acc": metrics.get("val_acc")}
+    tuned = float_fine_tune(model, training_loader(args, data, args.seed), epochs=args.quant_epochs,
+                            lr=args.learned_lrs[0], distill=args.distill, progress=not args.quiet)
+    training = {"before": training, "float_fine_tune": {"epochs": args.quant_epochs, "lr": args.learned_lrs[0],
+                                                        "distill": args.distill, "mix_synth": args.mix_synth,
+                                                        "seconds": round(time.monotonic() - start, 1)}}
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "model.pt")
-    save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
-    return model, training
+    torch.save(tuned.state_dict(), folder / "model.pt")
+    (folder / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    return tuned, training
+
+
+def training_loader(args: argparse.Namespace, data: SpeechCommandsDataModule, seed: int) -> DataLoader:
+    """The fine-tuning data: dev's training part, plus (``--mix-synth``) the synthesized clips the float model
+    was pre-trained on."""
+    if not args.mix_synth:
+        return data.train_dataloader()
+    return data.loader(ConcatDataset([data.dataset("training"), synth_data(args, seed).dataset("training")]),
+                       shuffle=True)
 
 
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -164,10 +198,7 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
     ``synthesized``: fine-tune on the synthesized dataset (its validation split stands in for dev-val)."""
     data = synth_data(args, seed) if synthesized else real_data(args, seed)
     heldout = listed_loader(args.real_test, args.test_list, 256) if synthesized else data.test_dataloader()
-    train = data.train_dataloader()
-    if args.mix_synth and not synthesized:  # dev's clips plus the float model's synthesized pre-training clips
-        train = data.loader(ConcatDataset([data.dataset("training"), synth_data(args, seed).dataset("training")]),
-                            shuffle=True)
+    train = data.train_dataloader() if synthesized else training_loader(args, data, seed)
     seed_everything(seed)
     start = time.monotonic()
     kwargs = quantize_kwargs(method, bits, args) if method != FLOAT_CONTROL else {}
@@ -225,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix-synth", action=argparse.BooleanOptionalAction, default=True,
                    help="fine-tune on dev's training part plus the synthesized training split that the float model "
                    "was pre-trained on (distilled from the float model like the dev clips)")
+    p.add_argument("--float-finetune", action=argparse.BooleanOptionalAction, default=False,
+                   help="give the float model the float control's fine-tuning before quantizing it")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
     p.add_argument("--freeze-bits", action=argparse.BooleanOptionalAction, default=False,
@@ -310,11 +343,10 @@ def benchmark(args: argparse.Namespace) -> int:
                   "heldout": len(data.dataset("testing"))},
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
-        "settings": {k: getattr(args, k) for k in ("quant_epochs", "mix_synth", "bn_batches", "qparam_lr_scale",
-                                                  "freeze_bits", "hard_budget_fraction", "tune_epochs",
-                                                  "learned_lrs", "lrs", "distill", "input_bits", "budgets",
-                                                  "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size",
-                                                  "val_fraction", "threads")},
+        "settings": {k: getattr(args, k) for k in (
+            "quant_epochs", "mix_synth", "float_finetune", "bn_batches", "qparam_lr_scale", "freeze_bits",
+            "hard_budget_fraction", "tune_epochs", "learned_lrs", "lrs", "distill", "input_bits", "budgets",
+            "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size", "val_fraction", "threads")},
         "definitions": DEFINITIONS,
     }
     out = Path(args.out)

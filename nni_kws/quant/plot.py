@@ -27,7 +27,8 @@ def _points(runs: list[dict[str, Any]], method: str, axis: str) -> list[tuple[fl
 
 def plot_quantize_curve(json_path: str | Path, png_path: str | Path) -> Path:
     """Write a PNG with heldout accuracy against average bits per weight (left) and per activation
-    (right), one line per method, the float model as a dashed line; returns ``png_path``."""
+    (right), one line per method, the float model as a dashed line (its fine-tuned control, when run, dotted);
+    returns ``png_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +42,7 @@ def plot_quantize_curve(json_path: str | Path, png_path: str | Path) -> Path:
     if not runs:
         raise ValueError(f"{path}: no 'runs' (run benchmarks/quantize.py first)")
     float_acc = 100 * data["float"]["accuracy"]["heldout"]
+    control = [100 * r["accuracy"]["heldout"] for r in runs if r["method"] == "float"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, axis in zip(axes, ("weight", "activation")):
         for method, (color, marker, label) in _STYLE.items():
@@ -48,6 +50,9 @@ def plot_quantize_curve(json_path: str | Path, png_path: str | Path) -> Path:
             if pts:
                 ax.plot(*zip(*pts), color=color, marker=marker, label=label)
         ax.axhline(float_acc, color="k", linestyle="--", linewidth=1, label="float")
+        if control:  # the float model given the quantizers' fine-tuning (the benchmark's 'float' rows)
+            ax.axhline(statistics.fmean(control), color="k", linestyle=":", linewidth=1,
+                       label="float, same fine-tuning")
         ax.set_xlabel(f"average bits per {axis}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("heldout accuracy (%)")
