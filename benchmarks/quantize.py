@@ -234,14 +234,19 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
     return row
 
 
-def mean_drop(rows: list[dict[str, Any]], method: str, bits: float) -> dict[str, Any] | None:
-    """Mean heldout drop (points) over seeds of ``method`` at ``bits``, counting only runs within the bits."""
-    picked = [r for r in rows if r["method"] == method and r["bits"] == bits and "diverged" not in r]
+def mean_drop(rows: list[dict[str, Any]], method: str, bits: float,
+              reference: dict[int, float] | None = None) -> dict[str, Any] | None:
+    """Mean heldout drop (points) over seeds of ``method`` at ``bits``, counting only runs within the bits: from
+    the float model, or from ``reference`` (heldout accuracy per seed: the float control; seeds without one are
+    left out)."""
+    picked = [r for r in rows if r["method"] == method and r["bits"] == bits and "diverged" not in r
+              and (reference is None or r["seed"] in reference)]
     if not picked:
         return None
-    ok = [r for r in picked if r["within_bits"]]
-    return {"mean": round(statistics.fmean(r["drop_points_heldout"] for r in ok), 2) if ok else None,
-            "per_seed": {r["seed"]: r["drop_points_heldout"] for r in picked},
+    drop = {r["seed"]: r["drop_points_heldout"] if reference is None
+            else round(100 * (reference[r["seed"]] - r["accuracy"]["heldout"]), 2) for r in picked}
+    ok = [r["seed"] for r in picked if r["within_bits"]]
+    return {"mean": round(statistics.fmean(drop[s] for s in ok), 2) if ok else None, "per_seed": drop,
             "all_within_bits": len(ok) == len(picked), "seeds": len(picked)}
 
 
@@ -468,12 +473,12 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
                  and "diverged" not in r]
         if first:
             chosen[bits] = max(first, key=lambda r: r["accuracy"]["dev_val"])["method"]
-    learned4 = mean_drop(rows, chosen.get(4, "learned"), 4)
-    learned3 = mean_drop(rows, chosen.get(3, "learned"), 3)
-    lsq4 = mean_drop(rows, "lsq", 4)
+    runs = {"learned@4": (chosen.get(4, "learned"), 4), "learned@3": (chosen.get(3, "learned"), 3),
+            "lsq@4": ("lsq", 4), "lsq@3": ("lsq", 3)}
+    # drops from the float control when it ran (what quantization alone costs), else from the float model
     control = {r["seed"]: r["accuracy"]["heldout"] for r in rows if r["method"] == FLOAT_CONTROL}
-    vs_control = {f"{m}@{b}": control_drop(rows, control, m, b)
-                  for m, b in ((chosen.get(4, "learned"), 4), (chosen.get(3, "learned"), 3), ("lsq", 4), ("lsq", 3))}
+    drops = {k: mean_drop(rows, m, b, control or None) for k, (m, b) in runs.items()}
+    learned4, learned3, lsq4 = drops["learned@4"], drops["learned@3"], drops["lsq@4"]
     curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
     beats = {}
     for r in curve_rows:
@@ -490,27 +495,24 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "learned_variant_per_budget": {str(b): m for b, m in chosen.items()},
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
         "fixed_lsq_drop_pts_at_4bits": lsq4 and lsq4["mean"],
-        "seeds": {"learned@4": learned4, "learned@3": learned3, "lsq@4": lsq4, "lsq@3": mean_drop(rows, "lsq", 3)},
+        "seeds": drops,
+        "drops_from": "float control" if control else "float model",
         "float_control": control and {"heldout_mean": statistics.fmean(control.values()), "per_seed": control,
                                       "definition": "the float model fine-tuned like the quantized ones, without "
                                                     "quantizers (float_fine_tune)"},
-        "drop_pts_vs_float_control": {k: v for k, v in vs_control.items() if v is not None},
+        "drop_pts_from_float_model": {k: d["mean"] for k, d in
+                                      ((k, mean_drop(rows, m, b)) for k, (m, b) in runs.items()) if d} if control
+        else None,
         "targets": {"max_drop_pts_at_4bits": 0.5, "max_drop_pts_at_3bits": 1.5},
         "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
         "learned_vs_lsq_per_budget": beats,
         "learned_beats_lsq_everywhere": bool(beats) and all(v["learned_better"] for v in beats.values()),
-        "definition": "heldout accuracy points, float minus quantized, mean over seeds; a run counts only if both "
-                      "average bits per weight and per activation are <= the stated bits",
+        "definition": "heldout accuracy points, float minus quantized, mean over seeds (float: the float control of "
+                      "the same seed where it ran, which the fine-tuning trains as much as the quantized models, else "
+                      "the float model); a run counts only if both average bits per weight and per activation are "
+                      "<= the stated bits",
     }
-
-
-def control_drop(rows: list[dict[str, Any]], control: dict[int, float], method: str, bits: float) -> float | None:
-    """Mean heldout points of the float control minus ``method`` at ``bits``, over the seeds both have (runs
-    within the bits only)."""
-    pairs = [(control[r["seed"]], r["accuracy"]["heldout"]) for r in rows if r["method"] == method
-             and r["bits"] == bits and r["seed"] in control and "diverged" not in r and r["within_bits"]]
-    return round(100 * statistics.fmean(c - q for c, q in pairs), 2) if pairs else None
 
 
 def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) -> DataLoader:
