@@ -371,8 +371,8 @@ def benchmark(args: argparse.Namespace) -> int:
             result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
         result.update({k: earlier[k] for k in ("notes", "synthesized") if k in earlier and k not in result})
 
-    def save() -> None:
-        result["total_s"] = round(time.monotonic() - start, 1)
+    def save() -> None:  # total_s: this invocation's seconds plus those of the one it resumes or appends to
+        result["total_s"] = round(earlier.get("total_s", 0) + time.monotonic() - start, 1)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
