@@ -493,6 +493,14 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
             beats[str(r["bits"])] = {"learned": r["accuracy"]["heldout"], "lsq": best["accuracy"]["heldout"],
                                      "lsq_bits": best["bits"],
                                      "learned_better": r["accuracy"]["heldout"] > best["accuracy"]["heldout"]}
+    over_seeds = {}
+    for bits in (4, 3):  # the verdict budgets, every seed
+        means = {m: [r["accuracy"]["heldout"] for r in rows if r["method"] == m and r["bits"] == bits
+                     and r["seed"] in args.seeds and "diverged" not in r] for m in (chosen.get(bits), "lsq")}
+        if all(means.values()) and len(set(map(len, means.values()))) == 1:
+            learned, lsq = (statistics.fmean(v) for v in means.values())
+            over_seeds[str(bits)] = {"learned": learned, "lsq": lsq, "learned_better": learned > lsq,
+                                     "seeds": len(means["lsq"])}
     return {
         "learned_variant_per_budget": {str(b): m for b, m in chosen.items()},
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
@@ -510,6 +518,7 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
         "learned_vs_lsq_per_budget": beats,
         "learned_beats_lsq_everywhere": bool(beats) and all(v["learned_better"] for v in beats.values()),
+        "learned_vs_lsq_mean_over_seeds": over_seeds,
         "definition": "heldout accuracy points, float minus quantized, mean over seeds (float: the float control of "
                       "the same seed where it ran, which the fine-tuning trains as much as the quantized models, else "
                       "the float model); a run counts only if both average bits per weight and per activation are "

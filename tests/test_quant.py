@@ -434,6 +434,10 @@ def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: P
                      ("fixed_lsq_drop_pts_at_4bits", ("lsq", 4))):
         assert verdict[key] == round(100 * (control - runs[run]["accuracy"]["heldout"]), 2)
         assert verdict["drop_pts_from_float_model"][f"{run[0]}@{run[1]}"] == runs[run]["drop_points_heldout"]
+    assert verdict["learned_vs_lsq_mean_over_seeds"]["3"] == {
+        "learned": runs[("learned", 3)]["accuracy"]["heldout"], "lsq": runs[("lsq", 3)]["accuracy"]["heldout"],
+        "learned_better": runs[("learned", 3)]["accuracy"]["heldout"] > runs[("lsq", 3)]["accuracy"]["heldout"],
+        "seeds": 1}
     # --resume keeps every finished run (rerunning one would change at least its time_s) and the tuned rates.
     assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
                        "--out", str(out), "--resume"]) == 0
