@@ -468,13 +468,13 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve.
 
     "Learned" at a budget is the variant of :data:`LEARNED` with the best dev-val accuracy at the first
-    seed (chosen on dev-val, never on heldout)."""
+    seed (chosen on dev-val, never on heldout; a tie goes to 'learned')."""
     chosen = {}
     for bits in sorted({r["bits"] for r in rows if r["method"] in LEARNED}):
         first = [r for r in rows if r["method"] in LEARNED and r["bits"] == bits and r["seed"] == args.seeds[0]
                  and "diverged" not in r]
         if first:
-            chosen[bits] = max(first, key=lambda r: r["accuracy"]["dev_val"])["method"]
+            chosen[bits] = max(first, key=lambda r: (r["accuracy"]["dev_val"], r["method"] == "learned"))["method"]
     runs = {"learned@4": (chosen.get(4, "learned"), 4), "learned@3": (chosen.get(3, "learned"), 3),
             "lsq@4": ("lsq", 4), "lsq@3": ("lsq", 3)}
     # drops from the float control when it ran (what quantization alone costs), else from the float model

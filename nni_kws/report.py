@@ -230,7 +230,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     if results.get("quant_curve"):
         lines += ["## Accuracy against bits", "",
                   f"This run: {_fmt(quant.get('bits_weight'), 2)} bits per weight, {_fmt(quant.get('bits_act'), 2)} "
-                  "bits per activation. The curve is `benchmarks/results/quantize_e6.json` (real-speech dev/heldout "
+                  f"bits per activation. The curve is `{results.get('quant_curve_from')}` (real-speech dev/heldout "
                   "protocol): learned bit-widths against NNI's fixed LSQ and QAT at the same average bits.", "",
                   f"![accuracy against bits]({results['quant_curve']})", ""]
     if quant.get("layers"):

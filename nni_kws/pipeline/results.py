@@ -17,10 +17,9 @@ from .config import PipelineConfig
 
 __all__ = ["QUANTIZE_CURVE_JSON", "device_name", "quant_summary", "assemble_results"]
 
-#: Results of ``benchmarks/quantize.py`` with its whole learned-vs-fixed accuracy-bits curve (8 to 2.5 bits, the
-#: 6-epoch recipe; ``quantize.json`` holds the verdict runs of the later recipe at 4 and 3 bits only), shown in
-#: every run report.
-QUANTIZE_CURVE_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "quantize_e6.json"
+#: Results of ``benchmarks/quantize.py`` with its whole learned-vs-fixed accuracy-bits curve (8 to 2.5 bits), shown
+#: in every run report.
+QUANTIZE_CURVE_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "quantize.json"
 
 # stage -> (point kind, row name) of the accuracy-cost points
 _POINTS = (("search", "searched", "searched (supernet weights)"), ("train", "retrained", "retrained (float)"),
@@ -67,6 +66,7 @@ def assemble_results(cfg: PipelineConfig, stages: Mapping[str, Mapping[str, Any]
     }
     if quant and QUANTIZE_CURVE_JSON.is_file():  # where this run's bits stand on the benchmark's accuracy-bits curve
         results["quant_curve"] = plot_quantize_curve(QUANTIZE_CURVE_JSON, out / "quantize_curve.png").name
+        results["quant_curve_from"] = f"benchmarks/results/{QUANTIZE_CURVE_JSON.name}"
     write_report(results, out)
     results["timings_s"]["report"] = time.perf_counter() - start
     results["timings_s"]["total"] = sum(v for v in results["timings_s"].values() if v)
