@@ -194,6 +194,11 @@ def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[
     return dict(method="fixed", bits=int(bits), fixed_algorithm=FIXED[method], **common)
 
 
+def tuned_as(method: str) -> str:
+    """Whose tuned learning rate a method uses: the learned variants and the float control use 'learned''s."""
+    return "learned" if method in (*LEARNED, FLOAT_CONTROL) else method
+
+
 def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, float_acc: dict[str, float],
         args: argparse.Namespace, synthesized: bool = False) -> dict[str, Any]:
     """One quantization run; the row of the results (heldout and dev-val accuracies, average bits, layers).
@@ -203,17 +208,18 @@ def run(method: str, bits: float, lr: float, seed: int, model: torch.nn.Module, 
     train = data.train_dataloader() if synthesized else training_loader(args, data, seed)
     seed_everything(seed)
     start = time.monotonic()
-    kwargs = quantize_kwargs(method, bits, args) if method != FLOAT_CONTROL else {}
-    lr = kwargs.pop("lr", lr)
-    row: dict[str, Any] = {"method": method, "bits": bits, "seed": seed, "lr": lr}
     if method == FLOAT_CONTROL:
         tuned = float_fine_tune(model, train, epochs=args.quant_epochs, lr=lr, distill=args.distill,
                                 progress=not args.quiet)
         acc = {"dev_val": accuracy(tuned, data.val_dataloader()), "heldout": accuracy(tuned, heldout)}
-        row.update({"accuracy": acc, "drop_points_heldout": round(100 * (float_acc["test"] - acc["heldout"]), 2),
-                    "time_s": round(time.monotonic() - start, 1)})
+        row = {"method": method, "bits": bits, "seed": seed, "lr": lr, "accuracy": acc,
+               "drop_points_heldout": round(100 * (float_acc["test"] - acc["heldout"]), 2),
+               "time_s": round(time.monotonic() - start, 1)}
         logging.info("%s", row)
         return row
+    kwargs = quantize_kwargs(method, bits, args)
+    lr = kwargs.pop("lr", lr)
+    row = {"method": method, "bits": bits, "seed": seed, "lr": lr}
     try:
         report = quantize_model(model, train, data.val_dataloader(), lr=lr,
                                 test_loader=heldout, float_accuracy=float_acc, **kwargs).report
@@ -383,7 +389,7 @@ def benchmark(args: argparse.Namespace) -> int:
         rows = list(result.get("runs", []))
         for spec in args.add_runs:
             method, bits, seed = spec.split(":")
-            lr = result["lr_tuning"]["learned" if method in (*LEARNED, FLOAT_CONTROL) else method]["lr"]
+            lr = result["lr_tuning"][tuned_as(method)]["lr"]
             rows.append(run(method, float(bits) if "." in bits else int(bits), lr, int(seed), model, float_acc, args))
             result["runs"], result["verdict"] = rows, verdict(rows, args)
             save()
@@ -433,8 +439,7 @@ def benchmark(args: argparse.Namespace) -> int:
             if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
                 rows.append(done[(method, bits, seed)])
                 continue
-            rows.append(run(method, bits, tuned["learned" if method == FLOAT_CONTROL else method]["lr"], seed, model,
-                            float_acc, args))
+            rows.append(run(method, bits, tuned[tuned_as(method)]["lr"], seed, model, float_acc, args))
             result["runs"], result["verdict"] = rows, verdict(rows, args)
             save()
 
