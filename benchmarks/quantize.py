@@ -105,10 +105,10 @@ def real_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
                                     noise_dir=str(SHARED / "gsc-background-noise"), val_fraction=args.val_fraction)
 
 
-def synth_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
-    """The synthesized dataset the float model was pre-trained on (train / val splits)."""
-    return SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet), batch_size=args.batch_size,
-                                    seed=seed, cache=True)
+def synth_data(args: argparse.Namespace, seed: int, preset: str | None = None) -> SpeechCommandsDataModule:
+    """The synthesized dataset the float model was pre-trained on (train / val splits), or that of ``preset``."""
+    return SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet, preset=preset),
+                                    batch_size=args.batch_size, seed=seed, cache=True)
 
 
 def synthesized_protocol(args: argparse.Namespace, tuned: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
@@ -176,11 +176,11 @@ def finetuned_float(args: argparse.Namespace, data: SpeechCommandsDataModule, mo
 
 def training_loader(args: argparse.Namespace, data: SpeechCommandsDataModule, seed: int) -> DataLoader:
     """The fine-tuning data: dev's training part, plus (``--mix-synth``) the synthesized clips the float model
-    was pre-trained on."""
+    was pre-trained on, or those of the synthesis preset ``--mix-preset``."""
     if not args.mix_synth:
         return data.train_dataloader()
-    return data.loader(ConcatDataset([data.dataset("training"), synth_data(args, seed).dataset("training")]),
-                       shuffle=True)
+    synth = synth_data(args, seed, args.mix_preset).dataset("training")
+    return data.loader(ConcatDataset([data.dataset("training"), synth]), shuffle=True)
 
 
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix-synth", action=argparse.BooleanOptionalAction, default=True,
                    help="fine-tune on dev's training part plus the synthesized training split that the float model "
                    "was pre-trained on (distilled from the float model like the dev clips)")
+    p.add_argument("--mix-preset", help="--mix-synth: the synthesis preset of the mixed-in clips (default: the "
+                   "float model's pre-training set)")
     p.add_argument("--float-finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="give the float model the float control's fine-tuning before quantizing it")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
@@ -357,7 +359,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
         "settings": {k: getattr(args, k) for k in (
-            "quant_epochs", "mix_synth", "float_finetune", "bn_batches", "qparam_lr_scale", "freeze_bits",
+            "quant_epochs", "mix_synth", "mix_preset", "float_finetune", "bn_batches", "qparam_lr_scale", "freeze_bits",
             "hard_budget_fraction", "tune_epochs", "learned_lrs", "lrs", "distill", "input_bits", "budgets",
             "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size", "val_fraction", "threads")},
         "definitions": DEFINITIONS,
