@@ -157,8 +157,8 @@ def finetuned_float(args: argparse.Namespace, data: SpeechCommandsDataModule, mo
     quantizers' data, epochs and rate), so that quantization starts from, and is compared with, a float model
     that more of the same training no longer improves (reloaded with ``--reuse``)."""
     folder = Path(args.work) / "float-dev-finetuned"
-    tuned = prepare_model(model)
     if args.reuse and (folder / "model.pt").is_file():
+        tuned = prepare_model(model)
         tuned.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
         return tuned, json.loads((folder / "training.json").read_text())
     seed_everything(args.seed)
@@ -427,12 +427,12 @@ def benchmark(args: argparse.Namespace) -> int:
     # runs, so that an interrupted benchmark still has a verdict and a curve.
     verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
-    plan = [(m, b, s) for s in args.seeds[:1] for m, b in [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]]
+    seed_runs = [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]  # what every seed of the verdict runs
+    plan = [(m, b, s) for s in args.seeds[:1] for m, b in seed_runs]
     curve = [("learned", args.budgets), *[(f, args.fixed_bits) for f in args.fixed]]
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in curve if m != "qat"
              for b in bits if (m, b, s) not in plan]
-    plan += [(m, b, s) for s in args.seeds[1:] for m, b in [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]
-             if (m, b, s) not in plan]
+    plan += [(m, b, s) for s in args.seeds[1:] for m, b in seed_runs if (m, b, s) not in plan]
     rows: list[dict[str, Any]] = []
     done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
 
@@ -458,9 +458,11 @@ def benchmark(args: argparse.Namespace) -> int:
     result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
     save()
     for r in rows:
-        if "diverged" in r or r["method"] == FLOAT_CONTROL:
-            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: "
-                  + ("diverged" if "diverged" in r else f"heldout {r['accuracy']['heldout']:.4f} (control)"))
+        if "diverged" in r:
+            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
+            continue
+        if r["method"] == FLOAT_CONTROL:
+            print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: heldout {r['accuracy']['heldout']:.4f} (control)")
             continue
         print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: {r['avg_bits_per_weight']:.2f} b/w "
               f"{r['avg_bits_per_activation']:.2f} b/a heldout {r['accuracy']['heldout']:.4f} "
@@ -487,6 +489,7 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     # drops from the float control when it ran (what quantization alone costs), else from the float model
     control = {r["seed"]: r["accuracy"]["heldout"] for r in rows if r["method"] == FLOAT_CONTROL}
     drops = {k: mean_drop(rows, m, b, control or None) for k, (m, b) in runs.items()}
+    from_model = {k: mean_drop(rows, m, b) for k, (m, b) in runs.items()}
     learned4, learned3, lsq4 = drops["learned@4"], drops["learned@3"], drops["lsq@4"]
     curve_rows = [r for r in rows if r["seed"] in args.curve_seeds and "diverged" not in r]
     beats = {}
@@ -517,9 +520,7 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "float_control": control and {"heldout_mean": statistics.fmean(control.values()), "per_seed": control,
                                       "definition": "the float model fine-tuned like the quantized ones, without "
                                                     "quantizers (float_fine_tune)"},
-        "drop_pts_from_float_model": {k: d["mean"] for k, d in
-                                      ((k, mean_drop(rows, m, b)) for k, (m, b) in runs.items()) if d} if control
-        else None,
+        "drop_pts_from_float_model": {k: d["mean"] for k, d in from_model.items() if d} if control else None,
         "targets": {"max_drop_pts_at_4bits": 0.5, "max_drop_pts_at_3bits": 1.5},
         "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),

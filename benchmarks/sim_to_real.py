@@ -268,7 +268,10 @@ def _runs_of(groups: dict[str, list[dict[str, Any]]], config: Config, epochs: in
     runs on data of several synthesizer versions (same parameters, other bytes), those of the newest."""
     if quick:
         return []
-    unversioned = lambda p: {k: v for k, v in p.items() if k != "synth_version"}  # noqa: E731
+
+    def unversioned(params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != "synth_version"}
+
     params = unversioned(_params(**config.synth))
     wanted = _recipe_of(*config[2:])
     found = [rs for rs in groups.values() if unversioned(rs[0]["synth_params"]) == params

@@ -15,11 +15,11 @@ from nni_kws.report import write_report
 
 from .config import PipelineConfig
 
-__all__ = ["QUANTIZE_CURVE_JSON", "device_name", "quant_summary", "assemble_results"]
+__all__ = ["QUANTIZE_JSON", "device_name", "quant_summary", "assemble_results"]
 
-#: Results of ``benchmarks/quantize.py`` with its whole learned-vs-fixed accuracy-bits curve (8 to 2.5 bits), shown
-#: in every run report.
-QUANTIZE_CURVE_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "quantize.json"
+_REPO = Path(__file__).resolve().parents[2]
+#: Results of ``benchmarks/quantize.py``: the learned-vs-fixed accuracy-bits curve shown in every run report.
+QUANTIZE_JSON = _REPO / "benchmarks" / "results" / "quantize.json"
 
 # stage -> (point kind, row name) of the accuracy-cost points
 _POINTS = (("search", "searched", "searched (supernet weights)"), ("train", "retrained", "retrained (float)"),
@@ -64,9 +64,9 @@ def assemble_results(cfg: PipelineConfig, stages: Mapping[str, Mapping[str, Any]
         # process, measuring the latency table
         "timings_included_s": dict(timings_included),
     }
-    if quant and QUANTIZE_CURVE_JSON.is_file():  # where this run's bits stand on the benchmark's accuracy-bits curve
-        results["quant_curve"] = plot_quantize_curve(QUANTIZE_CURVE_JSON, out / "quantize_curve.png").name
-        results["quant_curve_from"] = f"benchmarks/results/{QUANTIZE_CURVE_JSON.name}"
+    if quant and QUANTIZE_JSON.is_file():  # where this run's bits stand on the benchmark's accuracy-bits curve
+        results["quant_curve"] = plot_quantize_curve(QUANTIZE_JSON, out / "quantize_curve.png").name
+        results["quant_curve_from"] = QUANTIZE_JSON.relative_to(_REPO).as_posix()
     write_report(results, out)
     results["timings_s"]["report"] = time.perf_counter() - start
     results["timings_s"]["total"] = sum(v for v in results["timings_s"].values() if v)
