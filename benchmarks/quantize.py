@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
@@ -45,7 +45,7 @@ from nni_kws.data.gsc import SpeechCommandsTestFolder
 from nni_kws.data.listed import read_list, speaker_of
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, float_fine_tune, prepare_model, quantize_model, tune_lr
-from nni_kws.space import build_model, build_space, load_arch, save_arch
+from nni_kws.space import build_model, build_space
 from nni_kws.training import accuracy, fit, seed_everything
 
 #: The benchmarked architecture (preset 'small'): SincConv front end, two blocks per stage.
@@ -76,27 +76,53 @@ LEARNED = {"learned": {"init_bits": "sensitivity"}, "learned_budget": {"init_bit
 FLOAT_CONTROL, FLOAT_BITS = "float", 32
 
 
-def pretrained_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The float model pre-trained on synthesized speech (reloaded from ``--work`` with ``--reuse``)."""
-    space = build_space(args.preset)
-    folder = Path(args.work) / "float"
+#: A float model and the record of its training.
+Trained = tuple[torch.nn.Module, dict[str, Any]]
+
+
+def saved_or_trained(args: argparse.Namespace, name: str, settings: dict[str, Any], fresh: torch.nn.Module,
+                     train: Callable[[], Trained]) -> Trained:
+    """A float model kept in ``<--work>/<name>``: with ``--reuse``, ``fresh`` given the saved weights if they were
+    made with the same ``settings``; else ``train()`` (the model and its training record), saved there with its
+    settings. A model made with other settings is refused, not reused silently."""
+    folder = Path(args.work) / name
     if args.reuse and (folder / "model.pt").is_file():
-        model = build_model(load_arch(folder / "arch.json", space), space)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-        return model, json.loads((folder / "arch.json").read_text()).get("training", {})
-    data = SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet), batch_size=args.batch_size,
-                                    seed=args.seed, cache=True)
-    seed_everything(args.seed)
-    model = build_model(args.arch, space)
-    start = time.monotonic()
-    metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.float_epochs,
-                  progress=not args.quiet, learning_rate=args.float_lr)
-    training = {"data": "synthesized", "epochs": args.float_epochs, "lr": args.float_lr,
-                "seconds": round(time.monotonic() - start, 1), "val_acc": metrics.get("val_acc")}
+        stored = json.loads((folder / "settings.json").read_text()) if (folder / "settings.json").is_file() else {}
+        changed = {k: {"saved": stored.get(k), "now": v} for k, v in settings.items() if stored.get(k) != v}
+        if changed:
+            raise SystemExit(f"{folder}: made with other settings {json.dumps(changed)}; leave out --reuse "
+                             "or use another --work")
+        fresh.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+        return fresh, json.loads((folder / "training.json").read_text())
+    model, training = train()
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / "model.pt")
-    save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
+    for file, content in (("settings.json", settings), ("training.json", training)):
+        (folder / file).write_text(json.dumps(content, indent=2) + "\n")
     return model, training
+
+
+def pretraining_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"arch": args.arch, "preset": args.preset, "epochs": args.float_epochs, "lr": args.float_lr,
+            "seed": args.seed, "batch_size": args.batch_size}
+
+
+def pretrained_model(args: argparse.Namespace) -> Trained:
+    """The float model pre-trained on synthesized speech (``saved_or_trained``: ``<--work>/float``)."""
+    space = build_space(args.preset)
+
+    def train() -> Trained:
+        data = SpeechCommandsDataModule(ensure_default_dataset(progress=not args.quiet), batch_size=args.batch_size,
+                                        seed=args.seed, cache=True)
+        seed_everything(args.seed)
+        model = build_model(args.arch, space)
+        start = time.monotonic()
+        metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.float_epochs,
+                      progress=not args.quiet, learning_rate=args.float_lr)
+        return model, {"data": "synthesized", "epochs": args.float_epochs, "lr": args.float_lr,
+                       "seconds": round(time.monotonic() - start, 1), "val_acc": metrics.get("val_acc")}
+
+    return saved_or_trained(args, "float", pretraining_settings(args), build_model(args.arch, space), train)
 
 
 def real_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
@@ -128,51 +154,43 @@ def synthesized_protocol(args: argparse.Namespace, tuned: dict[str, Any], earlie
             "float": {"accuracy": {"synth_val": float_acc["val"], "heldout": float_acc["test"]}}, "runs": runs}
 
 
-def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The pre-trained float model fine-tuned on dev's training part (reloaded with ``--reuse``)."""
+def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> Trained:
+    """The pre-trained float model fine-tuned on dev's training part (``<--work>/float-dev``), then with
+    ``--float-finetune`` given the float control's fine-tuning (``<--work>/float-dev-finetuned``:
+    ``float_fine_tune`` on the quantizers' data, epochs and rate), so that quantization starts from, and is
+    compared with, a float model that more of the same training no longer improves."""
     model, pretraining = pretrained_model(args) if args.float_epochs else (None, {})
-    space = build_space(args.preset)
-    if model is None:
-        model = build_model(args.arch, space)
-    folder = Path(args.work) / "float-dev"
-    if args.reuse and (folder / "model.pt").is_file():
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-        training = json.loads((folder / "arch.json").read_text()).get("training", {})
-    else:
+    fresh = build_model(args.arch, build_space(args.preset))
+    settings = {"pretraining": pretraining_settings(args) if args.float_epochs else None,
+                "train_list": args.train_list, "val_fraction": args.val_fraction, "epochs": args.dev_epochs,
+                "lr": args.dev_lr}
+
+    def train() -> Trained:
+        trained = model if model is not None else fresh
         seed_everything(args.seed)
         start = time.monotonic()
-        metrics = fit(model, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
+        metrics = fit(trained, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
                       progress=not args.quiet, learning_rate=args.dev_lr)
-        training = {"pretraining": pretraining, "data": "dev (training part)", "epochs": args.dev_epochs,
-                    "lr": args.dev_lr, "seconds": round(time.monotonic() - start, 1),
-                    "val_acc": metrics.get("val_acc")}
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), folder / "model.pt")
-        save_arch(args.arch, folder / "arch.json", preset=args.preset, training=training)
-    return finetuned_float(args, data, model, training) if args.float_finetune else (model, training)
+        return trained, {"pretraining": pretraining, "data": "dev (training part)", "epochs": args.dev_epochs,
+                         "lr": args.dev_lr, "seconds": round(time.monotonic() - start, 1),
+                         "val_acc": metrics.get("val_acc")}
 
+    model, training = saved_or_trained(args, "float-dev", settings, fresh, train)
+    if not args.float_finetune:
+        return model, training
+    finetune = {"epochs": args.quant_epochs, "lr": args.learned_lrs[0], "distill": args.distill,
+                "mix_synth": args.mix_synth, "mix_preset": args.mix_preset}
 
-def finetuned_float(args: argparse.Namespace, data: SpeechCommandsDataModule, model: torch.nn.Module,
-                    training: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """``--float-finetune``: the dev model given the float control's fine-tuning (``float_fine_tune`` on the
-    quantizers' data, epochs and rate), so that quantization starts from, and is compared with, a float model
-    that more of the same training no longer improves (reloaded with ``--reuse``)."""
-    folder = Path(args.work) / "float-dev-finetuned"
-    if args.reuse and (folder / "model.pt").is_file():
-        tuned = prepare_model(model)
-        tuned.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-        return tuned, json.loads((folder / "training.json").read_text())
-    seed_everything(args.seed)
-    start = time.monotonic()
-    tuned = float_fine_tune(model, training_loader(args, data, args.seed), epochs=args.quant_epochs,
-                            lr=args.learned_lrs[0], distill=args.distill, progress=not args.quiet)
-    training = {"before": training, "float_fine_tune": {"epochs": args.quant_epochs, "lr": args.learned_lrs[0],
-                                                        "distill": args.distill, "mix_synth": args.mix_synth,
-                                                        "seconds": round(time.monotonic() - start, 1)}}
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(tuned.state_dict(), folder / "model.pt")
-    (folder / "training.json").write_text(json.dumps(training, indent=2) + "\n")
-    return tuned, training
+    def train_more() -> Trained:
+        seed_everything(args.seed)
+        start = time.monotonic()
+        tuned = float_fine_tune(model, training_loader(args, data, args.seed), epochs=args.quant_epochs,
+                                lr=args.learned_lrs[0], distill=args.distill, progress=not args.quiet)
+        return tuned, {"before": training,
+                       "float_fine_tune": {**finetune, "seconds": round(time.monotonic() - start, 1)}}
+
+    return saved_or_trained(args, "float-dev-finetuned", {"dev": settings, **finetune}, prepare_model(model),
+                            train_more)
 
 
 def training_loader(args: argparse.Namespace, data: SpeechCommandsDataModule, seed: int) -> DataLoader:

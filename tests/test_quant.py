@@ -1,9 +1,11 @@
 """Quantization through NNI's compression framework: learned bit-widths, fixed baseline, report, ONNX export."""
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import nni
 import numpy as np
@@ -422,15 +424,37 @@ def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:
     assert min(high["avg_bits_per_weight"], high["avg_bits_per_activation"]) > 6
 
 
-def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
+def _quantize_benchmark() -> Any:
+    """``benchmarks/quantize.py`` as a module."""
     import importlib.util
-
-    from nni_kws.quant.plot import plot_quantize_curve
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "quantize.py"
     spec = importlib.util.spec_from_file_location("bench_quantize", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_reuses_a_saved_float_model_only_when_made_with_the_same_settings(tmp_path: Path) -> None:
+    bench = _quantize_benchmark()
+    args = argparse.Namespace(work=str(tmp_path), reuse=True)
+    trainings = []
+
+    def train() -> tuple[nn.Module, dict]:
+        trainings.append(nn.Linear(2, 2))
+        return trainings[-1], {"seconds": len(trainings)}
+
+    first, _ = bench.saved_or_trained(args, "float", {"epochs": 3}, nn.Linear(2, 2), train)
+    again, record = bench.saved_or_trained(args, "float", {"epochs": 3}, nn.Linear(2, 2), train)
+    assert len(trainings) == 1 and record == {"seconds": 1} and torch.equal(again.weight, first.weight)
+    with pytest.raises(SystemExit, match='"epochs": {"saved": 3, "now": 4}'):
+        bench.saved_or_trained(args, "float", {"epochs": 4}, nn.Linear(2, 2), train)
+
+
+def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
+    from nni_kws.quant.plot import plot_quantize_curve
+
+    bench = _quantize_benchmark()
     out = tmp_path / "quantize.json"
     assert bench.main(["--quick", "--quiet", "--real-test", str(real_test_root), "--work", str(tmp_path / "work"),
                        "--out", str(out)]) == 0
