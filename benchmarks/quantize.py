@@ -68,7 +68,6 @@ QUANT_EPOCHS, BN_BATCHES, QPARAM_LR_SCALE, LEARNED_LRS, LRS = 12, 0, 20.0, [3e-3
 #: the one with the better dev-val accuracy at seed 0. 'learned_slow': the rates of the 6-epoch recipe
 #: (quantize_e6.json).
 LEARNED = {"learned": {"init_bits": "sensitivity"}, "learned_budget": {"init_bits": "budget"},
-           "learned_progressive": {"init_bits": "progressive"},
            "learned_slow": {"init_bits": "sensitivity", "lr": 1e-3, "qparam_lr_scale": 60.0}}
 #: The control: the float model given the quantizers' fine-tuning without quantizers (``float_fine_tune``: same
 #: data, epochs, weight rate and distillation), so that drops against it count quantization alone; its rows

@@ -131,19 +131,6 @@ def test_tighter_budget_gives_fewer_bits() -> None:
     assert tighter["weight"] < 2.9 and tighter["activation"] < 2.9, tighter
 
 
-def test_progressive_bits_start_above_the_budget_and_come_down_with_it() -> None:
-    x, y = _data(32)
-    kwargs = dict(weight_budget_bits=3, act_budget_bits=3, bits_above_budget=1, budget_anneal_steps=20)
-    start = _learned(_tiny_model(), x, y, **kwargs)
-    assert {b for bits in start.learned_bits().values() for b in bits.values()} == {4}  # ceil(3) + 1
-    early = _train(_learned(_tiny_model(), x, y, **kwargs), 4)  # the penalty pulls towards 3.8 bits
-    late = _train(_learned(_tiny_model(), x, y, **kwargs), 30)  # ... and towards 3 from step 20 on
-    at_once = _train(_learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3), 4)
-    for kind in ("weight", "activation"):
-        assert early[kind] > at_once[kind] + 0.5, (early, at_once)
-        assert late[kind] < early[kind] - 0.5, (early, late)
-
-
 def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> None:
     x, y = _data(32)
     kwargs = dict(weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True, hard_budget_after=5)

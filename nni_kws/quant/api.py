@@ -40,8 +40,6 @@ __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune
 _logger = logging.getLogger(__name__)
 
 METHODS = ("trained", "fixed")
-#: Where learned bit-widths start (``quantize_model(init_bits)``).
-INIT_BITS = ("sensitivity", "budget", "progressive")
 
 
 @dataclass
@@ -132,8 +130,8 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not distill >= 0:
         raise ValueError(f"distill must be >= 0, got {distill!r}")
-    if init_bits not in INIT_BITS:
-        raise ValueError(f"init_bits must be one of {INIT_BITS}, got {init_bits!r}")
+    if init_bits not in ("sensitivity", "budget"):
+        raise ValueError(f"init_bits must be 'sensitivity' or 'budget', got {init_bits!r}")
     if not 0 <= hard_budget_fraction <= 1:
         raise ValueError(f"hard_budget_fraction must be in [0, 1], got {hard_budget_fraction!r}")
     if method == "fixed":
@@ -211,9 +209,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     grids must move far from their initialisation at low bit-widths. ``init_bits``: learned bit-widths start where a
     per-tensor PTQ sensitivity on the first batch spends the budget (``'sensitivity'``, the default:
     :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
-    tensors too), at ``ceil(budget)`` everywhere (``'budget'``), or one bit above it (``'progressive'``:
-    the penalty's budget comes down to the stated one over the first half of the steps, so the last bit goes
-    while the weights adapt).
+    tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
 
     ``bn_batches``: after fine-tuning, BatchNorm running statistics are re-estimated (plain average) over
     that many training batches through the quantized network (0: keep the statistics that fine-tuning
@@ -271,8 +267,6 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
             qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
             initial_bits=initial_bits, sensitivity=sensitivity, freeze_bits=freeze_bits,
-            bits_above_budget=int(init_bits == "progressive"),
-            budget_anneal_steps=steps // 2 if init_bits == "progressive" else 0,
             hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         if checkpoint is not None:

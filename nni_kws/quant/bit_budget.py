@@ -53,8 +53,7 @@ def numel(target_space: QuantizationTargetSpace) -> int:
 
 class BitBudgetMixin:
     """Average bits per weight / activation under budgets (``weight_budget_bits``, ``act_budget_bits``,
-    ``budget_exclude``, ``budget_weight``, ``min_bits``, ``sensitivity``, ``bits_above_budget``,
-    ``budget_anneal_steps`` and the ``steps_done`` counter set by the quantizer)."""
+    ``budget_exclude``, ``budget_weight``, ``min_bits``, ``sensitivity`` set by the quantizer)."""
 
     def _budget(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace) -> float | None:
         if f"{module_name}.{target_name}" in self.budget_exclude:
@@ -88,21 +87,13 @@ class BitBudgetMixin:
                 count += size
         return total / count if count else None
 
-    def annealed_budget(self, budget: float) -> float:
-        """The budget the penalty pulls towards now: ``bits_above_budget`` above ``budget`` at the start,
-        reaching it linearly after ``budget_anneal_steps`` optimizer steps (progressive quantization)."""
-        if not self.budget_anneal_steps:
-            return budget
-        return budget + self.bits_above_budget * max(0.0, 1.0 - self.steps_done / self.budget_anneal_steps)
-
     def budget_penalty(self) -> Tensor | float:
-        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``, each budget as
-        :meth:`annealed_budget` has it at this step."""
+        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``."""
         penalty: Tensor | float = 0.0
         for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
             avg = self.average_bits(kind) if budget is not None else None
             if avg is not None:
-                penalty = penalty + torch.relu(avg - self.annealed_budget(budget))
+                penalty = penalty + torch.relu(avg - budget)
         return self.budget_weight * penalty
 
     def over_budget(self) -> Dict[str, float]:

@@ -139,11 +139,6 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         With ``hard_budget_after``: project once at that step, then keep every bit-width (levels
         ``q_max / d``) fixed and learn step sizes only, instead of projecting after every step (which
         can lower a different tensor each step while the penalty-free gradient raises another).
-    bits_above_budget, budget_anneal_steps
-        Progressive quantization: targets under a budget start ``bits_above_budget`` bits above
-        ``ceil(budget)``, and the penalty's budget starts as many bits above the stated one and reaches it
-        linearly over the first ``budget_anneal_steps`` optimizer steps (0: at once), so the weights adapt
-        while the bits come down.
     initial_bits
         Starting bit-width per target (``'<module>.<target>'``), e.g. from
         :func:`~nni_kws.quant.sensitivity.allocate_bits`; others start as described above.
@@ -169,8 +164,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
                  budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
                  range_init: str = "mse", strict_budget: bool = False, hard_budget_after: int | None = None,
                  initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
-                 freeze_bits: bool = False, bits_above_budget: int = 0, budget_anneal_steps: int = 0,
-                 existed_wrappers: Dict[str, ModuleWrapper] | None = None):
+                 freeze_bits: bool = False, existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
         self.min_bits = min_bits
@@ -183,7 +177,6 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         self.sensitivity = {k: max(float(v), 1e-9) for k, v in (sensitivity or {}).items()}
         self.steps_done = 0
         self.freeze_bits, self._frozen_levels = freeze_bits, None
-        self.bits_above_budget, self.budget_anneal_steps = bits_above_budget, budget_anneal_steps
 
         self.check_validation()
         self.register_qparams()
@@ -208,9 +201,6 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
             raise ValueError(f"min_bits must be an int >= 2, got {self.min_bits!r}")
         if self.budget_weight < 0 or self.qparam_lr_scale <= 0:
             raise ValueError("budget_weight must be >= 0 and qparam_lr_scale > 0")
-        for name in ("bits_above_budget", "budget_anneal_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.range_init not in RANGE_INITS:
             raise ValueError(f"range_init must be one of {sorted(RANGE_INITS)}, got {self.range_init!r}")
         budgets = {"weight_budget_bits": self.weight_budget_bits, "act_budget_bits": self.act_budget_bits}
@@ -273,7 +263,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         budget = self._budget(wrapper.name, target_name, target_space)
         bits = target_space.quant_bits
         if budget is not None:
-            bits = min(bits, max(self.min_bits, math.ceil(budget) + self.bits_above_budget))
+            bits = min(bits, max(self.min_bits, math.ceil(budget)))
         given = self.initial_bits.get(f"{wrapper.name}.{target_name}")
         if given is not None:
             bits = min(target_space.quant_bits, max(self.min_bits, int(given)))
