@@ -177,13 +177,13 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> Train
     model, training = saved_or_trained(args, "float-dev", settings, fresh, train)
     if not args.float_finetune:
         return model, training
-    finetune = {"epochs": args.quant_epochs, "lr": args.learned_lrs[0], "distill": args.distill,
+    finetune = {"epochs": args.float_finetune_epochs, "lr": args.learned_lrs[0], "distill": args.distill,
                 "mix_synth": args.mix_synth, "mix_preset": args.mix_preset}
 
     def train_more() -> Trained:
         seed_everything(args.seed)
         start = time.monotonic()
-        tuned = float_fine_tune(model, training_loader(args, data, args.seed), epochs=args.quant_epochs,
+        tuned = float_fine_tune(model, training_loader(args, data, args.seed), epochs=args.float_finetune_epochs,
                                 lr=args.learned_lrs[0], distill=args.distill, progress=not args.quiet)
         return tuned, {"before": training,
                        "float_fine_tune": {**finetune, "seconds": round(time.monotonic() - start, 1)}}
@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                    "float model's pre-training set)")
     p.add_argument("--float-finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="give the float model the float control's fine-tuning before quantizing it")
+    p.add_argument("--float-finetune-epochs", type=int, default=QUANT_EPOCHS,
+                   help="--float-finetune: its epochs (the float control itself gets --quant-epochs)")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
     p.add_argument("--freeze-bits", action=argparse.BooleanOptionalAction, default=False,
@@ -356,7 +358,7 @@ def quick(args: argparse.Namespace) -> None:
         small = work / f"quick-{name}.txt"
         small.write_text("\n".join(r for rels in per_class.values() for r in list(rels.values())[:n]) + "\n")
         setattr(args, name, str(small))
-    args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs = 0, 1, 1, 1
+    args.float_epochs, args.dev_epochs, args.quant_epochs, args.tune_epochs, args.float_finetune_epochs = 0, 1, 1, 1, 1
     args.mix_synth = False  # it would synthesize the default dataset (minutes) for a seconds-long run
     args.lrs, args.budgets, args.fixed_bits, args.seeds, args.curve_seeds = [3e-3], [4, 3], [4], [0], [0]
     args.val_fraction, args.batch_size, args.reuse, args.bn_batches = 0.3, 16, False, 2
@@ -377,7 +379,8 @@ def benchmark(args: argparse.Namespace) -> int:
         "float": {"accuracy": {"dev_val": float_acc["val"], "heldout": float_acc["test"]},
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
         "settings": {k: getattr(args, k) for k in (
-            "quant_epochs", "mix_synth", "mix_preset", "float_finetune", "bn_batches", "qparam_lr_scale", "freeze_bits",
+            "quant_epochs", "mix_synth", "mix_preset", "float_finetune", "float_finetune_epochs", "bn_batches",
+            "qparam_lr_scale", "freeze_bits",
             "hard_budget_fraction", "tune_epochs", "learned_lrs", "lrs", "distill", "input_bits", "budgets",
             "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size", "val_fraction", "threads")},
         "definitions": DEFINITIONS,
