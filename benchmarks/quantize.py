@@ -546,7 +546,9 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
         "learned_vs_lsq_per_budget": beats,
-        "learned_beats_lsq_everywhere": bool(beats) and all(v["learned_better"] for v in beats.values()),
+        # every comparison made: the curve's budgets at its seeds and the verdict budgets' means over all seeds
+        "learned_beats_lsq_everywhere": bool(beats or over_seeds) and all(
+            v["learned_better"] for v in [*beats.values(), *over_seeds.values()]),
         "learned_vs_lsq_mean_over_seeds": over_seeds,
         "definition": "heldout accuracy points, float minus quantized, mean over seeds (float: the float control of "
                       "the same seed where it ran, which the fine-tuning trains as much as the quantized models, else "
