@@ -131,6 +131,25 @@ def test_tighter_budget_gives_fewer_bits() -> None:
     assert tighter["weight"] < 2.9 and tighter["activation"] < 2.9, tighter
 
 
+def test_budget_penalty_pulls_only_on_targets_that_can_give_up_a_bit() -> None:
+    x, y = _data(32)
+    at_budget = _learned(_tiny_model(), x, y, weight_budget_bits=3, act_budget_bits=3)  # all start at ceil(3)
+    assert at_budget.budget_penalty() == 0  # met exactly: no pull (the straight-through sum must not leak one)
+    names = sorted(f"{m}.{t}" for m, targets in at_budget.learned_bits().items() for t in targets)
+    at_min = {"classifier.weight", "classifier._input_0"}  # at min_bits = 2; the others at ceil(2.5) = 3, so both
+    assert at_min < set(names)  # averages exceed 2.5 and the penalty pulls on the weights and on the activations
+    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=2.5, act_budget_bits=2.5,
+                         initial_bits={name: 2 for name in at_min})
+    penalty = quantizer.budget_penalty()
+    assert penalty > 0
+    penalty.backward()
+    for name in names:
+        module, target = name.rsplit(".", 1)
+        grad = getattr(quantizer._module_wrappers[module], f"{target}_step_param").grad
+        pulled = grad is not None and bool(grad.abs().sum() > 0)
+        assert pulled == (name not in at_min), name  # a 2-bit grid would only widen its step
+
+
 def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> None:
     x, y = _data(32)
     kwargs = dict(weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True, hard_budget_after=5)

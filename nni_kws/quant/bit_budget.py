@@ -61,12 +61,16 @@ class BitBudgetMixin:
         return self.weight_budget_bits if target_space.type is TargetType.PARAMETER else self.act_budget_bits
 
     def target_bits(self, module_name: str, target_name: str) -> Tensor:
-        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)``."""
+        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)`` unless the
+        target is at ``min_bits`` (it cannot give up a bit: the penalty's pull would only widen its step size,
+        and with it the grid, step after step)."""
         target_space = self._target_spaces[module_name][target_name]
         step, qrange = qparams(target_space)
         signed = is_signed(target_space)
-        soft = torch.log2(qrange / step + 1) + int(signed)
         hard = bits_for_levels(torch.round(qrange / step), signed)
+        if float(hard.detach()) <= self.min_bits:
+            return hard.detach().squeeze()
+        soft = torch.log2(qrange / step + 1) + int(signed)
         return (soft + (hard - soft).detach()).squeeze()
 
     def average_bits(self, kind: str) -> Tensor | None:
@@ -92,8 +96,10 @@ class BitBudgetMixin:
         penalty: Tensor | float = 0.0
         for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
             avg = self.average_bits(kind) if budget is not None else None
-            if avg is not None:
-                penalty = penalty + torch.relu(avg - budget)
+            # the hinge tests the integer average: rounding in the straight-through sum (soft + (hard - soft))
+            # can leave an average that meets its budget a hair above it, and relu would then pull at full slope
+            if avg is not None and float(avg.detach()) > budget + 1e-6:
+                penalty = penalty + (avg - budget)
         return self.budget_weight * penalty
 
     def over_budget(self) -> Dict[str, float]:
