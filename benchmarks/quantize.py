@@ -23,6 +23,8 @@ Results are written after every run; ``--resume`` continues an interrupted invoc
 Where the accuracy goes (PTQ per layer and target, recipe variants): ``benchmarks/quantize_sensitivity.py``.
 
     python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
+    # the verdict's runs with a longer recipe from the same float model (quantize_e24.json; 3 jobs, one per seed,
+    # merged): --reuse --quant-epochs 24 --budgets 4 3 --fixed-bits 4 3 --fixed lsq --curve-seeds --seeds N
 """
 from __future__ import annotations
 
