@@ -32,7 +32,7 @@ with the same recipe (random architectures, peers) are still reused; supernet se
 per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
 everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
-    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --seeds 0 \
+    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --seeds 0,1,2 \
         --random 6 --retrain-seeds 1,2 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
 """
