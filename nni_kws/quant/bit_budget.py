@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict
+from typing import Dict, Iterator
 
 import torch
 from nni.compression.base.target_space import QuantizationTargetSpace, TargetType
@@ -61,17 +61,16 @@ class BitBudgetMixin:
         return self.weight_budget_bits if target_space.type is TargetType.PARAMETER else self.act_budget_bits
 
     def target_bits(self, module_name: str, target_name: str) -> Tensor:
-        """Bit-width of a target: the integer value, with the gradient of ``log2(q_max / d + 1)`` unless the
-        target is at ``min_bits`` (it cannot give up a bit: the penalty's pull would only widen its step size,
-        and with it the grid, step after step)."""
+        """Bit-width of a target: exactly the integer value (so a met budget reads as met), with the gradient of
+        ``log2(q_max / d + 1)`` unless the target is at ``min_bits`` (it cannot give up a bit: the penalty's pull
+        would only widen its step size, and with it the grid, step after step)."""
         target_space = self._target_spaces[module_name][target_name]
         step, qrange = qparams(target_space)
         signed = is_signed(target_space)
         hard = bits_for_levels(torch.round(qrange / step), signed)
-        if float(hard.detach()) <= self.min_bits:
-            return hard.detach().squeeze()
         soft = torch.log2(qrange / step + 1) + int(signed)
-        return (soft + (hard - soft).detach()).squeeze()
+        # soft - soft.detach() is exactly 0: straight-through without the rounding of soft + (hard - soft)
+        return (hard + (soft - soft.detach()) * (hard > self.min_bits)).squeeze()
 
     def average_bits(self, kind: str) -> Tensor | None:
         """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits
@@ -91,25 +90,21 @@ class BitBudgetMixin:
                 count += size
         return total / count if count else None
 
-    def budget_penalty(self) -> Tensor | float:
-        """``λ · (relu(avg weight bits - budget) + relu(avg activation bits - budget))``."""
-        penalty: Tensor | float = 0.0
-        for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
-            avg = self.average_bits(kind) if budget is not None else None
-            # the hinge tests the integer average: rounding in the straight-through sum (soft + (hard - soft))
-            # can leave an average that meets its budget a hair above it, and relu would then pull at full slope
-            if avg is not None and float(avg.detach()) > budget + 1e-6:
-                penalty = penalty + (avg - budget)
-        return self.budget_weight * penalty
-
-    def over_budget(self) -> Dict[str, float]:
-        """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
-        out = {}
+    def _averages_over_budget(self) -> Iterator[tuple[str, Tensor, float]]:
+        """``(kind, average bits, budget)`` of each kind whose average exceeds its budget."""
         for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
             avg = self.average_bits(kind) if budget is not None else None
             if avg is not None and float(avg.detach()) > budget + 1e-9:
-                out[kind] = float(avg)
-        return out
+                yield kind, avg, budget
+
+    def budget_penalty(self) -> Tensor | float:
+        """``λ · Σ (average bits - budget)`` over the kinds above their budget (a hinge on the integer averages,
+        the same test as :meth:`over_budget`)."""
+        return self.budget_weight * sum((avg - budget for _, avg, budget in self._averages_over_budget()), 0.0)
+
+    def over_budget(self) -> Dict[str, float]:
+        """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
+        return {kind: float(avg) for kind, avg, _ in self._averages_over_budget()}
 
     @torch.no_grad()
     def project_to_budget(self) -> list[tuple[str, str, int]]:
