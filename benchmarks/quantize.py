@@ -206,7 +206,8 @@ def training_loader(args: argparse.Namespace, data: SpeechCommandsDataModule, se
 def quantize_kwargs(method: str, bits: float, args: argparse.Namespace) -> dict[str, Any]:
     """``quantize_model`` arguments of a method at ``bits`` (a budget for the learned bit-widths)."""
     common = dict(epochs=args.quant_epochs, distill=args.distill, progress=not args.quiet,
-                  input_bits=args.input_bits or None, bn_batches=args.bn_batches)
+                  input_bits=args.input_bits or None, bn_batches=args.bn_batches,
+                  freeze_bn_fraction=args.freeze_bn_fraction)
     if method in LEARNED:
         return {**dict(method="trained", bits=8, weight_budget_bits=bits, act_budget_bits=bits,
                        qparam_lr_scale=args.qparam_lr_scale, freeze_bits=args.freeze_bits,
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="--float-finetune: its epochs (the float control itself gets --quant-epochs)")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")
+    p.add_argument("--freeze-bn-fraction", type=float, default=0.0,
+                   help="last fraction of the fine-tuning steps with BatchNorm statistics frozen (0: none)")
     p.add_argument("--freeze-bits", action=argparse.BooleanOptionalAction, default=False,
                    help="learned: keep the bit-widths once projected to the budget (quantize_model(freeze_bits))")
     p.add_argument("--hard-budget-fraction", type=float, default=0.1,
@@ -382,6 +385,7 @@ def benchmark(args: argparse.Namespace) -> int:
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
         "settings": {k: getattr(args, k) for k in (
             "quant_epochs", "mix_synth", "mix_preset", "float_finetune", "float_finetune_epochs", "bn_batches",
+            "freeze_bn_fraction",
             "qparam_lr_scale", "freeze_bits",
             "hard_budget_fraction", "tune_epochs", "learned_lrs", "lrs", "distill", "input_bits", "budgets",
             "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size", "val_fraction", "threads")},

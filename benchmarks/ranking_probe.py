@@ -1,18 +1,21 @@
-"""Where the supernet's ranking fails (issue 9): Kendall tau of ``search_quality.json``'s supernets against a
-longer standalone recipe, and of sandwich supernets trained with in-place distillation.
+"""Where the supernet's ranking fails (issue 9): Kendall tau of sandwich supernets against standalone references
+that differ in length and training seeds, and of supernet variants (in-place distillation, a longer schedule).
 
-``search_quality.json`` holds the ranking architectures, their standalone dev-val accuracy after the
-benchmark's short recipe (``epochs``, 3) and every supernet's inherited (recalibrated) dev-val accuracy of
-them. This probe, on the same real dev protocol and settings:
+``search_quality.json`` holds the ranking architectures and their standalone dev-val / heldout accuracy after the
+benchmark's short recipe (``epochs``, 3, training seed 0). This probe, on the same real dev protocol and settings:
 
-1. trains every ranking architecture standalone for ``--epochs`` (default 10) and reports tau of the stored
-   sandwich supernets against that longer reference, overall and within each front end;
-2. trains sandwich supernets with in-place distillation (``SandwichOneShot(inplace_distill=True)``) for
-   ``--distill-seeds`` and reports their tau against both references.
+1. references: every ranking architecture trained standalone for ``--epochs`` (default 10, seed 0: ``long``),
+   and with the short recipe again for ``--reference-seeds`` (``short_mean``: the mean over seed 0 and those, a
+   reference with less training noise than ``short``);
+2. supernets: for each of ``--variants`` (:data:`VARIANTS`: the benchmark's plain sandwich supernet, in-place
+   distillation, twice its epochs) and ``--seeds``, a sandwich supernet and the inherited (recalibrated)
+   accuracy of every ranking architecture;
+3. tau of every supernet against every reference, on dev-val (what a search may use) and heldout (reported only),
+   overall and within each front end.
 
 Resumable (every model is written when it finishes). Writes ``benchmarks/results/ranking_probe.json``.
 
-    python benchmarks/ranking_probe.py [--epochs 10] [--distill-seeds 0,1,2]
+    python benchmarks/ranking_probe.py [--epochs 10] [--reference-seeds 1,2] [--variants sandwich,sandwich_x2]
 """
 from __future__ import annotations
 
@@ -42,6 +45,18 @@ from nni_kws.training import accuracy, fit, seed_everything  # noqa: E402
 
 log = logging.getLogger("ranking_probe")
 
+#: Supernet variants: ``(SandwichOneShot keyword arguments, multiple of the benchmark's sandwich epochs)``.
+VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
+    "sandwich": ({}, 1),
+    "inplace_distill": ({"inplace_distill": True}, 1),
+    "sandwich_x2": ({}, 2),
+}
+SPLITS = ("val", "heldout")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
 
 def tau(x: Mapping[str, float], y: Mapping[str, float], keys: Sequence[str]) -> float | None:
     keys = [k for k in keys if k in x and k in y]
@@ -59,11 +74,17 @@ def taus(inherited: Mapping[str, float], reference: Mapping[str, float], archs: 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="the longer standalone recipe's epochs")
-    p.add_argument("--distill-seeds", type=lambda t: [int(x) for x in t.split(",") if x], default=[0, 1, 2])
+    p.add_argument("--reference-seeds", type=_ints, default=[1, 2],
+                   help="more training seeds of the short recipe, averaged with the benchmark's seed 0")
+    p.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v], default=list(VARIANTS))
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="supernet seeds of every variant")
     p.add_argument("--source", type=Path, default=RESULTS / "search_quality.json")
     p.add_argument("--out", type=Path, default=RESULTS / "ranking_probe.json")
     p.add_argument("--work", type=Path, default=Path("runs") / "ranking_probe")
     args = p.parse_args(argv)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"--variants: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("pytorch_lightning", "lightning", "nni"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -73,68 +94,83 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in source["settings"].items()})
     torch.set_num_threads(s.threads)
     dm = real_data(s, shared_data_dir(required=True))
+    loaders = {"val": dm.val_dataloader(), "heldout": dm.test_dataloader()}
     archs = source["ranking_archs"]
-    short = {arch_key(m["arch"]): m["val_acc"] for m in source["models"].values() if m["kind"] == "random"}
     res = json.loads(args.out.read_text()) if args.out.is_file() else {}
     res.update(benchmark="ranking_probe", source=args.source.name, settings=source["settings"], epochs=args.epochs)
-    longer: dict[str, Any] = res.setdefault("standalone", {})
-    for a in archs:  # 1. the longer standalone reference
-        key = arch_key(a)
-        if key in longer:
-            continue
-        seed_everything(0)
-        model = build_model(a, build_space(s.preset))
-        start = time.perf_counter()
-        fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False, learning_rate=s.lr)
-        longer[key] = {"val_acc": accuracy(model, dm.val_dataloader()),
-                       "train_s": round(time.perf_counter() - start, 1)}
-        write_json(args.out, res)
-        log.info("standalone %d/%d: val %.3f", len(longer), len(archs), longer[key]["val_acc"])
-    long_acc = {k: v["val_acc"] for k, v in longer.items()}
+
+    def standalone(store: dict[str, Any], epochs: int, seed: int, label: str) -> None:
+        """Train every ranking architecture missing from ``store``; record val and heldout accuracy."""
+        for a in archs:
+            key = arch_key(a)
+            if key in store:
+                continue
+            seed_everything(seed)
+            model = build_model(a, build_space(s.preset))
+            start = time.perf_counter()
+            fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, progress=False, learning_rate=s.lr)
+            store[key] = {**{f"{split}_acc": accuracy(model, loader) for split, loader in loaders.items()},
+                          "train_s": round(time.perf_counter() - start, 1)}
+            write_json(args.out, res)
+            log.info("%s %d/%d: val %.3f", label, len(store), len(archs), store[key]["val_acc"])
+
+    standalone(res.setdefault("standalone", {}), args.epochs, 0, f"standalone {args.epochs} epochs")
+    short_seeds = res.setdefault("standalone_short_seeds", {})
+    for seed in args.reference_seeds:
+        standalone(short_seeds.setdefault(f"s{seed}", {}), s.epochs, seed, f"standalone {s.epochs} epochs, seed {seed}")
 
     cost_model = CostModel(build_space(s.preset))
-    distilled: dict[str, Any] = res.setdefault("inplace_distill", {})
-    for seed in args.distill_seeds:  # 2. sandwich supernets with in-place distillation
-        if f"s{seed}" in distilled:
-            continue
-        start = time.perf_counter()
-        result = run_search(build_space(s.preset), dm.train_dataloader(), dm.val_dataloader(), strategy="sandwich",
-                            epochs=s.sandwich_epochs, penalties=[ResourcePenalty("macs", s.budgets[0], s.lam)],
-                            cost_model=cost_model, learning_rate=s.lr, out_dir=args.work / f"s{seed}", seed=seed,
-                            resume=True, progress=False, calib_batches=s.calib_batches, evolution=s.evolution,
-                            strategy_kwargs={"inplace_distill": True})
-        scorer = CandidateScorer(build_space(s.preset), result.supernet,
-                                 calibration_batches(dm.train_dataloader(), s.calib_batches), dm.val_dataloader())
-        distilled[f"s{seed}"] = {"search_s": round(time.perf_counter() - start, 1),
-                                 "inherited_val_acc": {arch_key(a): scorer(a) for a in archs}}
-        write_json(args.out, res)
-        log.info("in-place distillation supernet s%d done", seed)
+    supernets: dict[str, Any] = res.setdefault("supernets", {})
+    for variant in args.variants:
+        kwargs, multiple = VARIANTS[variant]
+        for seed in args.seeds:
+            name = f"{variant}/s{seed}"
+            if name in supernets:
+                continue
+            start, epochs = time.perf_counter(), s.sandwich_epochs * multiple
+            result = run_search(build_space(s.preset), dm.train_dataloader(), dm.val_dataloader(),
+                                strategy="sandwich", epochs=epochs,
+                                penalties=[ResourcePenalty("macs", s.budgets[0], s.lam)], cost_model=cost_model,
+                                learning_rate=s.lr, out_dir=args.work / variant / f"s{seed}", seed=seed, resume=True,
+                                progress=False, calib_batches=s.calib_batches, evolution=s.evolution,
+                                strategy_kwargs=kwargs)
+            calib = calibration_batches(dm.train_dataloader(), s.calib_batches)
+            scorers = {split: CandidateScorer(build_space(s.preset), result.supernet, calib, loader)
+                       for split, loader in loaders.items()}
+            supernets[name] = {"search_s": round(time.perf_counter() - start, 1), "epochs": epochs,
+                               "inherited": {split: {arch_key(a): score(a) for a in archs}
+                                             for split, score in scorers.items()}}
+            write_json(args.out, res)
+            log.info("supernet %s done (%.0f s)", name, supernets[name]["search_s"])
 
-    plain = {name[len("sandwich/"):].split("/")[-1]: sup["ranking_inherited_val_acc"]
-             for name, sup in source["supernets"].items()
-             if sup["strategy"] == "sandwich" and name.startswith(f"sandwich/{s.budgets[0]:g}/")}
-    rows = {f"{kind}/{seed}": {"short": taus(inh, short, archs), "long": taus(inh, long_acc, archs),
-                               "inherited_mean": statistics.mean(inh.values())}
-            for kind, sups in (("sandwich", plain), ("inplace_distill", {k: v["inherited_val_acc"]
-                                                                         for k, v in distilled.items()}))
-            for seed, inh in sups.items()}
+    def reference(split: str, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        return {k: statistics.mean(r[k][f"{split}_acc"] for r in records) for k in records[0]}
 
-    def mean_tau(kind: str, reference: str) -> float | None:
-        values = [r[reference]["all"] for k, r in rows.items() if k.startswith(kind + "/") and r[reference]["all"]]
-        return round(statistics.mean(values), 3) if values else None
-
+    short0 = {arch_key(m["arch"]): m for m in source["models"].values() if m["kind"] == "random"}
+    references = {"short": [short0], "short_mean": [short0, *short_seeds.values()], "long": [res["standalone"]]}
+    rows = {name: {f"{ref}/{split}": taus(sup["inherited"][split], reference(split, records), archs)
+                   for ref, records in references.items() for split in SPLITS}
+            | {"inherited_val_mean": statistics.mean(sup["inherited"]["val"].values())}
+            for name, sup in supernets.items()}
+    stored = {name.split("/")[-1]: sup["ranking_inherited_val_acc"] for name, sup in source["supernets"].items()
+              if sup["strategy"] == "sandwich" and name.startswith(f"sandwich/{s.budgets[0]:g}/")}
+    res["reproduced_max_abs_diff_val"] = max(
+        (abs(stored[seed][k] - v) for name, sup in supernets.items() if name.startswith("sandwich/")
+         for seed in [name.split("/")[-1]] if seed in stored for k, v in sup["inherited"]["val"].items()), default=None)
     res["taus"] = rows
     res["summary"] = {
-        "reference_short_vs_long_tau": taus(short, long_acc, archs),
-        "sandwich_tau_short_reference": mean_tau("sandwich", "short"),
-        "sandwich_tau_long_reference": mean_tau("sandwich", "long"),
-        "inplace_distill_tau_short_reference": mean_tau("inplace_distill", "short"),
-        "inplace_distill_tau_long_reference": mean_tau("inplace_distill", "long"),
-        "standalone_val_acc_mean": {"short": statistics.mean(short[arch_key(a)] for a in archs),
-                                    "long": statistics.mean(long_acc.values())},
-        "definition": f"Kendall tau between inherited (recalibrated) and standalone dev-val accuracy of the "
-                      f"{len(archs)} ranking architectures; short: the benchmark's {s.epochs}-epoch recipe, long: "
-                      f"{args.epochs} epochs (seed 0); mean over supernet seeds",
+        "mean_tau": {variant: {col: round(statistics.mean(r[col]["all"] for n, r in rows.items()
+                                                          if n.startswith(variant + "/")), 3)
+                               for col in next(iter(rows.values())) if col != "inherited_val_mean"}
+                     for variant in dict.fromkeys(n.split("/")[0] for n in rows)},
+        "reference_vs_reference_tau": {f"{a}~{b}/{split}": taus(reference(split, references[a]),
+                                                                reference(split, references[b]), archs)
+                                       for a, b in (("short", "long"), ("short_mean", "long"), ("short", "short_mean"))
+                                       for split in SPLITS},
+        "definition": f"Kendall tau between inherited (recalibrated) and standalone accuracy of the {len(archs)} "
+                      f"ranking architectures; short: the benchmark's {s.epochs}-epoch recipe (seed 0), short_mean: "
+                      f"its mean over seeds 0 and {args.reference_seeds}, long: {args.epochs} epochs (seed 0); val: "
+                      "dev validation part, heldout: reported only; mean over supernet seeds",
     }
     write_json(args.out, res)
     print(json.dumps(res["summary"], indent=1))

@@ -561,3 +561,30 @@ def test_bn_batches_reestimate_batchnorm_statistics_of_the_quantized_model() -> 
         torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
         assert bn.momentum == plain_norms[name].momentum  # restored after the re-estimation
     assert any(not torch.allclose(bn.running_mean, plain_norms[name].running_mean) for name, bn in norms.items())
+
+
+def test_freeze_bn_fraction_stops_batchnorm_updates_for_that_last_fraction_of_the_steps() -> None:
+    x, y = _data(48, seed=5)
+    train = DataLoader(TensorDataset(x, y), batch_size=16)  # 3 batches: 6 optimizer steps in 2 epochs
+    val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=16)
+    kwargs = dict(method="trained", bits=8, weight_budget_bits=4, act_budget_bits=4, epochs=2, progress=False)
+
+    def updates(fraction: float) -> tuple[int, nn.Module]:
+        """BatchNorm updates (train-mode forwards counted by ``num_batches_tracked``) during quantize_model."""
+        torch.manual_seed(0)
+        model = _tiny_model()
+        before = [int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+        qmodel = quantize_model(model, train, val, freeze_bn_fraction=fraction, **kwargs).model
+        after = [int(m.num_batches_tracked) for m in qmodel.modules() if isinstance(m, nn.BatchNorm1d)]
+        assert before and len(set(a - b for a, b in zip(after, before))) == 1
+        return after[0] - before[0], qmodel
+
+    plain, half, whole = updates(0.0)[0], updates(0.5)[0], updates(1.0)
+    assert plain - half == 3 and plain - whole[0] == 6  # 3 of the 6 steps, and all of them, ran with frozen BN
+    float_norms = [m for m in prepare_model(_tiny_model()).modules() if isinstance(m, nn.BatchNorm1d)]
+    frozen_norms = [m for m in whole[1].modules() if isinstance(m, nn.BatchNorm1d)]
+    for reference, bn in zip(float_norms, frozen_norms):  # frozen from the first step: the float statistics
+        torch.testing.assert_close(bn.running_mean, reference.running_mean)
+        torch.testing.assert_close(bn.running_var, reference.running_var)
+    with pytest.raises(ValueError, match="freeze_bn_fraction"):
+        quantize_model(_tiny_model(), train, val, freeze_bn_fraction=1.5, **kwargs)

@@ -61,9 +61,10 @@ def _training_step(batch: Any, model: nn.Module) -> torch.Tensor:
 def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training_step: Callable,
                    lr_schedulers: Any = None, max_steps: int | None = None, max_epochs: int | None = None, *,
                    loader: DataLoader, progress: bool, status: Callable[[], dict[str, Any]],
-                   checkpoint: EpochCheckpoint | None = None) -> None:
+                   checkpoint: EpochCheckpoint | None = None, freeze_bn_after: int | None = None) -> None:
     """NNI ``training_func``: stops at ``max_steps`` or after ``max_epochs``, whichever comes first;
-    with ``checkpoint``, saves after every epoch and starts from the saved state when resuming."""
+    with ``checkpoint``, saves after every epoch and starts from the saved state when resuming. From step
+    ``freeze_bn_after`` on, BatchNorm normalises with its running statistics and stops updating them."""
     if max_steps is None and max_epochs is None:
         raise ValueError("give max_steps or max_epochs")
     epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(loader))
@@ -78,6 +79,8 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"quantize epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for batch in bar:
+                if freeze_bn_after is not None and step >= freeze_bn_after:
+                    freeze_batchnorm(model)
                 optimizers.zero_grad()
                 loss = training_step(batch, model)
                 if not torch.isfinite(loss):
@@ -99,21 +102,31 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
                 return
 
 
+def freeze_batchnorm(model: nn.Module) -> None:
+    """BatchNorm layers to eval mode inside a training model: they normalise with, and keep, their running
+    statistics. Late in quantization-aware training this removes the batch-to-batch jitter of the statistics and
+    trains the network as it will be evaluated (Jacob et al. 2018, "Quantization and Training of Neural Networks
+    for Efficient Integer-Arithmetic-Only Inference", section 3.2; Krishnamoorthi 2018, section 3.2.1)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            module.eval()
+
+
 def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, steps: int, progress: bool = True,
-                   status: Callable[[], dict[str, Any]] = dict,
-                   checkpoint: EpochCheckpoint | None = None) -> TorchEvaluator:
+                   status: Callable[[], dict[str, Any]] = dict, checkpoint: EpochCheckpoint | None = None,
+                   freeze_bn_after: int | None = None) -> TorchEvaluator:
     """NNI ``TorchEvaluator``: traced Adam (no weight decay: it would pull log step sizes to 0) + cosine schedule."""
     optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
     scheduler = nni.trace(torch.optim.lr_scheduler.CosineAnnealingLR)(optimizer, T_max=max(1, steps))
     train = functools.partial(_training_func, loader=train_loader, progress=progress, status=status,
-                              checkpoint=checkpoint)
+                              checkpoint=checkpoint, freeze_bn_after=freeze_bn_after)
     return TorchEvaluator(train, optimizer, _training_step, lr_schedulers=scheduler)
 
 
 def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                 budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
                 input_bits: int | None, distill: float, hard_budget_fraction: float, init_bits: str,
-                loaders: Mapping[str, DataLoader | None]) -> None:
+                freeze_bn_fraction: float, loaders: Mapping[str, DataLoader | None]) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("bits", bits), ("input_bits", input_bits)):
@@ -132,8 +145,9 @@ def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float
         raise ValueError(f"distill must be >= 0, got {distill!r}")
     if init_bits not in ("sensitivity", "budget"):
         raise ValueError(f"init_bits must be 'sensitivity' or 'budget', got {init_bits!r}")
-    if not 0 <= hard_budget_fraction <= 1:
-        raise ValueError(f"hard_budget_fraction must be in [0, 1], got {hard_budget_fraction!r}")
+    for name, fraction in (("hard_budget_fraction", hard_budget_fraction), ("freeze_bn_fraction", freeze_bn_fraction)):
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {fraction!r}")
     if method == "fixed":
         if weight_budget_bits is not None or act_budget_bits is not None:
             raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
@@ -178,7 +192,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = 60.0, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
-                   init_bits: str = "sensitivity",
+                   init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
@@ -211,6 +225,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     :func:`~nni_kws.quant.sensitivity.sensitivity_bits`; the projection then spares the sensitive
     tensors too), or at ``ceil(budget)`` everywhere (``'budget'``).
 
+    ``freeze_bn_fraction``: for that last fraction of the optimizer steps BatchNorm uses and keeps its running
+    statistics (:func:`freeze_batchnorm`; 0: batch statistics throughout).
+
     ``bn_batches``: after fine-tuning, BatchNorm running statistics are re-estimated (plain average) over
     that many training batches through the quantized network (0: keep the statistics that fine-tuning
     accumulated with momentum, partly from earlier, different quantization grids).
@@ -226,7 +243,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits,
+                fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits, freeze_bn_fraction,
                 {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
@@ -247,12 +264,13 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
                     hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
-                    bn_batches=bn_batches, freeze_bits=freeze_bits)
+                    bn_batches=bn_batches, freeze_bits=freeze_bits, freeze_bn_fraction=freeze_bn_fraction)
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
+    freeze_bn_after = math.floor((1 - freeze_bn_fraction) * steps) if freeze_bn_fraction else None
     evaluator = make_evaluator(qmodel, train_loader, lr=lr, steps=steps, progress=progress,
-                               status=lambda: status["fn"](), checkpoint=checkpoint)
+                               status=lambda: status["fn"](), checkpoint=checkpoint, freeze_bn_after=freeze_bn_after)
     unsigned = unsigned_inputs(float_model, example)
     initial_bits, sensitivity = None, None
     if method == "trained" and init_bits == "sensitivity" and (weight_budget_bits or act_budget_bits):
@@ -292,6 +310,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
            if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "bn_batches": bn_batches,
+        "freeze_bn_fraction": freeze_bn_fraction,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
         **bit_report(quantizer, float_model, model_inputs),
