@@ -14,7 +14,7 @@ Every model (searched, random, peer) is trained from scratch with the same recip
   ``--retrain-seeds`` (the run-to-run spread);
 - ``evolution``: RandomOneShot (uniform single-path supernet, SPOS) + regularized evolution over
   candidates within the budget, scored on the validation part with inherited, recalibrated weights;
-- ``--random`` random architectures within the budget;
+- ``--random`` random architectures within the budget, each also trained with ``--ranking-seeds``;
 - the peers of ``nni_kws.baselines`` (when that module exists), each trained with seed 0 and ``--retrain-seeds``
   (like the searched models) and its mean compared with the searched model of the
   largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
@@ -24,7 +24,8 @@ Every model (searched, random, peer) is trained from scratch with the same recip
 split; its validation split stands in for dev-val), still reported on ``heldout``.
 
 Ranking check: Kendall tau between the validation accuracy of each random architecture with
-inherited, recalibrated weights (every supernet above) and after standalone training.
+inherited, recalibrated weights (every supernet above) and after standalone training, averaged over its
+training seeds (0 and ``--ranking-seeds``; ``kendall_tau_seed0_reference``: against seed 0 alone).
 
 Results are written to the JSON after every model and reused on a rerun with the same settings
 (``--fresh`` starts over), so an interrupted run resumes; under other settings, standalone trainings
@@ -91,6 +92,7 @@ class Settings:
     random: int = 10  # random architectures per budget
     seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
     retrain_seeds: tuple[int, ...] = (1, 2)  # the verdict strategy's model is also retrained with these seeds
+    ranking_seeds: tuple[int, ...] = (1, 2)  # the random architectures too: kendall_tau's reference is their mean
     spos: bool = True  # also RandomOneShot (uniform single paths) + evolution at every budget
     lam: float = 10.0
     lr: float = 0.2
@@ -199,6 +201,11 @@ class Run:
             else:  # other search settings: standalone trainings with the same recipe are still valid
                 kept = {k: m for k, m in old.get("models", {}).items() if _same_recipe(old.get("settings", {}), new, m)}
                 self.data = {"models": kept, "reused_from_other_settings": sorted(kept)}
+                # and the demo's figures, which come from demo runs, not from these settings
+                demo = {k: old[k] for k in DEMO_KEYS if k in old}
+                if "demo_run" in old.get("verdict", {}):
+                    demo["verdict"] = {"demo_run": old["verdict"]["demo_run"]}
+                self.data.update(demo)
                 log.info("other settings in %s: reusing %d standalone trainings with the same recipe", path, len(kept))
         self.data.setdefault("benchmark", "search_quality")
         self.data["settings"] = dataclasses.asdict(settings)
@@ -215,6 +222,10 @@ class Run:
         write_json(self.path, self.data)
 
 
+#: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
+DEMO_KEYS = ("demo_gap_by_search_epochs",)
+
+
 #: What a standalone training depends on (besides the architecture and its seed); a random architecture
 #: also on the preset (its key names the architecture of that space), a peer not.
 RECIPE = ("epochs", "lr", "batch_size", "val_fraction", "data")
@@ -226,9 +237,10 @@ SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", 
 
 
 def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
-    if model.get("kind") not in ("random", "peer", "peer-seed") or any(old.get(k) != new.get(k) for k in RECIPE):
+    if model.get("kind") not in ("random", "random-seed", "peer", "peer-seed") \
+            or any(old.get(k) != new.get(k) for k in RECIPE):
         return False
-    return model["kind"] != "random" or old.get("preset") == new.get("preset")
+    return not model["kind"].startswith("random") or old.get("preset") == new.get("preset")
 
 
 def _short(arch: Mapping[str, Any]) -> str:
@@ -309,13 +321,24 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
     """Kendall tau per supernet, per-budget comparisons, and the verdict keys of issue 9."""
     models, supernets, s = run.models, run.data["supernets"], run.settings
     standalone = {arch_key(m["arch"]): m for m in models.values() if m["kind"] == "random"}
+    # kendall_tau's reference: each ranking architecture's val accuracy averaged over its training seeds (seed 0
+    # and ranking_seeds); one training's noise (training_seed_std_pts) is of the order of the architectures' gaps
+    seed_accs: dict[str, list[float]] = {}
+    for m in models.values():
+        if m["kind"] in ("random", "random-seed"):
+            seed_accs.setdefault(arch_key(m["arch"]), []).append(m["val_acc"])
+    references = {"mean": {a: statistics.mean(v) for a, v in seed_accs.items()},
+                  "seed0": {a: m["val_acc"] for a, m in standalone.items()}}
     taus = {}
     for name, sup in supernets.items():
-        pairs = [(sup["ranking_inherited_val_acc"][a], standalone[a]["val_acc"]) for a in ranking_keys
-                 if a in standalone and a in sup["ranking_inherited_val_acc"]]
-        if len(pairs) >= 3:
-            tau = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-            taus[name] = {"tau": None if math.isnan(tau) else round(float(tau), 3), "n": len(pairs)}
+        inherited = sup["ranking_inherited_val_acc"]
+        keys = [a for a in ranking_keys if a in standalone and a in inherited]
+        if len(keys) >= 3:
+            row = {}
+            for ref, accs in references.items():
+                tau = kendalltau([inherited[a] for a in keys], [accs[a] for a in keys]).statistic
+                row["tau" if ref == "mean" else f"tau_{ref}"] = None if math.isnan(tau) else round(float(tau), 3)
+            taus[name] = {**row, "n": len(keys), "reference_seeds": len(seed_accs[keys[0]])}
     per_budget = {}
     for budget in s.budgets:
         rand = [m["heldout_acc"] for m in standalone.values() if m["budget_macs"] == budget]
@@ -334,8 +357,8 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
             row[f"{main_strategy}-top1"] = {"same_as": main_strategy}
     diffs = [row[main_strategy]["minus_random_median_pts"] for row in per_budget.values()
              if main_strategy in row and row[main_strategy]["minus_random_median_pts"] is not None]
-    main_taus = [t["tau"] for n, t in taus.items()
-                 if supernets[n]["strategy"] == main_strategy and t["tau"] is not None]
+    main_taus = {ref: [t[ref] for n, t in taus.items() if supernets[n]["strategy"] == main_strategy
+                       and t[ref] is not None] for ref in ("tau", "tau_seed0")}
     gaps = [100 * (models[f"{n}/retrained"]["heldout_acc"] - sup["inherited_heldout_acc"])
             for n, sup in supernets.items() if sup["strategy"] == main_strategy and f"{n}/retrained" in models]
     peer_margins = [m["margin_pts"] for m in models.values() if m["kind"] == "peer" and m.get("margin_pts") is not None]
@@ -346,7 +369,9 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
             seed_stds.append(100 * statistics.stdev(accs))
     return {
         "strategy": main_strategy,
-        "kendall_tau": round(statistics.mean(main_taus), 3) if main_taus else None,
+        "kendall_tau": round(statistics.mean(main_taus["tau"]), 3) if main_taus["tau"] else None,
+        "kendall_tau_seed0_reference": round(statistics.mean(main_taus["tau_seed0"]), 3)
+        if main_taus["tau_seed0"] else None,
         "searched_minus_random_median_pts": min(diffs) if diffs else None,
         "worst_margin_vs_peers_pts": min(peer_margins) if peer_margins else None,
         "inherited_vs_retrained_pts": round(max(gaps), 2) if gaps else None,  # retrained minus inherited, worst
@@ -414,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--strategies", type=lambda t: tuple(t.split(",")))
     p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")))
     p.add_argument("--retrain-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
+    p.add_argument("--ranking-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
     p.add_argument("--no-spos", dest="spos", action="store_const", const=False, help="skip RandomOneShot + evolution")
     p.add_argument("--companion", type=Path, action="append", default=[],
                    help="another result file of this benchmark (e.g. another preset reaching a larger peer's MACs): "
@@ -423,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = Settings()
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
-                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), seeds=(0,), epochs=1, random=3,
+                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), ranking_seeds=(1,), seeds=(0,),
+                            epochs=1, random=3,
                             batch_size=16,
                             calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")
@@ -473,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ranking += archs
     ranking_keys = [arch_key(a) for a in ranking]
     run.data["ranking_archs"] = ranking
-    for key in [k for k, m in run.models.items() if m["kind"] == "random" and arch_key(m["arch"]) not in budget_of]:
+    for key in [k for k, m in run.models.items()
+                if m["kind"].startswith("random") and arch_key(m["arch"]) not in budget_of]:
         del run.models[key]  # reused from other settings, but not a random architecture of these budgets
 
     main_strategy = settings.strategies[0]
@@ -509,9 +537,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              seed, {"arch": top1})
         if strategy == main_strategy:  # the random baseline of this budget right after its searched model
             for a in (r for r in ranking if budget_of[arch_key(r)] == budget):
-                train_standalone(run, f"random/{_short(a)}", "random", budget, dm,
-                                 lambda a=a: build_model(a, build_space(settings.preset)), _costs(cost_model, a), 0,
-                                 {"arch": a})
+                for seed in (0, *settings.ranking_seeds):
+                    train_standalone(run, f"random/{_short(a)}" + (f"/s{seed}" if seed else ""),
+                                     "random-seed" if seed else "random", budget, dm,
+                                     lambda a=a: build_model(a, build_space(settings.preset)), _costs(cost_model, a),
+                                     seed, {"arch": a})
 
     searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
     run.data["companions"] = {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
+from scipy.stats import kendalltau
 
 from nni_kws.report import benchmark_points, write_report
 
@@ -40,6 +42,7 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     s = data["settings"]
     kinds = [m["kind"] for m in data["models"].values()]
     assert kinds.count("random") == s["random"] * len(s["budgets"])
+    assert kinds.count("random-seed") == s["random"] * len(s["budgets"]) * len(s["ranking_seeds"])
     main = s["strategies"][0]
     assert kinds.count("evolution") == len(s["budgets"])
     assert kinds.count(main) == len(s["budgets"]) * (1 + len(s["retrain_seeds"]))  # retrained with every seed
@@ -49,8 +52,17 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     for m in data["models"].values():
         if m["kind"] in ("random", "evolution"):
             assert m["costs"]["macs"] <= m["budget_macs"]  # by construction
-    # tau is computed over every random architecture, for every supernet
+    # tau is computed over every random architecture, for every supernet, against its mean over training seeds
     assert all(t["n"] == len(data["ranking_archs"]) for t in verdict["kendall_tau_by_supernet"].values())
+    name, sup = next(iter(data["supernets"].items()))
+    keys = [json.dumps(a, sort_keys=True) for a in data["ranking_archs"]]
+    accs = {k: [m["val_acc"] for m in data["models"].values() if m["kind"].startswith("random")
+                and json.dumps(m["arch"], sort_keys=True) == k] for k in keys}
+    assert all(len(v) == 1 + len(s["ranking_seeds"]) for v in accs.values())
+    expected = kendalltau([sup["ranking_inherited_val_acc"][k] for k in keys],
+                          [sum(accs[k]) / len(accs[k]) for k in keys]).statistic
+    tau = verdict["kendall_tau_by_supernet"][name]["tau"]
+    assert (tau is None and math.isnan(expected)) or tau == round(float(expected), 3)
     assert verdict["searched_minus_random_median_pts"] == min(
         row[s["strategies"][0]]["minus_random_median_pts"] for row in verdict["per_budget"].values())
     assert quick_run.with_suffix(".md").is_file() and quick_run.with_suffix(".png").stat().st_size > 1000
@@ -102,9 +114,13 @@ def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) 
 def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_recipe(bench, quick_run, tmp_path):
     data = json.loads(quick_run.read_text())
     out = tmp_path / "other.json"
-    out.write_text(quick_run.read_text())
+    demo = {"inherited_test_acc": 0.5, "retrained_test_acc": 0.8, "strategy": "sandwich"}  # an earlier --demo-run
+    sweep = {"runs": {"8 search epochs": {"gap_pts": 30.0}}}
+    out.write_text(json.dumps({**data, "verdict": {**data["verdict"], "demo_run": demo},
+                               "demo_gap_by_search_epochs": sweep}))
     again = bench.main(["--quick", "--out", str(out), "--finalists", "1"])  # another search, the same recipe
-    reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "peer", "peer-seed")}
+    assert again["verdict"]["inherited_vs_retrained_pts"] == 30.0 and again["demo_gap_by_search_epochs"] == sweep
+    reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "random-seed", "peer", "peer-seed")}
     assert set(again["reused_from_other_settings"]) == reused
     for key in reused:
         assert again["models"][key]["train_s"] == data["models"][key]["train_s"]  # not retrained
