@@ -76,11 +76,13 @@ def _training_func(model: nn.Module, optimizers: torch.optim.Optimizer, training
         warnings.filterwarnings("ignore", message=r"Seems like `optimizer.step\(\)` has been overridden")
         for epoch in range(first, epochs):
             model.train()
+            bn_frozen = False  # model.train() above undid an earlier epoch's freeze
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"quantize epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for batch in bar:
-                if freeze_bn_after is not None and step >= freeze_bn_after:
+                if not bn_frozen and freeze_bn_after is not None and step >= freeze_bn_after:
                     freeze_batchnorm(model)
+                    bn_frozen = True
                 optimizers.zero_grad()
                 loss = training_step(batch, model)
                 if not torch.isfinite(loss):
