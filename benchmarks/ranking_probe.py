@@ -33,7 +33,7 @@ import torch
 from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_quality import RESULTS, Settings, real_data  # noqa: E402
+from search_quality import RESULTS, Settings, int_list, real_data  # noqa: E402
 
 from nni_kws.cost import CostModel  # noqa: E402
 from nni_kws.data.paths import shared_data_dir  # noqa: E402
@@ -54,10 +54,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
 SPLITS = ("val", "heldout")
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def tau(x: Mapping[str, float], y: Mapping[str, float], keys: Sequence[str]) -> float | None:
     keys = [k for k in keys if k in x and k in y]
     return round(float(kendalltau([x[k] for k in keys], [y[k] for k in keys]).statistic), 3) if len(keys) > 2 else None
@@ -74,10 +70,10 @@ def taus(inherited: Mapping[str, float], reference: Mapping[str, float], archs: 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="the longer standalone recipe's epochs")
-    p.add_argument("--reference-seeds", type=_ints, default=[1, 2],
+    p.add_argument("--reference-seeds", type=int_list, default=(1, 2),
                    help="more training seeds of the short recipe, averaged with the benchmark's seed 0")
     p.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v], default=list(VARIANTS))
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="supernet seeds of every variant")
+    p.add_argument("--seeds", type=int_list, default=(0, 1, 2), help="supernet seeds of every variant")
     p.add_argument("--source", type=Path, default=RESULTS / "search_quality.json")
     p.add_argument("--out", type=Path, default=RESULTS / "ranking_probe.json")
     p.add_argument("--work", type=Path, default=Path("runs") / "ranking_probe")

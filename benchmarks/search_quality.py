@@ -243,6 +243,11 @@ def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[
     return not model["kind"].startswith("random") or old.get("preset") == new.get("preset")
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated list of seeds from the command line ('' is none)."""
+    return tuple(int(x) for x in text.split(",") if x)
+
+
 def _short(arch: Mapping[str, Any]) -> str:
     """A short stable id of an architecture (for result keys)."""
     return hashlib.md5(arch_key(arch).encode()).hexdigest()[:8]
@@ -437,9 +442,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             p.add_argument("--" + f.name.replace("_", "-"), type={"int": int, "float": float, "str": str}[f.type])
     p.add_argument("--budgets", type=lambda t: tuple(float(x) for x in t.split(",")))
     p.add_argument("--strategies", type=lambda t: tuple(t.split(",")))
-    p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")))
-    p.add_argument("--retrain-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
-    p.add_argument("--ranking-seeds", type=lambda t: tuple(int(x) for x in t.split(",") if x))
+    p.add_argument("--seeds", type=int_list)
+    p.add_argument("--retrain-seeds", type=int_list)
+    p.add_argument("--ranking-seeds", type=int_list)
     p.add_argument("--no-spos", dest="spos", action="store_const", const=False, help="skip RandomOneShot + evolution")
     p.add_argument("--companion", type=Path, action="append", default=[],
                    help="another result file of this benchmark (e.g. another preset reaching a larger peer's MACs): "
