@@ -29,7 +29,11 @@ bench: venv
 	$(PY) benchmarks/peer_costs.py
 	$(PY) benchmarks/cost_model.py
 	$(PY) benchmarks/search.py
-	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
+		--sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
+	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
+	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 16 \
+		--epochs 6 --out benchmarks/results/search_quality_synth.json
 	$(PY) benchmarks/sim_to_real.py
 	$(PY) benchmarks/quantize.py
 	$(PY) benchmarks/assessor.py

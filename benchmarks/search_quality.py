@@ -33,8 +33,12 @@ with the same recipe (random architectures, peers) are still reused; supernet se
 per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
 everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
-    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --seeds 0,1,2 \
-        --random 6 --retrain-seeds 1,2 --sandwich-epochs 8 --out benchmarks/results/search_quality_paper.json
+The sandwich supernet's length is chosen per space on dev-val, by the searched models' mean dev-val accuracy
+over their 9 trainings: 8 epochs for ``compact`` (16: ``search_quality_e16.json``), 16 for the larger ``paper``
+space (8: ``search_quality_paper_e8.json``)::
+
+    python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
+        --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
 """
 from __future__ import annotations
@@ -556,8 +560,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     and not (k == "strategies" and other["settings"][k][0] == main_strategy)]
         if mismatch:
             raise SystemExit(f"{path}: another recipe or verdict strategy ({', '.join(mismatch)}); not comparable")
-        run.data["companions"][path.name] = {"preset": other["settings"]["preset"],
-                                             "budgets": other["settings"]["budgets"]}
+        run.data["companions"][path.name] = {k: other["settings"][k] for k in ("preset", "budgets", "sandwich_epochs")}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
     peer_seeds = sorted({0, *settings.retrain_seeds})  # the training seeds the searched models get
