@@ -25,6 +25,8 @@ Where the accuracy goes (PTQ per layer and target, recipe variants): ``benchmark
     python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
     # the verdict's runs with a longer recipe from the same float model (quantize_e24.json; 3 jobs, one per seed,
     # merged): --reuse --quant-epochs 24 --budgets 4 3 --fixed-bits 4 3 --fixed lsq --curve-seeds --seeds N
+    # and its curve at seed 0 appended (jobs merged the same way): --reuse --quant-epochs 24 --curve-seeds 0 --append
+    # --add-runs learned:8:0 learned:6:0 learned:2.5:0 lsq:8:0 lsq:6:0 lsq:2:0 learned_unscaled:8:0 learned_unscaled:6:0
 """
 from __future__ import annotations
 
