@@ -468,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = dataclasses.replace(settings, **overrides)
     if not args.quick and settings.data not in (Settings.data, SYNTHESIZED):
         raise SystemExit(f"--data must be {Settings.data!r} or {SYNTHESIZED!r}, got {settings.data!r}")
+    if not settings.seeds:  # int_list accepts '' (no retrain or ranking seeds); a run needs a search seed
+        raise SystemExit("--seeds: give at least one search seed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("pytorch_lightning", "lightning", "nni"):
         logging.getLogger(name).setLevel(logging.ERROR)

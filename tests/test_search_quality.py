@@ -156,6 +156,13 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
 
 
+def test_an_empty_list_of_search_seeds_is_refused_while_empty_retrain_and_ranking_seeds_are_allowed(bench, tmp_path):
+    assert bench.int_list("") == () and bench.int_list("0,2") == (0, 2)
+    with pytest.raises(SystemExit, match="at least one search seed"):
+        bench.main(["--quick", "--seeds", "", "--out", str(tmp_path / "none.json")])
+    assert not (tmp_path / "none.json").exists()
+
+
 def test_synthesized_protocol_trains_on_synthesized_splits_and_tests_on_the_given_clips(bench, tiny_gsc) -> None:
     import torch
     from torch.utils.data import TensorDataset
