@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from nni_kws.quant import (
+    QPARAM_LR_SCALE,
     LearnedBitwidthQuantizer,
     TrainingDiverged,
     U3ClampRound,
@@ -167,6 +169,35 @@ def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> 
     assert later == at_freeze  # every target keeps its levels (hence its bits) ...
     assert steps_later != steps_at_freeze  # ... while step sizes go on learning
     assert trained(20, False)[0] != at_freeze  # projecting every step instead moves the grids
+
+
+def test_qparam_lr_scale_sets_how_fast_step_sizes_learn() -> None:
+    x, y = _data(32)
+
+    def log_step_change(scale: float) -> float:
+        """Mean |log| change of every learned step size over 8 optimizer steps."""
+        quantizer = _learned(_tiny_model(), x, y, qparam_lr_scale=scale)
+        keys = [key.rsplit(".", 1) for key in quantizer._levels()]
+        before = [float(quantizer._target_spaces[m][t].scale) for m, t in keys]
+        quantizer.compress(max_steps=8, max_epochs=None)
+        after = [float(quantizer._target_spaces[m][t].scale) for m, t in keys]
+        return sum(abs(math.log(a / b)) for a, b in zip(after, before)) / len(keys)
+
+    slow, fast = log_step_change(1.0), log_step_change(QPARAM_LR_SCALE)
+    assert slow > 0 and fast > 10 * slow, (slow, fast)  # Adam moves log(d) / k by about lr per step
+
+
+def test_pipeline_quantize_stage_depends_on_qparam_lr_scale() -> None:
+    from nni_kws.pipeline.config import PipelineConfig, options_mismatch, stage_options
+
+    default = stage_options(PipelineConfig(), "quantize")
+    slow = stage_options(PipelineConfig(qparam_lr_scale=1), "quantize")
+    assert options_mismatch(default, slow) == f"qparam-lr-scale={QPARAM_LR_SCALE}, not 1"
+    older = {k: v for k, v in default.items() if k != "qparam_lr_scale"}  # a stage stored before the option existed
+    assert options_mismatch(older, default) is None and options_mismatch(older, slow) is not None
+    fixed = dict(quant_method="fixed", bits=4)
+    assert options_mismatch(stage_options(PipelineConfig(**fixed), "quantize"),
+                            stage_options(PipelineConfig(**fixed, qparam_lr_scale=1), "quantize")) is None
 
 
 def test_learned_bits_stay_in_bounds() -> None:

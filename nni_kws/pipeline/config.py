@@ -15,6 +15,7 @@ from nni_kws.data.paths import shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
+from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
 from nni_kws.search.oneshot import WEIGHTS_ONLY
 from nni_kws.space import build_space
 
@@ -38,10 +39,10 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
                "finalist_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size", "distill", "distill_temperature"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
-                 "batch_size"),
+                 "qparam_lr_scale", "batch_size"),
 }
 #: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
-ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None}
+ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE}
 
 
 @dataclass
@@ -100,6 +101,7 @@ class PipelineConfig:
     weight_budget_bits: float | None = 4.0
     act_budget_bits: float | None = 4.0
     strict_budget: bool = True  # lower bit-widths at the end until both averages meet their budgets
+    qparam_lr_scale: float = QPARAM_LR_SCALE  # learned: how much faster step sizes learn than weights
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
@@ -138,8 +140,9 @@ def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | Non
     for name in ("weight_budget_bits", "act_budget_bits"):
         if name in options:
             options[name] = options[name] or None
-    if stage == "quantize" and cfg.quant_method != "trained":  # bit budgets only steer learned bit-widths
+    if stage == "quantize" and cfg.quant_method != "trained":  # bit budgets and rates only steer learned bit-widths
         options["weight_budget_bits"] = options["act_budget_bits"] = None
+        del options["qparam_lr_scale"]
     if stage == "train" and not cfg.distill:  # the temperature only matters when distilling
         options["distill_temperature"] = None
     if arch is not None:
@@ -246,7 +249,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
         value = getattr(cfg, budget_option(name))
         if value not in (None, 0, 0.0):
             check_budget(name, value)
-    for name in ("lr", "arc_lr"):
+    for name in ("lr", "arc_lr", "qparam_lr_scale"):
         value = float(getattr(cfg, name))
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name.replace('_', '-')} must be a positive finite number, got {value}")

@@ -380,6 +380,7 @@ class Pipeline:
         budget = {k: v if learned and v else None for k, v in (("weight_budget_bits", cfg.weight_budget_bits),
                                                                ("act_budget_bits", cfg.act_budget_bits))}
         kwargs: dict[str, Any] = dict(method=cfg.quant_method, bits=cfg.bits, **budget, epochs=cfg.quant_epochs,
+                                      qparam_lr_scale=cfg.qparam_lr_scale,
                                       strict_budget=cfg.strict_budget, resume=resume, out_dir=stage_dir,
                                       test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
                                       float_accuracy={k: v for k, v in known.items() if v is not None})

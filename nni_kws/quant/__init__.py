@@ -23,7 +23,7 @@ from .api import (
 )
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
-from .learned_bits import LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
+from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
 from .plot import plot_quantize_curve
 from .prepare import QUANT_OP_TYPES, check_plain_model, config_list, fold_batchnorm, prepare_model, unsigned_inputs
 from .report import DEFINITIONS, bit_report, size_bytes, summarize, target_rows
@@ -31,7 +31,7 @@ from .sensitivity import allocate_bits, layer_sensitivity, sensitivity_bits, tar
 from .settings import register_1d_settings
 
 __all__ = [
-    "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
+    "QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
     "FIXED_QUANTIZERS", "fixed_quantizer",
     "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator", "load_trained_model",
     "float_fine_tune",

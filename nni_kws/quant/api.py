@@ -29,7 +29,7 @@ from nni_kws.training import TrainingDiverged, accuracy, distillation_loss
 from .checkpoint import EpochCheckpoint
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
-from .learned_bits import LearnedBitwidthQuantizer
+from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer
 from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 from .sensitivity import sensitivity_bits
@@ -192,7 +192,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
-                   fold_bn: bool = False, qparam_lr_scale: float = 60.0, range_init: str = "mse",
+                   fold_bn: bool = False, qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
                    init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,

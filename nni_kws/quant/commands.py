@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .learned_bits import QPARAM_LR_SCALE
+
 __all__ = ["register", "run"]
 
 
@@ -64,8 +66,8 @@ def _quantize(args: argparse.Namespace, model: Any, data: Any, out: Path) -> Any
         weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
         min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
         fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
-        fold_bn=args.fold_bn, strict_budget=args.strict_budget, resume=args.resume, out_dir=out,
-        test_loader=data.test_dataloader(),
+        fold_bn=args.fold_bn, qparam_lr_scale=args.qparam_lr_scale, strict_budget=args.strict_budget,
+        resume=args.resume, out_dir=out, test_loader=data.test_dataloader(),
         extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
         progress=not args.no_progress)
 
@@ -89,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=True,
                    help="trained: lower bit-widths at the end until the averages meet the budgets (default); "
                         "--no-strict-budget only reports a violation")
+    p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE, metavar="K",
+                   help=f"trained: step sizes and ranges learn K times faster than the weights (default "
+                        f"{QPARAM_LR_SCALE:g}; 1 for long fine-tuning at 6-8 bits)")
     p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat",
                    help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")

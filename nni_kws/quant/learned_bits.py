@@ -18,11 +18,15 @@ from torch import Tensor
 from .bit_budget import BitBudgetMixin, bits_for_levels, is_signed, levels_for_bits, qparams
 from .ranges import RANGE_INITS, max_range, mse_range, percentile_range
 
-__all__ = ["LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round", "int32_bias_round",
-           "levels_for_bits", "bits_for_levels", "mse_range",
-           "max_range", "percentile_range", "RANGE_INITS"]
+__all__ = ["QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round",
+           "int32_bias_round", "levels_for_bits", "bits_for_levels", "mse_range", "max_range", "percentile_range",
+           "RANGE_INITS"]
 
 _logger = logging.getLogger(__name__)
+
+#: Default rate of step sizes and ranges relative to the weights: right for a few epochs at 3-4 bits; long
+#: fine-tuning at 6-8 bits wants 1, where the fast rate drifts (benchmarks/results/quantize_e24.json, README).
+QPARAM_LR_SCALE = 60.0
 
 
 class U3ClampRound(torch.autograd.Function):
@@ -161,8 +165,9 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
 
     def __init__(self, model: torch.nn.Module, config_list: List[Dict], evaluator: Evaluator | None = None,
                  min_bits: int = 2, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
-                 budget_weight: float = 1.0, budget_exclude: Sequence[str] = (), qparam_lr_scale: float = 20.0,
-                 range_init: str = "mse", strict_budget: bool = False, hard_budget_after: int | None = None,
+                 budget_weight: float = 1.0, budget_exclude: Sequence[str] = (),
+                 qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse", strict_budget: bool = False,
+                 hard_budget_after: int | None = None,
                  initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
                  freeze_bits: bool = False, existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
