@@ -537,13 +537,16 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
                                      "lsq_bits": best["bits"],
                                      "learned_better": r["accuracy"]["heldout"] > best["accuracy"]["heldout"]}
     over_seeds = {}
-    for bits in (4, 3):  # the verdict budgets, every seed
-        means = {m: [r["accuracy"]["heldout"] for r in rows if r["method"] == m and r["bits"] == bits
-                     and r["seed"] in args.seeds and "diverged" not in r] for m in (chosen.get(bits), "lsq")}
-        if all(means.values()) and len(set(map(len, means.values()))) == 1:
-            learned, lsq = (statistics.fmean(v) for v in means.values())
+    for bits in sorted(chosen, reverse=True):  # every budget where both ran at every seed (LSQ at the same bits)
+        runs_at = {m: {r["seed"]: r["accuracy"]["heldout"] for r in rows if r["method"] == m and r["bits"] == bits
+                       and r["seed"] in args.seeds and "diverged" not in r} for m in (chosen[bits], "lsq")}
+        if all(set(by_seed) == set(args.seeds) for by_seed in runs_at.values()):
+            learned, lsq = (statistics.fmean(by_seed.values()) for by_seed in runs_at.values())
             over_seeds[str(bits)] = {"learned": learned, "lsq": lsq, "learned_better": learned > lsq,
-                                     "seeds": len(means["lsq"])}
+                                     "seeds": len(args.seeds)}
+    # per budget, the mean over every seed where both ran at every seed, else the curve seed's comparison: one
+    # seed decides no budget that has three (the drops above are means over seeds too)
+    deciding = {**beats, **over_seeds}
     return {
         "learned_variant_per_budget": {str(b): m for b, m in chosen.items()},
         "drop_pts_at_4bits": learned4 and learned4["mean"], "drop_pts_at_3bits": learned3 and learned3["mean"],
@@ -558,9 +561,7 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "met_4bits": bool(learned4 and learned4["mean"] is not None and learned4["mean"] <= 0.5),
         "met_3bits": bool(learned3 and learned3["mean"] is not None and learned3["mean"] <= 1.5),
         "learned_vs_lsq_per_budget": beats,
-        # every comparison made: the curve's budgets at its seeds and the verdict budgets' means over all seeds
-        "learned_beats_lsq_everywhere": bool(beats or over_seeds) and all(
-            v["learned_better"] for v in [*beats.values(), *over_seeds.values()]),
+        "learned_beats_lsq_everywhere": bool(deciding) and all(v["learned_better"] for v in deciding.values()),
         "learned_vs_lsq_mean_over_seeds": over_seeds,
         "definition": "heldout accuracy points, float minus quantized, mean over seeds (float: the float control of "
                       "the same seed where it ran, which the fine-tuning trains as much as the quantized models, else "

@@ -488,6 +488,27 @@ def test_benchmark_reuses_a_saved_float_model_only_when_made_with_the_same_setti
         bench.saved_or_trained(args, "float", {"epochs": 4}, nn.Linear(2, 2), train)
 
 
+def test_benchmark_verdict_lets_the_mean_over_seeds_decide_where_every_seed_ran() -> None:
+    bench = _quantize_benchmark()
+
+    def row(method: str, bits: float, seed: int, heldout: float) -> dict[str, Any]:
+        return {"method": method, "bits": bits, "seed": seed, "accuracy": {"dev_val": 0.8, "heldout": heldout},
+                "drop_points_heldout": 0.0, "within_bits": True}
+
+    rows = [row("learned", 8, 0, 0.85), row("lsq", 8, 0, 0.86),  # LSQ ahead at the curve seed ...
+            row("learned", 8, 1, 0.87), row("lsq", 8, 1, 0.85), row("learned", 8, 2, 0.86), row("lsq", 8, 2, 0.85),
+            row("learned", 2.5, 0, 0.75), row("lsq", 2, 0, 0.70)]  # 2.5 bits: the curve seed only
+    args = argparse.Namespace(seeds=[0, 1, 2], curve_seeds=[0])
+    verdict = bench.verdict(rows, args)
+    assert not verdict["learned_vs_lsq_per_budget"]["8"]["learned_better"]
+    assert verdict["learned_vs_lsq_mean_over_seeds"] == {"8": {"learned": pytest.approx(0.86),
+                                                               "lsq": pytest.approx(2.56 / 3), "learned_better": True,
+                                                               "seeds": 3}}
+    assert verdict["learned_beats_lsq_everywhere"]  # ... learned ahead on the mean over three seeds, which decides
+    rows[-2] = row("learned", 2.5, 0, 0.69)
+    assert not bench.verdict(rows, args)["learned_beats_lsq_everywhere"]  # where one seed ran, it decides
+
+
 def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
     from nni_kws.quant.plot import plot_quantize_curve
 
