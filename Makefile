@@ -32,6 +32,7 @@ bench: venv
 	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
 		--sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
 	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
+	$(PY) benchmarks/recipe_probe.py
 	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 16 \
 		--epochs 6 --out benchmarks/results/search_quality_synth.json
 	$(PY) benchmarks/sim_to_real.py
