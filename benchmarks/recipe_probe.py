@@ -62,22 +62,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = json.loads(out.read_text()) if out.is_file() else {}
     if result.get("settings", {}).get("epochs") not in (None, args.epochs):
         raise SystemExit(f"{out} holds a {result['settings']['epochs']}-epoch probe; give another --out")
-    result["settings"] = {"epochs": args.epochs, "lr": settings.lr, "preset": settings.preset, "source": args.source}
+    result["settings"] = {"epochs": args.epochs, "lr": settings.lr, "preset": settings.preset,
+                          "source": Path(args.source).name}
     models = result.setdefault("models", {})
-    for seed in args.seeds:
-        for name, build in builds.items():
-            key = f"{name}@{seed}"
-            if key in models:
-                continue
-            seed_everything(seed)
-            model, start = build(), time.perf_counter()
-            fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False,
-                learning_rate=settings.lr)
-            models[key] = {"val": accuracy(model, dm.val_dataloader()),
-                           "heldout": accuracy(model, dm.test_dataloader()),
-                           "train_s": round(time.perf_counter() - start)}
-            log.info("%s: %s", key, models[key])
-            write_json(out, result)
+    todo = [(f"{name}@{seed}", build) for seed in args.seeds for name, build in builds.items()]
+    for i, (key, build) in enumerate(todo, 1):
+        if key in models:
+            continue
+        seed_everything(int(key.rsplit("@", 1)[1]))
+        model, start = build(), time.perf_counter()
+        fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False,
+            learning_rate=settings.lr)
+        models[key] = {"val": accuracy(model, dm.val_dataloader()), "heldout": accuracy(model, dm.test_dataloader()),
+                       "train_s": round(time.perf_counter() - start)}
+        log.info("model %d/%d %s: %s", i, len(todo), key, models[key])
+        write_json(out, result)
     result["gap_pts"] = {  # the source's 9 trainings of the verdict's searched models (kind 'sandwich')
         f"{args.epochs}_epochs": {m: gap_pts(models, lambda key, _: key.startswith("sandwich/"), m)
                                   for m in ("val", "heldout")},
