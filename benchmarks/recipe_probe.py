@@ -6,7 +6,7 @@ for ``--epochs`` (default 9) with training seeds ``--seeds`` on the same real de
 space (or the search) is short of the peer; if it closes, the short recipe favours the peer. Dev-val decides;
 heldout is reported only. Resumable (written after every model): ``benchmarks/results/recipe_probe.json``.
 
-    python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1]
+    python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def gap_pts(models: dict[str, Any], is_searched: Callable[[str, dict[str, Any]],
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=9)
-    p.add_argument("--seeds", type=int_list, default=(0, 1), help="training seeds, comma-separated")
+    p.add_argument("--seeds", type=int_list, default=(0, 1, 2), help="training seeds, comma-separated")
     p.add_argument("--source", default=str(RESULTS / "search_quality_paper.json"))
     p.add_argument("--out", default=str(RESULTS / "recipe_probe.json"))
     args = p.parse_args(argv)
