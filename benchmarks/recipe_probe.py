@@ -11,35 +11,31 @@ heldout is reported only. Resumable (written after every model): ``benchmarks/re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_quality import RESULTS, Settings, int_list, real_data  # noqa: E402
+from search_quality import RECIPE, RESULTS, Run, Settings, int_list, peers, real_data, train_standalone  # noqa: E402
 
-from nni_kws.baselines import build_baseline  # noqa: E402
 from nni_kws.data.paths import shared_data_dir  # noqa: E402
-from nni_kws.files import write_json  # noqa: E402
 from nni_kws.space import build_space  # noqa: E402
-from nni_kws.training import accuracy, fit, seed_everything  # noqa: E402
 
 PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
 
 
-def gap_pts(models: dict[str, Any], is_searched: Callable[[str, dict[str, Any]], bool], metric: str) -> float:
-    """Mean ``metric`` of the searched models minus the peer's, in points."""
-    def mean(picked: Callable[[str, dict[str, Any]], bool]) -> float:
-        return statistics.fmean(m[metric] for k, m in models.items() if picked(k, m))
-
-    return round(100 * (mean(is_searched) - mean(lambda key, m: key.startswith(f"peer/{PEER}"))), 2)
+def gap_pts(models: dict[str, Any], metric: str) -> float:
+    """Mean ``metric`` of the searched models (kind 'sandwich', the verdict's) minus the peer's, in points."""
+    searched = [m[metric] for m in models.values() if m["kind"] == "sandwich"]
+    peer = [m[metric] for key, m in models.items() if key.startswith(f"peer/{PEER}")]
+    return round(100 * (statistics.fmean(searched) - statistics.fmean(peer)), 2)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -52,40 +48,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     source = json.loads(Path(args.source).read_text())
-    settings = Settings(**{k: v for k, v in source["settings"].items() if k in ("preset", "lr", "batch_size",
-                                                                                 "val_fraction")})
-    dm = real_data(settings, shared_data_dir())
-    builds: dict[str, Callable[[], torch.nn.Module]] = {f"peer/{PEER}": lambda: build_baseline(PEER)}
-    for name, supernet in source["supernets"].items():
-        builds[name] = lambda arch=supernet["arch"]: build_space(settings.preset).freeze(arch)
+    settings = dataclasses.replace(Settings(**{k: source["settings"][k] for k in ("preset", *RECIPE)}),
+                                   epochs=args.epochs)
     out = Path(args.out)
-    result = json.loads(out.read_text()) if out.is_file() else {}
-    if result.get("settings", {}).get("epochs") not in (None, args.epochs):
-        raise SystemExit(f"{out} holds a {result['settings']['epochs']}-epoch probe; give another --out")
-    result["settings"] = {"epochs": args.epochs, "lr": settings.lr, "preset": settings.preset,
-                          "source": Path(args.source).name}
-    models = result.setdefault("models", {})
-    todo = [(f"{name}@{seed}", build) for seed in args.seeds for name, build in builds.items()]
-    for i, (key, build) in enumerate(todo, 1):
-        if key in models:
-            continue
-        seed_everything(int(key.rsplit("@", 1)[1]))
-        model, start = build(), time.perf_counter()
-        fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=args.epochs, progress=False,
-            learning_rate=settings.lr)
-        models[key] = {"val": accuracy(model, dm.val_dataloader()), "heldout": accuracy(model, dm.test_dataloader()),
-                       "train_s": round(time.perf_counter() - start)}
-        log.info("model %d/%d %s: %s", i, len(todo), key, models[key])
-        write_json(out, result)
-    result["gap_pts"] = {  # the source's 9 trainings of the verdict's searched models (kind 'sandwich')
-        f"{args.epochs}_epochs": {m: gap_pts(models, lambda key, _: key.startswith("sandwich/"), m)
-                                  for m in ("val", "heldout")},
-        f"{source['settings']['epochs']}_epochs_source": {
-            m: gap_pts(source["models"], lambda _, rec: rec["kind"] == "sandwich", f"{m}_acc")
-            for m in ("val", "heldout")}}
-    write_json(out, result)
-    print(json.dumps(result["gap_pts"], indent=1))
-    return result
+    done = json.loads(out.read_text())["settings"]["epochs"] if out.is_file() else args.epochs
+    if done != args.epochs:  # Run would start over and overwrite it
+        raise SystemExit(f"{out} holds a {done}-epoch probe; give another --out")
+    run = Run(out, settings, fresh=False)
+    run.data.update(benchmark="recipe_probe", source=Path(args.source).name)
+    dm = real_data(settings, shared_data_dir())
+    build_peer, peer_costs = next((build, costs) for name, build, costs in peers() if name == PEER)
+    models = [(f"peer/{PEER}", "peer", build_peer, peer_costs)] + [
+        (name, "sandwich", lambda arch=supernet["arch"]: build_space(settings.preset).freeze(arch), supernet["costs"])
+        for name, supernet in source["supernets"].items()]
+    todo = [(f"{name}@{seed}", kind, build, costs, seed) for seed in args.seeds for name, kind, build, costs in models]
+    for i, (key, kind, build, costs, seed) in enumerate(todo, 1):
+        if key not in run.models:
+            log.info("model %d/%d: %s", i, len(todo), key)
+            train_standalone(run, key, kind, None, dm, build, costs, seed)
+    run.data["gap_pts"] = {f"{epochs}_epochs{suffix}": {m: gap_pts(records, f"{m}_acc") for m in ("val", "heldout")}
+                           for epochs, suffix, records in ((args.epochs, "", run.models),
+                                                          (source["settings"]["epochs"], "_source", source["models"]))}
+    run.save()
+    print(json.dumps(run.data["gap_pts"], indent=1))
+    return run.data
 
 
 if __name__ == "__main__":
