@@ -31,7 +31,7 @@ ALLOWED_LEAVES = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool1d, nn.AdaptiveA
                   nn.Identity, nn.Dropout, SincConv1d, LogCompression)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper", "wide"])
 def test_random_architectures_freeze_to_plain_torch_and_classify(preset: str) -> None:
     space = build_space(preset)
     for seed in range(3):
@@ -42,6 +42,24 @@ def test_random_architectures_freeze_to_plain_torch_and_classify(preset: str) ->
             if not list(module.children()):
                 assert isinstance(module, ALLOWED_LEAVES), type(module)
         assert model(torch.randn(2, 1, 16000)).shape == (2, 12)
+
+
+def test_wide_space_reaches_the_sinc_peers_ingredients_within_its_macs() -> None:
+    """'wide' exists to search at SincConv+DSConv's cost with its kernel-25 depthwise and 160-wide blocks:
+    such an architecture must fit under the peer's MACs (counted independently of the cost model)."""
+    from nni_kws.baselines import baseline_costs
+    from nni_kws.cost import CostModel
+    from nni_kws.cost.counter import count_costs
+
+    space = build_space("wide")
+    arch = {label: ("sinc" if label == "frontend" else 1 if label.endswith(("_depth", "_e")) else 25)
+            for label in space_choices(space)}
+    model = build_model(arch, build_space("wide"))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    assert max(m.kernel_size[0] for m in convs if m.groups > 1) == 25 and max(m.out_channels for m in convs) == 160
+    macs = count_costs(model)["macs"]
+    assert macs == CostModel(space).exact(arch)["macs"]
+    assert macs <= baseline_costs("sinc-dsconv")["macs"]
 
 
 @pytest.mark.parametrize("frontend", ["sinc", "conv", "mfcc"])

@@ -165,7 +165,9 @@ def stage_plans(frontend: str, frontend_channels: int, frontend_stride: int, fro
 
 # Named configurations: 'paper' is the default space; 'small' keeps the 10-minute CPU demo honest;
 # 'compact' is 'small' with a front end of stride 20, so its MAC range reaches below the smallest
-# hand-designed peers of nni_kws.baselines (for comparisons at their cost); 'tiny' is for tests.
+# hand-designed peers of nni_kws.baselines (for comparisons at their cost); 'wide' is 'paper' with the
+# SincConv+DSConv peer's ingredients, which 'paper' lacks (depthwise kernels up to 25, blocks up to 160
+# wide), to search at that peer's MACs; 'tiny' is for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=10, frontend_pool=4,
@@ -174,6 +176,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "compact": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=20, frontend_pool=4,
                     widths=(32, 48, 64), depths=(2, 2, 2), strides=(2, 2, 2),
                     kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
+    "wide": dict(widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25)),
     "tiny": dict(frontend_channels=8, frontend_kernel=33, frontend_stride=16, frontend_pool=4,
                  widths=(8, 12), depths=(1, 2), strides=(2, 2), kernel_sizes=(3, 5), expand_ratios=(1, 2)),
 }
