@@ -33,7 +33,7 @@ import torch
 from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_quality import RESULTS, Settings, int_list, real_data  # noqa: E402
+from search_quality import RESULTS, Settings, fit_and_score, int_list, real_data  # noqa: E402
 
 from nni_kws.cost import CostModel  # noqa: E402
 from nni_kws.data.paths import shared_data_dir  # noqa: E402
@@ -41,7 +41,6 @@ from nni_kws.files import write_json  # noqa: E402
 from nni_kws.search import ResourcePenalty, calibration_batches, run_search  # noqa: E402
 from nni_kws.search.evolution import CandidateScorer, arch_key  # noqa: E402
 from nni_kws.space import build_model, build_space  # noqa: E402
-from nni_kws.training import accuracy, fit, seed_everything  # noqa: E402
 
 log = logging.getLogger("ranking_probe")
 
@@ -101,12 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             key = arch_key(a)
             if key in store:
                 continue
-            seed_everything(seed)
-            model = build_model(a, build_space(s.preset))
-            start = time.perf_counter()
-            fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, progress=False, learning_rate=s.lr)
-            store[key] = {**{f"{split}_acc": accuracy(model, loader) for split, loader in loaders.items()},
-                          "train_s": round(time.perf_counter() - start, 1)}
+            store[key] = fit_and_score(lambda: build_model(a, build_space(s.preset)), seed, dm, epochs, s.lr)
             write_json(args.out, res)
             log.info("%s %d/%d: val %.3f", label, len(store), len(archs), store[key]["val_acc"])
 

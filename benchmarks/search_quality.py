@@ -261,19 +261,23 @@ def _costs(cost_model: CostModel, arch: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in cost_model.exact(dict(arch)).items() if v is not None}
 
 
+def fit_and_score(build: Callable[[], torch.nn.Module], seed: int, dm: Any, epochs: int, lr: float) -> dict[str, float]:
+    """Seed, build and train one model from scratch; its val (dev) and heldout accuracy and training seconds."""
+    seed_everything(seed)
+    model = build()
+    start = time.perf_counter()
+    fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, progress=False, learning_rate=lr)
+    return {"val_acc": accuracy(model, dm.val_dataloader()), "heldout_acc": accuracy(model, dm.test_dataloader()),
+            "train_s": round(time.perf_counter() - start, 1)}
+
+
 def train_standalone(run: Run, key: str, kind: str, budget: float | None, dm: Any, build: Callable[[], torch.nn.Module],
                      costs: Mapping[str, float], seed: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train one model from scratch with the shared recipe; record val (dev) and heldout accuracy."""
     if key in run.models:
         return run.models[key]
-    s = run.settings
-    seed_everything(seed)
-    model = build()
-    start = time.perf_counter()
-    fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=s.epochs, progress=False, learning_rate=s.lr)
     record = {"kind": kind, "budget_macs": budget, "seed": seed, "costs": dict(costs),
-              "val_acc": accuracy(model, dm.val_dataloader()), "heldout_acc": accuracy(model, dm.test_dataloader()),
-              "train_s": round(time.perf_counter() - start, 1), **dict(extra or {})}
+              **fit_and_score(build, seed, dm, run.settings.epochs, run.settings.lr), **dict(extra or {})}
     run.models[key] = record
     run.save()
     log.info("%s: val %.3f heldout %.3f (%.0f s)", key, record["val_acc"], record["heldout_acc"], record["train_s"])
