@@ -18,7 +18,8 @@ Every model (searched, random, peer) is trained from scratch with the same recip
 - the peers of ``nni_kws.baselines`` (when that module exists), each trained with seed 0 and ``--retrain-seeds``
   (like the searched models) and its mean compared with the searched model of the
   largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
-  reaches a larger peer, e.g. ``paper`` at SincConv+DSConv's 25M).
+  reaches a larger peer, e.g. ``paper`` or ``wide`` at SincConv+DSConv's 25M; of several spaces searched at
+  that budget, the one whose searched models have the better mean dev-val accuracy).
 
 ``--data synthesized``: the same comparison trained on synthesized speech only (the default dataset's training
 split; its validation split stands in for dev-val), still reported on ``heldout``.
@@ -125,15 +126,19 @@ def peers() -> list[tuple[str, Callable[[], torch.nn.Module], dict[str, float]]]
 def peer_margin(models: Mapping[str, Any], peer_macs: float,
                 strategy: str) -> tuple[float | None, str | None, float | None]:
     """``(budget, preset, searched heldout accuracy)``: the searched model(s) of the largest budget at or below
-    the peer's MACs (mean over seeds; ``preset`` tells which space); ``(None, None, None)`` when none is that low."""
-    budgets = sorted({(m["budget_macs"], m.get("preset")) for m in models.values()
-                      if m["kind"] == strategy and m["budget_macs"] <= peer_macs}, key=lambda b: b[0])
-    if not budgets:
+    the peer's MACs (mean over seeds; ``preset`` tells which space); ``(None, None, None)`` when none is that low.
+    Where several spaces were searched at that budget, the one whose searched models have the better mean dev-val
+    accuracy, as a user would choose (heldout selects nothing)."""
+    groups: dict[tuple[float, str | None], list[Mapping[str, Any]]] = {}
+    for m in models.values():
+        if m["kind"] == strategy and m["budget_macs"] <= peer_macs:
+            groups.setdefault((m["budget_macs"], m.get("preset")), []).append(m)
+    if not groups:
         return None, None, None
-    budget, preset = budgets[-1]
-    accs = [m["heldout_acc"] for m in models.values()
-            if m["kind"] == strategy and (m["budget_macs"], m.get("preset")) == (budget, preset)]
-    return budget, preset, statistics.mean(accs)
+    largest = max(budget for budget, _ in groups)
+    budget, preset = max((key for key in groups if key[0] == largest),
+                         key=lambda key: statistics.mean(m["val_acc"] for m in groups[key]))
+    return budget, preset, statistics.mean(m["heldout_acc"] for m in groups[budget, preset])
 
 
 # ---- data ----------------------------------------------------------------------------------------

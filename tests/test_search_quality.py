@@ -156,6 +156,18 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
 
 
+def test_two_spaces_searched_at_a_peers_budget_are_chosen_between_by_dev_val_not_heldout(bench) -> None:
+    def model(budget: float, preset: str, val: float, heldout: float) -> dict:
+        return {"kind": "sandwich", "budget_macs": budget, "preset": preset, "val_acc": val, "heldout_acc": heldout}
+
+    models = {"a0": model(2e7, "paper", 0.70, 0.80), "a1": model(2e7, "paper", 0.72, 0.78),
+              "b0": model(2e7, "wide", 0.75, 0.70), "b1": model(2e7, "wide", 0.77, 0.74),
+              "small": model(1e7, "wide", 0.99, 0.99), "over": model(3e7, "paper", 0.99, 0.99)}
+    budget, preset, heldout = bench.peer_margin(models, 2.5e7, "sandwich")
+    assert (budget, preset) == (2e7, "wide") and heldout == pytest.approx(0.72)
+    assert bench.peer_margin(models, 5e6, "sandwich") == (None, None, None)
+
+
 def test_an_empty_list_of_search_seeds_is_refused_while_empty_retrain_and_ranking_seeds_are_allowed(bench, tmp_path):
     assert bench.int_list("") == () and bench.int_list("0,2") == (0, 2)
     with pytest.raises(SystemExit, match="at least one search seed"):
