@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -25,8 +26,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from nni_kws.files import replace_atomically, write_json
 
-__all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochSeeding", "AtomicCheckpointIO", "fit", "accuracy",
-           "make_trainer", "distillation_loss", "seed_everything", "derived_seed", "reseed_loaders",
+__all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochLog", "EpochSeeding", "AtomicCheckpointIO", "fit",
+           "accuracy", "make_trainer", "distillation_loss", "seed_everything", "derived_seed", "reseed_loaders",
            "check_finite_weights", "torch_threads"]
 
 _logger = logging.getLogger(__name__)
@@ -120,6 +121,27 @@ class DivergenceCheck(pl.Callback):
         # the end-of-epoch validation (and the checkpoint after it) runs before on_train_epoch_end
         if not trainer.sanity_checking:
             check_finite_weights(pl_module, f"{self.what} at epoch {trainer.current_epoch + 1}")
+
+
+class EpochLog(pl.Callback):
+    """One log line per finished epoch: its metrics, the time so far and the estimated time left, so that a
+    long job without a progress bar (benchmarks, nnictl trials, output to a file) still shows where it is.
+    (Lightning's bar estimates the current epoch only.)"""
+
+    def __init__(self, what: str = "training") -> None:
+        self.what = what
+        self.start, self.first_epoch = 0.0, 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start, self.first_epoch = time.perf_counter(), trainer.current_epoch  # after a resume: the next epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch, elapsed = trainer.current_epoch + 1, time.perf_counter() - self.start
+        left = elapsed / (epoch - self.first_epoch) * max(trainer.max_epochs - epoch, 0)
+        metrics = ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(trainer.callback_metrics.items())
+                            if isinstance(v, torch.Tensor) and v.numel() == 1)
+        _logger.info("%s: epoch %d/%d (%s), %.0f s, ETA %.0f s", self.what, epoch, trainer.max_epochs, metrics,
+                     elapsed, left)
 
 
 def check_finite_weights(model: nn.Module, what: str) -> None:
@@ -245,7 +267,8 @@ def make_trainer(max_epochs: int, *, out_dir: str | Path | None = None, progress
     trainer_cls: Callable[..., pl.Trainer] = kwargs.pop("trainer_cls", pl.Trainer)
     from nni_kws.signals import StopOnRequest  # the CLI's SIGINT/SIGTERM: stop between batches
 
-    callbacks = [StopOnRequest(), DivergenceCheck(kwargs.pop("what", "training")), *callbacks]
+    what = kwargs.pop("what", "training")
+    callbacks = [StopOnRequest(), DivergenceCheck(what), EpochLog(what), *callbacks]
     return trainer_cls(max_epochs=max_epochs, accelerator="auto", devices=1, logger=logger,
                        callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                        enable_checkpointing=checkpoint and out_dir is not None,

@@ -1,8 +1,11 @@
 """Training a fixed tiny architecture on tiny real (synthetic-signal) clips lowers the loss."""
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,7 +21,15 @@ def _mean_loss(model: torch.nn.Module, loader) -> float:
     return float(sum(losses)) / len(loader.dataset)
 
 
-def test_training_lowers_loss_and_resumes(tiny_gsc: Path, tmp_path: Path) -> None:
+def _epoch_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, int, float]]:
+    """(epoch, of, ETA seconds) of every EpochLog line captured."""
+    found = [re.search(r"epoch (\d+)/(\d+) \(.*val_acc.*\), \d+ s, ETA (\d+) s", r.getMessage())
+             for r in caplog.records if r.name == "nni_kws.training"]
+    return [(int(m[1]), int(m[2]), float(m[3])) for m in found if m]
+
+
+def test_training_lowers_loss_and_resumes(tiny_gsc: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="nni_kws.training")
     seed_everything(0)
     data = SpeechCommandsDataModule(tiny_gsc, batch_size=10, cache=True)
     train = data.train_dataloader()
@@ -32,6 +43,11 @@ def test_training_lowers_loss_and_resumes(tiny_gsc: Path, tmp_path: Path) -> Non
     assert after < 0.9 * before, (before, after)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert 0.0 <= accuracy(model, data.test_dataloader()) <= 1.0
+    # without a progress bar, every epoch still reports itself, with the time left
+    lines = _epoch_lines(caplog)
+    assert [(e, n) for e, n, _ in lines] == [(e, 16) for e in range(1, 17)]
+    assert lines[-1][2] == 0
+    caplog.clear()
 
     # An interrupted run continues from last.ckpt: two more epochs, not eighteen.
     metrics = fit(model, train, data.val_dataloader(), epochs=18, out_dir=tmp_path, resume=True, progress=False,
@@ -40,3 +56,4 @@ def test_training_lowers_loss_and_resumes(tiny_gsc: Path, tmp_path: Path) -> Non
     resumed_log = sorted((tmp_path / "logs").glob("version_*/metrics.csv"))[-1].read_text().splitlines()
     epochs_run = {int(line.split(",")[0]) for line in resumed_log[1:]}
     assert epochs_run == {16, 17}
+    assert [(e, n) for e, n, _ in _epoch_lines(caplog)] == [(17, 18), (18, 18)]
