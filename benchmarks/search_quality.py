@@ -36,11 +36,15 @@ everything on a tiny synthesized list-defined dataset in seconds (the test suite
 
 The sandwich supernet's length is chosen per space on dev-val, by the searched models' mean dev-val accuracy
 over their 9 trainings: 8 epochs for ``compact`` (16: ``search_quality_e16.json``), 16 for the larger ``paper``
-space (8: ``search_quality_paper_e8.json``)::
+space (8: ``search_quality_paper_e8.json``) and, untried at 8, for ``wide`` (the ``paper`` space with the
+SincConv+DSConv peer's kernel sizes and widths, searched for the peer comparison only: no random baseline)::
 
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
-    python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json
+    python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
+        --random 0 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+    python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
+        --companion benchmarks/results/search_quality_wide.json
 """
 from __future__ import annotations
 
