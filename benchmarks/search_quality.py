@@ -16,9 +16,9 @@ Every model (searched, random, peer) is trained from scratch with the same recip
   candidates within the budget, scored on the validation part with inherited, recalibrated weights;
 - ``--random`` random architectures within the budget, each also trained with ``--ranking-seeds``;
 - the peers of ``nni_kws.baselines`` (when that module exists), each trained with seed 0 and ``--retrain-seeds``
-  (like the searched models) and its mean compared with the searched model of the
-  largest budget at or under its MACs, also from ``--companion`` result files (another preset whose MAC range
-  reaches a larger peer, e.g. ``paper`` or ``wide`` at SincConv+DSConv's 25M; of several spaces searched at
+  (like the searched models) and its mean, with its trainings in the ``--companion`` files, compared with the
+  searched model of the largest budget at or under its MACs, also from those files (another preset whose MAC
+  range reaches a larger peer, e.g. ``paper`` or ``wide`` at SincConv+DSConv's 25M; of several spaces searched at
   that budget, the one whose searched models have the better mean dev-val accuracy).
 
 ``--data synthesized``: the same comparison trained on synthesized speech only (the default dataset's training
@@ -568,6 +568,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                      seed, {"arch": a})
 
     searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
+    # the companions' trainings of each peer (same recipe): a peer's mean over every training is less noisy than
+    # over this run's alone; a training one file reused from another is the same record, counted once
+    companion_peers: dict[str, dict[str, float]] = {}
     run.data["companions"] = {}
     for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
         other = json.loads(path.read_text())
@@ -578,6 +581,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run.data["companions"][path.name] = {k: other["settings"][k] for k in ("preset", "budgets", "sandwich_epochs")}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
+        for k, m in other["models"].items():
+            if m["kind"] in ("peer", "peer-seed"):
+                record_id = json.dumps([m["seed"], m["val_acc"], m["heldout_acc"], m["train_s"]])
+                companion_peers.setdefault(k.split("/")[1], {})[record_id] = m["heldout_acc"]
     peer_seeds = sorted({0, *settings.retrain_seeds})  # the training seeds the searched models get
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
@@ -586,9 +593,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
         record["heldout_mean"], record["seeds"] = statistics.mean(accs), peer_seeds
         record["heldout_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        pooled = accs + list(companion_peers.get(name, {}).values())
+        record["compared_heldout_mean"], record["compared_trainings"] = statistics.mean(pooled), len(pooled)
         budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
         record["compared_budget_macs"], record["compared_preset"] = budget, preset
-        record["margin_pts"] = _pts(searched_acc - record["heldout_mean"]) if searched_acc is not None else None
+        record["margin_pts"] = None if searched_acc is None else _pts(searched_acc - record["compared_heldout_mean"])
         run.save()
 
     measure_latencies(run)

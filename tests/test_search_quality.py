@@ -150,6 +150,18 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         assert len(accs) == len({0, *data["settings"]["retrain_seeds"]}) > 1
         assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
         assert m["margin_pts"] == round(100 * (0.5 - sum(accs) / len(accs)), 2)
+    # a companion's own trainings of a peer count in its mean; a training two files share counts once
+    peer_key = next(k for k, m in data["models"].items() if m["kind"] == "peer")
+    extra = {**data["models"][peer_key], "seed": 7, "heldout_acc": 0.25}
+    with_peer = {**companion, "models": {**companion["models"], f"{peer_key}/s7": extra}}
+    for i in (1, 2):
+        (tmp_path / f"c{i}.json").write_text(json.dumps(with_peer))
+    pooled = bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "c1.json"),
+                         "--companion", str(tmp_path / "c2.json")])["models"][peer_key]
+    accs = [pooled["heldout_acc"]] + [again["models"][f"{peer_key}/s{s}"]["heldout_acc"] for s in pooled["seeds"][1:]]
+    assert pooled["compared_trainings"] == len(accs) + 1
+    assert pooled["compared_heldout_mean"] == pytest.approx((sum(accs) + 0.25) / (len(accs) + 1))
+    assert pooled["margin_pts"] == round(100 * (0.5 - pooled["compared_heldout_mean"]), 2)
     (tmp_path / "companion.json").write_text(json.dumps({**companion, "settings": {**companion["settings"],
                                                                                     "epochs": 99}}))
     with pytest.raises(SystemExit, match="another recipe"):
