@@ -256,6 +256,11 @@ def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[
     return not model["kind"].startswith("random") or old.get("preset") == new.get("preset")
 
 
+def _training_id(model: Mapping[str, Any]) -> str:
+    """One standalone training's identity: a record one result file reused from another is a copy of it."""
+    return json.dumps([model["seed"], model["val_acc"], model["heldout_acc"], model["train_s"]])
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """A comma-separated list of seeds from the command line ('' is none)."""
     return tuple(int(x) for x in text.split(",") if x)
@@ -569,8 +574,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
     # the companions' trainings of each peer (same recipe): a peer's mean over every training is less noisy than
-    # over this run's alone; a training one file reused from another is the same record, counted once
-    companion_peers: dict[str, dict[str, float]] = {}
+    # over this run's alone
+    companion_peers: dict[str, list[Mapping[str, Any]]] = {}
     run.data["companions"] = {}
     for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
         other = json.loads(path.read_text())
@@ -583,18 +588,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
         for k, m in other["models"].items():
             if m["kind"] in ("peer", "peer-seed"):
-                record_id = json.dumps([m["seed"], m["val_acc"], m["heldout_acc"], m["train_s"]])
-                companion_peers.setdefault(k.split("/")[1], {})[record_id] = m["heldout_acc"]
+                companion_peers.setdefault(k.split("/")[1], []).append(m)
     peer_seeds = sorted({0, *settings.retrain_seeds})  # the training seeds the searched models get
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
-        accs = [record["heldout_acc"]] + [train_standalone(run, f"peer/{name}/s{seed}", "peer-seed", None, dm, build,
-                                                           costs, seed)["heldout_acc"] for seed in peer_seeds[1:]]
+        own = [record] + [train_standalone(run, f"peer/{name}/s{seed}", "peer-seed", None, dm, build, costs, seed)
+                          for seed in peer_seeds[1:]]
+        accs = [m["heldout_acc"] for m in own]
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
         record["heldout_mean"], record["seeds"] = statistics.mean(accs), peer_seeds
         record["heldout_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        pooled = accs + list(companion_peers.get(name, {}).values())
-        record["compared_heldout_mean"], record["compared_trainings"] = statistics.mean(pooled), len(pooled)
+        pooled = {_training_id(m): m["heldout_acc"] for m in own + companion_peers.get(name, [])}
+        record["compared_heldout_mean"], record["compared_trainings"] = statistics.mean(pooled.values()), len(pooled)
         budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
         record["compared_budget_macs"], record["compared_preset"] = budget, preset
         record["margin_pts"] = None if searched_acc is None else _pts(searched_acc - record["compared_heldout_mean"])

@@ -150,10 +150,12 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         assert len(accs) == len({0, *data["settings"]["retrain_seeds"]}) > 1
         assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
         assert m["margin_pts"] == round(100 * (0.5 - sum(accs) / len(accs)), 2)
-    # a companion's own trainings of a peer count in its mean; a training two files share counts once
+    # a companion's own trainings of a peer count in its mean; a training two files share (a companion reused it
+    # from this run, or from another companion) counts once
     peer_key = next(k for k, m in data["models"].items() if m["kind"] == "peer")
     extra = {**data["models"][peer_key], "seed": 7, "heldout_acc": 0.25}
-    with_peer = {**companion, "models": {**companion["models"], f"{peer_key}/s7": extra}}
+    with_peer = {**companion, "models": {**companion["models"], f"{peer_key}/s7": extra,
+                                         peer_key: data["models"][peer_key]}}
     for i in (1, 2):
         (tmp_path / f"c{i}.json").write_text(json.dumps(with_peer))
     pooled = bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "c1.json"),
