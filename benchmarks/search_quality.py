@@ -37,12 +37,12 @@ everything on a tiny synthesized list-defined dataset in seconds (the test suite
 The sandwich supernet's length is chosen per space on dev-val, by the searched models' mean dev-val accuracy
 over their 9 trainings: 8 epochs for ``compact`` (16: ``search_quality_e16.json``), 16 for the larger ``paper``
 space (8: ``search_quality_paper_e8.json``) and, untried at 8, for ``wide`` (the ``paper`` space with the
-SincConv+DSConv peer's kernel sizes and widths, searched for the peer comparison only: no random baseline)::
+SincConv+DSConv peer's kernel sizes and widths)::
 
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 0 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+        --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
 """
@@ -127,22 +127,28 @@ def peers() -> list[tuple[str, Callable[[], torch.nn.Module], dict[str, float]]]
             for name in BASELINES]
 
 
+def chosen_preset(models: Mapping[str, Any], budget: float, strategy: str) -> str | None:
+    """The space searched at ``budget`` whose searched models have the best mean dev-val accuracy, as a user
+    would choose between spaces (heldout selects nothing); None when none was searched there."""
+    groups: dict[str | None, list[float]] = {}
+    for m in models.values():
+        if m["kind"] == strategy and m["budget_macs"] == budget:
+            groups.setdefault(m.get("preset"), []).append(m["val_acc"])
+    return max(groups, key=lambda preset: statistics.mean(groups[preset])) if groups else None
+
+
 def peer_margin(models: Mapping[str, Any], peer_macs: float,
                 strategy: str) -> tuple[float | None, str | None, float | None]:
     """``(budget, preset, searched heldout accuracy)``: the searched model(s) of the largest budget at or below
-    the peer's MACs (mean over seeds; ``preset`` tells which space); ``(None, None, None)`` when none is that low.
-    Where several spaces were searched at that budget, the one whose searched models have the better mean dev-val
-    accuracy, as a user would choose (heldout selects nothing)."""
-    groups: dict[tuple[float, str | None], list[Mapping[str, Any]]] = {}
-    for m in models.values():
-        if m["kind"] == strategy and m["budget_macs"] <= peer_macs:
-            groups.setdefault((m["budget_macs"], m.get("preset")), []).append(m)
-    if not groups:
+    the peer's MACs (mean over seeds; ``preset`` tells which space, :func:`chosen_preset` where several were
+    searched there); ``(None, None, None)`` when none is that low."""
+    budgets = [m["budget_macs"] for m in models.values() if m["kind"] == strategy and m["budget_macs"] <= peer_macs]
+    if not budgets:
         return None, None, None
-    largest = max(budget for budget, _ in groups)
-    budget, preset = max((key for key in groups if key[0] == largest),
-                         key=lambda key: statistics.mean(m["val_acc"] for m in groups[key]))
-    return budget, preset, statistics.mean(m["heldout_acc"] for m in groups[budget, preset])
+    budget = max(budgets)
+    preset = chosen_preset(models, budget, strategy)
+    return budget, preset, statistics.mean(m["heldout_acc"] for m in models.values() if m["kind"] == strategy
+                                           and (m["budget_macs"], m.get("preset")) == (budget, preset))
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -411,6 +417,25 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
     }
 
 
+def companion_vs_random(run: Run, searched: Mapping[str, Any],
+                        companion_budgets: Mapping[tuple[float, str], Mapping[str, Any]], strategy: str) -> None:
+    """The companions' budgets count in ``searched_minus_random_median_pts`` too: the issue's budgets run from
+    the smallest peer to the largest. At each budget the space is the one the peer comparison takes there
+    (:func:`chosen_preset`), so that one space answers both questions. The key becomes the smallest difference
+    over every budget; ``searched_minus_random_median_by_budget`` lists them (None: no random baseline there)."""
+    result = run.data["verdict"]
+    rows = {**companion_budgets,
+            **{(b, run.settings.preset): result["per_budget"][f"{b:g}"] for b in run.settings.budgets}}
+    by_budget: dict[str, dict[str, Any]] = {}
+    for budget in sorted({b for b, _ in rows}):
+        preset = chosen_preset(searched, budget, strategy)
+        row = rows.get((budget, preset), {}).get(strategy, {})
+        by_budget[f"{budget:g}"] = {"preset": preset, "minus_random_median_pts": row.get("minus_random_median_pts")}
+    diffs = [r["minus_random_median_pts"] for r in by_budget.values() if r["minus_random_median_pts"] is not None]
+    result["searched_minus_random_median_by_budget"] = by_budget
+    result["searched_minus_random_median_pts"] = min(diffs) if diffs else None
+
+
 def markdown(run: Run) -> str:
     v = run.data.get("verdict", {})
     lines = ["# Search quality (heldout accuracy, %)", "",
@@ -576,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # the companions' trainings of each peer (same recipe): a peer's mean over every training is less noisy than
     # over this run's alone
     companion_peers: dict[str, list[Mapping[str, Any]]] = {}
+    companion_budgets: dict[tuple[float, str], Mapping[str, Any]] = {}  # (budget, preset) -> its verdict row
     run.data["companions"] = {}
     for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
         other = json.loads(path.read_text())
@@ -586,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run.data["companions"][path.name] = {k: other["settings"][k] for k in ("preset", "budgets", "sandwich_epochs")}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
+        for budget in other["settings"]["budgets"]:
+            companion_budgets[budget, other["settings"]["preset"]] = other["verdict"]["per_budget"][f"{budget:g}"]
         for k, m in other["models"].items():
             if m["kind"] in ("peer", "peer-seed"):
                 companion_peers.setdefault(k.split("/")[1], []).append(m)
@@ -612,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # the demo's figures: from --demo-run, else those of the stored verdict (the demo folder need not be kept)
     demo = read_demo_run(args.demo_run) if args.demo_run else run.data.get("verdict", {}).get("demo_run")
     run.data["verdict"] = verdict(run, ranking_keys, main_strategy)
+    companion_vs_random(run, searched, companion_budgets, main_strategy)
     run.data["verdict"]["notes"] = notes(run)
     if demo:
         demo_gap(run, demo)

@@ -135,9 +135,10 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
     main = data["settings"]["strategies"][0]
     peer_macs = min(m["costs"]["macs"] for m in data["models"].values() if m["kind"] == "peer")
     budget = 0.9 * peer_macs  # above every budget of the run, under every peer
-    companion = {**data, "settings": {**data["settings"], "preset": "other"},
+    companion = {**data, "settings": {**data["settings"], "preset": "other", "budgets": [budget]},
                  "models": {k: {**m, "budget_macs": budget, "heldout_acc": 0.5}
-                            for k, m in data["models"].items() if m["kind"] == main}}
+                            for k, m in data["models"].items() if m["kind"] == main},
+                 "verdict": {"per_budget": {f"{budget:g}": {main: {"minus_random_median_pts": -3.21}}}}}
     (tmp_path / "companion.json").write_text(json.dumps(companion))
     out = tmp_path / "with.json"
     out.write_text(quick_run.read_text())
@@ -150,6 +151,11 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         assert len(accs) == len({0, *data["settings"]["retrain_seeds"]}) > 1
         assert (m["compared_budget_macs"], m["compared_preset"]) == (budget, "other")
         assert m["margin_pts"] == round(100 * (0.5 - sum(accs) / len(accs)), 2)
+    # the companion's own searched-vs-random difference at its budget counts in the verdict
+    by_budget = again["verdict"]["searched_minus_random_median_by_budget"]
+    assert by_budget[f"{budget:g}"] == {"preset": "other", "minus_random_median_pts": -3.21}
+    own = [row[main]["minus_random_median_pts"] for row in data["verdict"]["per_budget"].values()]
+    assert again["verdict"]["searched_minus_random_median_pts"] == min(-3.21, *own)
     # a companion's own trainings of a peer count in its mean; a training two files share (a companion reused it
     # from this run, or from another companion) counts once
     peer_key = next(k for k, m in data["models"].items() if m["kind"] == "peer")
