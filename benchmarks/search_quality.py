@@ -19,7 +19,8 @@ Every model (searched, random, peer) is trained from scratch with the same recip
   (like the searched models) and its mean, with its trainings in the ``--companion`` files, compared with the
   searched model of the largest budget at or under its MACs, also from those files (another preset whose MAC
   range reaches a larger peer, e.g. ``paper`` or ``wide`` at SincConv+DSConv's 25M; of several spaces searched at
-  that budget, the one whose searched models have the better mean dev-val accuracy).
+  that budget, the one whose searched models have the better mean dev-val accuracy). That space's random
+  baseline at that budget also counts in ``searched_minus_random_median_pts`` (the smallest over all budgets).
 
 ``--data synthesized``: the same comparison trained on synthesized speech only (the default dataset's training
 split; its validation split stands in for dev-val), still reported on ``heldout``.
