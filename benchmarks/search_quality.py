@@ -98,6 +98,7 @@ class Settings:
     spos_epochs: int = 4
     sandwich_epochs: int = 8  # one sandwich supernet (budget-free) serves every budget
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
+    finalist_seeds: int = 1  # ...each trained this many times, picked by the mean
     epochs: int = 3  # standalone training of every model
     random: int = 10  # random architectures per budget
     seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
@@ -215,6 +216,10 @@ class Run:
         if path.is_file() and not fresh:
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(dataclasses.asdict(settings)))
+            # a setting added later counts as its default in a file written before it existed
+            defaults = json.loads(json.dumps(dataclasses.asdict(Settings())))
+            old["settings"] = {**{k: defaults[k] for k in new if k not in old.get("settings", {})},
+                               **old.get("settings", {})}
             if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
@@ -319,7 +324,7 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     else:
         kwargs["evolution"] = s.evolution
     if strategy == "sandwich" and s.finalists:
-        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs}
+        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds}
     epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
     # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
     out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from nni_kws.cost import CostModel
 from nni_kws.search import ResourcePenalty, run_search
-from nni_kws.search.finalists import top_distinct
+from nni_kws.search.finalists import finalist_search, top_distinct
 from nni_kws.search.sandwich import extreme_arch
 from nni_kws.space import build_space, space_choices
 
@@ -81,6 +81,23 @@ def test_finalists_are_trained_standalone_and_the_best_on_validation_wins():
     assert inherited == sorted(inherited, reverse=True)
     assert result.arch == max(rows, key=lambda r: r["val_acc"])["arch"]
     assert cost_model.exact(result.arch)["macs"] <= budget
+
+
+def test_finalists_trained_with_several_seeds_are_picked_by_their_mean():
+    from nni_kws.space import build_model, random_arch
+
+    train = DataLoader(separable_clips(6, seed=0), batch_size=12, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))
+    val = DataLoader(separable_clips(4, seed=1), batch_size=16)
+    scored = [(random_arch(build_space("tiny"), i), 0.5 - i / 10) for i in range(3)]
+    result = finalist_search(scored, lambda a: build_model(a, build_space("tiny")), train, val, k=2, epochs=1,
+                             seeds=2, learning_rate=0.05)
+    assert [r["arch"] for r in result.finalists] == [scored[0][0], scored[1][0]]
+    for row in result.finalists:
+        assert len(row["val_accs"]) == 2 and row["val_acc"] == pytest.approx(sum(row["val_accs"]) / 2)
+    assert result.arch == max(result.finalists, key=lambda r: r["val_acc"])["arch"]
+    with pytest.raises(ValueError, match="seeds"):
+        finalist_search(scored, lambda a: build_model(a, build_space("tiny")), train, val, k=2, epochs=1, seeds=0)
 
 
 def test_pipeline_takes_finalists_only_with_an_evolution_strategy():

@@ -41,15 +41,21 @@ def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int) -> l
 
 def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Callable[[Mapping[str, Any]], nn.Module],
                     train_loader: DataLoader, val_loader: DataLoader, *, k: int, epochs: int, seed: int = 0,
-                    **fit_kwargs: Any) -> FinalistResult:
-    """Train the ``k`` best candidates of ``scored`` from scratch for ``epochs`` and pick by validation accuracy."""
-    if k < 1 or epochs < 1:
-        raise ValueError(f"finalists need k >= 1 and epochs >= 1, got k={k}, epochs={epochs}")
+                    seeds: int = 1, **fit_kwargs: Any) -> FinalistResult:
+    """Train the ``k`` best candidates of ``scored`` from scratch for ``epochs`` and pick by validation accuracy,
+    averaged over ``seeds`` trainings (seeds ``seed``, ``seed + 1``...): one short training's validation accuracy
+    moves between seeds by more than good candidates differ (benchmarks/results/search_quality_wide.json)."""
+    if k < 1 or epochs < 1 or seeds < 1:
+        raise ValueError(f"finalists need k, epochs and seeds >= 1, got k={k}, epochs={epochs}, seeds={seeds}")
     rows = []
     for arch, inherited in top_distinct(scored, k):
-        seed_everything(seed)
-        model = build(arch)
-        fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
-        rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": accuracy(model, val_loader)})
+        accs = []
+        for training_seed in range(seed, seed + seeds):
+            seed_everything(training_seed)
+            model = build(arch)
+            fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
+            accs.append(accuracy(model, val_loader))
+        rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
+                     **({"val_accs": accs} if seeds > 1 else {})})
     winner = max(rows, key=lambda r: r["val_acc"])  # max keeps the first (best inherited) on a tie
     return FinalistResult(arch=dict(winner["arch"]), finalists=rows)
