@@ -83,7 +83,9 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     missing = next(k for k in data["models"] if k.startswith("random/"))
     demo = {"inherited_test_acc": 0.5, "retrained_test_acc": 0.8, "strategy": "sandwich"}  # an earlier --demo-run
     partial = {**data, "models": {k: v for k, v in data["models"].items() if k != missing},
-               "verdict": {**data["verdict"], "demo_run": demo}}
+               "verdict": {**data["verdict"], "demo_run": demo},
+               # written before finalist_seeds existed: it counts as its default, the same settings
+               "settings": {k: v for k, v in data["settings"].items() if k != "finalist_seeds"}}
     out.write_text(json.dumps(partial))
     again = bench.main(["--quick", "--out", str(out)])
     assert set(again["models"]) == set(data["models"])
