@@ -108,6 +108,8 @@ def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
         check_inputs(PipelineConfig(strategy="darts", finalists=2, real_test=None))
     with pytest.raises(ValueError, match="finalist-epochs"):
         check_inputs(PipelineConfig(strategy="random", finalists=2, finalist_epochs=0, real_test=None))
+    with pytest.raises(ValueError, match="finalist-seeds"):
+        check_inputs(PipelineConfig(strategy="sandwich", finalists=2, finalist_seeds=0, real_test=None))
     # by default 3 finalists for the strategies that pick by evolution, none for the others (no error)
     assert PipelineConfig(strategy="sandwich").finalist_count() == 3
     assert PipelineConfig(strategy="darts").finalist_count() == 0

@@ -87,6 +87,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution from"
                    " scratch for --finalist-epochs and keep the best on validation (default 3; 0: evolution's best)")
     g.add_argument("--finalist-epochs", type=int, help=f"(default: {d.finalist_epochs})")
+    g.add_argument("--finalist-seeds", type=int, help="trainings per finalist, picked by their mean validation "
+                   f"accuracy: steadier when candidates are close (default: {d.finalist_seeds})")
     g.add_argument("--max-macs", type=float,
                    help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")

@@ -36,13 +36,14 @@ OPTIONS = "options.json"
 #: quantize, the architecture). A stage in the folder made with other values is not silently kept.
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "finalists",
-               "finalist_epochs", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
+               "finalist_epochs", "finalist_seeds", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size", "distill", "distill_temperature"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
                  "qparam_lr_scale", "batch_size"),
 }
 #: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
-ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE}
+ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE,
+                                 "finalist_seeds": 1}
 
 
 @dataclass
@@ -77,6 +78,7 @@ class PipelineConfig:
     # `finalist_epochs` and the best on validation is kept (0: the evolution's best; None: 3 for random/sandwich)
     finalists: int | None = None
     finalist_epochs: int = 3
+    finalist_seeds: int = 1  # trainings per finalist, picked by their mean validation accuracy
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -238,8 +240,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
                          f"got {cfg.warmup_epochs}")
     if int(cfg.arch_every) < 1:
         raise ValueError(f"arch-every must be at least 1, got {cfg.arch_every}")
-    if cfg.finalist_count() < 0 or int(cfg.finalist_epochs) < 1:
-        raise ValueError(f"finalists must be >= 0 and finalist-epochs >= 1, got {cfg.finalists}, {cfg.finalist_epochs}")
+    if cfg.finalist_count() < 0 or int(cfg.finalist_epochs) < 1 or int(cfg.finalist_seeds) < 1:
+        raise ValueError("finalists must be >= 0, finalist-epochs and finalist-seeds >= 1, got "
+                         f"{cfg.finalists}, {cfg.finalist_epochs}, {cfg.finalist_seeds}")
     if cfg.finalist_count() and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")

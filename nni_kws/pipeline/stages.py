@@ -274,7 +274,8 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
-                            finalists={"k": k, "epochs": cfg.finalist_epochs} if (k := cfg.finalist_count()) else None,
+                            finalists={"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
+                            if (k := cfg.finalist_count()) else None,
                             strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)
