@@ -615,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     and not (k == "strategies" and other["settings"][k][0] == main_strategy)]
         if mismatch:
             raise SystemExit(f"{path}: another recipe or verdict strategy ({', '.join(mismatch)}); not comparable")
+        if "verdict" not in other:
+            raise SystemExit(f"{path}: no verdict yet (a run still going, or interrupted): finish it first")
         run.data["companions"][path.name] = {k: other["settings"][k] for k in ("preset", "budgets", "sandwich_epochs")}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})

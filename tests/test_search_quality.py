@@ -176,6 +176,10 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
                                                                                     "epochs": 99}}))
     with pytest.raises(SystemExit, match="another recipe"):
         bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
+    unfinished = {k: v for k, v in companion.items() if k != "verdict"}
+    (tmp_path / "companion.json").write_text(json.dumps(unfinished))
+    with pytest.raises(SystemExit, match="no verdict yet"):
+        bench.main(["--quick", "--out", str(out), "--companion", str(tmp_path / "companion.json")])
 
 
 def test_two_spaces_searched_at_a_peers_budget_are_chosen_between_by_dev_val_not_heldout(bench) -> None:
