@@ -217,9 +217,7 @@ class Run:
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(dataclasses.asdict(settings)))
             # a setting added later counts as its default in a file written before it existed
-            defaults = json.loads(json.dumps(dataclasses.asdict(Settings())))
-            old["settings"] = {**{k: defaults[k] for k in new if k not in old.get("settings", {})},
-                               **old.get("settings", {})}
+            old["settings"] = {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **old.get("settings", {})}
             if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
