@@ -32,8 +32,8 @@ bench: venv
 	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
 		--sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
 	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
-		--sandwich-epochs 16 --finalist-seeds 2 --out benchmarks/results/search_quality_wide.json
-	$(PY) benchmarks/search_quality.py --finalist-seeds 2 --companion benchmarks/results/search_quality_paper.json \
+		--sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
 		--companion benchmarks/results/search_quality_wide.json
 	$(PY) benchmarks/recipe_probe.py
 	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 16 \

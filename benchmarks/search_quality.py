@@ -8,7 +8,8 @@ Every model (searched, random, peer) is trained from scratch with the same recip
 
 - one-shot search with each of ``--strategies``, the first one giving the verdict (``sandwich``: the
   largest, smallest and a random path per step, one supernet for every budget, then evolution within the
-  budget and ``--finalists`` short standalone trainings picked on dev-val; ``gumbel-hard``: straight-through
+  budget and ``--finalists`` short standalone trainings (``--finalist-seeds`` each; plus the best candidate of
+  each front end they miss, ``--finalist-cover``) picked on dev-val; ``gumbel-hard``: straight-through
   single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture), the
   penalty target or evolution budget = the budget; the verdict strategy's model is also trained with
   ``--retrain-seeds`` (the run-to-run spread);
@@ -43,8 +44,8 @@ SincConv+DSConv peer's kernel sizes and widths)::
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 6 --sandwich-epochs 16 --finalist-seeds 2 --out benchmarks/results/search_quality_wide.json
-    python benchmarks/search_quality.py --finalist-seeds 2 --companion benchmarks/results/search_quality_paper.json \
+        --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+    python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ from nni_kws.data.paths import shared_data_dir
 from nni_kws.files import write_json
 from nni_kws.search import ResourcePenalty, calibration_batches, random_archs, run_search
 from nni_kws.search.evolution import CandidateScorer, arch_key
+from nni_kws.search.finalists import COVERED_CHOICES
 from nni_kws.space import build_model, build_space, space_choices
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -98,7 +100,8 @@ class Settings:
     spos_epochs: int = 4
     sandwich_epochs: int = 8  # one sandwich supernet (budget-free) serves every budget
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
-    finalist_seeds: int = 1  # ...each trained this many times, picked by the mean
+    finalist_seeds: int = 2  # ...each trained this many times, picked by the mean
+    finalist_cover: tuple[str, ...] = COVERED_CHOICES  # ...and the best of each front end the k miss
     epochs: int = 3  # standalone training of every model
     random: int = 10  # random architectures per budget
     seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
@@ -216,8 +219,9 @@ class Run:
         if path.is_file() and not fresh:
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(dataclasses.asdict(settings)))
-            # a setting added later counts as its default in a file written before it existed
-            old["settings"] = {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **old.get("settings", {})}
+            # a setting added later counts as what a file written before it existed ran
+            old["settings"] = {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **RAN_BEFORE_ADDED,
+                               **old.get("settings", {})}
             if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
@@ -243,6 +247,10 @@ class Run:
     def save(self) -> None:
         self.data["wall_s_this_session"] = round(time.perf_counter() - self.started, 1)
         write_json(self.path, self.data)
+
+
+#: Settings added after result files were written, with the value those files ran.
+RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": []}
 
 
 #: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
@@ -322,7 +330,8 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     else:
         kwargs["evolution"] = s.evolution
     if strategy == "sandwich" and s.finalists:
-        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds}
+        kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds,
+                               "cover": s.finalist_cover}
     epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
     # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
     out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name
@@ -493,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             p.add_argument("--" + f.name.replace("_", "-"), type={"int": int, "float": float, "str": str}[f.type])
     p.add_argument("--budgets", type=lambda t: tuple(float(x) for x in t.split(",")))
     p.add_argument("--strategies", type=lambda t: tuple(t.split(",")))
+    p.add_argument("--finalist-cover", type=lambda t: tuple(x for x in t.split(",") if x),
+                   help="choices whose every value gets a finalist (comma-separated; '' for none)")
     p.add_argument("--seeds", type=int_list)
     p.add_argument("--retrain-seeds", type=int_list)
     p.add_argument("--ranking-seeds", type=int_list)
@@ -505,8 +516,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = Settings()
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
-                            sandwich_epochs=1, finalists=2, retrain_seeds=(1,), ranking_seeds=(1,), seeds=(0,),
-                            epochs=1, random=3,
+                            sandwich_epochs=1, finalists=2, finalist_seeds=1, retrain_seeds=(1,), ranking_seeds=(1,),
+                            seeds=(0,), epochs=1, random=3,
                             batch_size=16,
                             calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")

@@ -65,6 +65,14 @@ def test_top_distinct_keeps_the_best_score_of_each_architecture():
     assert top_distinct([(a, 0.1), (b, 0.5), (a, 0.7), (c, 0.2)], 2) == [(a, 0.7), (b, 0.5)]
 
 
+def test_top_distinct_adds_the_best_of_each_front_end_the_k_best_miss():
+    conv = [({"frontend": "conv", "x": i}, 0.9 - i / 10) for i in range(3)]
+    sinc = [({"frontend": "sinc", "x": i}, 0.5 - i / 10) for i in range(2)]
+    assert top_distinct(conv + sinc, 2, cover=["frontend"]) == conv[:2] + sinc[:1]
+    assert top_distinct(conv + sinc, 4, cover=["frontend"]) == conv + sinc[:1]  # covered already: k, no more
+    assert top_distinct(conv, 2, cover=["frontend"]) == conv[:2]  # no sinc candidate to add
+
+
 def test_finalists_are_trained_standalone_and_the_best_on_validation_wins():
     cost_model = CostModel("tiny")
     budget = _feasible_budget(cost_model)
@@ -74,11 +82,14 @@ def test_finalists_are_trained_standalone_and_the_best_on_validation_wins():
     torch.manual_seed(0)
     result = run_search(build_space("tiny"), train, val, strategy="sandwich", epochs=1, progress=False,
                         penalties=[ResourcePenalty("macs", budget, 1.0)], cost_model=cost_model, learning_rate=0.05,
-                        evolution={"population": 4, "sample": 2, "cycles": 2}, finalists={"k": 3, "epochs": 1})
+                        evolution={"population": 4, "sample": 2, "cycles": 2}, finalists={"k": 2, "epochs": 1})
     rows = result.meta["evolution"]["finalists"]
-    assert len(rows) == 3 and len({str(r["arch"]) for r in rows}) == 3
-    inherited = [r["inherited_val_acc"] for r in rows]
-    assert inherited == sorted(inherited, reverse=True)
+    assert len({str(r["arch"]) for r in rows}) == len(rows)
+    best, added = rows[:2], rows[2:]  # the 2 best by inherited accuracy, then one per front end they miss
+    assert [r["inherited_val_acc"] for r in best] == sorted((r["inherited_val_acc"] for r in best), reverse=True)
+    assert all(r.get("covers") for r in added) and not any(r.get("covers") for r in best)
+    assert len(added) == 2 - len({r["arch"]["frontend"] for r in best})
+    assert {r["arch"]["frontend"] for r in rows} == {"sinc", "conv"}
     assert result.arch == max(rows, key=lambda r: r["val_acc"])["arch"]
     assert cost_model.exact(result.arch)["macs"] <= budget
 

@@ -48,7 +48,10 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     assert kinds.count(main) == len(s["budgets"]) * (1 + len(s["retrain_seeds"]))  # retrained with every seed
     for budget in s["budgets"]:  # the sandwich search (with finalists) is within every budget
         sup = data["supernets"][f"{main}/{budget:g}/s0"]
-        assert sup["within_budget"] and len(sup["meta"]["evolution"]["finalists"]) == s["finalists"]
+        finalists = sup["meta"]["evolution"]["finalists"]
+        assert sup["within_budget"] and [r.get("covers", False) for r in finalists][:s["finalists"]] == \
+            [False] * s["finalists"]
+        assert {r["arch"]["frontend"] for r in finalists} == {"sinc", "conv"}  # --finalist-cover frontend
     for m in data["models"].values():
         if m["kind"] in ("random", "evolution"):
             assert m["costs"]["macs"] <= m["budget_macs"]  # by construction
@@ -84,7 +87,7 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     demo = {"inherited_test_acc": 0.5, "retrained_test_acc": 0.8, "strategy": "sandwich"}  # an earlier --demo-run
     partial = {**data, "models": {k: v for k, v in data["models"].items() if k != missing},
                "verdict": {**data["verdict"], "demo_run": demo},
-               # written before finalist_seeds existed: it counts as its default, the same settings
+               # written before finalist_seeds existed: it counts as 1 (what such a file ran), as --quick's
                "settings": {k: v for k, v in data["settings"].items() if k != "finalist_seeds"}}
     out.write_text(json.dumps(partial))
     again = bench.main(["--quick", "--out", str(out)])
@@ -96,6 +99,17 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     benchmark_gap = data["verdict"]["inherited_vs_retrained_pts"]
     assert again["verdict"]["inherited_vs_retrained_pts_benchmark_settings"] == benchmark_gap
     assert again["supernets"] == data["supernets"]
+
+
+def test_a_file_written_before_finalist_cover_counts_as_run_without_it(bench, quick_run: Path, tmp_path: Path) -> None:
+    data = json.loads(quick_run.read_text())
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**data, "settings": {k: v for k, v in data["settings"].items()
+                                                    if k != "finalist_cover"}}))
+    settings = bench.Settings(**data["settings"])  # --quick's, covering the front end
+    assert settings.finalist_cover and "reused_from_other_settings" in bench.Run(old, settings, False).data
+    resumed = bench.Run(old, bench.Settings(**{**data["settings"], "finalist_cover": ()}), False)
+    assert resumed.data["supernets"] == data["supernets"]
 
 
 def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) -> None:
@@ -126,8 +140,8 @@ def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_r
     assert set(again["reused_from_other_settings"]) == reused
     for key in reused:
         assert again["models"][key]["train_s"] == data["models"][key]["train_s"]  # not retrained
-    assert all(len(s["meta"]["evolution"]["finalists"]) == 1 for n, s in again["supernets"].items()
-               if n.startswith("sandwich/"))
+    assert all(len([r for r in s["meta"]["evolution"]["finalists"] if not r.get("covers")]) == 1
+               for n, s in again["supernets"].items() if n.startswith("sandwich/"))
     recipe = bench.main(["--quick", "--out", str(out), "--finalists", "1", "--epochs", "2"])  # another recipe
     assert recipe.get("reused_from_other_settings") == []
 

@@ -3,8 +3,9 @@
 Inherited supernet accuracy ranks architectures only roughly, and the top candidates of an evolution
 often differ by less than that ranking's noise. So the ``k`` best distinct candidates by inherited
 validation accuracy are each trained from scratch for a few epochs on the training loader, and the
-one with the best validation accuracy wins. It costs ``k`` short trainings; it selects on the
-validation loader only (never on a test split).
+one with the best validation accuracy wins. It costs ``k`` short trainings (one more for each front end
+missing from the ``k``, see :data:`COVERED_CHOICES`); it selects on the validation loader only (never on
+a test split).
 """
 from __future__ import annotations
 
@@ -18,37 +19,54 @@ from nni_kws.training import accuracy, fit, seed_everything
 
 from .evolution import arch_key
 
-__all__ = ["FinalistResult", "top_distinct", "finalist_search"]
+__all__ = ["COVERED_CHOICES", "FinalistResult", "top_distinct", "finalist_search"]
+
+#: Choices whose every value gets a finalist. Supernets rank across front ends unreliably: one of three
+#: compact supernets put only conv front ends among its best candidates, which scored 52-63 % on dev-val
+#: as finalists, where the other two supernets' SincConv finalists scored 67-75 %
+#: (benchmarks/results/search_quality.json at 3a0c2df, ``sandwich/*/s2``). So the best candidate of each
+#: front end is trained too, and dev-val decides between them.
+COVERED_CHOICES = ("frontend",)
 
 
 @dataclass
 class FinalistResult:
-    """The winner, and every finalist as ``{"arch", "inherited_val_acc", "val_acc"}`` in rank order."""
+    """The winner, and every finalist as ``{"arch", "inherited_val_acc", "val_acc"}`` in rank order (those
+    added to cover a choice last, marked ``"covers": True``)."""
 
     arch: dict[str, Any]
     finalists: list[dict[str, Any]] = field(default_factory=list)
 
 
-def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int) -> list[tuple[dict[str, Any], float]]:
-    """The ``k`` best distinct architectures of ``(arch, score)`` pairs (first occurrence wins a tie)."""
+def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int,
+                 cover: Sequence[str] = ()) -> list[tuple[dict[str, Any], float]]:
+    """The ``k`` best distinct architectures of ``(arch, score)`` pairs (first occurrence wins a tie), then,
+    for each label in ``cover``, the best one of every value of that label which those miss."""
     best: dict[str, tuple[dict[str, Any], float]] = {}
     for arch, score in scored:
         key = arch_key(arch)
         if key not in best or score > best[key][1]:
             best[key] = (dict(arch), score)
-    return sorted(best.values(), key=lambda m: -m[1])[:k]
+    ranked = sorted(best.values(), key=lambda m: -m[1])
+    top = ranked[:k]
+    for label in cover:
+        for arch, score in ranked[k:]:
+            if label in arch and arch[label] not in {a.get(label) for a, _ in top}:
+                top.append((arch, score))
+    return top
 
 
 def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Callable[[Mapping[str, Any]], nn.Module],
                     train_loader: DataLoader, val_loader: DataLoader, *, k: int, epochs: int, seed: int = 0,
-                    seeds: int = 1, **fit_kwargs: Any) -> FinalistResult:
-    """Train the ``k`` best candidates of ``scored`` from scratch for ``epochs`` and pick by validation accuracy,
-    averaged over ``seeds`` trainings (seeds ``seed``, ``seed + 1``...): one short training's validation accuracy
-    moves between seeds by more than good candidates differ (benchmarks/results/search_quality_wide.json)."""
+                    seeds: int = 1, cover: Sequence[str] = COVERED_CHOICES, **fit_kwargs: Any) -> FinalistResult:
+    """Train the ``k`` best candidates of ``scored`` (and the best of each value of the ``cover`` choices they
+    miss) from scratch for ``epochs`` and pick by validation accuracy, averaged over ``seeds`` trainings (seeds
+    ``seed``, ``seed + 1``...): one short training's validation accuracy moves between seeds by more than good
+    candidates differ (benchmarks/results/search_quality_wide.json)."""
     if k < 1 or epochs < 1 or seeds < 1:
         raise ValueError(f"finalists need k, epochs and seeds >= 1, got k={k}, epochs={epochs}, seeds={seeds}")
     rows = []
-    for arch, inherited in top_distinct(scored, k):
+    for rank, (arch, inherited) in enumerate(top_distinct(scored, k, cover)):
         accs = []
         for training_seed in range(seed, seed + seeds):
             seed_everything(training_seed)
@@ -56,6 +74,7 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
             fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
             accs.append(accuracy(model, val_loader))
         rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
-                     **({"val_accs": accs} if seeds > 1 else {})})
+                     **({"val_accs": accs} if seeds > 1 else {}),
+                     **({"covers": True} if rank >= k else {})})
     winner = max(rows, key=lambda r: r["val_acc"])  # max keeps the first (best inherited) on a tie
     return FinalistResult(arch=dict(winner["arch"]), finalists=rows)

@@ -144,7 +144,8 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
             options: Mapping[str, Any] | None, finalists: Mapping[str, Any] | None = None,
             fit_kwargs: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates,
-    then (``finalists={"k": .., "epochs": ..[, "seeds": ..]}``) among the best ``k`` by short standalone training."""
+    then (``finalists={"k": .., "epochs": ..[, "seeds": .., "cover": ..]}``, :func:`.finalists.finalist_search`'s
+    arguments) among the best ``k`` by short standalone training."""
     from nni_kws.space import build_model, space_choices
     from nni_kws.space.mixed_ops import fresh_space
 
@@ -160,8 +161,7 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
     if not finalists:
         return found.arch, info
     final = finalist_search(found.evaluated, lambda a: build_model(a, fresh_space(space)), train_loader, val_loader,
-                            k=int(finalists["k"]), epochs=int(finalists["epochs"]), seed=seed,
-                            seeds=int(finalists.get("seeds", 1)), **dict(fit_kwargs or {}))
+                            seed=seed, **dict(finalists), **dict(fit_kwargs or {}))
     info["finalists"] = final.finalists
     return final.arch, info
 
@@ -215,10 +215,11 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         with inherited weights whose BatchNorm is recalibrated on ``calib_batches`` training batches.
         ``sandwich`` also.
     finalists
-        ``random``/``sandwich`` only, optional ``{"k": int, "epochs": int, "seeds": int}``: the ``k`` best
-        distinct candidates of the evolution are trained from scratch for ``epochs`` on ``train_loader`` (same
-        recipe; ``seeds`` times, default 1) and the best on ``val_loader`` (mean over the seeds) is returned
-        (:mod:`.finalists`; costs ``k * seeds`` short trainings).
+        ``random``/``sandwich`` only, optional ``{"k": int, "epochs": int, "seeds": int, "cover": labels}``:
+        the ``k`` best distinct candidates of the evolution (and the best of each front end they miss) are
+        trained from scratch for ``epochs`` on ``train_loader`` (same recipe; ``seeds`` times, default 1) and
+        the best on ``val_loader`` (mean over the seeds) is returned (:mod:`.finalists`; costs about
+        ``k * seeds`` short trainings).
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
