@@ -84,8 +84,9 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
-    g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution from"
-                   " scratch for --finalist-epochs and keep the best on validation (default 3; 0: evolution's best)")
+    g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution (and "
+                   "the best of each front end they miss) from scratch for --finalist-epochs and keep the best on "
+                   "validation (default 3; 0: evolution's best)")
     g.add_argument("--finalist-epochs", type=int, help=f"(default: {d.finalist_epochs})")
     g.add_argument("--finalist-seeds", type=int, help="trainings per finalist, picked by their mean validation "
                    f"accuracy: steadier when candidates are close (default: {d.finalist_seeds})")
