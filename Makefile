@@ -31,7 +31,7 @@ bench: venv
 	$(PY) benchmarks/search.py
 	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
 		--sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
-	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
+	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 10 \
 		--sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
 	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
 		--companion benchmarks/results/search_quality_wide.json

@@ -44,7 +44,7 @@ SincConv+DSConv peer's kernel sizes and widths)::
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+        --random 10 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
 """
