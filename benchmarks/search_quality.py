@@ -7,9 +7,10 @@ Every model (searched, random, peer) is trained from scratch with the same recip
 (:func:`nni_kws.training.fit`). Per MAC budget:
 
 - one-shot search with each of ``--strategies``, the first one giving the verdict (``sandwich``: the
-  largest, smallest and a random path per step, one supernet for every budget, then evolution within the
-  budget and ``--finalists`` short standalone trainings (``--finalist-seeds`` each; plus the best candidate of
-  each front end they miss, ``--finalist-cover``) picked on dev-val; ``gumbel-hard``: straight-through
+  largest, smallest and a random path per step, one supernet per front end (``--split``, each trained
+  ``--sandwich-epochs``) for every budget, then evolution within the budget and ``--finalists`` short
+  standalone trainings (``--finalist-seeds`` each; plus the best candidate of each front end they miss,
+  ``--finalist-cover``) picked on dev-val; ``gumbel-hard``: straight-through
   single paths after ``--warmup-epochs`` of uniform single paths; ``darts``: the softmax mixture), the
   penalty target or evolution budget = the budget; the verdict strategy's model is also trained with
   ``--retrain-seeds`` (the run-to-run spread);
@@ -37,14 +38,15 @@ per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``
 everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
 
 The sandwich supernet's length is chosen per space on dev-val, by the searched models' mean dev-val accuracy
-over their 9 trainings: 8 epochs for ``compact`` (16: ``search_quality_e16.json``), 16 for the larger ``paper``
-space (8: ``search_quality_paper_e8.json``) and, untried at 8, for ``wide`` (the ``paper`` space with the
-SincConv+DSConv peer's kernel sizes and widths)::
+over their 9 trainings: 8 epochs of one shared supernet for ``compact`` (16: ``search_quality_e16.json``), now
+4 for each of its two front-end supernets (the same compute); 16 shared for the larger ``paper`` space (8:
+``search_quality_paper_e8.json``) and, untried at 8, for ``wide`` (the ``paper`` space with the SincConv+DSConv
+peer's kernel sizes and widths), which ran before ``--split`` existed::
 
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 6 --sandwich-epochs 16 --out benchmarks/results/search_quality_paper.json
+        --random 6 --sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 10 --sandwich-epochs 16 --out benchmarks/results/search_quality_wide.json
+        --random 10 --sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_wide.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
 """
@@ -78,6 +80,7 @@ from nni_kws.files import write_json
 from nni_kws.search import ResourcePenalty, calibration_batches, random_archs, run_search
 from nni_kws.search.evolution import CandidateScorer, arch_key
 from nni_kws.search.finalists import COVERED_CHOICES
+from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_model, build_space, space_choices
 from nni_kws.training import accuracy, fit, seed_everything
 
@@ -98,7 +101,8 @@ class Settings:
     search_epochs: int = 4
     warmup_epochs: int = 1
     spos_epochs: int = 4
-    sandwich_epochs: int = 8  # one sandwich supernet (budget-free) serves every budget
+    sandwich_epochs: int = 4  # per supernet; one sandwich search (budget-free) serves every budget
+    split: str = SPLIT_CHOICE  # sandwich: one supernet per value of this choice, '' for one shared supernet
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     finalist_seeds: int = 2  # ...each trained this many times, picked by the mean
     finalist_cover: tuple[str, ...] = COVERED_CHOICES  # ...and the best of each front end the k miss
@@ -250,7 +254,7 @@ class Run:
 
 
 #: Settings added after result files were written, with the value those files ran.
-RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": []}
+RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": ""}
 
 
 #: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
@@ -263,8 +267,8 @@ RECIPE = ("epochs", "lr", "batch_size", "val_fraction", "data")
 
 
 #: What a supernet's checkpoint depends on (besides strategy, budget and seed, which name its folder).
-SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", "sandwich_epochs", "lam", "lr",
-                     "arc_lr", "batch_size", "val_fraction", "data")
+SUPERNET_SETTINGS = ("preset", "search_epochs", "warmup_epochs", "spos_epochs", "sandwich_epochs", "split", "lam",
+                     "lr", "arc_lr", "batch_size", "val_fraction", "data")
 
 
 def _same_recipe(old: Mapping[str, Any], new: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
@@ -329,6 +333,8 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
         kwargs["strategy_kwargs"] = {"warmup_epochs": s.warmup_epochs}
     else:
         kwargs["evolution"] = s.evolution
+    if strategy == "sandwich" and s.split:
+        kwargs["split"] = s.split
     if strategy == "sandwich" and s.finalists:
         kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds,
                                "cover": s.finalist_cover}

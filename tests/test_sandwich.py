@@ -178,3 +178,37 @@ def test_inplace_distillation_teaches_the_smaller_paths_the_largest_paths_predic
         expected = (F.cross_entropy(teacher, y, label_smoothing=smoothing) + second) / 2
         assert torch.allclose(losses[distill], expected, atol=1e-6)
     assert not torch.allclose(losses[True], losses[False])
+
+
+def test_a_split_search_trains_one_supernet_per_front_end_each_with_only_its_own_front_end(tmp_path):
+    """``split='frontend'``: two supernets that share no weights; the sinc one never trains the conv front end
+    (and the reverse), a candidate inherits from the supernet of its front end, and each resumes from its folder."""
+    from nni_kws.search import CandidateScorer
+    from nni_kws.search.split import SplitSupernet
+
+    loader = DataLoader(separable_clips(2, seed=0), batch_size=8)
+
+    def search(epochs: int, out=None):
+        return run_search(build_space("tiny"), loader, loader, strategy="sandwich", epochs=epochs, progress=False,
+                          split="frontend", out_dir=out, resume=True,
+                          evolution={"population": 2, "sample": 1, "cycles": 0})
+
+    before, after = search(0).supernet, search(1, tmp_path).supernet
+    assert isinstance(after, SplitSupernet) and sorted(after.keys()) == ["conv", "sinc"]
+    for trained, untouched in (("sinc", "conv"), ("conv", "sinc")):
+        old, new = before[trained].state_dict(), after[trained].state_dict()
+        moved = {k.split(".")[1] for k in new if k.startswith("frontend.") and new[k].is_floating_point()
+                 and not torch.equal(old[k], new[k])}
+        assert moved == {trained}, (trained, moved)
+        stages_before, stages_after = _stage_params(before[trained]), _stage_params(after[trained])
+        assert any(not torch.equal(stages_before[k], stages_after[k]) for k in stages_before)
+    sinc_stages, conv_stages = (_stage_params(after[v]) for v in ("sinc", "conv"))
+    assert any(not torch.equal(sinc_stages[k], conv_stages[k]) for k in sinc_stages)  # nothing shared
+    conv_arch = {**extreme_arch(space_choices(build_space("tiny")), False), "frontend": "conv"}
+    inherited = CandidateScorer(build_space("tiny"), after, [], loader).model(conv_arch).state_dict()
+    own = after["conv"].state_dict()
+    assert all(torch.equal(v, own["frontend.conv." + k.split(".", 1)[1]]) for k, v in inherited.items()
+               if k.startswith("frontend.") and "running" not in k and "num_batches" not in k)
+    assert {p.name for p in tmp_path.iterdir()} == {"frontend-sinc", "frontend-conv"}
+    resumed = search(1, tmp_path).supernet  # both finished: resuming trains nothing more
+    assert all(torch.equal(v, resumed["conv"].state_dict()[k]) for k, v in own.items())

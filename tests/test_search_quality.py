@@ -51,6 +51,7 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
         finalists = sup["meta"]["evolution"]["finalists"]
         assert sup["within_budget"] and not any(r.get("covers") for r in finalists[:s["finalists"]])
         assert {r["arch"]["frontend"] for r in finalists} == {"sinc", "conv"}  # --finalist-cover frontend
+        assert sup["meta"]["split"] == "frontend"  # --split: one supernet per front end
     for m in data["models"].values():
         if m["kind"] in ("random", "evolution"):
             assert m["costs"]["macs"] <= m["budget_macs"]  # by construction
@@ -100,14 +101,15 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     assert again["supernets"] == data["supernets"]
 
 
-def test_a_file_written_before_finalist_cover_counts_as_run_without_it(bench, quick_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "")])
+def test_a_file_written_before_a_setting_counts_as_run_without_it(bench, quick_run: Path, tmp_path: Path,
+                                                                   setting: str, before: object) -> None:
     data = json.loads(quick_run.read_text())
     old = tmp_path / "old.json"
-    old.write_text(json.dumps({**data, "settings": {k: v for k, v in data["settings"].items()
-                                                    if k != "finalist_cover"}}))
-    settings = bench.Settings(**data["settings"])  # --quick's, covering the front end
-    assert settings.finalist_cover and "reused_from_other_settings" in bench.Run(old, settings, False).data
-    resumed = bench.Run(old, bench.Settings(**{**data["settings"], "finalist_cover": ()}), False)
+    old.write_text(json.dumps({**data, "settings": {k: v for k, v in data["settings"].items() if k != setting}}))
+    settings = bench.Settings(**data["settings"])  # --quick's: covering the front end, a supernet per front end
+    assert getattr(settings, setting) and "reused_from_other_settings" in bench.Run(old, settings, False).data
+    resumed = bench.Run(old, bench.Settings(**{**data["settings"], setting: before}), False)
     assert resumed.data["supernets"] == data["supernets"]
 
 

@@ -39,6 +39,7 @@ from nni_kws.training import (
 
 from .penalty import ResourcePenalty
 from .sandwich import SandwichOneShot, SeededRandomOneShot
+from .split import SplitSupernet
 from .strategy import (
     ResourceDARTS,
     ResourceGumbelDARTS,
@@ -84,7 +85,8 @@ def make_strategy(name: str, *, penalties: Sequence[ResourcePenalty] = (), cost_
 
     Differentiable strategies get the penalties in their architecture loss; ``random`` turns them
     into a hard budget filter on sampled paths (targets only); ``sandwich`` trains every path and
-    leaves the budget to the evolution; ``enas`` takes none.
+    leaves the budget to the evolution; ``enas`` takes none. ``random`` and ``sandwich`` take
+    ``fixed={label: value}``: every trained path has that value (one supernet of a split).
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}; choose from {', '.join(STRATEGIES)}")
@@ -173,7 +175,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
                seed: int = 0, resume: bool = False, progress: bool = True,
                strategy_kwargs: Mapping[str, Any] | None = None,
                calib_batches: int = 16, evolution: Mapping[str, Any] | None = None,
-               finalists: Mapping[str, Any] | None = None, **module_kwargs: Any) -> SearchResult:
+               finalists: Mapping[str, Any] | None = None, split: str | None = None,
+               **module_kwargs: Any) -> SearchResult:
     """Search ``space`` (mutated in place into the supernet) and return the chosen architecture.
 
     Parameters
@@ -220,53 +223,61 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         trained from scratch for ``epochs`` on ``train_loader`` (same recipe; ``seeds`` times, default 1) and
         the best on ``val_loader`` (mean over the seeds) is returned (:mod:`.finalists`; costs about
         ``k * seeds`` short trainings).
+    split
+        ``random``/``sandwich`` only, optional: the label of a choice (:data:`~.split.SPLIT_CHOICE`, the front
+        end) whose every value gets its own supernet, trained for ``epochs`` with that value fixed (in
+        ``out_dir/<label>-<value>``; ``space`` itself stays untouched); a candidate inherits from the supernet
+        of its value (:class:`~.split.SplitSupernet`). A space without that choice trains one supernet.
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
-    from nni_kws.space import KwsSpace
+    from nni_kws.space import KwsSpace, space_choices
+    from nni_kws.space.mixed_ops import fresh_space
 
     out = Path(out_dir) if out_dir is not None else None
     if cost_model is None and isinstance(space, KwsSpace):
         from nni_kws.cost import CostModel
         cost_model = CostModel(space)  # before the strategy mutates the space
-    seed_everything(seed)
-    if isinstance(strategy, Strategy):
-        if penalties or strategy_kwargs:
-            raise ValueError("pass penalties and strategy arguments to the strategy object itself")
-        strat = strategy
+    if split is not None and strategy not in WEIGHTS_ONLY:
+        raise ValueError(f"split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
+                         f"not {strategy!r}")
+    split_values = space_choices(space).get(split, []) if split is not None else []
+
+    def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:
+        seed_everything(seed)
+        part = fresh_space(space) if fixed else space  # a split's supernets start alike (and resume alike)
+        if isinstance(strategy, Strategy):
+            if penalties or strategy_kwargs:
+                raise ValueError("pass penalties and strategy arguments to the strategy object itself")
+            strat = strategy
+        else:
+            strat = make_strategy(strategy, penalties=penalties, cost_model=cost_model,
+                                  arc_learning_rate=arc_learning_rate,
+                                  **({"fixed": fixed} if fixed else {}), **dict(strategy_kwargs or {}))
+        history = _train_supernet(part, strat, train_loader, val_loader, epochs=epochs, out=folder, resume=resume,
+                                  seed=seed, progress=progress, cost_model=cost_model,
+                                  module_kwargs={"learning_rate": learning_rate, **module_kwargs})
+        return strat, history
+
+    if len(split_values) > 1:  # one supernet per value, each in its own folder (and checkpoint)
+        parts = {value: train({split: value}, out / f"{split}-{value}" if out is not None else None)
+                 for value in split_values}
+        strat = next(iter(parts.values()))[0]
+        supernet: nn.Module = SplitSupernet(split, {value: s.supernet for value, (s, _) in parts.items()})  # type: ignore
+        records = [{split: value, **r} for value, (_, h) in parts.items() for r in h.records]
     else:
-        strat = make_strategy(strategy, penalties=penalties, cost_model=cost_model,
-                              arc_learning_rate=arc_learning_rate, **dict(strategy_kwargs or {}))
+        strat, history = train({}, out)
+        supernet, records = strat.supernet, list(history.records)  # type: ignore[attr-defined]
 
-    history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
-    ckpt = _last_checkpoint(out) if resume else None
-    if ckpt is not None:
-        check_checkpoint(ckpt)
-        _logger.info("resuming the search from %s", ckpt)
-    elif history.path is not None and history.path.exists():
-        history.path.unlink()  # a fresh search in an old folder
-
-    module = nni.trace(KwsModule)(learning_rate=learning_rate, **module_kwargs)
-    seeding = EpochSeeding(seed, "search", [train_loader, val_loader])
-    evaluator = Lightning(module, _trainer(epochs, out, progress, [seeding, history]),
-                          train_dataloaders=train_loader, val_dataloaders=val_loader,
-                          fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
-    quiet = _DropNniFailureLines()
-    for name in _NNI_LOGGERS:
-        logging.getLogger(name).addFilter(quiet)
-    try:
-        strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
-    finally:
-        for name in _NNI_LOGGERS:
-            logging.getLogger(name).removeFilter(quiet)
-
-    oneshot = strat.oneshot_module  # type: ignore[attr-defined]
     probs: dict[str, dict[Any, float]] = {}
     meta: dict[str, Any] = {"strategy": strategy if isinstance(strategy, str) else type(strategy).__name__,
                             "epochs": epochs, "penalties": [p.to_dict() for p in penalties],
                             **{k: v for k, v in dict(strategy_kwargs or {}).items()
                                if k in ("warmup_epochs", "arch_every")}}
+    if len(split_values) > 1:
+        meta["split"] = split
     if isinstance(strat, DARTS):  # also GumbelDARTS and Proxyless
+        oneshot = strat.oneshot_module  # type: ignore[attr-defined]
         with torch.no_grad():
             probs = {label: {v: float(p) for v, p in dist.items()} for label, dist in arch_probs(oneshot).items()}
         if not all(math.isfinite(p) for dist in probs.values() for p in dist.values()):
@@ -283,10 +294,37 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         after = derived_seed(seed, "search", "evolution")  # the same after a resumed search
         seed_everything(after)
         reseed_loaders([train_loader, val_loader], after)
-        arch, meta["evolution"] = _evolve(space, strat.supernet, train_loader, val_loader,  # type: ignore[attr-defined]
+        arch, meta["evolution"] = _evolve(space, supernet, train_loader, val_loader,
                                           _budget_filter(penalties, cost_model), calib_batches, seed, evolution,
                                           finalists, {"learning_rate": learning_rate, **module_kwargs})
     else:
-        arch = dict(oneshot.export())
-    return SearchResult(arch=arch, probs=probs, history=list(history.records), meta=meta,
-                        supernet=strat.supernet)  # type: ignore[attr-defined]
+        arch = dict(strat.oneshot_module.export())  # type: ignore[attr-defined]
+    return SearchResult(arch=arch, probs=probs, history=records, meta=meta, supernet=supernet)
+
+
+def _train_supernet(space: nn.Module, strat: Strategy, train_loader: DataLoader, val_loader: DataLoader, *,
+                    epochs: int, out: Path | None, resume: bool, seed: int, progress: bool, cost_model: Any,
+                    module_kwargs: Mapping[str, Any]) -> SearchHistory:
+    """Run the one-shot strategy on ``space`` (mutated into its supernet), resuming from ``out``'s checkpoint."""
+    history = SearchHistory(out / "history.jsonl" if out is not None else None, cost_model)
+    ckpt = _last_checkpoint(out) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt)
+        _logger.info("resuming the search from %s", ckpt)
+    elif history.path is not None and history.path.exists():
+        history.path.unlink()  # a fresh search in an old folder
+
+    module = nni.trace(KwsModule)(**module_kwargs)
+    seeding = EpochSeeding(seed, "search", [train_loader, val_loader])
+    evaluator = Lightning(module, _trainer(epochs, out, progress, [seeding, history]),
+                          train_dataloaders=train_loader, val_dataloaders=val_loader,
+                          fit_kwargs={"ckpt_path": str(ckpt)} if ckpt else None)
+    quiet = _DropNniFailureLines()
+    for name in _NNI_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        strat(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
+    finally:
+        for name in _NNI_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
+    return history

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .split import supernet_for
+
 __all__ = ["calibration_batches", "recalibrate_bn", "inherited_model"]
 
 Batch = Sequence[torch.Tensor]
@@ -58,7 +60,8 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Batch], *,
 
 def inherited_model(space: nn.Module, arch: Mapping[str, Any], supernet: nn.Module,
                     batches: Iterable[Batch]) -> nn.Module:
-    """The plain model of ``arch`` with the supernet's weights and recalibrated BatchNorm statistics."""
+    """The plain model of ``arch`` with the supernet's weights (of its own supernet where the search trained one
+    per front end, :mod:`.split`) and recalibrated BatchNorm statistics."""
     from nni_kws.space.mixed_ops import derive_model
 
-    return recalibrate_bn(derive_model(space, arch, supernet), batches)
+    return recalibrate_bn(derive_model(space, arch, supernet_for(supernet, arch)), batches)

@@ -49,12 +49,24 @@ class SeededSampling(RandomSamplingLightningModule):
     two single-path searches with one seed train different paths and a resumed search is not the
     uninterrupted one. Python's ``random`` is what the search seeds every epoch
     (:class:`~nni_kws.training.EpochSeeding`).
+
+    ``fixed``: ``{label: value}`` that every trained path takes (one supernet per front end,
+    :mod:`.split`); the other labels are drawn as usual.
     """
+
+    def __init__(self, training_module: pl.LightningModule, filter: Any = None,  # noqa: A002  NNI's name
+                 fixed: Mapping[str, Any] | None = None) -> None:
+        super().__init__(training_module, filter=filter)
+        self.fixed = dict(fixed or {})
 
     @functools.cached_property
     def choices(self) -> dict[str, list[Any]]:
-        """``{label: values}`` of the supernet's choices (fixed once built: read once, not every step)."""
-        return {label: list(m.values) for label, m in self.model.simplify().items() if isinstance(m, Categorical)}
+        """``{label: values}`` of the supernet's choices, ``fixed`` ones with their one value (read once)."""
+        choices = {label: list(m.values) for label, m in self.model.simplify().items() if isinstance(m, Categorical)}
+        unknown = [label for label in self.fixed if label not in choices or self.fixed[label] not in choices[label]]
+        if unknown:
+            raise ValueError(f"fixed choices {unknown} are not choices of the space ({sorted(choices)})")
+        return {label: [self.fixed[label]] if label in self.fixed else values for label, values in choices.items()}
 
     def use_path(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         """Set every supernet module to the path ``arch`` (NNI's modules take a fixed value from ``memo``)."""
@@ -72,8 +84,12 @@ class SeededSampling(RandomSamplingLightningModule):
 class SeededRandomOneShot(RandomOneShot):
     """NNI's ``RandomOneShot`` (SPOS: uniform single paths) with seeded path draws (:class:`SeededSampling`)."""
 
+    def __init__(self, fixed: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fixed = dict(fixed or {})
+
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> SeededSampling:
-        return SeededSampling(training_module, filter=self.filter)
+        return SeededSampling(training_module, filter=self.filter, fixed=self.fixed)
 
 
 class SandwichModule(SeededSampling):
@@ -85,8 +101,9 @@ class SandwichModule(SeededSampling):
     can tell them instead of fitting hard labels they cannot reach, which makes their inherited accuracy
     closer to what they reach alone."""
 
-    def __init__(self, training_module: pl.LightningModule, n_random: int = 1, inplace_distill: bool = False) -> None:
-        super().__init__(training_module, filter=None)
+    def __init__(self, training_module: pl.LightningModule, n_random: int = 1, inplace_distill: bool = False,
+                 fixed: Mapping[str, Any] | None = None) -> None:
+        super().__init__(training_module, fixed=fixed)
         if n_random < 0:
             raise ValueError(f"n_random must be >= 0, got {n_random}")
         self.n_random, self.inplace_distill = n_random, inplace_distill
@@ -116,7 +133,7 @@ class SandwichModule(SeededSampling):
         return loss
 
 
-class SandwichOneShot(RandomOneShot):
+class SandwichOneShot(SeededRandomOneShot):
     """NNI's ``RandomOneShot`` (single-path mixed operations and hooks) trained with the sandwich rule."""
 
     def __init__(self, n_random: int = 1, inplace_distill: bool = False, **kwargs: Any) -> None:
@@ -124,4 +141,5 @@ class SandwichOneShot(RandomOneShot):
         self.n_random, self.inplace_distill = n_random, inplace_distill
 
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> SandwichModule:
-        return SandwichModule(training_module, n_random=self.n_random, inplace_distill=self.inplace_distill)
+        return SandwichModule(training_module, n_random=self.n_random, inplace_distill=self.inplace_distill,
+                              fixed=self.fixed)
