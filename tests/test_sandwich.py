@@ -121,6 +121,11 @@ def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
         check_inputs(PipelineConfig(strategy="random", finalists=2, finalist_epochs=0, real_test=None))
     with pytest.raises(ValueError, match="finalist-seeds"):
         check_inputs(PipelineConfig(strategy="sandwich", finalists=2, finalist_seeds=0, real_test=None))
+    check_inputs(PipelineConfig(strategy="sandwich", split="frontend", real_test=None))
+    with pytest.raises(ValueError, match="--split needs"):
+        check_inputs(PipelineConfig(strategy="darts", split="frontend", real_test=None))
+    with pytest.raises(ValueError, match="choice of the 'small' space .*got 'front'"):
+        check_inputs(PipelineConfig(strategy="sandwich", split="front", real_test=None))
     # by default 3 finalists for the strategies that pick by evolution, none for the others (no error)
     assert PipelineConfig(strategy="sandwich").finalist_count() == 3
     assert PipelineConfig(strategy="darts").finalist_count() == 0

@@ -84,6 +84,9 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
+    g.add_argument("--split", help="random/sandwich: train one supernet per value of this choice (e.g. frontend: "
+                   "a SincConv and a conv supernet, each --search-epochs; they rank across front ends better than one "
+                   "shared supernet) (default: one supernet)")
     g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution (and "
                    "the best of each front end they miss) from scratch for --finalist-epochs and keep the best on "
                    "validation (default 3; 0: evolution's best)")

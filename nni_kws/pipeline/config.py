@@ -17,7 +17,7 @@ from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
 from nni_kws.search.oneshot import WEIGHTS_ONLY
-from nni_kws.space import build_space
+from nni_kws.space import build_space, space_choices
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT", "OPTIONS",
            "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root", "stage_options",
@@ -35,7 +35,7 @@ OPTIONS = "options.json"
 #: The options each stage's outcome depends on, besides :data:`IDENTITY_FIELDS` (and, for train and
 #: quantize, the architecture). A stage in the folder made with other values is not silently kept.
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "finalists",
+    "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "split", "finalists",
                "finalist_epochs", "finalist_seeds", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size", "distill", "distill_temperature"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
@@ -43,7 +43,7 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
 ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE,
-                                 "finalist_seeds": 1}
+                                 "finalist_seeds": 1, "split": None}
 
 
 @dataclass
@@ -74,6 +74,8 @@ class PipelineConfig:
     warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
+    # random/sandwich: one supernet per value of this choice (e.g. 'frontend'), each trained search_epochs; None: one
+    split: str | None = None
     # random/sandwich: the best `finalists` candidates of the evolution are trained from scratch for
     # `finalist_epochs` and the best on validation is kept (0: the evolution's best; None: 3 for random/sandwich)
     finalists: int | None = None
@@ -246,6 +248,14 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if cfg.finalist_count() and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")
+    if cfg.split is not None:
+        if cfg.strategy not in WEIGHTS_ONLY:
+            raise ValueError(f"--split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
+                             f"got {cfg.strategy!r}")
+        labels = space_choices(build_space(cfg.preset, frontend=cfg.frontend))
+        if cfg.split not in labels:
+            raise ValueError(f"--split must name a choice of the {cfg.preset!r} space ({', '.join(labels)}), "
+                             f"got {cfg.split!r}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

@@ -30,10 +30,9 @@ from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, writ
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import WEIGHTS_ONLY, run_search
 from nni_kws.search.penalty import ResourcePenalty
-from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
+from nni_kws.search.recalibrate import calibration_batches, inherited_model
 from nni_kws.signals import check_stop
 from nni_kws.space import build_model, build_space, save_arch, validate_arch
-from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything, torch_threads
 
 from .config import (
@@ -274,6 +273,7 @@ class Pipeline:
                             epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
+                            split=cfg.split,
                             finalists={"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
                             if (k := cfg.finalist_count()) else None,
                             strategy_kwargs=self.strategy_kwargs())
@@ -283,8 +283,8 @@ class Pipeline:
         over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
         save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
         # inherited weights with BatchNorm statistics of this very path (the supernet's are the mixture's)
-        inherited = recalibrate_bn(derive_model(self.space(), arch, result.supernet),
-                                   calibration_batches(self.loader("train"), cfg.calib_batches))
+        inherited = inherited_model(self.space(), arch, result.supernet,
+                                    calibration_batches(self.loader("train"), cfg.calib_batches))
         save_torch(inherited.state_dict(), stage_dir / "init_weights.pt")
         acc = self.evaluate(inherited, real=False)
         return {"arch": arch, "costs": costs, **result.meta, "budgets": budgets, "over_budget": over,

@@ -227,7 +227,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         ``random``/``sandwich`` only, optional: the label of a choice (:data:`~.split.SPLIT_CHOICE`, the front
         end) whose every value gets its own supernet, trained for ``epochs`` with that value fixed (in
         ``out_dir/<label>-<value>``; ``space`` itself stays untouched); a candidate inherits from the supernet
-        of its value (:class:`~.split.SplitSupernet`). A space without that choice trains one supernet.
+        of its value (:class:`~.split.SplitSupernet`). A choice with one value trains one supernet.
     **module_kwargs
         :class:`~nni_kws.training.KwsModule` arguments (``weight_decay``, ``label_smoothing``...).
     """
@@ -241,7 +241,9 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     if split is not None and strategy not in WEIGHTS_ONLY:
         raise ValueError(f"split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"not {strategy!r}")
-    split_values = space_choices(space).get(split, []) if split is not None else []
+    split_values = space_choices(space).get(split) if split is not None else []
+    if split_values is None:
+        raise ValueError(f"split must name a choice of the space ({', '.join(space_choices(space))}), got {split!r}")
 
     def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:
         seed_everything(seed)
