@@ -735,7 +735,8 @@ def notes(run: Run) -> list[str]:
            f"the verdict strategy's model of search seed s is trained with seed s and again with seeds "
            f"{list(s.retrain_seeds)} (so a seed can repeat; two trainings with one seed still differ, since the "
            "data order is drawn from the loader's own generator): training_seed_std_pts is the run-to-run spread",
-           f"{s.strategies[0]}: one supernet for every budget; the budget applies in the evolution"
+           f"{s.strategies[0]}: " + (f"one supernet per {s.split} (each {s.sandwich_epochs} epochs)" if s.split
+                                      else "one supernet") + " for every budget; the budget applies in the evolution"
            + (f" and then {s.finalists} finalists (the evolution's best by inherited dev-val accuracy) trained "
               f"{s.epochs} epochs on dev-train, picked by dev-val; '{s.strategies[0]}-top1' is the evolution's pick "
               "without that stage" if s.finalists else ""),
