@@ -81,6 +81,11 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.02)
 
 
+def _checkpoint(out: Path, stage: str) -> Path:
+    """A stage's per-epoch checkpoint; the search's default is one supernet per front end, sinc's first."""
+    return out / stage / ("frontend-sinc" if stage == "search" else "") / "checkpoints" / "last.ckpt"
+
+
 def _copy(run: Path, tmp_path: Path) -> Path:
     out = tmp_path / "copy"
     shutil.copytree(run, out)
@@ -93,7 +98,7 @@ def test_sigkill_mid_stage_then_resume_equals_an_uninterrupted_run(stage: str, a
     """Audit 1.1/1.2: a killed and resumed run gives the uninterrupted run's results.json, bit for bit."""
     out = tmp_path / "run"
     proc = _start(out, args)
-    _wait_for(out / stage / "checkpoints" / "last.ckpt", proc)
+    _wait_for(_checkpoint(out, stage), proc)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert not (out / stage / "result.json").exists()
@@ -108,7 +113,7 @@ def test_signal_mid_stage_stops_with_128_plus_signal_and_the_resume_command(stag
     stage is not marked complete, and --resume then equals an uninterrupted run."""
     out = tmp_path / "run"
     proc = _start(out, args)
-    _wait_for(out / stage / "checkpoints" / "last.ckpt", proc)
+    _wait_for(_checkpoint(out, stage), proc)
     os.kill(proc.pid, signum)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + signum, output[-2000:]
@@ -125,15 +130,16 @@ def test_a_second_process_cannot_resume_or_overwrite_a_run_in_use(args, tmp_path
     out = tmp_path / "run"
     proc = _start(out, [*args, "--search-epochs", "500"])  # stays in the search until stopped
     try:
-        _wait_for(out / "search" / "checkpoints" / "last.ckpt", proc)
+        _wait_for(_checkpoint(out, "search"), proc)
         for extra in (["--resume"], ["--overwrite", "--search-epochs", "1"]):
             assert main(["run", "--out", str(out), *args, *extra]) == 2
             assert f"in use by another nni-kws process (pid {proc.pid})" in capsys.readouterr().err
-        assert (out / "search" / "checkpoints" / "last.ckpt").is_file()  # not deleted by --overwrite
+        assert _checkpoint(out, "search").is_file()  # not deleted by --overwrite
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    history = [json.loads(line) for line in (out / "search" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (_checkpoint(out, "search").parents[1] / "history.jsonl").read_text()
+               .splitlines()]
     assert [r["epoch"] for r in history] == list(range(len(history)))  # one writer
     assert main(["run", "--out", str(out), "--resume", "--search-epochs", "1"]) == 2  # lock free: options refused
     assert "was made with search-epochs=500, not 1" in capsys.readouterr().err
@@ -228,8 +234,8 @@ def test_corrupt_state_files_are_named_with_the_way_out(reference, tmp_path, cap
     for i, damage in enumerate([lambda p: os.truncate(p, 1000), lambda p: p.write_bytes(os.urandom(20000))]):
         out = _copy(reference, tmp_path / f"ckpt{i}")
         (out / "search" / "result.json").unlink()  # an unfinished search resumes from last.ckpt
-        damage(out / "search" / "checkpoints" / "last.ckpt")
-        cases.append((run(out), out / "search" / "checkpoints" / "last.ckpt", "epoch=N.ckpt"))
+        damage(_checkpoint(out, "search"))
+        cases.append((run(out), _checkpoint(out, "search"), "epoch=N.ckpt"))
     for i, damage in enumerate([lambda p: os.truncate(p, 2000), lambda p: p.write_bytes(b""),
                                 lambda p: torch.save({"stages.1.0.weight": torch.zeros(1)}, p)]):
         out = _copy(reference, tmp_path / f"model{i}")

@@ -77,16 +77,18 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    help=f"one-shot strategy: darts trains the softmax mixture, gumbel-hard one path per step, "
                         f"random uniform single paths then evolution, sandwich the largest, smallest and a random "
                         f"path per step then evolution (default: {d.strategy})")
-    g.add_argument("--search-epochs", type=int, help=f"(default: {d.search_epochs})")
+    g.add_argument("--search-epochs", type=int, help="supernet epochs in all (split supernets share them) "
+                   f"(default: {d.search_epochs})")
     g.add_argument("--warmup-epochs", type=int, help="search epochs that train the weights only, before the first "
                    "architecture step (default: a quarter of --search-epochs)")
     g.add_argument("--arch-every", type=int, help="one architecture step per N weight steps (ICPR: 5; a full DARTS "
                    f"iteration costs two supernet passes) (default: {d.arch_every})")
     g.add_argument("--calib-batches", type=int, help="training batches that recalibrate the BatchNorm statistics of "
                    f"a sub-network inheriting supernet weights (default: {d.calib_batches})")
-    g.add_argument("--split", help="random/sandwich: train one supernet per value of this choice (e.g. frontend: "
-                   "a SincConv and a conv supernet, each --search-epochs; they rank across front ends better than one "
-                   "shared supernet) (default: one supernet)")
+    g.add_argument("--split", help="random/sandwich: train one supernet per value of this choice (frontend: a "
+                   "SincConv and a conv supernet, which rank across front ends better than one shared supernet), "
+                   "sharing --search-epochs equally; auto: the front end where the space has that choice; none: one "
+                   f"supernet (default: {d.split})")
     g.add_argument("--finalists", type=int, help="random/sandwich: train the N best candidates of the evolution (and "
                    "the best of each front end they miss) from scratch for --finalist-epochs and keep the best on "
                    "validation (default 3; 0: evolution's best)")

@@ -17,6 +17,7 @@ from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
 from nni_kws.search.oneshot import WEIGHTS_ONLY
+from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_space, space_choices
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT", "OPTIONS",
@@ -43,7 +44,7 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
 ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE,
-                                 "finalist_seeds": 1, "split": None}
+                                 "finalist_seeds": 1, "split": "none"}
 
 
 @dataclass
@@ -74,8 +75,9 @@ class PipelineConfig:
     warmup_epochs: int | None = None
     calib_batches: int = 16  # training batches that recalibrate BatchNorm of inherited sub-networks
     arch_every: int = 1  # one architecture step per this many weight steps (ICPR: 5)
-    # random/sandwich: one supernet per value of this choice (e.g. 'frontend'), each trained search_epochs; None: one
-    split: str | None = None
+    # random/sandwich: one supernet per value of this choice, sharing search_epochs equally ('auto': the front end where
+    # the space has one: they rank better than one shared supernet, benchmarks/results/search_quality.json; 'none': one)
+    split: str = "auto"
     # random/sandwich: the best `finalists` candidates of the evolution are trained from scratch for
     # `finalist_epochs` and the best on validation is kept (0: the evolution's best; None: 3 for random/sandwich)
     finalists: int | None = None
@@ -122,6 +124,22 @@ class PipelineConfig:
     def warmup(self) -> int:
         """Weight-only search epochs: ``warmup_epochs``, by default a quarter of ``search_epochs``."""
         return int(self.warmup_epochs) if self.warmup_epochs is not None else int(self.search_epochs) // 4
+
+    def split_choice(self) -> str | None:
+        """The choice whose every value gets its own supernet (``split``; None: one supernet for the whole space)."""
+        if self.split == "none" or (self.split == "auto" and self.strategy not in WEIGHTS_ONLY):
+            return None
+        if self.split == "auto":
+            return SPLIT_CHOICE if SPLIT_CHOICE in self._choices() else None
+        return self.split
+
+    def supernet_epochs(self) -> int:
+        """Epochs of each supernet: ``search_epochs``, shared equally (rounded up) among split supernets."""
+        split = self.split_choice()
+        return -(-int(self.search_epochs) // (len(self._choices()[split]) if split else 1))
+
+    def _choices(self) -> dict[str, list[Any]]:
+        return space_choices(build_space(self.preset, frontend=self.frontend))
 
     def finalist_count(self) -> int:
         """Finalists of the evolution: ``finalists``, by default 3 for the strategies that pick by evolution."""
@@ -248,14 +266,13 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if cfg.finalist_count() and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")
-    if cfg.split is not None:
+    if cfg.split not in ("auto", "none"):
         if cfg.strategy not in WEIGHTS_ONLY:
             raise ValueError(f"--split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                              f"got {cfg.strategy!r}")
-        labels = space_choices(build_space(cfg.preset, frontend=cfg.frontend))
-        if cfg.split not in labels:
-            raise ValueError(f"--split must name a choice of the {cfg.preset!r} space ({', '.join(labels)}), "
-                             f"got {cfg.split!r}")
+        if cfg.split not in cfg._choices():
+            raise ValueError(f"--split must be auto, none or a choice of the {cfg.preset!r} space "
+                             f"({', '.join(cfg._choices())}), got {cfg.split!r}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

@@ -174,7 +174,9 @@ class Pipeline:
         """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
         stored = stored_options(self.out, stage)
         unfinished = not (self.out / stage / RESULT).is_file()
-        if stored is None or (unfinished and not (self.out / stage / "checkpoints" / "last.ckpt").is_file()):
+        # a checkpoint of the stage, or of one of a split search's supernets (<stage>/<label>-<value>/checkpoints)
+        has_checkpoint = any((self.out / stage).glob("**/checkpoints/last.ckpt"))
+        if stored is None or (unfinished and not has_checkpoint):
             return  # nothing kept: an unfinished stage without a checkpoint (or quantize) starts afresh
         mismatch = options_mismatch(stored, stage_options(self.cfg, stage, arch))
         if mismatch:
@@ -270,10 +272,10 @@ class Pipeline:
         cfg, space = self.cfg, self.space()
         check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
         result = run_search(space, self.loader("train"), self.loader("val"), strategy=cfg.strategy,
-                            epochs=cfg.search_epochs, penalties=self.penalties(), cost_model=self.cost_model(),
+                            epochs=cfg.supernet_epochs(), penalties=self.penalties(), cost_model=self.cost_model(),
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
-                            split=cfg.split,
+                            split=cfg.split_choice(),
                             finalists={"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
                             if (k := cfg.finalist_count()) else None,
                             strategy_kwargs=self.strategy_kwargs())
