@@ -130,15 +130,16 @@ class PipelineConfig:
         if self.split == "none" or (self.split == "auto" and self.strategy not in WEIGHTS_ONLY):
             return None
         if self.split == "auto":
-            return SPLIT_CHOICE if SPLIT_CHOICE in self._choices() else None
+            return SPLIT_CHOICE if SPLIT_CHOICE in self.choices() else None
         return self.split
 
     def supernet_epochs(self) -> int:
         """Epochs of each supernet: ``search_epochs``, shared equally (rounded up) among split supernets."""
         split = self.split_choice()
-        return -(-int(self.search_epochs) // (len(self._choices()[split]) if split else 1))
+        return -(-int(self.search_epochs) // (len(self.choices()[split]) if split else 1))
 
-    def _choices(self) -> dict[str, list[Any]]:
+    def choices(self) -> dict[str, list[Any]]:
+        """``{label: candidate values}`` of the configured space (preset and front end)."""
         return space_choices(build_space(self.preset, frontend=self.frontend))
 
     def finalist_count(self) -> int:
@@ -270,9 +271,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
         if cfg.strategy not in WEIGHTS_ONLY:
             raise ValueError(f"--split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                              f"got {cfg.strategy!r}")
-        if cfg.split not in cfg._choices():
+        if cfg.split not in cfg.choices():
             raise ValueError(f"--split must be auto, none or a choice of the {cfg.preset!r} space "
-                             f"({', '.join(cfg._choices())}), got {cfg.split!r}")
+                             f"({', '.join(cfg.choices())}), got {cfg.split!r}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:
