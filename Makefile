@@ -36,7 +36,7 @@ bench: venv
 	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
 		--companion benchmarks/results/search_quality_wide.json
 	$(PY) benchmarks/recipe_probe.py
-	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 16 --split '' \
+	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 8 \
 		--epochs 6 --out benchmarks/results/search_quality_synth.json
 	$(PY) benchmarks/sim_to_real.py
 	$(PY) benchmarks/quantize.py
