@@ -41,7 +41,8 @@ The sandwich supernet's length is chosen per space on dev-val, by the searched m
 over their 9 trainings: 8 epochs of one shared supernet for ``compact`` (16: ``search_quality_e16.json``), now
 4 for each of its two front-end supernets (the same compute); 16 shared for the larger ``paper`` space (8:
 ``search_quality_paper_e8.json``) and, untried at 8, for ``wide`` (the ``paper`` space with the SincConv+DSConv
-peer's kernel sizes and widths), which ran before ``--split`` existed::
+peer's kernel sizes and widths), whose split run (8 epochs each, ``search_quality_wide_split.json``) ranks better but
+selected models that validate worse::
 
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_paper.json
