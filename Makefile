@@ -30,9 +30,9 @@ bench: venv
 	$(PY) benchmarks/cost_model.py
 	$(PY) benchmarks/search.py
 	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
-		--sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_paper.json
+		--sandwich-epochs 16 --split none --out benchmarks/results/search_quality_paper.json
 	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 10 \
-		--sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_wide.json
+		--sandwich-epochs 16 --split none --out benchmarks/results/search_quality_wide.json
 	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
 		--companion benchmarks/results/search_quality_wide.json
 	$(PY) benchmarks/recipe_probe.py

@@ -45,9 +45,9 @@ peer's kernel sizes and widths), whose split run (8 epochs each, ``search_qualit
 selected models that validate worse::
 
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 6 --sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_paper.json
+        --random 6 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 10 --sandwich-epochs 16 --split '' --out benchmarks/results/search_quality_wide.json
+        --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_wide.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
 """
@@ -103,7 +103,7 @@ class Settings:
     warmup_epochs: int = 1
     spos_epochs: int = 4
     sandwich_epochs: int = 4  # per supernet; one sandwich search (budget-free) serves every budget
-    split: str = SPLIT_CHOICE  # sandwich: one supernet per value of this choice, '' for one shared supernet
+    split: str = SPLIT_CHOICE  # sandwich: one supernet per value of this choice, 'none' for one shared supernet
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     finalist_seeds: int = 2  # ...each trained this many times, picked by the mean
     finalist_cover: tuple[str, ...] = COVERED_CHOICES  # ...and the best of each front end the k miss
@@ -255,7 +255,7 @@ class Run:
 
 
 #: Settings added after result files were written, with the value those files ran.
-RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": ""}
+RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": "none"}
 
 
 #: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
@@ -334,7 +334,7 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
         kwargs["strategy_kwargs"] = {"warmup_epochs": s.warmup_epochs}
     else:
         kwargs["evolution"] = s.evolution
-    if strategy == "sandwich" and s.split:
+    if strategy == "sandwich" and s.split != "none":
         kwargs["split"] = s.split
     if strategy == "sandwich" and s.finalists:
         kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds,
@@ -736,8 +736,9 @@ def notes(run: Run) -> list[str]:
            f"the verdict strategy's model of search seed s is trained with seed s and again with seeds "
            f"{list(s.retrain_seeds)} (so a seed can repeat; two trainings with one seed still differ, since the "
            "data order is drawn from the loader's own generator): training_seed_std_pts is the run-to-run spread",
-           f"{s.strategies[0]}: " + (f"one supernet per {s.split} (each {s.sandwich_epochs} epochs)" if s.split
-                                      else "one supernet") + " for every budget; the budget applies in the evolution"
+           f"{s.strategies[0]}: "
+           + (f"one supernet per {s.split} (each {s.sandwich_epochs} epochs)" if s.split != "none" else "one supernet")
+           + " for every budget; the budget applies in the evolution"
            + (f" and then {s.finalists} finalists (the evolution's best by inherited dev-val accuracy) trained "
               f"{s.epochs} epochs on dev-train, picked by dev-val; '{s.strategies[0]}-top1' is the evolution's pick "
               "without that stage" if s.finalists else ""),

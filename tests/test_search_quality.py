@@ -101,7 +101,7 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     assert again["supernets"] == data["supernets"]
 
 
-@pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "")])
+@pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "none")])
 def test_a_file_written_before_a_setting_counts_as_run_without_it(bench, quick_run: Path, tmp_path: Path,
                                                                    setting: str, before: object) -> None:
     data = json.loads(quick_run.read_text())
