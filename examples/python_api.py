@@ -73,11 +73,8 @@ def one_call(preset: str, epochs: int, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    import torch
-
     from nni_kws.cli import quiet_libraries
 
-    torch.set_num_threads(1)  # as the pipeline does: these small convs gain little from more threads
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="'tiny' space, 1 epoch per step")

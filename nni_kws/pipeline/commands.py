@@ -62,8 +62,8 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
                    help=f"front end; 'raw' searches SincConv vs conv (default: {d.frontend})")
     g.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
     g.add_argument("--workers", type=int, help=f"DataLoader worker processes (default: {d.workers})")
-    g.add_argument("--threads", type=int, help=f"torch CPU threads, 0: torch's default (default: {d.threads}: "
-                   "faster for these small convs, by far on a shared machine)")
+    g.add_argument("--threads", type=int, help="torch CPU threads, 0: torch's default, one per core "
+                   f"(default: {d.threads}; 1 when other jobs share the cores)")
     g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default: {d.seed})")
     g.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run: completed stages are "

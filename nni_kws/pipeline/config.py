@@ -111,9 +111,9 @@ class PipelineConfig:
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
-    # torch CPU threads (0: torch's default). One: these small 1-D convs gain little from intra-op
-    # threads, and lose several-fold when the cores are shared.
-    threads: int = 1
+    # torch CPU threads (0: torch's default, one per core). Alone on 2 cores the demo takes 0.61x the time
+    # of one thread (README); pass 1 when other jobs share the cores, where intra-op threads fight.
+    threads: int = 0
     progress: bool = True
 
     def budgets(self) -> dict[str, float]:
