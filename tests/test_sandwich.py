@@ -127,10 +127,10 @@ def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
     with pytest.raises(ValueError, match="choice of the 'small' space .*got 'front'"):
         check_inputs(PipelineConfig(strategy="sandwich", split="front", real_test=None))
     # by default one supernet per front end for the strategies that pick by evolution, sharing the epochs
-    assert (PipelineConfig().split_choice(), PipelineConfig().supernet_epochs()) == ("frontend", 4)
+    assert (PipelineConfig().split_choice(), PipelineConfig().supernet_epochs()) == ("frontend", 8)
     assert PipelineConfig(search_epochs=5).supernet_epochs() == 3
     for one in (PipelineConfig(split="none"), PipelineConfig(strategy="darts"), PipelineConfig(frontend="mfcc")):
-        assert (one.split_choice(), one.supernet_epochs()) == (None, 8)
+        assert (one.split_choice(), one.supernet_epochs()) == (None, 16)
     # by default 3 finalists for the strategies that pick by evolution, none for the others (no error)
     assert PipelineConfig(strategy="sandwich").finalist_count() == 3
     assert PipelineConfig(strategy="darts").finalist_count() == 0
