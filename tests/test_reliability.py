@@ -24,7 +24,10 @@ from nni_kws.cli import main
 from nni_kws.pipeline import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+#: A child runs with this process's torch thread count (conftest: one): a run is reproducible bit for bit at a
+#: given thread count, and the comparisons below finish in this process what a child began.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+       "OMP_NUM_THREADS": str(torch.get_num_threads())}
 #: Keys whose values are wall times, or name the run folder: the only ones two equal runs may differ in.
 NOT_COMPARED = {"seconds", "timings_s", "timings_included_s", "time_s", "out", "onnx", "latency_lut"}
 
