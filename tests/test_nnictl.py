@@ -331,6 +331,21 @@ def test_trial_without_parameters_fails_loudly(tmp_path):
     assert not (tmp_path / ".cache" / "nni-kws").exists()  # failed before touching any data
 
 
+def test_trial_runs_with_the_threads_it_is_given(tiny_gsc, tmp_path):
+    """--threads sets the trial's torch threads (two trials sharing two cores want one each); < 0 is refused."""
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(_first()))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NNI_")}, "OMP_NUM_THREADS": "2"}
+    common = [sys.executable, "-m", "nni_kws.trial", "--preset", "tiny", "--data", str(tiny_gsc), "--arch", str(arch),
+              "--epochs", "1", "--max-per-class", "4"]
+    for extra, threads in (([], 2), (["--threads", "1"], 1)):
+        out = subprocess.run(common + extra, capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"epochs=1 threads={threads} " in out.stderr
+    out = subprocess.run(common + ["--threads", "-1"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2 and "--threads must be >= 0, got -1" in out.stderr
+
+
 def test_trial_data_folder_or_shared_default_set(monkeypatch, tmp_path):
     """--data / $NNI_KWS_DATA must exist; without either, processes started together synthesize
     the default set once (the others wait on the lock and reuse it) and all get the same folder."""

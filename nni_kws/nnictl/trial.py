@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import nni
+import torch
 
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.space import load_arch
-from nni_kws.training import TrainingDiverged
+from nni_kws.training import TrainingDiverged, torch_threads
 
 from .darts_trial import run_darts_trial
 from .stopping import exit_by_signal_when_stopped
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default, one per core; with trialConcurrency N, "
+                        "cores / N, since trials that share cores fight over their threads)")
     p.add_argument("--max-per-class", type=int, help="cap clips per class (quick trials)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lut", help="latency lookup table for the cost model")
@@ -91,12 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one trial; a bad parameter or missing data is one error line and exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with exit_by_signal_when_stopped():
+    with exit_by_signal_when_stopped(), torch_threads(max(args.threads, 0)):
         return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        if args.threads < 0:
+            raise ValueError(f"--threads must be >= 0, got {args.threads}")
         params = {} if args.mode == "darts" else _parameters(args)
         data = resolve_data(args.data, synth=args.synth, speakers=args.speakers)
         if args.mode == "darts":
@@ -106,7 +112,8 @@ def _main(args: argparse.Namespace) -> int:
         epochs = args.epochs if budget is None else max(1, round(budget * args.epochs_per_budget))
         train.setdefault("learning_rate", args.learning_rate)
         batch_size = train.pop("batch_size", args.batch_size)
-        _logger.info("trial: preset=%s epochs=%d arch=%s train=%s", args.preset, epochs, arch, train)
+        _logger.info("trial: preset=%s epochs=%d threads=%d arch=%s train=%s", args.preset, epochs,
+                     torch.get_num_threads(), arch, train)
         run_trial(arch, data=data, preset=args.preset, epochs=epochs, batch_size=batch_size,
                   num_workers=args.workers, max_per_class=args.max_per_class, seed=args.seed,
                   out_dir=args.out or os.environ.get("NNI_OUTPUT_DIR"), progress=args.progress, lut=args.lut,

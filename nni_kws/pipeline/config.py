@@ -257,6 +257,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("search_epochs", "train_epochs", "quant_epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("threads", "workers"):
+        if int(getattr(cfg, name)) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
