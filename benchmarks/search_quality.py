@@ -83,7 +83,7 @@ from nni_kws.search.evolution import CandidateScorer, arch_key
 from nni_kws.search.finalists import COVERED_CHOICES
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_model, build_space, space_choices
-from nni_kws.training import accuracy, fit, seed_everything
+from nni_kws.training import accuracy, train_from_scratch
 
 RESULTS = Path(__file__).parent / "results"
 #: ``Settings.data`` of the synthesized-only protocol, and its results file.
@@ -300,10 +300,8 @@ def _costs(cost_model: CostModel, arch: Mapping[str, Any]) -> dict[str, float]:
 
 def fit_and_score(build: Callable[[], torch.nn.Module], seed: int, dm: Any, epochs: int, lr: float) -> dict[str, float]:
     """Seed, build and train one model from scratch; its val (dev) and heldout accuracy and training seconds."""
-    seed_everything(seed)
-    model = build()
     start = time.perf_counter()
-    fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, progress=False, learning_rate=lr)
+    model = train_from_scratch(build, seed, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, learning_rate=lr)
     return {"val_acc": accuracy(model, dm.val_dataloader()), "heldout_acc": accuracy(model, dm.test_dataloader()),
             "train_s": round(time.perf_counter() - start, 1)}
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from nni_kws.files import replace_atomically, write_json
 
 __all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochLog", "EpochSeeding", "AtomicCheckpointIO", "fit",
+           "train_from_scratch",
            "accuracy", "make_trainer", "distillation_loss", "seed_everything", "derived_seed", "reseed_loaders",
            "check_finite_weights", "torch_threads"]
 
@@ -302,6 +303,15 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
     if out_dir is not None:
         write_json(Path(out_dir) / "train_metrics.json", metrics)
     return metrics
+
+
+def train_from_scratch(build: Callable[[], nn.Module], seed: int, train_loader: DataLoader, val_loader: DataLoader,
+                       *, epochs: int, **fit_kwargs: Any) -> nn.Module:
+    """Seed, build and :func:`fit` one model (no progress bar): one short training of a candidate or a peer."""
+    seed_everything(seed)
+    model = build()
+    fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
+    return model
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nni_kws.training import accuracy, fit, seed_everything
+from nni_kws.training import accuracy, train_from_scratch
 
 from .evolution import arch_key
 
@@ -69,9 +69,8 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
     for rank, (arch, inherited) in enumerate(top_distinct(scored, k, cover)):
         accs = []
         for training_seed in range(seed, seed + seeds):
-            seed_everything(training_seed)
-            model = build(arch)
-            fit(model, train_loader, val_loader, epochs=epochs, progress=False, **fit_kwargs)
+            model = train_from_scratch(lambda: build(arch), training_seed, train_loader, val_loader, epochs=epochs,
+                                       **fit_kwargs)
             accs.append(accuracy(model, val_loader))
         rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
                      **({"val_accs": accs} if seeds > 1 else {}),
