@@ -27,9 +27,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from nni_kws.files import replace_atomically, write_json
 
 __all__ = ["KwsModule", "TrainingDiverged", "DivergenceCheck", "EpochLog", "EpochSeeding", "AtomicCheckpointIO", "fit",
-           "train_from_scratch",
-           "accuracy", "make_trainer", "distillation_loss", "seed_everything", "derived_seed", "reseed_loaders",
-           "check_finite_weights", "torch_threads"]
+           "train_from_scratch", "accuracy", "make_trainer", "distillation_loss", "seed_everything", "derived_seed",
+           "reseed_loaders", "check_finite_weights", "torch_threads"]
 
 _logger = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one trial; a bad parameter or missing data is one error line and exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with exit_by_signal_when_stopped(), torch_threads(max(args.threads, 0)):
+    with exit_by_signal_when_stopped(), torch_threads(args.threads):
         return _main(args)
 
 
