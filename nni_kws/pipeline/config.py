@@ -275,9 +275,10 @@ def check_inputs(cfg: PipelineConfig) -> None:
         if cfg.strategy not in WEIGHTS_ONLY:
             raise ValueError(f"--split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                              f"got {cfg.strategy!r}")
-        if cfg.split not in cfg.choices():
+        choices = cfg.choices()
+        if cfg.split not in choices:
             raise ValueError(f"--split must be auto, none or a choice of the {cfg.preset!r} space "
-                             f"({', '.join(cfg.choices())}), got {cfg.split!r}")
+                             f"({', '.join(choices)}), got {cfg.split!r}")
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:
