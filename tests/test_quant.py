@@ -171,6 +171,34 @@ def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> 
     assert trained(20, False)[0] != at_freeze  # projecting every step instead moves the grids
 
 
+def test_fill_budget_raises_the_bit_widths_that_still_fit_under_the_budget() -> None:
+    """All start at ceil(2.8) = 3 bits; the projection lowers whole tensors to 2 until the averages meet 2.8, and
+    the fill spends what is left: checked against sizes and bits read from the model, not the quantizer's sums."""
+    x, y = _data(32)
+    budget = 2.8
+
+    def projected(fill: bool) -> dict[str, dict[str, tuple[int, int]]]:
+        quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=budget, act_budget_bits=budget,
+                             fill_budget=fill)
+        quantizer.project_to_budget()
+        bits = {f"{m}.{t}": b for m, targets in quantizer.learned_bits().items() for t, b in targets.items()}
+        sizes = {f"{m}.{t}": (getattr(quantizer.bound_model.get_submodule(m), "weight").numel() if t == "weight"
+                              else math.prod(ts.shape[1:]))
+                 for m, targets in quantizer._target_spaces.items() for t, ts in targets.items() if t != "bias"}
+        return {kind: {k: (bits[k], sizes[k]) for k in bits if (k.endswith(".weight")) == (kind == "weight")}
+                for kind in ("weight", "activation")}
+
+    for kind in ("weight", "activation"):
+        before, after = projected(False)[kind], projected(True)[kind]
+        count = sum(n for _, n in after.values())
+        average = {name: sum(b * n for b, n in run.values()) / count for name, run in (("before", before),
+                                                                                        ("after", after))}
+        assert average["before"] < average["after"] <= budget, (kind, average)
+        assert all(after[k][0] >= before[k][0] for k in after)  # the fill only raises
+        spare = (budget - average["after"]) * count
+        assert not [k for k, (b, n) in after.items() if b < 8 and n <= spare], (kind, spare)  # nothing else fits
+
+
 def test_qparam_lr_scale_sets_how_fast_step_sizes_learn() -> None:
     x, y = _data(32)
 

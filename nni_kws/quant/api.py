@@ -194,7 +194,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
-                   init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
+                   fill_budget: bool = False, init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
@@ -217,7 +217,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     Budgets are met (``strict_budget``, the default): for the last ``hard_budget_fraction`` of the
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
     (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`; ``freeze_bits``: projected once,
-    then kept while the step sizes go on learning); with ``strict_budget=False`` a
+    then kept while the step sizes go on learning; ``fill_budget``: bit-widths that still fit under the budgets
+    are raised again); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
     ``range_init`` are passed to the quantizer: ``lr`` is the weights' rate and the (log-domain) step
     sizes and ranges move ``qparam_lr_scale`` times faster, because a trained model's weights want small
@@ -266,7 +267,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     distill=distill, fixed_algorithm=fixed_algorithm, input_bits=input_bits, fold_bn=fold_bn,
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
                     hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
-                    bn_batches=bn_batches, freeze_bits=freeze_bits, freeze_bn_fraction=freeze_bn_fraction)
+                    bn_batches=bn_batches, freeze_bits=freeze_bits, fill_budget=fill_budget,
+                    freeze_bn_fraction=freeze_bn_fraction)
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
@@ -286,7 +288,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
             act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
             qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
-            initial_bits=initial_bits, sensitivity=sensitivity, freeze_bits=freeze_bits,
+            initial_bits=initial_bits, sensitivity=sensitivity, freeze_bits=freeze_bits, fill_budget=fill_budget,
             hard_budget_after=math.floor((1 - hard_budget_fraction) * steps) if strict_budget else None)
         quantizer.track_forward(example)  # initialise step sizes and ranges from a real batch
         if checkpoint is not None:
@@ -309,6 +311,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         **({"min_bits": min_bits, "weight_budget_bits": weight_budget_bits, "act_budget_bits": act_budget_bits,
             "budget_weight": budget_weight, "qparam_lr_scale": qparam_lr_scale, "range_init": range_init,
             "strict_budget": strict_budget, "init_bits": init_bits, "freeze_bits": freeze_bits,
+            "fill_budget": fill_budget,
             **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
            if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "bn_batches": bn_batches,

@@ -148,6 +148,9 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         :func:`~nni_kws.quant.sensitivity.allocate_bits`; others start as described above.
     sensitivity
         Loss sensitivity per target (``'<module>.<target>'``), which :meth:`project_to_budget` spares.
+    fill_budget
+        :meth:`project_to_budget` also raises the bit-widths that still fit under the budgets once they are met
+        (whole bits per tensor leave the averages below them).
     range_init
         How ``q_max`` starts: ``'mse'`` (least squared quantization error), ``'max'`` or ``'percentile'``.
 
@@ -169,7 +172,8 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
                  qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse", strict_budget: bool = False,
                  hard_budget_after: int | None = None,
                  initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
-                 freeze_bits: bool = False, existed_wrappers: Dict[str, ModuleWrapper] | None = None):
+                 freeze_bits: bool = False, fill_budget: bool = False,
+                 existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
         self.min_bits = min_bits
@@ -182,6 +186,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         self.sensitivity = {k: max(float(v), 1e-9) for k, v in (sensitivity or {}).items()}
         self.steps_done = 0
         self.freeze_bits, self._frozen_levels = freeze_bits, None
+        self.fill_budget = fill_budget
 
         self.check_validation()
         self.register_qparams()
