@@ -70,16 +70,17 @@ FIXED = {"qat": "qat", "lsq": "lsq"}
 QUANT_EPOCHS, BN_BATCHES, RECIPE_QPARAM_LR_SCALE, LEARNED_LRS, LRS = 12, 0, 20.0, [3e-3], [3e-4, 1e-3, 3e-3]
 #: Learned bit-widths: name -> ``quantize_model`` overrides; the plan runs 'learned' (the others only through
 #: --add-runs); all use the lr tuned for 'learned' unless they set their own, and the verdict takes, per budget,
-#: the one with the better dev-val accuracy at seed 0. 'learned_slow': the rates of the 6-epoch recipe
-#: (quantize_e6.json); 'learned_unscaled': step sizes and bit-widths at the weights' rate, as NNI's LSQ trains its
-#: scales (the x20 rate was chosen at 3-4 bits); 'learned_distill3': three times the weight of the KL loss to the
-#: float logits; 'learned_fill': the budget projection raises again the bit-widths that still fit under the budget
-#: (``quantize_model(fill_budget)``).
-LEARNED = {"learned": {"init_bits": "sensitivity"}, "learned_budget": {"init_bits": "budget"},
-           "learned_slow": {"init_bits": "sensitivity", "lr": 1e-3, "qparam_lr_scale": 60.0},
-           "learned_unscaled": {"init_bits": "sensitivity", "qparam_lr_scale": 1.0},
-           "learned_distill3": {"init_bits": "sensitivity", "distill": 3.0},
-           "learned_fill": {"init_bits": "sensitivity", "fill_budget": True}}
+#: the one with the better dev-val accuracy at seed 0. 'learned' takes ``quantize_model``'s defaults, which fill
+#: the budget (``fill_budget``: bit-widths that still fit are raised after the projection) since
+#: quantize_e24_fill.json; the 'learned' rows of the results before it, and every other variant, ran without
+#: ('learned_nofill'). 'learned_slow': the rates of the 6-epoch recipe (quantize_e6.json); 'learned_unscaled':
+#: step sizes and bit-widths at the weights' rate, as NNI's LSQ trains its scales (the x20 rate was chosen at 3-4
+#: bits); 'learned_distill3': three times the weight of the KL loss to the float logits.
+LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
+    name: {"init_bits": "sensitivity", "fill_budget": False, **overrides} for name, overrides in {
+        "learned_nofill": {}, "learned_budget": {"init_bits": "budget"},
+        "learned_slow": {"lr": 1e-3, "qparam_lr_scale": 60.0}, "learned_unscaled": {"qparam_lr_scale": 1.0},
+        "learned_distill3": {"distill": 3.0}}.items()}}
 #: The control: the float model given the quantizers' fine-tuning without quantizers (``float_fine_tune``: same
 #: data, epochs, weight rate and distillation), so that drops against it count quantization alone; its rows
 #: carry ``bits`` 32.

@@ -194,7 +194,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
-                   fill_budget: bool = False, init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
+                   fill_budget: bool = True, init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
                    extra_loaders: Mapping[str, DataLoader] | None = None,
@@ -217,8 +217,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     Budgets are met (``strict_budget``, the default): for the last ``hard_budget_fraction`` of the
     optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
     (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`; ``freeze_bits``: projected once,
-    then kept while the step sizes go on learning; ``fill_budget``: bit-widths that still fit under the budgets
-    are raised again); with ``strict_budget=False`` a
+    then kept while the step sizes go on learning; ``fill_budget``, the default: then the bit-widths that still
+    fit under the budgets are raised again); with ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
     ``range_init`` are passed to the quantizer: ``lr`` is the weights' rate and the (log-domain) step
     sizes and ranges move ``qparam_lr_scale`` times faster, because a trained model's weights want small

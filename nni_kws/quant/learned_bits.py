@@ -150,7 +150,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         Loss sensitivity per target (``'<module>.<target>'``), which :meth:`project_to_budget` spares.
     fill_budget
         :meth:`project_to_budget` also raises the bit-widths that still fit under the budgets once they are met
-        (whole bits per tensor leave the averages below them).
+        (whole bits per tensor leave the averages below them; ``False``: only lower).
     range_init
         How ``q_max`` starts: ``'mse'`` (least squared quantization error), ``'max'`` or ``'percentile'``.
 
@@ -172,7 +172,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
                  qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse", strict_budget: bool = False,
                  hard_budget_after: int | None = None,
                  initial_bits: Dict[str, int] | None = None, sensitivity: Dict[str, float] | None = None,
-                 freeze_bits: bool = False, fill_budget: bool = False,
+                 freeze_bits: bool = False, fill_budget: bool = True,
                  existed_wrappers: Dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existed_wrappers=existed_wrappers)
         self.evaluator: Evaluator
