@@ -185,11 +185,12 @@ def test_fill_budget_raises_the_bit_widths_that_still_fit_under_the_budget() -> 
         sizes = {f"{m}.{t}": (getattr(quantizer.bound_model.get_submodule(m), "weight").numel() if t == "weight"
                               else math.prod(ts.shape[1:]))
                  for m, targets in quantizer._target_spaces.items() for t, ts in targets.items() if t != "bias"}
-        return {kind: {k: (bits[k], sizes[k]) for k in bits if (k.endswith(".weight")) == (kind == "weight")}
+        return {kind: {k: (bits[k], sizes[k]) for k in bits if k.endswith(".weight") == (kind == "weight")}
                 for kind in ("weight", "activation")}
 
+    without, with_fill = projected(False), projected(True)
     for kind in ("weight", "activation"):
-        before, after = projected(False)[kind], projected(True)[kind]
+        before, after = without[kind], with_fill[kind]
         count = sum(n for _, n in after.values())
         average = {name: sum(b * n for b, n in run.values()) / count for name, run in (("before", before),
                                                                                         ("after", after))}

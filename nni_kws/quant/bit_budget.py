@@ -72,6 +72,13 @@ class BitBudgetMixin:
         # soft - soft.detach() is exactly 0: straight-through without the rounding of soft + (hard - soft)
         return (hard + (soft - soft.detach()) * (hard > self.min_bits)).squeeze()
 
+    def _budgeted(self, kind: str) -> Iterator[tuple[str, str, QuantizationTargetSpace]]:
+        """``(module, target, target space)`` of the initialised, non-empty targets of ``kind`` under its budget."""
+        for module_name, target_name, target_space in self._targets():
+            if (target_space.type is TargetType.PARAMETER) == (kind == "weight") and target_space.scale is not None \
+                    and f"{module_name}.{target_name}" not in self.budget_exclude and numel(target_space):
+                yield module_name, target_name, target_space
+
     def average_bits(self, kind: str) -> Tensor | None:
         """Parameter-weighted (``kind='weight'``) or element-weighted (``'activation'``) mean bits
         of the targets under budget (not in ``budget_exclude``).
@@ -80,14 +87,9 @@ class BitBudgetMixin:
         ``None`` while no target of that kind has been seen.
         """
         total, count = 0.0, 0
-        for module_name, target_name, target_space in self._targets():
-            if (target_space.type is TargetType.PARAMETER) != (kind == "weight") or target_space.scale is None \
-                    or f"{module_name}.{target_name}" in self.budget_exclude:
-                continue
-            size = numel(target_space)
-            if size:
-                total = total + size * self.target_bits(module_name, target_name)
-                count += size
+        for module_name, target_name, target_space in self._budgeted(kind):
+            total = total + numel(target_space) * self.target_bits(module_name, target_name)
+            count += numel(target_space)
         return total / count if count else None
 
     def _averages_over_budget(self) -> Iterator[tuple[str, Tensor, float]]:
@@ -106,12 +108,9 @@ class BitBudgetMixin:
         """``{kind: average bits}`` of the kinds whose average exceeds its budget (empty: budgets met)."""
         return {kind: float(avg) for kind, avg, _ in self._averages_over_budget()}
 
-    def _movable(self, kind: str) -> Iterator[tuple[str, str, QuantizationTargetSpace, int]]:
-        """``(module, target, target space, bits)`` of the initialised targets of ``kind`` under its budget."""
-        for module_name, target_name, target_space in self._targets():
-            if (target_space.type is TargetType.PARAMETER) == (kind == "weight") and target_space.scale is not None \
-                    and f"{module_name}.{target_name}" not in self.budget_exclude and numel(target_space):
-                yield module_name, target_name, target_space, int(self.target_bits(module_name, target_name))
+    def _with_bits(self, kind: str) -> list[tuple[str, str, QuantizationTargetSpace, int]]:
+        """:meth:`_budgeted` targets with their integer bit-widths."""
+        return [(m, t, ts, int(self.target_bits(m, t))) for m, t, ts in self._budgeted(kind)]
 
     def _noise_per_element(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace,
                            bits: int) -> float:
@@ -135,25 +134,25 @@ class BitBudgetMixin:
 
         Each step lowers the target whose modelled loss grows least per bit-element saved
         (:meth:`_noise_per_element`, so the widest grids go first where no sensitivity is known); the budgets are
-        >= ``min_bits``, so this always ends. Whole bits per tensor leave the averages below their budgets
-        (2.88 of 3 bits per weight in a benchmark run); the fill then raises, one bit at a time, the target whose
-        modelled loss falls most per bit-element among those whose raise keeps the average within its budget.
+        >= ``min_bits``, so this always ends. Whole bits per tensor leave the averages below their budgets; the
+        fill then raises, one bit at a time, the target whose modelled loss falls most per bit-element among those
+        whose raise keeps the average within its budget.
         """
         changes = []
         for kind, budget in (("weight", self.weight_budget_bits), ("activation", self.act_budget_bits)):
             while budget is not None and kind in self.over_budget():
                 lower = [(self._noise_per_element(m, t, ts, b), m, t, ts, b - 1)
-                         for m, t, ts, b in self._movable(kind) if b > self.min_bits]
+                         for m, t, ts, b in self._with_bits(kind) if b > self.min_bits]
                 if not lower:
                     raise RuntimeError(f"cannot meet the {kind} budget {budget}: every target is at min_bits")
                 _, module_name, target_name, target_space, bits = min(lower, key=lambda c: c[0])
                 self._set_bits(module_name, target_name, target_space, bits)
                 changes.append((module_name, target_name, bits))
             while budget is not None and self.fill_budget:
-                movable = list(self._movable(kind))
-                count = sum(numel(ts) for _, _, ts, _ in movable)
-                spare = (budget - float(self.average_bits(kind))) * count if count else 0.0
-                raise_ = [(self._noise_per_element(m, t, ts, b + 1), m, t, ts, b + 1) for m, t, ts, b in movable
+                targets = self._with_bits(kind)
+                count = sum(numel(ts) for _, _, ts, _ in targets)
+                spare = budget * count - sum(numel(ts) * b for _, _, ts, b in targets)  # bit-elements left
+                raise_ = [(self._noise_per_element(m, t, ts, b + 1), m, t, ts, b + 1) for m, t, ts, b in targets
                           if b < ts.quant_bits and numel(ts) <= spare + 1e-9 * count]
                 if not raise_:
                     break
