@@ -182,7 +182,7 @@ def test_fill_budget_raises_the_bit_widths_that_still_fit_under_the_budget() -> 
                              fill_budget=fill)
         quantizer.project_to_budget()
         bits = {f"{m}.{t}": b for m, targets in quantizer.learned_bits().items() for t, b in targets.items()}
-        sizes = {f"{m}.{t}": (getattr(quantizer.bound_model.get_submodule(m), "weight").numel() if t == "weight"
+        sizes = {f"{m}.{t}": (quantizer.bound_model.get_submodule(m).weight.numel() if t == "weight"
                               else math.prod(ts.shape[1:]))
                  for m, targets in quantizer._target_spaces.items() for t, ts in targets.items() if t != "bias"}
         return {kind: {k: (bits[k], sizes[k]) for k in bits if k.endswith(".weight") == (kind == "weight")}

@@ -91,7 +91,7 @@ class PipelineConfig:
     allow_over_budget: bool = False  # finish a run whose searched architecture ends over a budget
     lam: float = 1.0
     penalty_form: str = "hinge"
-    # in all (split supernets share them); 16 fits the demo in ~6 min with threads=0 and retrains better than 8 (README)
+    # in all (split supernets share them); chosen against 8 and 24 for the demo's time and real accuracy (README)
     search_epochs: int = 16
     train_epochs: int = 40
     quant_epochs: int = 6
@@ -112,8 +112,8 @@ class PipelineConfig:
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0
     workers: int = 0
-    # torch CPU threads (0: torch's default, one per core). Alone on 2 cores the demo takes 0.61x the time
-    # of one thread (README); pass 1 when other jobs share the cores, where intra-op threads fight.
+    # torch CPU threads (0: torch's default, one per core; faster for the demo alone, README); pass 1 when other
+    # jobs share the cores, where intra-op threads fight.
     threads: int = 0
     progress: bool = True
 
