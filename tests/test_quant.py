@@ -415,15 +415,20 @@ def test_cli_quantizes_a_saved_model(tiny_gsc: Path, tmp_path: Path, capsys) -> 
     arch = {**random_arch(space, 1), "frontend": "conv"}
     torch.save(space.freeze(arch).state_dict(), tmp_path / "model.pt")
     save_arch(arch, tmp_path / "arch.json", preset="tiny")
-    out = tmp_path / "q"
+    out, threads = tmp_path / "q", torch.get_num_threads()
+    other = 2 if threads == 1 else 1
     assert main(["quantize", str(tmp_path), "--method", "fixed", "--bits", "4", "--data", str(tiny_gsc),
-                 "--epochs", "1", "--batch-size", "16", "--out", str(out), "--no-progress"]) == 0
+                 "--epochs", "1", "--batch-size", "16", "--out", str(out), "--no-progress",
+                 "--threads", str(other)]) == 0
+    assert torch.get_num_threads() == threads  # --threads holds for the command only
     report = json.loads((out / "quant_report.json").read_text())
     assert report["avg_bits_per_weight"] == 4 and report["onnx"]["agreement"] >= 0.999
     assert "bits/weight" in capsys.readouterr().out
     assert main(["quantize", str(tmp_path / "missing"), "--bits", "4", "--data", str(tiny_gsc)]) == 2
     assert main(["quantize", str(tmp_path), "--method", "fixed", "--data", str(tiny_gsc)]) == 2
     assert "--method fixed needs --bits" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path), "--bits", "4", "--data", str(tiny_gsc), "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
 
 
 def _gsc_loaders(root: Path) -> tuple[DataLoader, DataLoader]:

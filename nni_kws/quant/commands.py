@@ -13,15 +13,15 @@ __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from nni_kws.data.datamodule import SpeechCommandsDataModule
-    from nni_kws.training import seed_everything
+    from nni_kws.training import seed_everything, torch_threads
 
     from .api import load_trained_model
 
     if args.method == "trained" and args.bits is None:
         args.bits = 8
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.method == "fixed" and args.bits is None:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
     seed_everything(args.seed)
@@ -35,12 +35,10 @@ def run(args: argparse.Namespace) -> int:
                                     max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
     out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir()
                                            else Path(args.model).parent) / f"quantize-{args.method}"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 
     try:
-        with stop_on_signals():
+        with stop_on_signals(), torch_threads(args.threads):
             result = _quantize(args, model, data, out)
     except StopRequested as stop:
         print(f"\nnni-kws quantize: {stop}; continue with the same command and --resume", file=sys.stderr)
@@ -109,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: <model folder>/quantize-<method>)")
     p.add_argument("--resume", action="store_true",
