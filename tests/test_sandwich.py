@@ -122,10 +122,12 @@ def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
     with pytest.raises(ValueError, match="finalist-seeds"):
         check_inputs(PipelineConfig(strategy="sandwich", finalists=2, finalist_seeds=0, real_test=None))
     check_inputs(PipelineConfig(strategy="sandwich", split="frontend", real_test=None))
-    with pytest.raises(ValueError, match="--split needs"):
+    with pytest.raises(ValueError, match="split needs"):
         check_inputs(PipelineConfig(strategy="darts", split="frontend", real_test=None))
-    with pytest.raises(ValueError, match="choice of the 'small' space .*got 'front'"):
+    with pytest.raises(ValueError, match="choice of the space .*got 'front'"):
         check_inputs(PipelineConfig(strategy="sandwich", split="front", real_test=None))
+    with pytest.raises(ValueError, match="choice of the space .*got 'front'"):  # the library checks it too
+        run_search(build_space("tiny"), [], [], strategy="sandwich", epochs=1, split="front")
     # by default one supernet per front end for the strategies that pick by evolution, sharing the epochs
     assert (PipelineConfig().split_choice(), PipelineConfig().supernet_epochs()) == ("frontend", 8)
     assert PipelineConfig(search_epochs=5).supernet_epochs() == 3

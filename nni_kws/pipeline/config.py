@@ -3,6 +3,7 @@ checked before anything is written."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
-from nni_kws.search.oneshot import WEIGHTS_ONLY
+from nni_kws.search.oneshot import WEIGHTS_ONLY, check_split
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_space, space_choices
 
@@ -141,7 +142,7 @@ class PipelineConfig:
 
     def choices(self) -> dict[str, list[Any]]:
         """``{label: candidate values}`` of the configured space (preset and front end)."""
-        return space_choices(build_space(self.preset, frontend=self.frontend))
+        return {label: list(values) for label, values in _choices(self.preset, self.frontend).items()}
 
     def finalist_count(self) -> int:
         """Finalists of the evolution: ``finalists``, by default 3 for the strategies that pick by evolution."""
@@ -155,6 +156,12 @@ class PipelineConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@functools.lru_cache(maxsize=None)
+def _choices(preset: str, frontend: str) -> dict[str, list[Any]]:
+    """The choices of a space, built once per process: the config asks for them several times per run."""
+    return space_choices(build_space(preset, frontend=frontend))
 
 
 def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -272,13 +279,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")
     if cfg.split not in ("auto", "none"):
-        if cfg.strategy not in WEIGHTS_ONLY:
-            raise ValueError(f"--split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
-                             f"got {cfg.strategy!r}")
-        choices = cfg.choices()
-        if cfg.split not in choices:
-            raise ValueError(f"--split must be auto, none or a choice of the {cfg.preset!r} space "
-                             f"({', '.join(choices)}), got {cfg.split!r}")
+        check_split(cfg.split, cfg.strategy, cfg.choices())
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

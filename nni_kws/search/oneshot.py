@@ -50,7 +50,7 @@ from .strategy import (
     most_likely_within,
 )
 
-__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "make_strategy", "run_search"]
+__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "check_split", "make_strategy", "run_search"]
 
 _logger = logging.getLogger(__name__)
 
@@ -168,6 +168,17 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
     return final.arch, info
 
 
+def check_split(split: str | None, strategy: str, choices: Mapping[str, Any]) -> None:
+    """``split`` (None: none) must name one of ``choices``, and only strategies that pick by evolution split."""
+    if split is None:
+        return
+    if strategy not in WEIGHTS_ONLY:
+        raise ValueError(f"split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
+                         f"got {strategy!r}")
+    if split not in choices:
+        raise ValueError(f"split must be a choice of the space ({', '.join(choices)}), got {split!r}")
+
+
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *,
                strategy: str | Strategy = "darts", epochs: int, penalties: Sequence[ResourcePenalty] = (),
                cost_model: Any = None,
@@ -238,12 +249,8 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     if cost_model is None and isinstance(space, KwsSpace):
         from nni_kws.cost import CostModel
         cost_model = CostModel(space)  # before the strategy mutates the space
-    if split is not None and strategy not in WEIGHTS_ONLY:
-        raise ValueError(f"split needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
-                         f"not {strategy!r}")
-    split_values = space_choices(space).get(split) if split is not None else []
-    if split_values is None:
-        raise ValueError(f"split must name a choice of the space ({', '.join(space_choices(space))}), got {split!r}")
+    check_split(split, strategy, space_choices(space))
+    split_values = space_choices(space)[split] if split is not None else []
 
     def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:
         seed_everything(seed)
