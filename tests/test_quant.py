@@ -171,6 +171,36 @@ def test_freeze_bits_keeps_the_projected_bit_widths_while_step_sizes_learn() -> 
     assert trained(20, False)[0] != at_freeze  # projecting every step instead moves the grids
 
 
+def test_frozen_bit_widths_give_the_step_size_the_clipping_gradient_too() -> None:
+    """Pinned levels ``n`` tie ``q_max = n·d`` in the forward pass: the step size gets the gradient of the rounded
+    and of the clipped values (as LSQ's one scale does), the range parameter none (it is only kept in sync)."""
+    x, y = _data(16)
+    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True,
+                         hard_budget_after=0, freeze_bits=True)
+    quantizer.compress(max_steps=2, max_epochs=None)  # projected and pinned after the first step
+    wrapper = quantizer._module_wrappers["classifier"]
+    n = quantizer._levels()["classifier.weight"]
+    for param in wrapper.parameters():
+        param.grad = None
+    loss = F.cross_entropy(quantizer.bound_model(x), y)
+    quantized = wrapper.module.weight  # this forward pass's fake-quantized weight
+    quantized.retain_grad()
+    loss.backward()
+    assert wrapper.weight_range_param.grad is None
+    # Reference: the U3 quantizer composed by autograd from the same upstream gradient, tied and untied.
+    k, weight = quantizer.qparam_lr_scale, wrapper.quantization_target_spaces["weight"].target.detach()
+    param = wrapper.weight_step_param.detach().clone().requires_grad_()
+
+    def step_grad(tie: bool) -> torch.Tensor:
+        step = torch.exp(k * param)
+        quantized_again = U3ClampRound.apply(weight, step, n * (step if tie else step.detach()), True)
+        return torch.autograd.grad(quantized_again, param, quantized.grad)[0]
+
+    tied, rounding_only = step_grad(True), step_grad(False)
+    torch.testing.assert_close(wrapper.weight_step_param.grad, tied)
+    assert not torch.allclose(tied, rounding_only)  # the clipped values' share is there
+
+
 def test_fill_budget_raises_the_bit_widths_that_still_fit_under_the_budget() -> None:
     """All start at ceil(2.8) = 3 bits; the projection lowers whole tensors to 2 until the averages meet 2.8, and
     the fill spends what is left: checked against sizes and bits read from the model, not the quantizer's sums."""

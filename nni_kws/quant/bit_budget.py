@@ -11,7 +11,8 @@ import torch
 from nni.compression.base.target_space import QuantizationTargetSpace, TargetType
 from torch import Tensor
 
-__all__ = ["levels_for_bits", "bits_for_levels", "is_signed", "qparams", "numel", "BitBudgetMixin"]
+__all__ = ["levels_for_bits", "bits_for_levels", "is_signed", "qparams", "pinned_levels_name", "numel",
+           "BitBudgetMixin"]
 
 _logger = logging.getLogger(__name__)
 
@@ -33,12 +34,20 @@ def is_signed(target_space: QuantizationTargetSpace) -> bool:
 
 
 def qparams(target_space: QuantizationTargetSpace) -> tuple[Tensor, Tensor]:
-    """Step size ``d`` and dynamic range ``q_max`` of a target, differentiable."""
+    """Step size ``d`` and dynamic range ``q_max`` of a target, differentiable; ``q_max = n·d`` while the
+    target's levels ``n`` are pinned (:func:`pinned_levels_name`)."""
     wrapper, name = target_space._wrapper, target_space._target_name
     scale = getattr(wrapper, "_nni_kws_qparam_scale")
     step = torch.exp(scale * getattr(wrapper, f"{name}_step_param"))
-    qrange = torch.exp(scale * getattr(wrapper, f"{name}_range_param"))
-    return step, qrange
+    pinned = getattr(wrapper, pinned_levels_name(name), None)
+    if pinned is not None:
+        return step, step * pinned
+    return step, torch.exp(scale * getattr(wrapper, f"{name}_range_param"))
+
+
+def pinned_levels_name(target_name: str) -> str:
+    """Wrapper attribute holding a target's pinned levels ``n`` (absent: ``d`` and ``q_max`` learn apart)."""
+    return f"_nni_kws_{target_name}_pinned_levels"
 
 
 def numel(target_space: QuantizationTargetSpace) -> int:

@@ -15,7 +15,7 @@ from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
-from .bit_budget import BitBudgetMixin, bits_for_levels, is_signed, levels_for_bits, qparams
+from .bit_budget import BitBudgetMixin, bits_for_levels, is_signed, levels_for_bits, pinned_levels_name, qparams
 from .ranges import RANGE_INITS, max_range, mse_range, percentile_range
 
 __all__ = ["QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round",
@@ -360,10 +360,10 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         if self.hard_budget_after is not None and self.steps_done > self.hard_budget_after:
             if not self.freeze_bits:
                 self.project_to_budget()
-            elif self._frozen_levels is None:
-                self.project_to_budget()
-                self._frozen_levels = self._levels()
             else:
+                if self._frozen_levels is None:
+                    self.project_to_budget()
+                    self._frozen_levels = self._levels()
                 self._pin_levels(self._frozen_levels)
 
     @torch.no_grad()
@@ -378,12 +378,17 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
 
     @torch.no_grad()
     def _pin_levels(self, levels: Dict[str, int]) -> None:
-        """``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves."""
+        """``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves.
+
+        The forward pass ties them too (:func:`~.bit_budget.qparams`), so ``d`` learns from the clipped
+        values as well as from the rounding, as LSQ's one scale does; a range parameter learned apart would
+        take the clipping gradient only to be reset here, and the grid would lose that signal."""
         k = self.qparam_lr_scale
         for module_name, target_name, target_space in self._targets():
             n = levels.get(f"{module_name}.{target_name}")
             if n is not None:
                 wrapper = self._module_wrappers[module_name]
+                setattr(wrapper, pinned_levels_name(target_name), n)
                 getattr(wrapper, f"{target_name}_range_param").copy_(
                     getattr(wrapper, f"{target_name}_step_param") + math.log(n) / k)
                 self._sync(target_space)
