@@ -573,6 +573,22 @@ def test_benchmark_verdict_lets_the_mean_over_seeds_decide_where_every_seed_ran(
     assert not bench.verdict(rows, args)["learned_beats_lsq_everywhere"]  # where one seed ran, it decides
 
 
+def test_benchmark_verdict_picks_the_learned_variant_by_mean_dev_val_where_every_seed_ran() -> None:
+    bench = _quantize_benchmark()
+
+    def row(method: str, bits: float, seed: int, dev_val: float) -> dict[str, Any]:
+        return {"method": method, "bits": bits, "seed": seed, "accuracy": {"dev_val": dev_val, "heldout": 0.8},
+                "drop_points_heldout": 0.0, "within_bits": True}
+
+    args = argparse.Namespace(seeds=[0, 1, 2], curve_seeds=[0])
+    rows = [row("learned", 3, 0, 0.82), row("learned", 3, 1, 0.84), row("learned", 3, 2, 0.85),
+            row("learned_nofreeze", 3, 0, 0.83), row("learned_nofreeze", 3, 1, 0.83),  # ahead at seed 0 only
+            row("learned_nofreeze", 6, 0, 0.86), row("learned", 6, 0, 0.85)]  # 6 bits: seed 0 only
+    assert bench.verdict(rows, args)["learned_variant_per_budget"] == {"3": "learned", "6": "learned_nofreeze"}
+    rows.append(row("learned_nofreeze", 3, 2, 0.86))  # now it ran every seed: mean 0.84 vs 0.8367
+    assert bench.verdict(rows, args)["learned_variant_per_budget"]["3"] == "learned_nofreeze"
+
+
 def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
     from nni_kws.quant.plot import plot_quantize_curve
 
