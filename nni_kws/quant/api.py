@@ -193,7 +193,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
                    lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse",
-                   strict_budget: bool = True, hard_budget_fraction: float = 0.1, freeze_bits: bool = False,
+                   strict_budget: bool = True, hard_budget_fraction: float = 0.75, freeze_bits: bool = True,
                    fill_budget: bool = True, init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                    bn_batches: int = 0, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    out_dir: str | Path | None = None, test_loader: DataLoader | None = None,
@@ -214,11 +214,12 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     SincConv's log compression); it is the sensor's format, not an activation: outside the budgets and
     the averages. The input model is not modified.
 
-    Budgets are met (``strict_budget``, the default): for the last ``hard_budget_fraction`` of the
-    optimizer steps and at the end, bit-widths are lowered until both averages are within their budgets
-    (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`; ``freeze_bits``: projected once,
-    then kept while the step sizes go on learning; ``fill_budget``, the default: then the bit-widths that still
-    fit under the budgets are raised again); with ``strict_budget=False`` a
+    Budgets are met (``strict_budget``, the default): once the first ``1 - hard_budget_fraction`` of the
+    optimizer steps have chosen the bit-widths, they are lowered until both averages are within their budgets
+    (:meth:`~nni_kws.quant.LearnedBitwidthQuantizer.project_to_budget`; ``fill_budget``, the default: then
+    those that still fit under the budgets are raised again) and, with ``freeze_bits`` (the default), kept for
+    the rest: the levels stay pinned while the step sizes go on learning. Without ``freeze_bits`` they are
+    projected after every step of that last part instead (and at the end). With ``strict_budget=False`` a
     violation is only logged and reported (``report['budget_violation']``). ``qparam_lr_scale`` and
     ``range_init`` are passed to the quantizer: ``lr`` is the weights' rate and the (log-domain) step
     sizes and ranges move ``qparam_lr_scale`` times faster, because a trained model's weights want small
@@ -294,6 +295,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         if checkpoint is not None:
             checkpoint.extra["quantizer_steps"] = (lambda: quantizer.steps_done,
                                                    lambda n: setattr(quantizer, "steps_done", n))
+            checkpoint.extra["frozen_levels"] = (lambda: quantizer._frozen_levels, quantizer.restore_frozen_levels)
         status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
                                 for kind in ("weight", "activation")}
     else:

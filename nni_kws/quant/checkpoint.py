@@ -100,7 +100,8 @@ class EpochCheckpoint:
         for name, value in state["generators"].items():
             gens[name].set_state(value)
         for name, (_, set_) in self.extra.items():
-            set_(state["extra"][name])
+            if name in state["extra"]:  # a checkpoint of an older version may lack a newer entry
+                set_(state["extra"][name])
         _logger.info("resuming quantization from %s after epoch %d (step %d)", self.path, state["epoch"],
                      state["step"])
         return state["epoch"], state["step"]

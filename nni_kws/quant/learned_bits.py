@@ -366,6 +366,12 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
                     self._frozen_levels = self._levels()
                 self._pin_levels(self._frozen_levels)
 
+    def restore_frozen_levels(self, levels: Dict[str, int] | None) -> None:
+        """Resume with the levels a checkpointed run had frozen (None: not frozen yet)."""
+        self._frozen_levels = levels
+        if levels is not None:
+            self._pin_levels(levels)
+
     @torch.no_grad()
     def _levels(self) -> Dict[str, int]:
         """``{'<module>.<target>': n}``: the positive levels ``round(q_max / d)`` of every initialised target."""
