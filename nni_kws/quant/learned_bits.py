@@ -140,9 +140,10 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         Also project after every optimizer step past this many steps, so that training adapts to the
         projected bit-widths before it ends (``None``: only at the end).
     freeze_bits
-        With ``hard_budget_after``: project once at that step, then keep every bit-width (levels
-        ``q_max / d``) fixed and learn step sizes only, instead of projecting after every step (which
-        can lower a different tensor each step while the penalty-free gradient raises another).
+        With ``hard_budget_after``: project once at that step, then keep every bit-width fixed (levels
+        ``n``, with ``q_max = n·d`` in the forward pass) and learn step sizes only, instead of projecting
+        after every step (which can lower a different tensor each step while the penalty-free gradient
+        raises another).
     initial_bits
         Starting bit-width per target (``'<module>.<target>'``), e.g. from
         :func:`~nni_kws.quant.sensitivity.allocate_bits`; others start as described above.
