@@ -18,10 +18,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .api import load_trained_model
 
-    if args.method == "trained" and args.bits is None:
-        args.bits = 8
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.method == "trained" and args.bits is None:
+        args.bits = 8
     if args.method == "fixed" and args.bits is None:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
     seed_everything(args.seed)

@@ -249,8 +249,9 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
     if cost_model is None and isinstance(space, KwsSpace):
         from nni_kws.cost import CostModel
         cost_model = CostModel(space)  # before the strategy mutates the space
-    check_split(split, strategy, space_choices(space))
-    split_values = space_choices(space)[split] if split is not None else []
+    choices = space_choices(space)
+    check_split(split, strategy, choices)
+    split_values = choices[split] if split is not None else []
 
     def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:
         seed_everything(seed)
