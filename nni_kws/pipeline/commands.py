@@ -138,8 +138,8 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--act-budget-bits", type=float, help=f"learned: average bits per activation to aim for "
                    f"(default: {d.act_budget_bits}; 0: none)")
     g.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"learned: end within the bit budgets (lower bit-widths at the end) rather than report a "
-                   f"violation (default: {d.strict_budget})")
+                   help=f"learned: end within the bit budgets (bit-widths projected onto them a quarter into the "
+                   f"fine-tuning, then kept) rather than report a violation (default: {d.strict_budget})")
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
     g.add_argument("--qparam-lr-scale", type=float, metavar="K", help="learned: step sizes and ranges learn K times "
                    f"faster than the weights (default: {d.qparam_lr_scale:g}; 1 for long fine-tuning at 6-8 bits)")

@@ -108,7 +108,7 @@ class PipelineConfig:
     bits: int = 8
     weight_budget_bits: float | None = 4.0
     act_budget_bits: float | None = 4.0
-    strict_budget: bool = True  # lower bit-widths at the end until both averages meet their budgets
+    strict_budget: bool = True  # learned bit-widths end within both budgets (projected, then kept)
     qparam_lr_scale: float = QPARAM_LR_SCALE  # learned: how much faster step sizes learn than weights
     latency_lut: str | None = None  # a LatencyTable JSON (`nni-kws profile`); None: measure one (seconds)
     seed: int = 0

@@ -87,8 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--act-budget", type=float, help="trained: target average bits per activation")
     p.add_argument("--budget-weight", type=float, default=1.0, help="trained: weight of the budget penalty (default 1)")
     p.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=True,
-                   help="trained: lower bit-widths at the end until the averages meet the budgets (default); "
-                        "--no-strict-budget only reports a violation")
+                   help="trained: project the bit-widths onto the budgets a quarter into the fine-tuning and keep "
+                        "them (default); --no-strict-budget only reports a violation")
     p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE, metavar="K",
                    help=f"trained: step sizes and ranges learn K times faster than the weights (default "
                         f"{QPARAM_LR_SCALE:g}; 1 for long fine-tuning at 6-8 bits)")
