@@ -201,6 +201,19 @@ def test_frozen_bit_widths_give_the_step_size_the_clipping_gradient_too() -> Non
     assert not torch.allclose(tied, rounding_only)  # the clipped values' share is there
 
 
+def test_a_frozen_quantizer_projects_to_a_tighter_budget() -> None:
+    """Pinned levels are bit-widths too: lowering one lowers its pin (else the projection could not meet the budget)."""
+    x, y = _data(16)
+    quantizer = _learned(_tiny_model(), x, y, weight_budget_bits=3.5, act_budget_bits=3.5, strict_budget=True,
+                         hard_budget_after=0, freeze_bits=True)
+    quantizer.compress(max_steps=2, max_epochs=None)  # projected and pinned after the first step
+    quantizer.weight_budget_bits = quantizer.act_budget_bits = 2.5
+    assert set(quantizer.over_budget()) == {"weight", "activation"}
+    quantizer.project_to_budget()
+    assert not quantizer.over_budget()
+    assert quantizer.frozen_levels() == quantizer._levels()  # the pins follow
+
+
 def test_fill_budget_raises_the_bit_widths_that_still_fit_under_the_budget() -> None:
     """All start at ceil(2.8) = 3 bits; the projection lowers whole tensors to 2 until the averages meet 2.8, and
     the fill spends what is left: checked against sizes and bits read from the model, not the quantizer's sums."""

@@ -295,7 +295,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         if checkpoint is not None:
             checkpoint.extra["quantizer_steps"] = (lambda: quantizer.steps_done,
                                                    lambda n: setattr(quantizer, "steps_done", n))
-            checkpoint.extra["frozen_levels"] = (lambda: quantizer._frozen_levels, quantizer.restore_frozen_levels)
+            checkpoint.extra["frozen_levels"] = (quantizer.frozen_levels, quantizer.restore_frozen_levels)
         status["fn"] = lambda: {f"{kind[0]}_bits": f"{float(quantizer.average_bits(kind).detach()):.2f}"
                                 for kind in ("weight", "activation")}
     else:

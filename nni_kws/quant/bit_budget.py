@@ -129,11 +129,14 @@ class BitBudgetMixin:
 
     @torch.no_grad()
     def _set_bits(self, module_name: str, target_name: str, target_space: QuantizationTargetSpace, bits: int) -> None:
-        """``d = q_max / n`` for the most levels ``n`` of ``bits``: the range stays, the grid gets finer or coarser."""
+        """``d = q_max / n`` for the most levels ``n`` of ``bits``: the range stays, the grid gets finer or coarser
+        (a pinned grid is pinned to ``n``)."""
         n_new = levels_for_bits(bits, is_signed(target_space))[1]
         qrange = qparams(target_space)[1]
-        getattr(self._module_wrappers[module_name], f"{target_name}_step_param").fill_(
-            float(torch.log(qrange / n_new)) / self.qparam_lr_scale)
+        wrapper = self._module_wrappers[module_name]
+        if getattr(wrapper, pinned_levels_name(target_name), None) is not None:
+            setattr(wrapper, pinned_levels_name(target_name), n_new)
+        getattr(wrapper, f"{target_name}_step_param").fill_(float(torch.log(qrange / n_new)) / self.qparam_lr_scale)
         self._sync(target_space)
 
     @torch.no_grad()

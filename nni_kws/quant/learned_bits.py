@@ -186,7 +186,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         self.initial_bits = dict(initial_bits or {})
         self.sensitivity = {k: max(float(v), 1e-9) for k, v in (sensitivity or {}).items()}
         self.steps_done = 0
-        self.freeze_bits, self._frozen_levels = freeze_bits, None
+        self.freeze_bits = freeze_bits
         self.fill_budget = fill_budget
 
         self.check_validation()
@@ -361,15 +361,18 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         if self.hard_budget_after is not None and self.steps_done > self.hard_budget_after:
             if not self.freeze_bits:
                 self.project_to_budget()
-            else:
-                if self._frozen_levels is None:
-                    self.project_to_budget()
-                    self._frozen_levels = self._levels()
-                self._pin_levels(self._frozen_levels)
+            elif self.frozen_levels() is None:  # once frozen, the pins hold the levels (q_max = n·d)
+                self.project_to_budget()
+                self._pin_levels(self._levels())
+
+    def frozen_levels(self) -> Dict[str, int] | None:
+        """``{'<module>.<target>': n}`` of the pinned targets (``freeze_bits``); None before the freeze."""
+        pinned = {f"{m}.{t}": getattr(self._module_wrappers[m], pinned_levels_name(t), None)
+                  for m, t, _ in self._targets()}
+        return {key: n for key, n in pinned.items() if n is not None} or None
 
     def restore_frozen_levels(self, levels: Dict[str, int] | None) -> None:
         """Resume with the levels a checkpointed run had frozen (None: not frozen yet)."""
-        self._frozen_levels = levels
         if levels is not None:
             self._pin_levels(levels)
 
@@ -385,11 +388,11 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
 
     @torch.no_grad()
     def _pin_levels(self, levels: Dict[str, int]) -> None:
-        """``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves.
+        """Pin ``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves.
 
-        The forward pass ties them too (:func:`~.bit_budget.qparams`), so ``d`` learns from the clipped
-        values as well as from the rounding, as LSQ's one scale does; a range parameter learned apart would
-        take the clipping gradient only to be reset here, and the grid would lose that signal."""
+        The forward pass ties them (:func:`~.bit_budget.qparams`), so ``d`` learns from the clipped values as
+        well as from the rounding, as LSQ's one scale does; the range parameter, unused while pinned, is set to
+        ``n · d`` here so that it reads as the grid it stood for."""
         k = self.qparam_lr_scale
         for module_name, target_name, target_space in self._targets():
             n = levels.get(f"{module_name}.{target_name}")
