@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="keep the tuned rates and the finished runs of --out (same settings) and run the rest")
     p.add_argument("--note", action="append", default=[], help="a line for the JSON's notes (repeatable)")
-    p.add_argument("--append", action="store_true", help="add --add-runs to the results in --out")
+    p.add_argument("--append", action="store_true",
+                   help="add --add-runs (and with --synthesized, that protocol) to the results in --out")
     p.add_argument("--add-runs", nargs="*", default=[], metavar="METHOD:BITS:SEED",
                    help=f"with --append: runs to add (methods: {', '.join([*LEARNED, *FIXED])})")
     p.add_argument("--tuned-from", help="reuse the learning rates tuned by an earlier run (its JSON)")
@@ -449,6 +450,9 @@ def benchmark(args: argparse.Namespace) -> int:
             save()
         result["verdict"] = verdict(rows, args)
         save()
+        if args.synthesized:
+            result["synthesized"] = synthesized_protocol(args, result["lr_tuning"], earlier.get("synthesized", {}))
+            save()
         return 0
 
     # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
