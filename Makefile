@@ -39,7 +39,7 @@ bench: venv
 	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 8 \
 		--epochs 6 --out benchmarks/results/search_quality_synth.json
 	$(PY) benchmarks/sim_to_real.py
-	$(PY) benchmarks/quantize.py
+	$(PY) benchmarks/quantize.py --synthesized
 	$(PY) benchmarks/assessor.py
 
 clean:

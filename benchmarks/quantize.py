@@ -22,11 +22,9 @@ Results are written after every run; ``--resume`` continues an interrupted invoc
 
 Where the accuracy goes (PTQ per layer and target, recipe variants): ``benchmarks/quantize_sensitivity.py``.
 
-    python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0]
-    # the verdict's runs with a longer recipe from the same float model (quantize_e24.json; 3 jobs, one per seed,
-    # merged): --reuse --quant-epochs 24 --budgets 4 3 --fixed-bits 4 3 --fixed lsq --curve-seeds --seeds N
-    # and its curve at seed 0 appended (jobs merged the same way): --reuse --quant-epochs 24 --curve-seeds 0 --append
-    # --add-runs learned:8:0 learned:6:0 learned:2.5:0 lsq:8:0 lsq:6:0 lsq:2:0 learned_unscaled:8:0 learned_unscaled:6:0
+    python benchmarks/quantize.py [--quick] [--reuse] [--seeds 0 1 2] [--curve-seeds 0] [--synthesized]
+    # quantize.json ran as parallel jobs, each --append --add-runs METHOD:BITS:SEED to a copy, merged; the
+    # 12-epoch recipe before it (quantize_e12.json): --quant-epochs 12
 """
 from __future__ import annotations
 
@@ -64,26 +62,30 @@ SPLITS = str(SHARED / "gsc-v2-test-splits")
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
 #: The benchmark's fine-tuning recipe (longer than the demo's ``nni-kws quantize`` defaults, same kind), chosen
-#: on dev-val at 3 bits, seed 0 (quantize_sensitivity.json: recipe_experiments_dev_v3): 12 epochs over dev's
-#: training part plus the synthesized clips (``--mix-synth``). Learned: one rate (``--learned-lrs`` to tune
-#: several); fixed: tuned. Step sizes learn 20x faster than the weights' 3e-3, i.e. at 6e-2: the rate the
-#: library default (``nni_kws.quant.QPARAM_LR_SCALE``, 60x its weights' 1e-3) gives too.
-QUANT_EPOCHS, BN_BATCHES, RECIPE_QPARAM_LR_SCALE, LEARNED_LRS, LRS = 12, 0, 20.0, [3e-3], [3e-4, 1e-3, 3e-3]
+#: on dev-val at 3 bits, seed 0: dev's training part plus the synthesized clips (``--mix-synth``;
+#: quantize_sensitivity.json: recipe_experiments_dev_v3), 24 epochs (12 before: quantize_e12.json; 24 against 12:
+#: quantize_sensitivity.json, start_and_length_experiments); the float model is given 12 epochs of that
+#: fine-tuning first (``--float-finetune``).
+#: Learned: one rate (``--learned-lrs`` to tune several); fixed: tuned. Step sizes learn 20x faster than the
+#: weights' 3e-3, i.e. at 6e-2: the rate the library default (``nni_kws.quant.QPARAM_LR_SCALE``, 60x its weights'
+#: 1e-3) gives too.
+QUANT_EPOCHS, FLOAT_FINETUNE_EPOCHS, BN_BATCHES = 24, 12, 0
+RECIPE_QPARAM_LR_SCALE, LEARNED_LRS, LRS = 20.0, [3e-3], [3e-4, 1e-3, 3e-3]
 #: Learned bit-widths: name -> ``quantize_model`` overrides; the plan runs 'learned' (the others only through
 #: --add-runs); all use the lr tuned for 'learned' unless they set their own, and the verdict takes, per budget,
 #: the one with the better dev-val accuracy (mean over the seeds where a variant ran them all, else the first seed).
 #: 'learned' takes ``quantize_model``'s defaults: since quantize_e24_fill.json they fill the budget
-#: (``fill_budget``: bit-widths that still fit are raised after the projection), and since quantize_e24_freeze.json
-#: they freeze the bit-widths after the first quarter of the steps (``freeze_bits``: levels pinned, q_max = n·d).
+#: (``fill_budget``: bit-widths that still fit are raised after the projection), and since quantize.json's freeze
+#: runs they freeze the bit-widths after the first quarter of the steps (``freeze_bits``: levels pinned, q_max = n·d).
 #: Every other variant ran as before those results: projected after every step of the last 10 % (``UNFROZEN``)
 #: and, unless it says so, without the fill. 'learned_nofreeze': filled, not frozen (the 'learned' rows from
-#: quantize_e24_fill.json to quantize_e24_freeze.json); 'learned_nofill': neither (the 'learned' rows before);
+#: quantize_e24_fill.json until the freeze); 'learned_nofill': neither (the 'learned' rows before);
 #: 'learned_slow': the rates of the 6-epoch recipe (quantize_e6.json); 'learned_unscaled': step sizes and
 #: bit-widths at the weights' rate, as NNI's LSQ trains its scales (the x20 rate was chosen at 3-4 bits);
 #: 'learned_distill3': three times the weight of the KL loss to the float logits; 'learned_freeze50': filled and
-#: frozen after half the steps. 3-bit diagnosis in quantize_e24_freeze.json: 'learned_min3' (every tensor at 3 bits
-#: at the end, ``min_bits`` = the budget) and 'learned_pinned3' (3 bits pinned from the first step: LSQ's kind
-#: of grid).
+#: frozen after half the steps. 3-bit diagnosis in quantize.json: 'learned_min3' (every tensor at 3 bits at the
+#: end, ``min_bits`` = the budget) and 'learned_pinned3' (every tensor pinned at 3 bits from the first step: LSQ's
+#: kind of grid; it ran every seed at 3 bits).
 UNFROZEN = {"freeze_bits": False, "hard_budget_fraction": 0.1}
 LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
     name: {"init_bits": "sensitivity", "fill_budget": False, **UNFROZEN, **overrides} for name, overrides in {
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                    "float model's pre-training set)")
     p.add_argument("--float-finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="give the float model the float control's fine-tuning before quantizing it")
-    p.add_argument("--float-finetune-epochs", type=int, default=QUANT_EPOCHS,
+    p.add_argument("--float-finetune-epochs", type=int, default=FLOAT_FINETUNE_EPOCHS,
                    help="--float-finetune: its epochs (the float control itself gets --quant-epochs)")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after fine-tuning (0: none)")

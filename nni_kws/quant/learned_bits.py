@@ -24,8 +24,9 @@ __all__ = ["QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "learn
 
 _logger = logging.getLogger(__name__)
 
-#: Default rate of step sizes and ranges relative to the weights: right for a few epochs at 3-4 bits; long
-#: fine-tuning at 6-8 bits wants 1, where the fast rate drifts (benchmarks/results/quantize_e24.json, README).
+#: Default rate of step sizes and ranges relative to the weights, chosen at 3-4 bits. With bit-widths moving to the
+#: end, it drifted over long fine-tuning at 8 bits (benchmarks/results/quantize_e24.json); frozen (the default), it
+#: holds there too (quantize.json).
 QPARAM_LR_SCALE = 60.0
 
 
