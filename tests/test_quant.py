@@ -602,6 +602,21 @@ def test_benchmark_verdict_picks_the_learned_variant_by_mean_dev_val_where_every
     assert bench.verdict(rows, args)["learned_variant_per_budget"]["3"] == "learned_nofreeze"
 
 
+def test_curve_plots_the_learned_variant_the_verdict_chose_at_each_budget() -> None:
+    from nni_kws.quant.plot import _points, _verdict_variants
+
+    def row(method: str, bits: float, acc: float) -> dict[str, Any]:
+        return {"method": method, "bits": bits, "seed": 0, "accuracy": {"heldout": acc},
+                "avg_bits_per_weight": bits, "avg_bits_per_activation": bits}
+
+    runs = [row("learned", 4, 0.85), row("learned", 3, 0.82), row("learned_pinned3", 3, 0.81),
+            row("learned_pinned3", 4, 0.5), row("lsq", 3, 0.8)]
+    shown = _verdict_variants(runs, {"4": "learned", "3": "learned_pinned3"})
+    assert _points(shown, "learned", "weight") == [(3, 81.0), (4, 85.0)]
+    assert _points(shown, "lsq", "weight") == [(3, 80.0)]
+    assert _points(_verdict_variants(runs, {}), "learned", "weight") == [(3, 82.0), (4, 85.0)]
+
+
 def test_benchmark_quick_mode_writes_the_verdict_and_the_curve(real_test_root: Path, tmp_path: Path) -> None:
     from nni_kws.quant.plot import plot_quantize_curve
 

@@ -25,10 +25,20 @@ def _points(runs: list[dict[str, Any]], method: str, axis: str) -> list[tuple[fl
                    statistics.fmean(100 * r["accuracy"]["heldout"] for r in rs)) for rs in by_bits.values())
 
 
+def _verdict_variants(runs: list[dict[str, Any]], chosen: dict[str, str]) -> list[dict[str, Any]]:
+    """``runs`` with the learned variant the verdict chose at each budget (``learned_variant_per_budget``) as its
+    'learned' rows, so that the curve shows what the verdict counts."""
+    def variant(bits: float) -> str:
+        return chosen.get(str(bits), "learned")
+
+    return [{**r, "method": "learned"} if r["method"] == variant(r["bits"]) else r for r in runs
+            if r["method"] != "learned" or variant(r["bits"]) == "learned"]
+
+
 def plot_quantize_curve(json_path: str | Path, png_path: str | Path) -> Path:
     """Write a PNG with heldout accuracy against average bits per weight (left) and per activation
-    (right), one line per method, the float model as a dashed line (its fine-tuned control, when run, dotted);
-    returns ``png_path``."""
+    (right), one line per method (learned: the verdict's variant at each budget), the float model as a dashed
+    line (its fine-tuned control, when run, dotted); returns ``png_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +51,7 @@ def plot_quantize_curve(json_path: str | Path, png_path: str | Path) -> Path:
     runs = data.get("runs")
     if not runs:
         raise ValueError(f"{path}: no 'runs' (run benchmarks/quantize.py first)")
+    runs = _verdict_variants(runs, data.get("verdict", {}).get("learned_variant_per_budget", {}))
     float_acc = 100 * data["float"]["accuracy"]["heldout"]
     control = [100 * r["accuracy"]["heldout"] for r in runs if r["method"] == "float"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
