@@ -142,7 +142,7 @@ def _add_quant(p: argparse.ArgumentParser, d: Any) -> None:
                    f"fine-tuning, then kept) rather than report a violation (default: {d.strict_budget})")
     g.add_argument("--quant-epochs", type=int, help=f"(default: {d.quant_epochs})")
     g.add_argument("--qparam-lr-scale", type=float, metavar="K", help="learned: step sizes and ranges learn K times "
-                   f"faster than the weights (default: {d.qparam_lr_scale:g}; 1 for long fine-tuning at 6-8 bits)")
+                   f"faster than the weights (default: {d.qparam_lr_scale:g})")
 
 
 _NOT_CONFIG = {"command", "func", "verbose", "resume", "overwrite", "arch", "baseline", "lambdas", "budgets",

@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "them (default); --no-strict-budget only reports a violation")
     p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE, metavar="K",
                    help=f"trained: step sizes and ranges learn K times faster than the weights (default "
-                        f"{QPARAM_LR_SCALE:g}; 1 for long fine-tuning at 6-8 bits)")
+                        f"{QPARAM_LR_SCALE:g})")
     p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat",
                    help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
