@@ -565,12 +565,17 @@ def test_benchmark_reuses_a_saved_float_model_only_when_made_with_the_same_setti
         bench.saved_or_trained(args, "float", {"epochs": 4}, nn.Linear(2, 2), train)
 
 
+def _verdict_row(method: str, bits: float, seed: int, dev_val: float = 0.8, heldout: float = 0.8) -> dict[str, Any]:
+    """A benchmark result row with only what ``verdict`` reads."""
+    return {"method": method, "bits": bits, "seed": seed, "accuracy": {"dev_val": dev_val, "heldout": heldout},
+            "drop_points_heldout": 0.0, "within_bits": True}
+
+
 def test_benchmark_verdict_lets_the_mean_over_seeds_decide_where_every_seed_ran() -> None:
     bench = _quantize_benchmark()
 
     def row(method: str, bits: float, seed: int, heldout: float) -> dict[str, Any]:
-        return {"method": method, "bits": bits, "seed": seed, "accuracy": {"dev_val": 0.8, "heldout": heldout},
-                "drop_points_heldout": 0.0, "within_bits": True}
+        return _verdict_row(method, bits, seed, heldout=heldout)
 
     rows = [row("learned", 8, 0, 0.85), row("lsq", 8, 0, 0.86),  # LSQ ahead at the curve seed ...
             row("learned", 8, 1, 0.87), row("lsq", 8, 1, 0.85), row("learned", 8, 2, 0.86), row("lsq", 8, 2, 0.85),
@@ -588,11 +593,7 @@ def test_benchmark_verdict_lets_the_mean_over_seeds_decide_where_every_seed_ran(
 
 def test_benchmark_verdict_picks_the_learned_variant_by_mean_dev_val_where_every_seed_ran() -> None:
     bench = _quantize_benchmark()
-
-    def row(method: str, bits: float, seed: int, dev_val: float) -> dict[str, Any]:
-        return {"method": method, "bits": bits, "seed": seed, "accuracy": {"dev_val": dev_val, "heldout": 0.8},
-                "drop_points_heldout": 0.0, "within_bits": True}
-
+    row = _verdict_row  # row(method, bits, seed, dev_val)
     args = argparse.Namespace(seeds=[0, 1, 2], curve_seeds=[0])
     rows = [row("learned", 3, 0, 0.82), row("learned", 3, 1, 0.84), row("learned", 3, 2, 0.85),
             row("learned_nofreeze", 3, 0, 0.83), row("learned_nofreeze", 3, 1, 0.83),  # ahead at seed 0 only
