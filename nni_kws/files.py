@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -83,12 +84,18 @@ def load_torch(path: str | Path, *, hint: str = "delete it or start over with --
                weights_only: bool = True) -> Any:
     """``torch.load`` on the CPU (weights only); an unreadable file is a :class:`CorruptStateFile` naming it."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # Every state file here is written by torch.save, a zip archive since torch 1.6. Anything else would go to
+        # torch's legacy pickle reader, which on garbage bytes may allocate gigabytes or (with weights_only=False)
+        # run arbitrary code, so it is refused before torch sees it.
+        reason = "empty file" if path.stat().st_size == 0 else "not a torch.save zip archive: truncated or overwritten"
+        raise CorruptStateFile(f"{path}: corrupt ({reason}); {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a broken file
-        reason = next(iter(str(err).splitlines()), "") or ("empty file" if path.stat().st_size == 0 else "")
+        reason = next(iter(str(err).splitlines()), "")
         raise CorruptStateFile(f"{path}: corrupt ({type(err).__name__}: {reason[:160]}); {hint}") from None
 
 

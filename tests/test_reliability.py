@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -234,7 +235,8 @@ def test_corrupt_state_files_are_named_with_the_way_out(reference, tmp_path, cap
     out = _copy(reference, tmp_path / "empty")
     (out / "search" / "result.json").write_text("{}")
     cases.append((run(out, "train", "--out", str(out)), out / "search" / "result.json", 'no "arch"'))
-    for i, damage in enumerate([lambda p: os.truncate(p, 1000), lambda p: p.write_bytes(os.urandom(20000))]):
+    for i, damage in enumerate([lambda p: os.truncate(p, 1000),
+                                lambda p: p.write_bytes(random.Random(0).randbytes(20000))]):
         out = _copy(reference, tmp_path / f"ckpt{i}")
         (out / "search" / "result.json").unlink()  # an unfinished search resumes from last.ckpt
         damage(_checkpoint(out, "search"))
@@ -247,6 +249,31 @@ def test_corrupt_state_files_are_named_with_the_way_out(reference, tmp_path, cap
         cases.append((run(out), out / "train" / "model.pt", "delete"))
     for err, path, words in cases:
         assert f"{path}:" in err and words in err, err
+
+
+class _MakesAFile:
+    """A pickle that, when unpickled, creates ``flag``: what a planted or garbled checkpoint could do."""
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.flag,))
+
+
+def test_a_checkpoint_that_is_not_a_torch_zip_is_refused_before_unpickling(tmp_path) -> None:
+    """Lightning checkpoints are read with weights_only=False; a file that is not torch.save's zip
+    never reaches the pickle reader, so it can neither run code nor allocate at random (a CI flake)."""
+    import pickle
+
+    from nni_kws.files import CorruptStateFile, check_checkpoint
+
+    flag, ckpt = tmp_path / "flag", tmp_path / "last.ckpt"
+    ckpt.write_bytes(pickle.dumps(_MakesAFile(flag)))
+    with pytest.raises(CorruptStateFile, match="last.ckpt: corrupt .not a torch.save zip archive"):
+        check_checkpoint(ckpt)
+    assert not flag.exists()
+    pickle.loads(ckpt.read_bytes())  # the same bytes do run code when unpickled
+    assert flag.exists()
 
 
 def test_state_files_are_written_atomically(tmp_path) -> None:
