@@ -85,8 +85,10 @@ RECIPE_QPARAM_LR_SCALE, LEARNED_LRS, LRS = 20.0, [3e-3], [3e-4, 1e-3, 3e-3]
 #: 'learned_distill3': three times the weight of the KL loss to the float logits; 'learned_freeze50': filled and
 #: frozen after half the steps. 3-bit diagnosis in quantize.json: 'learned_min3' (every tensor at 3 bits at the
 #: end, ``min_bits`` = the budget) and 'learned_pinned3' (every tensor pinned at 3 bits from the first step: LSQ's
-#: kind of grid; it ran every seed at 3 bits).
+#: kind of grid; it ran every seed at 3 bits); 'learned_pinned3_weights' / '_acts': only the weights / only the
+#: activations pinned at the budget, the others at 8 bits (over the budget, so never chosen: where the 3-bit loss is).
 UNFROZEN = {"freeze_bits": False, "hard_budget_fraction": 0.1}
+PINNED3 = {"min_bits": 3, "init_bits": "budget", "freeze_bits": True, "hard_budget_fraction": 1.0}
 LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
     name: {"init_bits": "sensitivity", "fill_budget": False, **UNFROZEN, **overrides} for name, overrides in {
         "learned_nofill": {}, "learned_budget": {"init_bits": "budget"},
@@ -94,8 +96,9 @@ LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
         "learned_distill3": {"distill": 3.0}, "learned_nofreeze": {"fill_budget": True},
         "learned_freeze50": {"fill_budget": True, "freeze_bits": True, "hard_budget_fraction": 0.5},
         "learned_min3": {"min_bits": 3, "init_bits": "budget"},
-        "learned_pinned3": {"min_bits": 3, "init_bits": "budget", "freeze_bits": True,
-                            "hard_budget_fraction": 1.0}}.items()}}
+        "learned_pinned3": PINNED3,
+        "learned_pinned3_weights": {**PINNED3, "act_budget_bits": None},
+        "learned_pinned3_acts": {**PINNED3, "weight_budget_bits": None}}.items()}}
 #: ``quantize_model``'s defaults, which the options of the same name take (one home for them).
 LIBRARY = {name: p.default for name, p in inspect.signature(quantize_model).parameters.items()}
 #: The control: the float model given the quantizers' fine-tuning without quantizers (``float_fine_tune``: same
@@ -535,13 +538,14 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     """The issue's verdict keys from the runs so far, and learned vs LSQ at each budget of the curve.
 
     "Learned" at a budget is the variant of :data:`LEARNED` with the best mean dev-val accuracy over the seeds,
-    among the variants that ran every seed there, else the best at the first seed (chosen on dev-val, never on
-    heldout; a tie goes to 'learned')."""
+    among the variants within the budget that ran every seed there, else the best at the first seed (chosen on
+    dev-val, never on heldout; a tie goes to 'learned')."""
     chosen = {}
     for bits in sorted({r["bits"] for r in rows if r["method"] in LEARNED}):
         dev_val: dict[str, dict[int, float]] = {}
         for r in rows:
-            if r["method"] in LEARNED and r["bits"] == bits and r["seed"] in args.seeds and "diverged" not in r:
+            if (r["method"] in LEARNED and r["bits"] == bits and r["seed"] in args.seeds and "diverged" not in r
+                    and r["within_bits"]):
                 dev_val.setdefault(r["method"], {})[r["seed"]] = r["accuracy"]["dev_val"]
         score = ({m: statistics.fmean(v.values()) for m, v in dev_val.items() if set(v) == set(args.seeds)}
                  or {m: v[args.seeds[0]] for m, v in dev_val.items() if args.seeds[0] in v})

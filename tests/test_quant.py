@@ -601,6 +601,8 @@ def test_benchmark_verdict_picks_the_learned_variant_by_mean_dev_val_where_every
     assert bench.verdict(rows, args)["learned_variant_per_budget"] == {"3": "learned", "6": "learned_nofreeze"}
     rows.append(row("learned_nofreeze", 3, 2, 0.86))  # now it ran every seed: mean 0.84 vs 0.8367
     assert bench.verdict(rows, args)["learned_variant_per_budget"]["3"] == "learned_nofreeze"
+    over = [{**row("learned_pinned3_weights", 3, seed, 0.9), "within_bits": False} for seed in (0, 1, 2)]
+    assert bench.verdict(rows + over, args)["learned_variant_per_budget"]["3"] == "learned_nofreeze"  # over budget
 
 
 def test_curve_plots_the_learned_variant_the_verdict_chose_at_each_budget() -> None:
