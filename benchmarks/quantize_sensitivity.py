@@ -4,10 +4,12 @@ variants, on real ``dev`` clips; writes ``benchmarks/results/quantize_sensitivit
 Uses the float model of ``benchmarks/quantize.py`` (pre-trained on synthesized speech, ``--work``).
 
     python benchmarks/quantize_sensitivity.py [--reuse] [--ptq-bits 3] [--only base "fold BN"]
+    python benchmarks/quantize_sensitivity.py --per-channel --work runs/bench-quantize  # adds one section
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -19,12 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark next to this script
 
-from quantize import ARCH, PRESET, REAL_TEST, SPLITS, listed_loader, pretrained_model  # noqa: E402
+from quantize import ARCH, PRESET, REAL_TEST, SPLITS, listed_loader, pretrained_model, real_data  # noqa: E402
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule  # noqa: E402
 from nni_kws.data.synth import ensure_default_dataset  # noqa: E402
 from nni_kws.quant import TrainingDiverged, prepare_model, quantize_model  # noqa: E402
+from nni_kws.quant.ranges import mse_range  # noqa: E402
 from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer  # noqa: E402
+from nni_kws.space import build_model, build_space  # noqa: E402
 from nni_kws.training import seed_everything  # noqa: E402
 
 SENSITIVITY_RUNS = {  # name: quantize_model overrides of the base recipe (learned bits, 4-bit budgets)
@@ -102,6 +106,44 @@ def sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def per_channel_weights(args: argparse.Namespace) -> int:
+    """Adds ``ptq_per_channel_weights`` to ``--out``: every weight (activations float) of quantize.py's float model
+    (``<--work>/float-dev-finetuned``) on MSE grids, one per tensor against one per output channel, at 4, 3 and 2
+    bits; dev-val accuracy and the squared error relative to the weights' energy. The learned quantizer's grids
+    are per tensor; this bounds what per-channel steps could gain before writing them."""
+    model = prepare_model(build_model(ARCH, build_space(PRESET)))
+    model.load_state_dict(torch.load(Path(args.work) / "float-dev-finetuned" / "model.pt", map_location="cpu"))
+    model.eval()
+    val = real_data(argparse.Namespace(real_test=args.real_test, batch_size=args.batch_size, val_fraction=0.2,
+                                       train_list=f"{SPLITS}/dev.txt", test_list=f"{SPLITS}/heldout.txt"),
+                    args.seed).val_dataloader()
+
+    def on_grid(w: torch.Tensor, levels: int) -> torch.Tensor:
+        step = mse_range(w, True, levels) / levels
+        return torch.round(torch.clamp(w, -levels * step, levels * step) / step) * step
+
+    section: dict[str, Any] = {"model": "quantize.py's float-dev-finetuned", "eval": "dev-val",
+                               "float_dev_val": round(agreement(model, val)["accuracy"], 4)}
+    for bits in (4, 3, 2):
+        levels = 2 ** (bits - 1) - 1
+        for granularity in ("per_tensor", "per_channel"):
+            quantized, error, energy = copy.deepcopy(model), 0.0, 0.0
+            for layer in quantized.modules():
+                if isinstance(layer, (torch.nn.Conv1d, torch.nn.Linear)):
+                    w = layer.weight.data
+                    q = on_grid(w, levels) if granularity == "per_tensor" else torch.stack([on_grid(c, levels)
+                                                                                            for c in w])
+                    error, energy = error + float(((q - w) ** 2).sum()), energy + float((w ** 2).sum())
+                    layer.weight.data = q
+            section[f"{bits}_bits_{granularity}"] = {"dev_val": round(agreement(quantized, val)["accuracy"], 4),
+                                                     "relative_squared_error": round(error / energy, 4)}
+            logging.info("%s bits %s: %s", bits, granularity, section[f"{bits}_bits_{granularity}"])
+    result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    result["ptq_per_channel_weights"] = section
+    _write(result, args.out)
+    return 0
+
+
 def _write(result: dict[str, Any], out: str) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
@@ -127,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse the float model saved under --work")
     p.add_argument("--out", default="benchmarks/results/quantize_sensitivity.json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--per-channel", action="store_true", help="only add the per-channel weight PTQ section")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     args.arch, args.preset = ARCH, PRESET
-    return sensitivity(args)
+    return per_channel_weights(args) if args.per_channel else sensitivity(args)
 
 
 if __name__ == "__main__":
