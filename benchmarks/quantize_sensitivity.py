@@ -25,6 +25,7 @@ from quantize import ARCH, PRESET, REAL_TEST, SPLITS, listed_loader, pretrained_
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule  # noqa: E402
 from nni_kws.data.synth import ensure_default_dataset  # noqa: E402
+from nni_kws.files import load_state_dict  # noqa: E402
 from nni_kws.quant import TrainingDiverged, prepare_model, quantize_model  # noqa: E402
 from nni_kws.quant.ranges import mse_range  # noqa: E402
 from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer  # noqa: E402
@@ -111,9 +112,8 @@ def per_channel_weights(args: argparse.Namespace) -> int:
     (``<--work>/float-dev-finetuned``) on MSE grids, one per tensor against one per output channel, at 4, 3 and 2
     bits; dev-val accuracy and the squared error relative to the weights' energy. The learned quantizer's grids
     are per tensor; this bounds what per-channel steps could gain before writing them."""
-    model = prepare_model(build_model(ARCH, build_space(PRESET)))
-    model.load_state_dict(torch.load(Path(args.work) / "float-dev-finetuned" / "model.pt", map_location="cpu"))
-    model.eval()
+    model = load_state_dict(prepare_model(build_model(ARCH, build_space(PRESET))),
+                            Path(args.work) / "float-dev-finetuned" / "model.pt").eval()
     val = real_data(argparse.Namespace(real_test=args.real_test, batch_size=args.batch_size, val_fraction=0.2,
                                        train_list=f"{SPLITS}/dev.txt", test_list=f"{SPLITS}/heldout.txt"),
                     args.seed).val_dataloader()

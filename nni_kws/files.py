@@ -85,10 +85,11 @@ def load_torch(path: str | Path, *, hint: str = "delete it or start over with --
     """``torch.load`` on the CPU (weights only); an unreadable file is a :class:`CorruptStateFile` naming it."""
     path = Path(path)
     if path.is_file() and not zipfile.is_zipfile(path):
-        # Every state file here is written by torch.save, a zip archive since torch 1.6. Anything else would go to
-        # torch's legacy pickle reader, which on garbage bytes may allocate gigabytes or (with weights_only=False)
-        # run arbitrary code, so it is refused before torch sees it.
-        reason = "empty file" if path.stat().st_size == 0 else "not a torch.save zip archive: truncated or overwritten"
+        # torch.save writes a zip archive (since torch 1.6). Anything else would go to torch's legacy pickle reader,
+        # which on garbage bytes may allocate gigabytes or (with weights_only=False) run arbitrary code, so it is
+        # refused before torch sees it.
+        reason = ("empty file" if path.stat().st_size == 0 else
+                  "not a torch.save zip archive: truncated, overwritten, or saved by torch < 1.6")
         raise CorruptStateFile(f"{path}: corrupt ({reason}); {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
