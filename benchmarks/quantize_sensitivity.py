@@ -26,7 +26,7 @@ from quantize import ARCH, PRESET, REAL_TEST, SPLITS, listed_loader, pretrained_
 from nni_kws.data.datamodule import SpeechCommandsDataModule  # noqa: E402
 from nni_kws.data.synth import ensure_default_dataset  # noqa: E402
 from nni_kws.files import load_state_dict  # noqa: E402
-from nni_kws.quant import TrainingDiverged, prepare_model, quantize_model  # noqa: E402
+from nni_kws.quant import TrainingDiverged, U3ClampRound, prepare_model, quantize_model  # noqa: E402
 from nni_kws.quant.ranges import mse_range  # noqa: E402
 from nni_kws.quant.sensitivity import agreement, layer_sensitivity, ptq_quantizer  # noqa: E402
 from nni_kws.space import build_model, build_space  # noqa: E402
@@ -118,9 +118,9 @@ def per_channel_weights(args: argparse.Namespace) -> int:
                                        train_list=f"{SPLITS}/dev.txt", test_list=f"{SPLITS}/heldout.txt"),
                     args.seed).val_dataloader()
 
-    def on_grid(w: torch.Tensor, levels: int) -> torch.Tensor:
-        step = mse_range(w, True, levels) / levels
-        return torch.round(torch.clamp(w, -levels * step, levels * step) / step) * step
+    def on_grid(w: torch.Tensor, levels: int) -> torch.Tensor:  # the learned quantizer's op on an MSE range
+        q_max = mse_range(w, True, levels)
+        return U3ClampRound.apply(w, q_max / levels, q_max, True)
 
     section: dict[str, Any] = {"model": "quantize.py's float-dev-finetuned", "eval": "dev-val",
                                "float_dev_val": round(agreement(model, val)["accuracy"], 4)}
