@@ -59,6 +59,8 @@ PRESET = "small"
 SHARED = Path(os.environ.get("NNI_KWS_SHARED_DATA", "/work/shared/data"))
 REAL_TEST = str(SHARED / "gsc-v2-test")
 SPLITS = str(SHARED / "gsc-v2-test-splits")
+DEV_LIST, HELDOUT_LIST = f"{SPLITS}/dev.txt", f"{SPLITS}/heldout.txt"  # train and tune on dev, report on heldout
+VAL_FRACTION = 0.2  # dev speakers held apart for validation
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
 #: The benchmark's fine-tuning recipe (longer than the demo's ``nni-kws quantize`` defaults, same kind), chosen
@@ -357,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
     p.add_argument("--real-test", default=REAL_TEST, help="root of the real clips")
-    p.add_argument("--train-list", default=f"{SPLITS}/dev.txt")
-    p.add_argument("--test-list", default=f"{SPLITS}/heldout.txt")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="dev speakers held apart for validation")
+    p.add_argument("--train-list", default=DEV_LIST)
+    p.add_argument("--test-list", default=HELDOUT_LIST)
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="dev speakers held apart for validation")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of the float model")

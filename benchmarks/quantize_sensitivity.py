@@ -21,7 +21,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark next to this script
 
-from quantize import ARCH, PRESET, REAL_TEST, SPLITS, listed_loader, pretrained_model, real_data  # noqa: E402
+from quantize import (  # noqa: E402
+    ARCH,
+    DEV_LIST,
+    HELDOUT_LIST,
+    PRESET,
+    REAL_TEST,
+    VAL_FRACTION,
+    listed_loader,
+    pretrained_model,
+    real_data,
+)
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule  # noqa: E402
 from nni_kws.data.synth import ensure_default_dataset  # noqa: E402
@@ -51,7 +61,7 @@ def sensitivity(args: argparse.Namespace) -> int:
     start = time.monotonic()
     root = ensure_default_dataset(progress=not args.quiet)
     data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
-    dev = listed_loader(args.real_test, f"{SPLITS}/dev.txt", 256, every=args.dev_every)
+    dev = listed_loader(args.real_test, DEV_LIST, 256, every=args.dev_every)
     model, training = pretrained_model(args)
     prepared = prepare_model(model)
     example = next(iter(data.train_dataloader()))[0]
@@ -114,9 +124,8 @@ def per_channel_weights(args: argparse.Namespace) -> int:
     are per tensor; this bounds what per-channel steps could gain before writing them."""
     model = load_state_dict(prepare_model(build_model(ARCH, build_space(PRESET))),
                             Path(args.work) / "float-dev-finetuned" / "model.pt").eval()
-    val = real_data(argparse.Namespace(real_test=args.real_test, batch_size=args.batch_size, val_fraction=0.2,
-                                       train_list=f"{SPLITS}/dev.txt", test_list=f"{SPLITS}/heldout.txt"),
-                    args.seed).val_dataloader()
+    val = real_data(argparse.Namespace(real_test=args.real_test, batch_size=args.batch_size, val_fraction=VAL_FRACTION,
+                                       train_list=DEV_LIST, test_list=HELDOUT_LIST), args.seed).val_dataloader()
 
     def on_grid(w: torch.Tensor, levels: int) -> torch.Tensor:  # the learned quantizer's op on an MSE range
         q_max = mse_range(w, True, levels)
