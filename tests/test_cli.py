@@ -13,7 +13,8 @@ import pytest
 from nni_kws.cli import main
 from nni_kws.data.labels import CLASSES
 
-COMMON = ["--preset", "tiny", "--batch-size", "16", "--no-progress"]
+# the space of CostModel("tiny"), which the budget tests compare with
+COMMON = ["--preset", "tiny", "--frontend", "raw", "--batch-size", "16", "--no-progress"]
 FAST = [*COMMON, "--search-epochs", "1", "--train-epochs", "1", "--finalist-epochs", "1"]
 QUANT = ["--quant-epochs", "1"]
 

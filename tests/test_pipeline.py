@@ -20,7 +20,7 @@ def _cfg(tiny_gsc: Path, out: Path, **kw) -> PipelineConfig:
 
 @pytest.mark.parametrize("split", ["none", "frontend"])
 def test_init_from_supernet_weights(tiny_gsc: Path, tmp_path: Path, split: str) -> None:
-    cfg = _cfg(tiny_gsc, tmp_path / "r", init="supernet", train_epochs=1, split=split)
+    cfg = _cfg(tiny_gsc, tmp_path / "r", init="supernet", train_epochs=1, frontend="raw", split=split)
     out = run_pipeline(cfg, ["search"])
     assert out["search"].get("split", "none") == split
     if split != "none":  # one supernet per front end, each with its own checkpoint

@@ -47,8 +47,9 @@ def lut(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def args(tiny_gsc: Path, lut: Path) -> list[str]:
     """Three epochs per stage, so that a signal can land between two checkpoints of a stage."""
-    return ["--data", str(tiny_gsc), "--no-real-test", "--preset", "tiny", "--batch-size", "16", "--search-epochs",
-            "3", "--train-epochs", "3", "--quant-epochs", "1", "--no-progress", "--latency-lut", str(lut)]
+    return ["--data", str(tiny_gsc), "--no-real-test", "--preset", "tiny", "--frontend", "raw", "--batch-size", "16",
+            "--search-epochs", "3", "--train-epochs", "3", "--quant-epochs", "1", "--no-progress", "--latency-lut",
+            str(lut)]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def _checkpoint(out: Path, stage: str) -> Path:
-    """A stage's per-epoch checkpoint; the search's default is one supernet per front end, sinc's first."""
+    """A stage's per-epoch checkpoint; ``--frontend raw`` searches one supernet per front end, sinc's first."""
     return out / stage / ("frontend-sinc" if stage == "search" else "") / "checkpoints" / "last.ckpt"
 
 

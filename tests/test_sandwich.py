@@ -121,18 +121,22 @@ def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
         check_inputs(PipelineConfig(strategy="random", finalists=2, finalist_epochs=0, real_test=None))
     with pytest.raises(ValueError, match="finalist-seeds"):
         check_inputs(PipelineConfig(strategy="sandwich", finalists=2, finalist_seeds=0, real_test=None))
-    check_inputs(PipelineConfig(strategy="sandwich", split="frontend", real_test=None))
+    check_inputs(PipelineConfig(strategy="sandwich", frontend="raw", split="frontend", real_test=None))
     with pytest.raises(ValueError, match="split needs"):
-        check_inputs(PipelineConfig(strategy="darts", split="frontend", real_test=None))
+        check_inputs(PipelineConfig(strategy="darts", frontend="raw", split="frontend", real_test=None))
     with pytest.raises(ValueError, match="choice of the space .*got 'front'"):
         check_inputs(PipelineConfig(strategy="sandwich", split="front", real_test=None))
     with pytest.raises(ValueError, match="choice of the space .*got 'front'"):  # the library checks it too
         run_search(build_space("tiny"), [], [], strategy="sandwich", epochs=1, split="front")
-    # by default one supernet per front end for the strategies that pick by evolution, sharing the epochs
-    assert (PipelineConfig().split_choice(), PipelineConfig().supernet_epochs()) == ("frontend", 8)
-    assert PipelineConfig(search_epochs=5).supernet_epochs() == 3
-    for one in (PipelineConfig(split="none"), PipelineConfig(strategy="darts"), PipelineConfig(frontend="mfcc")):
-        assert (one.split_choice(), one.supernet_epochs()) == (None, 16)
+    # searching the front end ('raw'), one supernet per front end for the strategies that pick by evolution,
+    # sharing the epochs
+    raw = PipelineConfig(frontend="raw", search_epochs=16)
+    assert (raw.split_choice(), raw.supernet_epochs()) == ("frontend", 8)
+    assert PipelineConfig(frontend="raw", search_epochs=5).supernet_epochs() == 3
+    for one in (dict(frontend="raw", split="none"), dict(frontend="raw", strategy="darts"), dict(frontend="mfcc"),
+                dict(frontend="sinc")):
+        cfg = PipelineConfig(search_epochs=16, **one)
+        assert (cfg.split_choice(), cfg.supernet_epochs()) == (None, 16)
     # by default 3 finalists for the strategies that pick by evolution, none for the others (no error)
     assert PipelineConfig(strategy="sandwich").finalist_count() == 3
     assert PipelineConfig(strategy="darts").finalist_count() == 0

@@ -74,7 +74,7 @@ def run_cost(args: argparse.Namespace) -> int:
     path = Path(args.arch)
     if not path.exists():
         raise FileNotFoundError(f"architecture file not found: {path}")
-    # metadata only from the {"arch": ...} wrapper: a bare arch of a raw-front-end space has a "frontend" label
+    # the space named by the {"arch": ...} wrapper, or the raw-front-end one for a bare arch with a "frontend" label
     extra = arch_file_meta(path) if path.suffix == ".json" else {}
     preset = args.preset or extra.get("preset", "paper")
     space = _space(preset, args.frontend or extra.get("frontend"), args.coarse if args.coarse is not None

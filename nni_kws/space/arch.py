@@ -112,11 +112,12 @@ def load_arch(path: str | Path, space: KwsSpace | None = None) -> dict[str, Any]
 
 
 def arch_file_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata of an ``arch.json`` (``preset``, ``frontend``, ...): ``{}`` for a bare arch dict."""
+    """The metadata of an ``arch.json`` (``preset``, ``frontend``, ...): ``{}`` for a bare arch dict, except that
+    one with a ``frontend`` label comes from the space that searches the front end (``frontend='raw'``)."""
     data = _read_json(Path(path))
     if isinstance(data, dict) and isinstance(data.get("arch"), dict):
         return {k: v for k, v in data.items() if k != "arch"}
-    return {}
+    return {"frontend": "raw"} if isinstance(data, dict) and "frontend" in data else {}
 
 
 def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw",
