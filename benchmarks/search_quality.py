@@ -705,7 +705,7 @@ def read_demo_run(folder: Path) -> dict[str, Any]:
     return {"inherited_test_acc": search["test_acc"], "retrained_test_acc": train["test_acc"],
             "retrained_real_test_acc": train.get("real_test_acc"), "arch_macs": search["costs"]["macs"],
             "search_s": search["seconds"], "train_s": train["seconds"],
-            **{k: config.get(k) for k in ("preset", "strategy", "warmup_epochs", "search_epochs", "split",
+            **{k: config.get(k) for k in ("preset", "frontend", "strategy", "warmup_epochs", "search_epochs", "split",
                                           "train_epochs", "calib_batches", "max_macs", "lam")},
             "warmup_epochs_used": search.get("warmup_epochs"), "data": "synthesized (demo default)"}
 
