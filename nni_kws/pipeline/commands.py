@@ -230,7 +230,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
-        meta = arch_file_meta(path)  # the space an arch.json belongs to ({} for a bare arch dict)
+        meta = arch_file_meta(path)  # the space an arch.json belongs to
         stored = (Path(args.out) / CONFIG).is_file() and not args.overwrite
         for key in ("preset", "frontend"):
             if meta.get(key) and getattr(args, key) is None and not stored:
