@@ -88,7 +88,8 @@ def validate_arch(space: KwsSpace, arch: Mapping[str, Any]) -> dict[str, Any]:
 
 # The arch.json schema: {"arch": {label: value}, "preset": str, "frontend": str, ...extra metadata}.
 # A bare {label: value} dict is accepted on reading (users write those by hand); its labels are never
-# taken for metadata (a raw-front-end arch has a label called "frontend").
+# taken for metadata (a raw-front-end arch has a label called "frontend", whose value names a front end,
+# not a space: such a dict belongs to the 'raw' space, which arch_file_meta says).
 
 
 def _read_json(path: Path) -> Any:
