@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Union
 import torch
 from torch import nn
 
-from nni_kws.space import KwsSpace, space_choices
+from nni_kws.space import FRONTEND_LABEL, KwsSpace, space_choices
 
 from .frontend import frontend_macs, spectral_settings
 
@@ -267,7 +267,7 @@ class SpaceTable:
 
 def _decision_labels(name: str, choices: Mapping[str, list[Any]]) -> tuple[tuple[str, ...], tuple[str, int] | None]:
     if name == "frontend":
-        return (("frontend",) if "frontend" in choices else ()), None
+        return ((FRONTEND_LABEL,) if FRONTEND_LABEL in choices else ()), None
     if name == "head":
         return (), None
     _, j, i = name.split(".")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 from torch.utils.data import DataLoader
 
+from nni_kws.space import FRONTEND_LABEL
 from nni_kws.training import accuracy, train_from_scratch
 
 from .evolution import arch_key
@@ -26,7 +27,7 @@ __all__ = ["COVERED_CHOICES", "FinalistResult", "top_distinct", "finalist_search
 #: as finalists, where the other two supernets' SincConv finalists scored 67-75 %
 #: (benchmarks/results/search_quality.json at 3a0c2df, ``sandwich/*/s2``). So the best candidate of each
 #: front end is trained too, and dev-val decides between them.
-COVERED_CHOICES = ("frontend",)
+COVERED_CHOICES = (FRONTEND_LABEL,)
 
 
 @dataclass

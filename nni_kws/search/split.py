@@ -14,10 +14,12 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from nni_kws.space import FRONTEND_LABEL
+
 __all__ = ["SPLIT_CHOICE", "SplitSupernet", "supernet_for"]
 
 #: The choice whose every value gets its own supernet by default (``run_search(split=...)``).
-SPLIT_CHOICE = "frontend"
+SPLIT_CHOICE = FRONTEND_LABEL
 
 
 class SplitSupernet(nn.ModuleDict):

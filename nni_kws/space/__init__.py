@@ -16,9 +16,9 @@ from .arch import (
                    validate_arch,
 )
 from .blocks import MBConv1d, SincConv1d, bake_sinc
-from .kws_space import PRESETS, KwsSpace, StagePlan
+from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace, StagePlan
 
-__all__ = ["KwsSpace", "StagePlan", "PRESETS", "MBConv1d", "SincConv1d", "bake_sinc", "InvalidArchitecture",
-           "arch_file_meta", "build_model", "build_space", "describe_arch", "load_arch", "random_arch", "save_arch",
-           "search_space_json", "space_choices",
-           "space_by_name", "space_kwargs", "space_name", "validate_arch"]
+__all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL", "MBConv1d", "SincConv1d", "bake_sinc",
+           "InvalidArchitecture", "arch_file_meta", "build_model", "build_space", "describe_arch", "load_arch",
+           "random_arch", "save_arch", "search_space_json", "space_choices", "space_by_name",
+           "space_kwargs", "space_name", "validate_arch"]

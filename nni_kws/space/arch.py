@@ -13,7 +13,7 @@ from torch import nn
 
 from nni_kws.files import write_json
 
-from .kws_space import PRESETS, KwsSpace
+from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace
 
 __all__ = ["InvalidArchitecture", "space_choices", "random_arch", "validate_arch", "load_arch", "save_arch",
            "arch_file_meta", "build_space", "build_model", "search_space_json", "space_name", "space_by_name",
@@ -118,7 +118,7 @@ def arch_file_meta(path: str | Path) -> dict[str, Any]:
     data = _read_json(Path(path))
     if isinstance(data, dict) and isinstance(data.get("arch"), dict):
         return {k: v for k, v in data.items() if k != "arch"}
-    return {"frontend": "raw"} if isinstance(data, dict) and "frontend" in data else {}
+    return {"frontend": "raw"} if isinstance(data, dict) and FRONTEND_LABEL in data else {}
 
 
 def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw",
@@ -145,9 +145,9 @@ def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
     Reads the label grammar of :meth:`KwsSpace._make_stage` (``s{stage}_depth``, ``s{stage}_i{block}[_k|_e]``).
     """
     rows, used = [], set()
-    if "frontend" in arch:
-        rows.append(("front end", str(arch["frontend"])))
-        used.add("frontend")
+    if FRONTEND_LABEL in arch:
+        rows.append(("front end", str(arch[FRONTEND_LABEL])))
+        used.add(FRONTEND_LABEL)
     stages = sorted({int(m.group(1)) for k in arch if (m := re.match(r"s(\d+)_", k))})
     for i in stages:
         n_blocks = sum(1 for k in arch if re.fullmatch(rf"s{i}_i\d+(_k)?", k))

@@ -12,9 +12,11 @@ from torch import nn
 from .blocks import ConvFrontEnd, MaybeIntChoice, MBConv1d, MfccFrontEnd, SincFrontEnd
 from .mixed_ops import oneshot_hooks
 
-__all__ = ["KwsSpace", "StagePlan", "PRESETS"]
+__all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL"]
 
 FRONTENDS = ("raw", "sinc", "conv", "mfcc")
+#: Label of the front-end choice (``frontend="raw"``: SincConv or a learned conv) in an architecture dict.
+FRONTEND_LABEL = "frontend"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class KwsSpace(ModelSpace):
         candidates = {"sinc": lambda: SincFrontEnd(channels, kernel, stride, pool),
                       "conv": lambda: ConvFrontEnd(channels, kernel, stride, pool)}
         if kind == "raw":
-            return LayerChoice({name: make() for name, make in candidates.items()}, label="frontend")
+            return LayerChoice({name: make() for name, make in candidates.items()}, label=FRONTEND_LABEL)
         return candidates[kind]()
 
     @staticmethod
