@@ -228,3 +228,38 @@ def test_a_split_search_trains_one_supernet_per_front_end_each_with_only_its_own
     assert {p.name for p in tmp_path.iterdir()} == {"frontend-sinc", "frontend-conv"}
     resumed = search(1, tmp_path).supernet  # both finished: resuming trains nothing more
     assert all(torch.equal(v, resumed["conv"].state_dict()[k]) for k, v in own.items())
+
+
+def test_a_sandwich_step_runs_a_shared_front_end_once_with_the_gradients_of_one_run_per_path():
+    """With one front end for every path, a step sends the batch through it once, not once per path (three
+    paths here), and the loss and every gradient are those of running it per path."""
+    from nni_kws.search.sandwich import SandwichOneShot
+
+    loader = DataLoader(separable_clips(2, seed=0), batch_size=8)
+    x, y = next(iter(loader))
+    strategy = SandwichOneShot(n_random=1)
+    torch.manual_seed(0)
+    run_search(build_space("tiny", frontend="sinc"), loader, loader, strategy=strategy, epochs=0, progress=False,
+               evolution={"population": 2, "sample": 1, "cycles": 0})
+    module = strategy.oneshot_module
+    module.trainer = module.training_module.trainer = None  # a step outside the fit loop (its logging is skipped)
+    assert module.shares_front_end
+    filterbank_runs = []
+    module.model.frontend[0].register_forward_hook(lambda *_: filterbank_runs.append(1))
+    results = {}
+    for shared in (True, False):
+        module.__dict__["shares_front_end"] = shared
+        module.zero_grad()
+        random.seed(3)
+        torch.manual_seed(3)  # dropout
+        filterbank_runs.clear()
+        loss = module.training_step((x, y), 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        results[shared] = (loss.detach(), grads, len(filterbank_runs))
+    (loss_once, grads_once, runs_once), (loss_each, grads_each, runs_each) = results[True], results[False]
+    assert (runs_once, runs_each) == (1, 3)
+    torch.testing.assert_close(loss_once, loss_each)
+    assert grads_once.keys() == grads_each.keys() and any(".frontend." in n for n in grads_once)
+    for name, grad in grads_once.items():
+        torch.testing.assert_close(grad, grads_each[name], rtol=1e-4, atol=1e-6, msg=name)

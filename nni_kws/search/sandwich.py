@@ -8,15 +8,20 @@ the same batch, so every weight of the largest network is updated every step and
 bounds the other end. The step's loss is the mean over those paths (one SGD step per batch, so the
 learning rate means what it means for a single path).
 
+The paths of one step share the batch, and they share the front end too when it is not a choice drawn
+per path (one front end, or one supernet per front end): it then runs once per step
+(:func:`front_end_once`), not once per path.
+
 The trained supernet does not depend on a budget (paths are drawn from the whole space); the budget
 applies when an architecture is picked from it (evolution over recalibrated candidates), so one
 training serves every budget, as in once-for-all.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -24,10 +29,13 @@ import torch.nn.functional as F
 from nni.mutable import Categorical
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.strategy import RandomOneShot
+from torch import nn
 
+from nni_kws.space import FRONTEND_LABEL
 from nni_kws.training import distillation_loss
 
-__all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichOneShot", "extreme_arch"]
+__all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichOneShot", "extreme_arch",
+           "front_end_once"]
 
 
 def extreme_arch(choices: Mapping[str, list[Any]], largest: bool) -> dict[str, Any]:
@@ -40,6 +48,30 @@ def extreme_arch(choices: Mapping[str, list[Any]], largest: bool) -> dict[str, A
         else:
             arch[label] = random.choice(list(values))
     return arch
+
+
+@contextlib.contextmanager
+def front_end_once(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model.frontend`` computes its output once per input tensor and hands the same
+    output to every later call with that tensor.
+
+    Why: on raw audio the front end (a filterbank over 16,000 samples) is a large part of a small path's
+    step, and every path of a sandwich step sends the same batch through it. The gradients are unchanged
+    (autograd sums the paths' gradients at the shared output); the front end's BatchNorm updates its running
+    statistics once per step instead of once per path (candidates are recalibrated before they are scored).
+    """
+    frontend, cache = model.frontend, {}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if cache.get("input") is not x:
+            cache["input"], cache["output"] = x, type(frontend).forward(frontend, x)
+        return cache["output"]
+
+    frontend.forward = forward
+    try:
+        yield
+    finally:
+        del frontend.forward
 
 
 class SeededSampling(RandomSamplingLightningModule):
@@ -108,7 +140,16 @@ class SandwichModule(SeededSampling):
             raise ValueError(f"n_random must be >= 0, got {n_random}")
         self.n_random, self.inplace_distill = n_random, inplace_distill
 
+    @functools.cached_property
+    def shares_front_end(self) -> bool:
+        """Whether every path takes the same front end (not a choice, or one fixed for this supernet)."""
+        return hasattr(self.model, "frontend") and len(self.choices.get(FRONTEND_LABEL, [None])) == 1
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with front_end_once(self.model) if self.shares_front_end else contextlib.nullcontext():
+            return self._sandwich_step(batch, batch_idx)
+
+    def _sandwich_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         choices = self.choices
         paths = [extreme_arch(choices, True), extreme_arch(choices, False)]
         losses, teacher = [], None
