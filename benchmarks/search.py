@@ -12,7 +12,10 @@
    torch threads. On a shared CPU the process CPU time is the stable measure (the load average is
    recorded); on a GPU the wall clock is. Target: supernet weight step and full iteration <= 4x the
    derived child's step.
-2. Wall time of a short ``run_search`` (``--search-epochs`` epochs, ``--search-clips`` random clips
+2. One sandwich step (largest, smallest and one random path on a batch: forward, loss, backward) on the
+   ``--preset`` space with the SincConv front end, with the front end run once for all paths (the default,
+   :func:`~nni_kws.search.sandwich.front_end_once`) and once per path.
+3. Wall time of a short ``run_search`` (``--search-epochs`` epochs, ``--search-clips`` random clips
    for training and as many for the architecture step, batch ``--batch``) with a MACs penalty.
 
     python benchmarks/search.py [--preset small] [--batch 32] [--out benchmarks/results/search.json]
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -38,8 +42,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nni_kws.cost import CostModel
 from nni_kws.search import ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, penalized_loss, run_search
+from nni_kws.search.sandwich import SandwichOneShot
 from nni_kws.search.strategy import ResourceDartsModule
-from nni_kws.space import build_space, space_choices
+from nni_kws.space import FRONTEND_LABEL, build_space, space_choices
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import KwsModule, seed_everything
 
@@ -118,9 +123,9 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
 
     with torch.no_grad():
         derived_arch = argmax_arch(arch_probs(module))
-    largest_arch = {label: (max(values) if label != "frontend" else "sinc") for label, values in choices.items()}
-    if "frontend" in choices and "sinc" not in choices["frontend"]:
-        largest_arch["frontend"] = choices["frontend"][0]
+    largest_arch = {label: (max(values) if label != FRONTEND_LABEL else "sinc") for label, values in choices.items()}
+    if FRONTEND_LABEL in choices and "sinc" not in choices[FRONTEND_LABEL]:
+        largest_arch[FRONTEND_LABEL] = choices[FRONTEND_LABEL][0]
 
     result: dict[str, Any] = {}
     result["supernet_weight_step"] = time_steps(sup_step, device, args.warmup, args.steps)
@@ -144,6 +149,35 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         result[f"ratio_darts_iteration_arch_every_5_vs_derived_child_{tag}"] = (
             result["supernet_darts_iteration_arch_every_5"][stat] / result["derived_child"][stat])
     result["supernet_params"] = sum(p.numel() for p in weights)
+    return result
+
+
+def bench_sandwich(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """A sandwich step with the front end run once per step vs once per path (the same random paths)."""
+    seed_everything(args.seed)
+    x = torch.randn(args.batch, 1, 16000)
+    y = torch.randint(0, 12, (args.batch,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.batch)
+    strategy = SandwichOneShot(n_random=1)
+    run_search(build_space(args.preset, frontend="sinc"), loader, loader, strategy=strategy, epochs=0,
+               progress=False, evolution={"population": 1, "sample": 1, "cycles": 0})
+    module = strategy.oneshot_module.to(device).train()
+    module.trainer = module.training_module.trainer = None  # steps outside the fit loop: no logging
+    x, y = x.to(device), y.to(device)
+
+    def timed(shared: bool) -> dict[str, float]:
+        module.__dict__["shares_front_end"] = shared
+        random.seed(args.seed)  # the same sequence of random paths for both
+
+        def step() -> None:
+            module.zero_grad(set_to_none=True)
+            module.training_step((x, y), 0).backward()
+        return time_steps(step, device, args.warmup, args.steps)
+
+    result = {"front_end_once": timed(True), "front_end_per_path": timed(False)}
+    for stat in ("cpu_median_s", "wall_median_s"):
+        result[f"ratio_once_vs_per_path_{stat[:-2]}"] = (result["front_end_once"][stat]
+                                                         / result["front_end_per_path"][stat])
     return result
 
 
@@ -194,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     steps = bench_steps(args, device)
+    sandwich = bench_sandwich(args, device)
     search = bench_search(args)
     key = f"ratio_weight_step_vs_derived_child_{'cpu_median' if device.type == 'cpu' else 'wall_median'}"
     full_key = key.replace("weight_step", "darts_iteration")
@@ -208,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "why": "an architecture step is a second forward+backward pass through the supernet; it "
                                   "skips weight gradients, and with --arch-every 5 (the ICPR schedule) one runs per 5 "
                                   "weight steps"},
-        "step_time": steps, "search": search,
+        "step_time": steps, "sandwich_step": sandwich, "search": search,
         "environment": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                         "torch": torch.__version__, "threads": torch.get_num_threads(),
                         "python": platform.python_version(), "machine": platform.machine(),
@@ -219,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"judged_on": key, "ratio": round(steps[key], 2), "met": report["met"],
                       **{k: round(v, 2) for k, v in steps.items() if k.startswith("ratio")},
+                      "sandwich_once_vs_per_path": round(sandwich["ratio_once_vs_per_path_cpu_median"], 2),
                       "search_wall_s": search["wall_s"]}))
     return report
 
