@@ -144,6 +144,17 @@ def test_bake_sinc_keeps_outputs() -> None:
     torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
 
 
+def test_log_compression_is_log1p_of_the_magnitude() -> None:
+    # Written with log for speed; log1p is the reference, over the range a filterbank output spans.
+    x = torch.cat([torch.randn(1000) * scale for scale in (1e-6, 1e-3, 1.0, 1e3)]).requires_grad_()
+    reference = x.detach().clone().requires_grad_()
+    out, expected = LogCompression()(x), torch.log1p(reference.abs())
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=2e-7)
+    out.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad)
+
+
 def test_search_space_files_are_current() -> None:
     assert write_all(REPO / "search_spaces", check=True) == [], "run `nni-kws search-space` and commit"
 
