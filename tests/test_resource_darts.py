@@ -2,6 +2,7 @@
 cheaper architecture, and an interrupted search resumes to the same state."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nni_kws.cost import CostModel, KwsMacsProfiler
 from nni_kws.search import ResourceDARTS, ResourcePenalty, penalized_loss, run_search
+from nni_kws.search.strategy import ResourceDartsModule
 from nni_kws.space import build_space
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
@@ -166,6 +168,21 @@ def test_interrupted_search_resumes_to_the_same_state(data, cost_model, budget, 
     full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, msg=key)
+
+
+@pytest.mark.parametrize("strategy", ["darts", "gumbel-hard"])
+def test_skipping_discarded_gradients_leaves_the_search_unchanged(data, cost_model, budget, strategy, monkeypatch):
+    # Each step computes neither the weights' gradients in the architecture step nor the alphas' in the
+    # weight step; with both computed, the search must end in the same supernet and alphas.
+    penalties = [ResourcePenalty("macs", budget, 1.0)]
+    fast = _search(data, strategy=strategy, penalties=penalties, cost_model=cost_model)
+    monkeypatch.setattr(ResourceDartsModule, "weights_frozen", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(ResourceDartsModule, "alphas_frozen", lambda self: contextlib.nullcontext())
+    full = _search(data, strategy=strategy, penalties=penalties, cost_model=cost_model)
+    torch.testing.assert_close(_flat(fast.probs), _flat(full.probs))
+    assert not torch.equal(_flat(fast.probs), torch.full_like(_flat(fast.probs), _flat(fast.probs)[0]))
+    for key, value in full.supernet.state_dict().items():
+        torch.testing.assert_close(fast.supernet.state_dict()[key], value, msg=key)
 
 
 def test_argmax_over_budget_is_moved_within_it(cost_model, budget):

@@ -150,6 +150,20 @@ class PathGumbel(GumbelSoftmax):
         return copy
 
 
+@contextlib.contextmanager
+def _without_grad(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``params`` (those that require gradients) set not to require them inside the block: autograd then
+    builds no gradient path to them, and backward skips that work."""
+    frozen = [p for p in params if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 class ResourceDartsModule(DartsLightningModule):
     """``DartsLightningModule`` whose architecture loss includes resource penalties.
 
@@ -194,20 +208,17 @@ class ResourceDartsModule(DartsLightningModule):
                 params.setdefault(id(p), p)
         return list(params.values())
 
-    @contextlib.contextmanager
-    def weights_frozen(self) -> Iterator[None]:
+    def weights_frozen(self) -> contextlib.AbstractContextManager[None]:
         """Weights without gradients during the architecture step (forward and backward): first-order
         DARTS discards those gradients (the weight step zeroes them first), and not computing them
         saves a part of the backward pass."""
         alphas = {id(p) for p in self.arch_parameters()}
-        frozen = [p for p in self.model.parameters() if p.requires_grad and id(p) not in alphas]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
+        return _without_grad([p for p in self.model.parameters() if id(p) not in alphas])
+
+    def alphas_frozen(self) -> contextlib.AbstractContextManager[None]:
+        """Architecture weights without gradients during the weight step: NNI leaves them out of the weight
+        optimizer, and the next architecture step zeroes their gradients before its own backward pass."""
+        return _without_grad(self.arch_parameters())
 
     def expected_costs(self) -> dict[str, torch.Tensor]:
         """Expected costs under the current architecture distribution (differentiable)."""
@@ -250,9 +261,10 @@ class ResourceDartsModule(DartsLightningModule):
             arc_optim.step()
 
         self.resample()
-        loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-        w_step_loss = loss_and_metrics["loss"] if isinstance(loss_and_metrics, dict) else loss_and_metrics
-        self.advance_optimization(w_step_loss, batch_idx, self.gradient_clip_val)
+        with self.alphas_frozen():
+            loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
+            w_step_loss = loss_and_metrics["loss"] if isinstance(loss_and_metrics, dict) else loss_and_metrics
+            self.advance_optimization(w_step_loss, batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         if batch_idx % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())
