@@ -2,20 +2,23 @@
 
 1. Step time on the ``--preset`` space (default 'small') with ``--batch`` random 16,000-sample clips:
    - the DARTS supernet (every kernel/width a 1-D mixed op, both front ends, all depths), one
-     weight step (forward, cross-entropy, backward, SGD) at the initial architecture weights;
+     weight step (forward, cross-entropy, backward, SGD; no gradients of the architecture weights, as in
+     the search) at the initial architecture weights;
    - one full DARTS iteration (architecture step with a MACs penalty + weight step), and its
      average with one architecture step per 5 weight steps (``arch_every=5``, the ICPR schedule);
    - the same weight step on plain children from :func:`derive_model`: the DARTS argmax child at
      initialisation and the largest child (every maximum option), the fair reference for weight
      sharing, which always computes the largest kernels and widths.
-   Wall-clock and CPU time, min and median over ``--steps`` after ``--warmup``, with ``--threads``
-   torch threads. On a shared CPU the process CPU time is the stable measure (the load average is
-   recorded); on a GPU the wall clock is. Target: supernet weight step and full iteration <= 4x the
+   Wall-clock and CPU time, min and median over ``--steps`` rounds after ``--warmup`` (the steps take
+   turns within a round), with ``--threads`` torch threads. On a shared CPU the process CPU time is
+   the stable measure (the load average is recorded); on a GPU the wall clock is. Target: supernet weight step and full iteration <= 4x the
    derived child's step.
 2. One sandwich step (largest, smallest and one random path on a batch: forward, loss, backward) on the
    ``--preset`` space with the SincConv front end, with the front end run once for all paths (the default,
    :func:`~nni_kws.search.sandwich.front_end_once`) and once per path.
-3. Wall time of a short ``run_search`` (``--search-epochs`` epochs, ``--search-clips`` random clips
+3. The derived child's weight step with the SincConv front end's ``log(1 + |x|)`` written as
+   :class:`~nni_kws.space.blocks.LogCompression` does (``log``) and as ``torch.log1p``.
+4. Wall time of a short ``run_search`` (``--search-epochs`` epochs, ``--search-clips`` random clips
    for training and as many for the architecture step, batch ``--batch``) with a MACs penalty.
 
     python benchmarks/search.py [--preset small] [--batch 32] [--out benchmarks/results/search.json]
@@ -44,7 +47,8 @@ from nni_kws.cost import CostModel
 from nni_kws.search import ResourceDARTS, ResourcePenalty, arch_probs, argmax_arch, penalized_loss, run_search
 from nni_kws.search.sandwich import SandwichOneShot
 from nni_kws.search.strategy import ResourceDartsModule
-from nni_kws.space import FRONTEND_LABEL, build_space, space_choices
+from nni_kws.space import FRONTEND_LABEL, build_model, build_space, space_choices
+from nni_kws.space.blocks import LogCompression
 from nni_kws.space.mixed_ops import derive_model
 from nni_kws.training import KwsModule, seed_everything
 
@@ -54,22 +58,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> dict[str, float]:
-    """Wall-clock and process CPU seconds of ``step`` (min and median over ``steps`` runs after
-    ``warmup``). On a shared CPU the CPU time is the stable figure: other processes stretch the
-    wall clock, not the work done."""
+def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, warmup: int,
+               rounds: int) -> dict[str, dict[str, float]]:
+    """Wall-clock and process CPU seconds of each named step (min and median over ``rounds`` after
+    ``warmup``). The steps take turns, one of each per round, so that a change in the machine's load
+    falls on all of them alike and their ratios hold. On a shared CPU the CPU time is the stable
+    figure: other processes stretch the wall clock, not the work done."""
     for _ in range(warmup):
-        step()
-    wall, cpu = [], []
-    for _ in range(steps):
-        _sync(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        step()
-        _sync(device)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return {"wall_min_s": min(wall), "wall_median_s": statistics.median(wall),
-            "cpu_min_s": min(cpu), "cpu_median_s": statistics.median(cpu)}
+        for step in steps.values():
+            step()
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            _sync(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            _sync(device)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: {"wall_min_s": min(wall[name]), "wall_median_s": statistics.median(wall[name]),
+                   "cpu_min_s": min(cpu[name]), "cpu_median_s": statistics.median(cpu[name])} for name in steps}
 
 
 def weight_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: list[nn.Parameter]) -> Callable[[], None]:
@@ -99,7 +108,11 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     xv = torch.randn(args.batch, 1, 16000, device=device)
     yv = torch.randint(0, 12, (args.batch,), device=device)
 
-    sup_step = weight_step(supernet, x, y, weights)
+    supernet_weight_step = weight_step(supernet, x, y, weights)
+
+    def sup_step() -> None:  # as in ResourceDartsModule.training_step: no gradients of the alphas
+        with module.alphas_frozen():
+            supernet_weight_step()
     arc_opt = torch.optim.Adam(alphas, 3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
 
     def arch_step() -> None:  # as in ResourceDartsModule.training_step: no weight gradients
@@ -127,18 +140,18 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     if FRONTEND_LABEL in choices and "sinc" not in choices[FRONTEND_LABEL]:
         largest_arch[FRONTEND_LABEL] = choices[FRONTEND_LABEL][0]
 
-    result: dict[str, Any] = {}
-    result["supernet_weight_step"] = time_steps(sup_step, device, args.warmup, args.steps)
-    result["supernet_darts_iteration"] = time_steps(darts_iteration, device, args.warmup, args.steps)
-    # per-iteration medians of a cycle are misleading here; time whole cycles of 5 and divide
-    cycle = time_steps(lambda: [every_5th() for _ in range(5)], device, 1, max(2, args.steps // 2))
-    result["supernet_darts_iteration_arch_every_5"] = {k: v / 5 for k, v in cycle.items()}
+    children = {name: derive_model(build_space(args.preset), arch, supernet).to(device).train()
+                for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch))}
+    result: dict[str, Any] = time_steps({
+        "supernet_weight_step": sup_step, "supernet_darts_iteration": darts_iteration,
+        # per-iteration medians of a cycle are misleading here; time whole cycles of 5 and divide
+        "supernet_darts_iteration_arch_every_5": lambda: [every_5th() for _ in range(5)],
+        **{name: weight_step(child, x, y, list(child.parameters())) for name, child in children.items()}},
+        device, args.warmup, args.steps)
+    result["supernet_darts_iteration_arch_every_5"] = {
+        k: v / 5 for k, v in result["supernet_darts_iteration_arch_every_5"].items()}
     for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch)):
-        child = derive_model(build_space(args.preset), arch, supernet).to(device).train()
-        result[name] = {**time_steps(weight_step(child, x, y, list(child.parameters())), device, args.warmup,
-                                     args.steps),
-                        "arch": arch, "macs": cost_model.exact(arch)["macs"],
-                        "params": cost_model.exact(arch)["params"]}
+        result[name].update(arch=arch, macs=cost_model.exact(arch)["macs"], params=cost_model.exact(arch)["params"])
     for stat in ("cpu_median_s", "wall_min_s", "wall_median_s"):
         tag = stat[:-2]
         sup = result["supernet_weight_step"][stat]
@@ -165,19 +178,53 @@ def bench_sandwich(args: argparse.Namespace, device: torch.device) -> dict[str, 
     module.trainer = module.training_module.trainer = None  # steps outside the fit loop: no logging
     x, y = x.to(device), y.to(device)
 
-    def timed(shared: bool) -> dict[str, float]:
-        module.shares_front_end = shared  # overrides the cached property
-        random.seed(args.seed)  # the same sequence of random paths for both
-
-        def step() -> None:
+    def step(shared: bool) -> Callable[[], None]:
+        def run() -> None:
+            module.shares_front_end = shared  # overrides the cached property
+            random.seed(args.seed)  # the same random path in every step of both
             module.zero_grad(set_to_none=True)
             module.training_step((x, y), 0).backward()
-        return time_steps(step, device, args.warmup, args.steps)
+        return run
 
-    result = {"front_end_once": timed(True), "front_end_per_path": timed(False)}
+    result: dict[str, Any] = time_steps({"front_end_once": step(True), "front_end_per_path": step(False)}, device,
+                                        args.warmup, args.steps)
     for stat in ("cpu_median_s", "wall_median_s"):
         result[f"ratio_once_vs_per_path_{stat[:-2]}"] = (result["front_end_once"][stat]
                                                          / result["front_end_per_path"][stat])
+    return result
+
+
+class Log1pCompression(nn.Module):
+    """``LogCompression`` as it was written before: ``torch.log1p(|x|)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(x.abs())
+
+
+def bench_log_compression(args: argparse.Namespace, device: torch.device, arch: dict[str, Any]) -> dict[str, Any]:
+    """Weight step of ``arch`` (with a SincConv front end) with ``LogCompression`` against ``torch.log1p``."""
+    seed_everything(args.seed)
+    model = build_model({**arch, FRONTEND_LABEL: "sinc"} if FRONTEND_LABEL in arch else arch,
+                        build_space(args.preset)).to(device).train()
+    x = torch.randn(args.batch, 1, 16000, device=device)
+    y = torch.randint(0, 12, (args.batch,), device=device)
+    train_step = weight_step(model, x, y, list(model.parameters()))
+    logs = [(parent, name) for parent in model.modules() for name, m in parent.named_children()
+            if isinstance(m, LogCompression)]
+    if not logs:
+        raise ValueError("the benchmarked architecture has no LogCompression (no SincConv front end)")
+
+    def step(module: type[nn.Module]) -> Callable[[], None]:
+        def run() -> None:
+            for parent, name in logs:
+                setattr(parent, name, module())
+            train_step()
+        return run
+
+    result: dict[str, Any] = time_steps({"log": step(LogCompression), "log1p": step(Log1pCompression)}, device,
+                                        args.warmup, args.steps)
+    for stat in ("cpu_median_s", "wall_median_s"):
+        result[f"ratio_log_vs_log1p_{stat[:-2]}"] = result["log"][stat] / result["log1p"][stat]
     return result
 
 
@@ -209,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=15, help="timed rounds (each times every step once)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--search-epochs", type=int, default=2)
     parser.add_argument("--search-clips", type=int, default=64)
@@ -229,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     steps = bench_steps(args, device)
     sandwich = bench_sandwich(args, device)
+    log_compression = bench_log_compression(args, device, steps["derived_child"]["arch"])
     search = bench_search(args)
     key = f"ratio_weight_step_vs_derived_child_{'cpu_median' if device.type == 'cpu' else 'wall_median'}"
     full_key = key.replace("weight_step", "darts_iteration")
@@ -241,9 +289,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "amortised_arch_every_5_ratio":
                                steps[full_key.replace("iteration", "iteration_arch_every_5")],
                            "why": "an architecture step is a second forward+backward pass through the supernet; it "
-                                  "skips weight gradients, and with --arch-every 5 (the ICPR schedule) one runs per 5 "
-                                  "weight steps"},
-        "step_time": steps, "sandwich_step": sandwich, "search": search,
+                                  "skips the weights' gradients (and the weight step the alphas'), and with "
+                                  "--arch-every 5 (the ICPR schedule) one runs per 5 weight steps"},
+        "step_time": steps, "sandwich_step": sandwich, "log_compression_step": log_compression, "search": search,
         "environment": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                         "torch": torch.__version__, "threads": torch.get_num_threads(),
                         "python": platform.python_version(), "machine": platform.machine(),
@@ -255,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps({"judged_on": key, "ratio": round(steps[key], 2), "met": report["met"],
                       **{k: round(v, 2) for k, v in steps.items() if k.startswith("ratio")},
                       "sandwich_once_vs_per_path": round(sandwich["ratio_once_vs_per_path_cpu_median"], 2),
+                      "log_vs_log1p": round(log_compression["ratio_log_vs_log1p_cpu_median"], 2),
                       "search_wall_s": search["wall_s"]}))
     return report
 
