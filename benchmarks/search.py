@@ -11,8 +11,8 @@
      sharing, which always computes the largest kernels and widths.
    Wall-clock and CPU time, min and median over ``--steps`` rounds after ``--warmup`` (the steps take
    turns within a round), with ``--threads`` torch threads. On a shared CPU the process CPU time is
-   the stable measure (the load average is recorded); on a GPU the wall clock is. Target: supernet weight step and full iteration <= 4x the
-   derived child's step.
+   the stable measure (the load average is recorded); on a GPU the wall clock is. Target: supernet
+   weight step and full iteration <= 4x the derived child's step.
 2. One sandwich step (largest, smallest and one random path on a batch: forward, loss, backward) on the
    ``--preset`` space with the SincConv front end, with the front end run once for all paths (the default,
    :func:`~nni_kws.search.sandwich.front_end_once`) and once per path.

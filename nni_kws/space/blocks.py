@@ -90,8 +90,8 @@ class LogCompression(nn.Module):
     """``log(1 + |x|)``: compresses the filterbank's dynamic range like a log-mel spectrogram."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Not torch.log1p: on CPU (torch 2.14) it runs about 5x slower than log, which took a tenth of a
-        # SincConv model's training step; with |x| + 1 >= 1 both agree to float32 rounding (benchmarks/search.py).
+        # Not torch.log1p, which runs several times slower on CPU (torch 2.14; benchmarks/results/search.json,
+        # log_compression_step); with |x| + 1 >= 1 both agree to float32 rounding.
         return torch.log(x.abs() + 1)
 
 
