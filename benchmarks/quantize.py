@@ -3,10 +3,12 @@
 Protocol (``/work/shared/data/README.md``, limited real speech): the float model is pre-trained on the
 synthesized dataset (``ensure_default_dataset``), fine-tuned on the training part of ``dev``
 (speaker-disjoint from its validation part) and then (``--float-finetune``, the default) given the
-quantizers' fine-tuning recipe without quantizers, so that quantization starts from a converged float model;
+quantizers' fine-tuning recipe without quantizers (``--float-finetune-epochs``);
 quantization-aware fine-tuning runs on the same data; learning rates are tuned on the validation part of
 ``dev``; accuracies are reported on ``heldout`` (never trained or tuned on). Drops count from the float
-control of each seed (the float model given that recipe once more: what quantization alone costs).
+control of each seed (the float model given the quantizers' epochs of that recipe: what quantization alone
+costs). That float model still gains from the control's training, the control no longer does
+(``quantize_sensitivity.json``, ``converged_start_experiment``).
 
 1. Learning rate of each method (learned bit-widths, NNI ``QATQuantizer``, NNI ``LsqQuantizer``)
    tuned on dev-val at 4 bits (``--lrs``; learned: ``--learned-lrs``, by default one rate, chosen in
@@ -190,8 +192,8 @@ def synthesized_protocol(args: argparse.Namespace, tuned: dict[str, Any], earlie
 def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> Trained:
     """The pre-trained float model fine-tuned on dev's training part (``<--work>/float-dev``), then with
     ``--float-finetune`` given the float control's fine-tuning (``<--work>/float-dev-finetuned``:
-    ``float_fine_tune`` on the quantizers' data, epochs and rate), so that quantization starts from, and is
-    compared with, a float model that more of the same training no longer improves."""
+    ``float_fine_tune`` on the quantizers' data and rate, ``--float-finetune-epochs``): the start of every
+    quantized and float-control run."""
     model, pretraining = pretrained_model(args) if args.float_epochs else (None, {})
     fresh = build_model(args.arch, build_space(args.preset))
     settings = {"pretraining": pretraining_settings(args) if args.float_epochs else None,
