@@ -81,6 +81,13 @@ def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, warmu
                    "cpu_min_s": min(cpu[name]), "cpu_median_s": statistics.median(cpu[name])} for name in steps}
 
 
+def add_ratios(result: dict[str, Any], numerator: str, denominator: str, name: str,
+               stats: tuple[str, ...] = ("cpu_median_s", "wall_median_s")) -> None:
+    """``result["ratio_<name>_<stat>"]``: the time of step ``numerator`` over that of ``denominator``, per statistic."""
+    for stat in stats:
+        result[f"ratio_{name}_{stat[:-2]}"] = result[numerator][stat] / result[denominator][stat]
+
+
 def weight_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: list[nn.Parameter]) -> Callable[[], None]:
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
@@ -151,16 +158,12 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     result["supernet_darts_iteration_arch_every_5"] = {
         k: v / 5 for k, v in result["supernet_darts_iteration_arch_every_5"].items()}
     for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch)):
-        result[name].update(arch=arch, macs=cost_model.exact(arch)["macs"], params=cost_model.exact(arch)["params"])
-    for stat in ("cpu_median_s", "wall_min_s", "wall_median_s"):
-        tag = stat[:-2]
-        sup = result["supernet_weight_step"][stat]
-        result[f"ratio_weight_step_vs_derived_child_{tag}"] = sup / result["derived_child"][stat]
-        result[f"ratio_weight_step_vs_largest_child_{tag}"] = sup / result["largest_child"][stat]
-        result[f"ratio_darts_iteration_vs_derived_child_{tag}"] = (result["supernet_darts_iteration"][stat]
-                                                                   / result["derived_child"][stat])
-        result[f"ratio_darts_iteration_arch_every_5_vs_derived_child_{tag}"] = (
-            result["supernet_darts_iteration_arch_every_5"][stat] / result["derived_child"][stat])
+        costs = cost_model.exact(arch)
+        result[name].update(arch=arch, macs=costs["macs"], params=costs["params"])
+    for step, child in (("weight_step", "derived_child"), ("weight_step", "largest_child"),
+                        ("darts_iteration", "derived_child"), ("darts_iteration_arch_every_5", "derived_child")):
+        add_ratios(result, f"supernet_{step}", child, f"{step}_vs_{child}",
+                   ("cpu_median_s", "wall_min_s", "wall_median_s"))
     result["supernet_params"] = sum(p.numel() for p in weights)
     return result
 
@@ -188,9 +191,7 @@ def bench_sandwich(args: argparse.Namespace, device: torch.device) -> dict[str, 
 
     result: dict[str, Any] = time_steps({"front_end_once": step(True), "front_end_per_path": step(False)}, device,
                                         args.warmup, args.steps)
-    for stat in ("cpu_median_s", "wall_median_s"):
-        result[f"ratio_once_vs_per_path_{stat[:-2]}"] = (result["front_end_once"][stat]
-                                                         / result["front_end_per_path"][stat])
+    add_ratios(result, "front_end_once", "front_end_per_path", "once_vs_per_path")
     return result
 
 
@@ -223,8 +224,7 @@ def bench_log_compression(args: argparse.Namespace, device: torch.device, arch: 
 
     result: dict[str, Any] = time_steps({"log": step(LogCompression), "log1p": step(Log1pCompression)}, device,
                                         args.warmup, args.steps)
-    for stat in ("cpu_median_s", "wall_median_s"):
-        result[f"ratio_log_vs_log1p_{stat[:-2]}"] = result["log"][stat] / result["log1p"][stat]
+    add_ratios(result, "log", "log1p", "log_vs_log1p")
     return result
 
 
