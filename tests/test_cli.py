@@ -8,10 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
+import onnxruntime
 import pytest
+import torch
 
 from nni_kws.cli import main
+from nni_kws.data.audio import load_clip
 from nni_kws.data.labels import CLASSES
+from nni_kws.quant import load_trained_model
 
 # the space of CostModel("tiny"), which the budget tests compare with
 COMMON = ["--preset", "tiny", "--frontend", "raw", "--batch-size", "16", "--no-progress"]
@@ -47,7 +51,7 @@ def finished_run(tiny_gsc: Path, tiny_real: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
+def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path) -> None:
     res = json.loads((finished_run / "results.json").read_text())
     assert set(res["timings_s"]) >= {"search", "train", "quantize", "report", "total"}
     assert all(v is None or v >= 0 for v in res["timings_s"].values())
@@ -59,7 +63,16 @@ def test_run_writes_results_report_and_plot(finished_run: Path) -> None:
         assert 0 <= p["test_acc"] <= 1
         assert p["costs"]["macs"] > 0 and p["costs"]["params"] > 0
     retrained, quantized = res["points"][1], res["points"][2]
-    assert 0 <= retrained["real_test_acc"] <= 1 and 0 <= quantized["real_test_acc"] <= 1
+    # the reported real-speech accuracies agree with clip-by-clip counts of the saved models (the float
+    # model.pt in torch, the exported QDQ model under onnxruntime: one clip may round the other way)
+    float_model = load_trained_model(finished_run / "train").eval()
+    session = onnxruntime.InferenceSession(str(finished_run / "quantize" / "model_qdq.onnx"))
+    clips = [(load_clip(wav).unsqueeze(0), CLASSES.index(wav.parent.name)) for wav in sorted(tiny_real.glob("*/*.wav"))]
+    with torch.no_grad():
+        float_hits = sum(int(float_model(x).argmax(1)) == y for x, y in clips)
+    onnx_hits = sum(int(session.run(None, {"waveform": x.numpy()})[0].argmax(1)[0]) == y for x, y in clips)
+    assert retrained["real_test_acc"] == pytest.approx(float_hits / len(clips))
+    assert abs(quantized["real_test_acc"] * len(clips) - onnx_hits) <= 1
     assert quantized["bits_weight"] is not None and 0 < quantized["bits_weight"] <= 32
     assert quantized["costs"]["weight_kb"] < retrained["costs"]["weight_kb"]
     assert res["arch"] == json.loads((finished_run / "search" / "arch.json").read_text())["arch"]
