@@ -70,7 +70,8 @@ def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path)
     clips = [(load_clip(wav).unsqueeze(0), CLASSES.index(wav.parent.name)) for wav in sorted(tiny_real.glob("*/*.wav"))]
     with torch.no_grad():
         float_hits = sum(int(float_model(x).argmax(1)) == y for x, y in clips)
-    onnx_hits = sum(int(session.run(None, {"waveform": x.numpy()})[0].argmax(1)[0]) == y for x, y in clips)
+    name = session.get_inputs()[0].name
+    onnx_hits = sum(int(session.run(None, {name: x.numpy()})[0].argmax(1)[0]) == y for x, y in clips)
     assert retrained["real_test_acc"] == pytest.approx(float_hits / len(clips))
     assert abs(quantized["real_test_acc"] * len(clips) - onnx_hits) <= 1
     assert quantized["bits_weight"] is not None and 0 < quantized["bits_weight"] <= 32
