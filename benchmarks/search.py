@@ -88,6 +88,11 @@ def add_ratios(result: dict[str, Any], numerator: str, denominator: str, name: s
         result[f"ratio_{name}_{stat[:-2]}"] = result[numerator][stat] / result[denominator][stat]
 
 
+def random_batch(batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random 1 s clips and labels of the 12 classes (timing needs no real audio)."""
+    return torch.randn(batch, 1, 16000, device=device), torch.randint(0, 12, (batch,), device=device)
+
+
 def weight_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: list[nn.Parameter]) -> Callable[[], None]:
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
@@ -110,10 +115,8 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     alphas = module.arch_parameters()
     weights = [p for p in supernet.parameters() if all(p is not a for a in alphas)]
 
-    x = torch.randn(args.batch, 1, 16000, device=device)
-    y = torch.randint(0, 12, (args.batch,), device=device)
-    xv = torch.randn(args.batch, 1, 16000, device=device)
-    yv = torch.randint(0, 12, (args.batch,), device=device)
+    x, y = random_batch(args.batch, device)
+    xv, yv = random_batch(args.batch, device)
 
     supernet_weight_step = weight_step(supernet, x, y, weights)
 
@@ -147,8 +150,9 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     if FRONTEND_LABEL in choices and "sinc" not in choices[FRONTEND_LABEL]:
         largest_arch[FRONTEND_LABEL] = choices[FRONTEND_LABEL][0]
 
+    child_archs = {"derived_child": derived_arch, "largest_child": largest_arch}
     children = {name: derive_model(build_space(args.preset), arch, supernet).to(device).train()
-                for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch))}
+                for name, arch in child_archs.items()}
     result: dict[str, Any] = time_steps({
         "supernet_weight_step": sup_step, "supernet_darts_iteration": darts_iteration,
         # per-iteration medians of a cycle are misleading here; time whole cycles of 5 and divide
@@ -157,7 +161,7 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         device, args.warmup, args.steps)
     result["supernet_darts_iteration_arch_every_5"] = {
         k: v / 5 for k, v in result["supernet_darts_iteration_arch_every_5"].items()}
-    for name, arch in (("derived_child", derived_arch), ("largest_child", largest_arch)):
+    for name, arch in child_archs.items():
         costs = cost_model.exact(arch)
         result[name].update(arch=arch, macs=costs["macs"], params=costs["params"])
     for step, child in (("weight_step", "derived_child"), ("weight_step", "largest_child"),
@@ -171,8 +175,7 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
 def bench_sandwich(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """A sandwich step with the front end run once per step vs once per path (the same random paths)."""
     seed_everything(args.seed)
-    x = torch.randn(args.batch, 1, 16000)
-    y = torch.randint(0, 12, (args.batch,))
+    x, y = random_batch(args.batch)
     loader = DataLoader(TensorDataset(x, y), batch_size=args.batch)
     strategy = SandwichOneShot(n_random=1)
     run_search(build_space(args.preset, frontend="sinc"), loader, loader, strategy=strategy, epochs=0,
@@ -207,8 +210,7 @@ def bench_log_compression(args: argparse.Namespace, device: torch.device, arch: 
     seed_everything(args.seed)
     model = build_model({**arch, FRONTEND_LABEL: "sinc"} if FRONTEND_LABEL in arch else arch,
                         build_space(args.preset)).to(device).train()
-    x = torch.randn(args.batch, 1, 16000, device=device)
-    y = torch.randint(0, 12, (args.batch,), device=device)
+    x, y = random_batch(args.batch, device)
     train_step = weight_step(model, x, y, list(model.parameters()))
     logs = [(parent, name) for parent in model.modules() for name, m in parent.named_children()
             if isinstance(m, LogCompression)]
