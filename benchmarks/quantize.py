@@ -34,7 +34,6 @@ import argparse
 import inspect
 import json
 import logging
-import os
 import platform
 import statistics
 import sys
@@ -43,11 +42,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.gsc import SpeechCommandsTestFolder
-from nni_kws.data.listed import read_list, speaker_of
+from nni_kws.data.listed import ListedClips, read_list, speaker_of
+from nni_kws.data.paths import NOISE_DIR, real_speech, shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
 from nni_kws.quant import DEFINITIONS, TrainingDiverged, float_fine_tune, prepare_model, quantize_model, tune_lr
 from nni_kws.space import build_model, build_space
@@ -58,10 +57,6 @@ ARCH = {"frontend": "sinc", "s0_depth": 2, "s0_i0_e": 2, "s0_i0_k": 5, "s0_i1_e"
         "s1_depth": 2, "s1_i0_e": 2, "s1_i0_k": 5, "s1_i1_e": 2, "s1_i1_k": 5,
         "s2_depth": 2, "s2_i0_e": 2, "s2_i0_k": 5, "s2_i1_e": 2, "s2_i1_k": 5}
 PRESET = "small"
-SHARED = Path(os.environ.get("NNI_KWS_SHARED_DATA", "/work/shared/data"))
-REAL_TEST = str(SHARED / "gsc-v2-test")
-SPLITS = str(SHARED / "gsc-v2-test-splits")
-DEV_LIST, HELDOUT_LIST = f"{SPLITS}/dev.txt", f"{SPLITS}/heldout.txt"  # train and tune on dev, report on heldout
 VAL_FRACTION = 0.2  # dev speakers held apart for validation
 #: Fixed quantizers: name -> NNI algorithm.
 FIXED = {"qat": "qat", "lsq": "lsq"}
@@ -164,7 +159,7 @@ def real_data(args: argparse.Namespace, seed: int) -> SpeechCommandsDataModule:
     """dev (training part, augmented) / dev-val (held-apart speakers) / heldout, as list-defined subsets."""
     return SpeechCommandsDataModule(args.real_test, batch_size=args.batch_size, seed=seed, cache=True,
                                     train_list=args.train_list, test_list=args.test_list,
-                                    noise_dir=str(SHARED / "gsc-background-noise"), val_fraction=args.val_fraction)
+                                    noise_dir=shared_data_dir(NOISE_DIR), val_fraction=args.val_fraction)
 
 
 def synth_data(args: argparse.Namespace, seed: int, preset: str | None = None) -> SpeechCommandsDataModule:
@@ -360,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fixed", nargs="*", default=list(FIXED), choices=list(FIXED), help="fixed quantizers")
     p.add_argument("--curve-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the verdict runs")
-    p.add_argument("--real-test", default=REAL_TEST, help="root of the real clips")
-    p.add_argument("--train-list", default=DEV_LIST)
-    p.add_argument("--test-list", default=HELDOUT_LIST)
+    add_protocol_args(p)
     p.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="dev speakers held apart for validation")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
@@ -373,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--synthesized", action="store_true",
                    help="also the synthesized-data protocol at 4 bits (learned and LSQ, first seed)")
-    args = p.parse_args(argv)
+    args = protocol_defaults(p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     args.arch, args.preset = ARCH, PRESET
@@ -608,13 +601,27 @@ def verdict(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     }
 
 
+def add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """``--real-test``, ``--train-list`` and ``--test-list``: the real clips, trained and tuned on, reported on."""
+    parser.add_argument("--real-test", help="root of the real clips (default: the shared data's gsc-v2-test/)")
+    parser.add_argument("--train-list", help="clips to fine-tune and validate on (default: the shared dev.txt)")
+    parser.add_argument("--test-list", help="clips to report on (default: the shared heldout.txt)")
+
+
+def protocol_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the protocol options left out set to the shared data's dev/heldout protocol."""
+    if not (args.real_test and args.train_list and args.test_list):
+        real = real_speech()
+        args.real_test = args.real_test or str(real.root)
+        args.train_list = args.train_list or str(real.dev_list)
+        args.test_list = args.test_list or str(real.heldout_list)
+    return args
+
+
 def listed_loader(root: str, list_file: str, batch_size: int, every: int = 1) -> DataLoader:
     """Loader over every ``every``-th clip of ``root`` named in ``list_file`` (evaluation only)."""
-    keep = set(read_list(list_file)[::every])
-    ds = SpeechCommandsTestFolder(root)
-    ds._items = [it for it in ds._items if str(Path(it[0]).relative_to(root)) in keep]
-    ds.preload()
-    return DataLoader(ds, batch_size=batch_size)
+    clips = ListedClips(root, list_file, cache=True)
+    return DataLoader(Subset(clips, range(0, len(clips), every)), batch_size=batch_size)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark next t
 
 from quantize import (  # noqa: E402
     ARCH,
-    DEV_LIST,
-    HELDOUT_LIST,
     PRESET,
-    REAL_TEST,
     VAL_FRACTION,
+    add_protocol_args,
     listed_loader,
     pretrained_model,
+    protocol_defaults,
     real_data,
 )
 
@@ -61,7 +60,7 @@ def sensitivity(args: argparse.Namespace) -> int:
     start = time.monotonic()
     root = ensure_default_dataset(progress=not args.quiet)
     data = SpeechCommandsDataModule(root, batch_size=args.batch_size, seed=args.seed, cache=True)
-    dev = listed_loader(args.real_test, DEV_LIST, 256, every=args.dev_every)
+    dev = listed_loader(args.real_test, args.train_list, 256, every=args.dev_every)
     model, training = pretrained_model(args)
     prepared = prepare_model(model)
     example = next(iter(data.train_dataloader()))[0]
@@ -124,8 +123,7 @@ def per_channel_weights(args: argparse.Namespace) -> int:
     are per tensor; this bounds what per-channel steps could gain before writing them."""
     model = load_state_dict(prepare_model(build_model(ARCH, build_space(PRESET))),
                             Path(args.work) / "float-dev-finetuned" / "model.pt").eval()
-    val = real_data(argparse.Namespace(real_test=args.real_test, batch_size=args.batch_size, val_fraction=VAL_FRACTION,
-                                       train_list=DEV_LIST, test_list=HELDOUT_LIST), args.seed).val_dataloader()
+    val = real_data(argparse.Namespace(**vars(args), val_fraction=VAL_FRACTION), args.seed).val_dataloader()
 
     def on_grid(w: torch.Tensor, levels: int) -> torch.Tensor:  # the learned quantizer's op on an MSE range
         q_max = mse_range(w, True, levels)
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ptq-bits", type=int, nargs="*", default=[3], help="per-layer PTQ bits")
     p.add_argument("--dev-every", type=int, default=3, help="evaluate on every n-th dev clip")
     p.add_argument("--only", nargs="*", help="run only these recipe variants")
-    p.add_argument("--real-test", default=REAL_TEST, help="root of the real clips")
+    add_protocol_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/quantize_sensitivity.json")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--per-channel", action="store_true", help="only add the per-channel weight PTQ section")
-    args = p.parse_args(argv)
+    args = protocol_defaults(p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     args.arch, args.preset = ARCH, PRESET

@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from search_quality import RESULTS, Settings, fit_and_score, int_list, real_data  # noqa: E402
 
 from nni_kws.cost import CostModel  # noqa: E402
-from nni_kws.data.paths import shared_data_dir  # noqa: E402
 from nni_kws.files import write_json  # noqa: E402
 from nni_kws.search import ResourcePenalty, calibration_batches, run_search  # noqa: E402
 from nni_kws.search.evolution import CandidateScorer, arch_key  # noqa: E402
@@ -88,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     source = json.loads(args.source.read_text())
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in source["settings"].items()})
     torch.set_num_threads(s.threads)
-    dm = real_data(s, shared_data_dir(required=True))
+    dm = real_data(s)
     loaders = {"val": dm.val_dataloader(), "heldout": dm.test_dataloader()}
     archs = source["ranking_archs"]
     res = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -24,7 +24,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from search_quality import RECIPE, RESULTS, Run, Settings, int_list, peers, real_data, train_standalone  # noqa: E402
 
-from nni_kws.data.paths import shared_data_dir  # noqa: E402
 from nni_kws.space import build_space  # noqa: E402
 
 PEER = "sinc-dsconv"
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{out} holds a {done}-epoch probe; give another --out")
     run = Run(out, settings, fresh=False)
     run.data.update(benchmark="recipe_probe", source=Path(args.source).name)
-    dm = real_data(settings, shared_data_dir())
+    dm = real_data(settings)
     build_peer, peer_costs = next((build, costs) for name, build, costs in peers() if name == PEER)
     models = [(f"peer/{PEER}", "peer", build_peer, peer_costs)] + [
         (name, "sandwich", lambda arch=supernet["arch"]: build_space(settings.preset).freeze(arch), supernet["costs"])

@@ -163,11 +163,10 @@ def peer_margin(models: Mapping[str, Any], peer_macs: float,
 
 # ---- data ----------------------------------------------------------------------------------------
 
-def real_data(settings: Settings, shared: Path) -> SpeechCommandsDataModule:
-    splits = shared / "gsc-v2-test-splits"
-    return SpeechCommandsDataModule(shared / "gsc-v2-test", batch_size=settings.batch_size, seed=0, cache=True,
-                                    train_list=splits / "dev.txt", test_list=splits / "heldout.txt",
-                                    noise_dir=shared / "gsc-background-noise", val_fraction=settings.val_fraction)
+def real_data(settings: Settings, shared: Path | None = None) -> SpeechCommandsDataModule:
+    """The dev/heldout protocol of the shared data folder ``shared`` (default: found as the package finds it)."""
+    return SpeechCommandsDataModule.real_protocol(shared, batch_size=settings.batch_size, seed=0, cache=True,
+                                                  val_fraction=settings.val_fraction)
 
 
 class SynthesizedTraining(SpeechCommandsDataModule):
@@ -185,9 +184,9 @@ class SynthesizedTraining(SpeechCommandsDataModule):
 def synthesized_data(settings: Settings, shared: Path) -> SpeechCommandsDataModule:
     from nni_kws.data.synth import ensure_default_dataset
 
-    return SynthesizedTraining(real_data(settings, shared).dataset("testing"), root=ensure_default_dataset(),
-                               batch_size=settings.batch_size, seed=0, cache=True,
-                               noise_dir=shared / "gsc-background-noise")
+    real = real_data(settings, shared)
+    return SynthesizedTraining(real.dataset("testing"), root=ensure_default_dataset(), batch_size=settings.batch_size,
+                               seed=0, cache=True, noise_dir=real.noise_dir)
 
 
 def quick_data(root: Path, settings: Settings) -> SpeechCommandsDataModule:

@@ -35,8 +35,9 @@ from typing import Any, NamedTuple
 import torch
 
 from nni_kws.baselines import build_baseline
-from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list, shared_data_dir
+from nni_kws.data import ListedClips, SpeechCommandsTestFolder, TrainAugment, read_list
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.data.paths import real_speech
 from nni_kws.data.synth import PRESETS, _params, _synthesize, default_dataset_dir
 from nni_kws.files import save_torch
 from nni_kws.space import build_model, build_space
@@ -144,10 +145,8 @@ log = logging.getLogger("sim_to_real")
 
 def _real_sets(quick: bool, work: Path) -> dict[str, Any]:
     """The whole real v2 test set (a tiny stand-in with --quick) and the files of its heldout half."""
-    shared = shared_data_dir()
-    if shared is None or not (shared / "gsc-v2-test").is_dir():
-        raise SystemExit("shared data folder not found (set NNI_KWS_SHARED_DATA): real test sets are needed")
-    root, heldout = shared / "gsc-v2-test", shared / "gsc-v2-test-splits" / "heldout.txt"
+    real = real_speech()
+    root, heldout = real.root, real.heldout_list
     if quick:  # 5 clips per class of each, through a list file (same loaders, seconds instead of minutes)
         full = SpeechCommandsTestFolder(root, on_error=None)
         picked: dict[int, list[str]] = {}

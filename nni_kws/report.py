@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets, describe_over_budget
+from nni_kws.data.paths import REAL_TEST_DIR
 from nni_kws.space import describe_arch
 
 __all__ = ["COST_AXES", "SEARCH_QUALITY_JSON", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
@@ -178,7 +179,7 @@ def test_labels(data: Mapping[str, Any]) -> tuple[str, str, str]:
     real_root = data.get("real_test_root")
     if not real_root:
         return test, "real test", "No real test set was used."
-    if Path(real_root).name == "gsc-v2-test":
+    if Path(real_root).name == REAL_TEST_DIR:
         return test, "real test", ("Real test = the official Speech Commands v2 test set "
                                    f"(`{real_root}`), never used for training or tuning.")
     return test, "real test", f"Real test = the clips in `{real_root}`, never used for training or tuning."

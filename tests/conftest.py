@@ -101,9 +101,9 @@ def tiny_gsc(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_test_root() -> Path:
     """The real pre-split Speech Commands v2 test folder (4890 clips); skips the test if absent."""
-    from nni_kws.data.paths import SHARED_DATA_ENV, shared_data_dir
+    from nni_kws.data.paths import REAL_TEST_DIR, SHARED_DATA_ENV, shared_data_dir
 
-    root = shared_data_dir("gsc-v2-test")
+    root = shared_data_dir(REAL_TEST_DIR)
     if root is None:
         pytest.skip(f"real Speech Commands test folder not found (set {SHARED_DATA_ENV})")
     return root

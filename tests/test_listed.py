@@ -12,7 +12,7 @@ import torch
 
 from nni_kws.data import AudioFileError, ListedClips, load_clip, read_list, shared_data_dir, speaker_of, speaker_split
 from nni_kws.data.labels import CLASS_INDEX
-from nni_kws.data.paths import SHARED_DATA_ENV
+from nni_kws.data.paths import SHARED_DATA_ENV, SPLITS_DIR
 
 
 @pytest.fixture
@@ -128,17 +128,17 @@ def test_shared_data_dir(tmp_path, monkeypatch):
 
 
 def test_real_dev_heldout_protocol():
-    shared = shared_data_dir()
-    if shared is None or not (shared / "gsc-v2-test-splits" / "dev.txt").is_file():
+    """The shared data's protocol through the data module: dev's speakers split into training and validation,
+    heldout's speakers in neither, recorded noise in the training augmentation."""
+    from nni_kws.data import SpeechCommandsDataModule
+
+    if shared_data_dir(SPLITS_DIR) is None:
         pytest.skip("shared real-speech data not found")
-    splits = shared / "gsc-v2-test-splits"
-    dev = ListedClips(shared / "gsc-v2-test", splits / "dev.txt", on_error=None)
-    heldout = ListedClips(shared / "gsc-v2-test", splits / "heldout.txt", on_error=None)
-    assert (len(dev), len(heldout)) == (2656, 2234)
-    assert dev.class_counts()["_silence_"] == 213 and heldout.class_counts()["_silence_"] == 195
-    train, val = speaker_split(read_list(splits / "dev.txt"))
-    assert len(train) + len(val) == 2656 and not {speaker_of(r) for r in train} & {speaker_of(r) for r in val}
-    assert not {speaker_of(r) for r in read_list(splits / "heldout.txt")} & {speaker_of(r) for r in train + val
-                                                                            if not r.startswith("_silence_")}
-    assert all(n > 0 for n in ListedClips(shared / "gsc-v2-test", splits / "dev.txt", "val",
-                                          on_error=None).class_counts().values())
+    dm = SpeechCommandsDataModule.real_protocol(on_error=None)
+    train, val, heldout = (dm.dataset(subset) for subset in ("training", "validation", "testing"))
+    assert (len(train) + len(val), len(heldout)) == (2656, 2234)
+    assert heldout.class_counts()["_silence_"] == 195 and all(n > 0 for n in val.class_counts().values())
+    speakers = [{speaker_of(str(Path(f).relative_to(dm.root))) for f in ds.files if "_silence_" not in f}
+                for ds in (train, val, heldout)]
+    assert not speakers[0] & speakers[1] and not (speakers[0] | speakers[1]) & speakers[2]
+    assert train._noises() and not val.augment

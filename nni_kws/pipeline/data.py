@@ -7,7 +7,7 @@ from typing import Any
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import BACKGROUND_NOISE_DIR
-from nni_kws.data.paths import shared_data_dir
+from nni_kws.data.paths import NOISE_DIR, shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
 
 from .config import PipelineConfig, default_real_test_root
@@ -45,6 +45,6 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
             raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
         noise = root / BACKGROUND_NOISE_DIR
         lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
-                 "noise_dir": noise if noise.is_dir() else shared_data_dir("gsc-background-noise")}
+                 "noise_dir": noise if noise.is_dir() else shared_data_dir(NOISE_DIR)}
     return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
                                     max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
