@@ -76,7 +76,6 @@ from scipy.stats import kendalltau
 from nni_kws.cost import CostModel
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.labels import KEYWORDS, SAMPLE_RATE
-from nni_kws.data.paths import shared_data_dir
 from nni_kws.files import write_json
 from nni_kws.search import ResourcePenalty, calibration_batches, random_archs, run_search
 from nni_kws.search.evolution import CandidateScorer, arch_key
@@ -491,7 +490,8 @@ def plot(run: Run, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    """The command line, and the run's :class:`Settings` (``--quick``'s, then every option given)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny synthesized data, tiny space, 1 epoch (seconds)")
     p.add_argument("--out", type=Path, default=RESULTS / "search_quality.json")
@@ -521,9 +521,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         settings = Settings(preset="tiny", budgets=(3.3e5, 3.6e5), search_epochs=2, warmup_epochs=1, spos_epochs=1,
                             sandwich_epochs=1, finalists=2, finalist_seeds=1, retrain_seeds=(1,), ranking_seeds=(1,),
-                            seeds=(0,), epochs=1, random=3,
-                            batch_size=16,
-                            calib_batches=2,
+                            seeds=(0,), epochs=1, random=3, batch_size=16, calib_batches=2,
                             evolution={"population": 3, "sample": 2, "cycles": 2}, data="quick synthesized tones")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
                  if getattr(args, f.name, None) is not None}
@@ -532,97 +530,83 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--data must be {Settings.data!r} or {SYNTHESIZED!r}, got {settings.data!r}")
     if not settings.seeds:  # int_list accepts '' (no retrain or ranking seeds); a run needs a search seed
         raise SystemExit("--seeds: give at least one search seed")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for name in ("pytorch_lightning", "lightning", "nni"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(settings.threads)
+    return args, settings
 
-    tmp = tempfile.TemporaryDirectory() if args.quick else None
-    shared = args.shared or shared_data_dir(required=not tmp)
-    if tmp:
-        dm = quick_data(Path(tmp.name), settings)
-    else:
-        dm = (synthesized_data if settings.data == SYNTHESIZED else real_data)(settings, shared)  # type: ignore
-    work = args.work or (Path(tmp.name) / "work" if tmp else Path("runs") / "search_quality")
-    # supernet checkpoints resume only under the settings they were trained with (another epoch count would
-    # continue a finished schedule)
-    work = work / _short({k: getattr(settings, k) for k in SUPERNET_SETTINGS})
-    run = Run(args.out, settings, args.fresh)
-    run.data["data"] = {"train": len(dm.dataset("training")), "val": len(dm.dataset("validation")),
-                        "heldout": len(dm.dataset("testing")), "source": settings.data}
-    run.data["environment"] = {"torch": torch.__version__, "threads": settings.threads, "cpus": os.cpu_count(),
-                               "machine": platform.machine(), "loadavg_1min_start": os.getloadavg()[0]}
-    cost_model = CostModel(build_space(settings.preset))
-    choices = space_choices(build_space(settings.preset))
 
-    def within(budget: float) -> Callable[[Mapping[str, Any]], bool]:
-        return lambda a: cost_model.exact(dict(a))["macs"] <= budget
+def train_arch(run: Run, key: str, kind: str, budget: float, dm: Any, arch: Mapping[str, Any],
+               cost_model: CostModel, seed: int) -> dict[str, Any]:
+    """:func:`train_standalone` of an architecture of the run's space."""
+    def build() -> torch.nn.Module:
+        return build_model(dict(arch), build_space(run.settings.preset))
 
-    # random in-budget architectures: the random baseline and the ranking set
-    lower = 0.0
-    ranking: list[dict[str, Any]] = []
+    return train_standalone(run, key, kind, budget, dm, build, _costs(cost_model, arch), seed, {"arch": dict(arch)})
+
+
+def random_baseline(run: Run, cost_model: CostModel) -> dict[str, float]:
+    """The random in-budget architectures (the random baseline and the ranking set): arch key -> its budget.
+
+    Each budget draws between the previous budget and itself. Stored random models that are none of these
+    (reused from other settings) are dropped.
+    """
+    choices = space_choices(build_space(run.settings.preset))
     budget_of: dict[str, float] = {}
-    for i, budget in enumerate(settings.budgets):
-        lo = lower
-        archs = random_archs(choices, settings.random, seed=100 + i,
-                             accept=lambda a, lo=lo, b=budget: lo < cost_model.exact(dict(a))["macs"] <= b)
-        lower = budget
-        for a in archs:
-            budget_of[arch_key(a)] = budget
+    ranking: list[dict[str, Any]] = []
+    for i, (lower, budget) in enumerate(zip((0.0, *run.settings.budgets), run.settings.budgets)):
+        archs = random_archs(choices, run.settings.random, seed=100 + i,
+                             accept=lambda a, lo=lower, b=budget: lo < cost_model.exact(dict(a))["macs"] <= b)
+        budget_of.update((arch_key(a), budget) for a in archs)
         ranking += archs
-    ranking_keys = [arch_key(a) for a in ranking]
     run.data["ranking_archs"] = ranking
     for key in [k for k, m in run.models.items()
                 if m["kind"].startswith("random") and arch_key(m["arch"]) not in budget_of]:
-        del run.models[key]  # reused from other settings, but not a random architecture of these budgets
+        del run.models[key]
+    return budget_of
 
+
+def search_and_retrain(run: Run, dm: Any, cost_model: CostModel, budget_of: Mapping[str, float], work: Path) -> None:
+    """Every supernet of the plan (the verdict strategy's first), each followed by the standalone training of its
+    pick (and of the evolution's own pick where the finalists chose another); after the verdict strategy's model
+    of a budget, the random architectures of that budget."""
+    settings, ranking = run.settings, run.data["ranking_archs"]
     main_strategy = settings.strategies[0]
-    supernet_plans = []
+    plans = []
     for seed in settings.seeds:
         for i, budget in enumerate(settings.budgets):
             for strategy in settings.strategies:
                 if strategy == main_strategy or settings.darts_budgets == "all" or i == 0:
-                    supernet_plans.append((f"{strategy}/{budget:g}/s{seed}", strategy, budget, seed))
+                    plans.append((f"{strategy}/{budget:g}/s{seed}", strategy, budget, seed))
             if settings.spos:
-                supernet_plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
-    supernet_plans.sort(key=lambda plan: plan[1] != main_strategy)  # the verdict's models first (stable sort)
+                plans.append((f"evolution/{budget:g}/s{seed}", "random", budget, seed))
+    plans.sort(key=lambda plan: plan[1] != main_strategy)  # the verdict's models first (stable sort)
 
-    spos_done: dict[int, str] = {}
-    for name, strategy, budget, seed in supernet_plans:
+    for name, strategy, budget, seed in plans:
         sup = search_supernet(run, name, strategy, budget, seed, dm, cost_model, ranking, work)
         kind = "evolution" if strategy == "random" else strategy
-        train_standalone(run, f"{name}/retrained", kind, budget, dm,
-                         lambda a=sup["arch"]: build_model(a, build_space(settings.preset)), sup["costs"], seed,
-                         {"arch": sup["arch"]})
-        if strategy == "random":
-            spos_done[seed] = name
+        train_arch(run, f"{name}/retrained", kind, budget, dm, sup["arch"], cost_model, seed)
         if strategy == main_strategy:  # seed-to-seed spread of standalone training: the same model, other seeds
             for extra in settings.retrain_seeds:
-                train_standalone(run, f"{name}/retrained_s{extra}", kind, budget, dm,
-                                 lambda a=sup["arch"]: build_model(a, build_space(settings.preset)), sup["costs"],
-                                 extra, {"arch": sup["arch"]})
+                train_arch(run, f"{name}/retrained_s{extra}", kind, budget, dm, sup["arch"], cost_model, extra)
         finalists = sup["meta"].get("evolution", {}).get("finalists")
         if finalists and finalists[0]["arch"] != sup["arch"]:  # ablation: the evolution's pick, no finalist stage
-            top1 = finalists[0]["arch"]
-            train_standalone(run, f"{name}/evolution_top1", f"{kind}-top1", budget, dm,
-                             lambda a=top1: build_model(a, build_space(settings.preset)), _costs(cost_model, top1),
-                             seed, {"arch": top1})
+            train_arch(run, f"{name}/evolution_top1", f"{kind}-top1", budget, dm, finalists[0]["arch"], cost_model,
+                       seed)
         if strategy == main_strategy:  # the random baseline of this budget right after its searched model
             for a in (r for r in ranking if budget_of[arch_key(r)] == budget):
-                for seed in (0, *settings.ranking_seeds):
-                    train_standalone(run, f"random/{_short(a)}" + (f"/s{seed}" if seed else ""),
-                                     "random-seed" if seed else "random", budget, dm,
-                                     lambda a=a: build_model(a, build_space(settings.preset)), _costs(cost_model, a),
-                                     seed, {"arch": a})
+                for s in (0, *settings.ranking_seeds):
+                    train_arch(run, f"random/{_short(a)}" + (f"/s{s}" if s else ""), "random-seed" if s else "random",
+                               budget, dm, a, cost_model, s)
 
-    searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
-    # the companions' trainings of each peer (same recipe): a peer's mean over every training is less noisy than
-    # over this run's alone
-    companion_peers: dict[str, list[Mapping[str, Any]]] = {}
-    companion_budgets: dict[tuple[float, str], Mapping[str, Any]] = {}  # (budget, preset) -> its verdict row
+
+def read_companions(run: Run, paths: Sequence[Path], searched: dict[str, Any]
+                    ) -> tuple[dict[str, list[Mapping[str, Any]]], dict[tuple[float, str], Mapping[str, Any]]]:
+    """Add the companions' searched models (same recipe and verdict strategy) to ``searched``; return their
+    trainings of each peer (a peer's mean over every training is less noisy than over this run's alone) and
+    their verdict rows by ``(budget, preset)``."""
+    main_strategy = run.settings.strategies[0]
+    peers_trained: dict[str, list[Mapping[str, Any]]] = {}
+    budgets: dict[tuple[float, str], Mapping[str, Any]] = {}
     run.data["companions"] = {}
-    for path in args.companion:  # searched models of other presets (same recipe and verdict strategy)
+    for path in paths:
         other = json.loads(path.read_text())
         mismatch = [k for k in (*RECIPE, "strategies") if other["settings"].get(k) != run.data["settings"].get(k)
                     and not (k == "strategies" and other["settings"][k][0] == main_strategy)]
@@ -634,11 +618,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
         for budget in other["settings"]["budgets"]:
-            companion_budgets[budget, other["settings"]["preset"]] = other["verdict"]["per_budget"][f"{budget:g}"]
+            budgets[budget, other["settings"]["preset"]] = other["verdict"]["per_budget"][f"{budget:g}"]
         for k, m in other["models"].items():
             if m["kind"] in ("peer", "peer-seed"):
-                companion_peers.setdefault(k.split("/")[1], []).append(m)
-    peer_seeds = sorted({0, *settings.retrain_seeds})  # the training seeds the searched models get
+                peers_trained.setdefault(k.split("/")[1], []).append(m)
+    return peers_trained, budgets
+
+
+def train_peers(run: Run, dm: Any, searched: Mapping[str, Any],
+                companion_peers: Mapping[str, list[Mapping[str, Any]]]) -> None:
+    """Train every peer with the training seeds the searched models get; record its mean (pooled with the
+    companions' trainings) and its margin against the searched models found under its MACs."""
+    peer_seeds = sorted({0, *run.settings.retrain_seeds})
     for name, build, costs in peers():
         record = train_standalone(run, f"peer/{name}", "peer", None, dm, build, costs, 0)
         own = [record] + [train_standalone(run, f"peer/{name}/s{seed}", "peer-seed", None, dm, build, costs, seed)
@@ -647,12 +638,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record["costs"] = costs  # (re)computed every run: cheap, and a record from an older counter is refreshed
         record["heldout_mean"], record["seeds"] = statistics.mean(accs), peer_seeds
         record["heldout_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        pooled = {_training_id(m): m["heldout_acc"] for m in own + companion_peers.get(name, [])}
+        pooled = {_training_id(m): m["heldout_acc"] for m in own + list(companion_peers.get(name, []))}
         record["compared_heldout_mean"], record["compared_trainings"] = statistics.mean(pooled.values()), len(pooled)
-        budget, preset, searched_acc = peer_margin(searched, costs["macs"], main_strategy)
+        budget, preset, searched_acc = peer_margin(searched, costs["macs"], run.settings.strategies[0])
         record["compared_budget_macs"], record["compared_preset"] = budget, preset
         record["margin_pts"] = None if searched_acc is None else _pts(searched_acc - record["compared_heldout_mean"])
         run.save()
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args, settings = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("pytorch_lightning", "lightning", "nni"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(settings.threads)
+
+    tmp = tempfile.TemporaryDirectory() if args.quick else None
+    if tmp:
+        dm = quick_data(Path(tmp.name), settings)
+    else:
+        dm = (synthesized_data if settings.data == SYNTHESIZED else real_data)(settings, args.shared)
+    work = args.work or (Path(tmp.name) / "work" if tmp else Path("runs") / "search_quality")
+    # supernet checkpoints resume only under the settings they were trained with (another epoch count would
+    # continue a finished schedule)
+    work = work / _short({k: getattr(settings, k) for k in SUPERNET_SETTINGS})
+    run = Run(args.out, settings, args.fresh)
+    run.data["data"] = {"train": len(dm.dataset("training")), "val": len(dm.dataset("validation")),
+                        "heldout": len(dm.dataset("testing")), "source": settings.data}
+    run.data["environment"] = {"torch": torch.__version__, "threads": settings.threads, "cpus": os.cpu_count(),
+                               "machine": platform.machine(), "loadavg_1min_start": os.getloadavg()[0]}
+    cost_model = CostModel(build_space(settings.preset))
+
+    budget_of = random_baseline(run, cost_model)
+    search_and_retrain(run, dm, cost_model, budget_of, work)
+    main_strategy = settings.strategies[0]
+    searched = {k: {**m, "preset": settings.preset} for k, m in run.models.items() if m["kind"] == main_strategy}
+    companion_peers, companion_budgets = read_companions(run, args.companion, searched)
+    train_peers(run, dm, searched, companion_peers)
 
     measure_latencies(run)
     run.data["compute_s"] = {"searches": round(sum(x["search_s"] for x in run.data["supernets"].values()), 1),
@@ -660,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "note": "wall seconds on the shared machine, excluding evaluation and data loading"}
     # the demo's figures: from --demo-run, else those of the stored verdict (the demo folder need not be kept)
     demo = read_demo_run(args.demo_run) if args.demo_run else run.data.get("verdict", {}).get("demo_run")
-    run.data["verdict"] = verdict(run, ranking_keys, main_strategy)
+    run.data["verdict"] = verdict(run, [arch_key(a) for a in run.data["ranking_archs"]], main_strategy)
     companion_vs_random(run, searched, companion_budgets, main_strategy)
     run.data["verdict"]["notes"] = notes(run)
     if demo:
