@@ -196,8 +196,8 @@ def dev_model(args: argparse.Namespace, data: SpeechCommandsDataModule) -> Train
                 "lr": args.dev_lr}
 
     def train() -> Trained:
-        trained = model if model is not None else fresh
-        seed_everything(args.seed)
+        seed_everything(args.seed)  # before building: without pre-training (--float-epochs 0) the seed sets the init
+        trained = model if model is not None else build_model(args.arch, build_space(args.preset))
         start = time.monotonic()
         metrics = fit(trained, data.train_dataloader(), data.val_dataloader(), epochs=args.dev_epochs,
                       progress=not args.quiet, learning_rate=args.dev_lr)
@@ -397,14 +397,30 @@ def quick(args: argparse.Namespace) -> None:
     args.val_fraction, args.batch_size, args.reuse, args.bn_batches = 0.3, 16, False, 2
 
 
-def benchmark(args: argparse.Namespace) -> int:
-    start = time.monotonic()
-    data = real_data(args, args.seed)
-    model, training = dev_model(args, data)
-    prepared = prepare_model(model)
-    float_acc = {"val": accuracy(prepared, data.val_dataloader()), "test": accuracy(prepared, data.test_dataloader())}
-    logging.info("float model: dev-val %.4f heldout %.4f", float_acc["val"], float_acc["test"])
-    result: dict[str, Any] = {
+class ResultFile:
+    """The benchmark's JSON (``--out``): ``result`` as it grows, over ``earlier``, the result that ``--resume`` or
+    ``--append`` continues; rewritten after every run."""
+
+    def __init__(self, out: Path, result: dict[str, Any], earlier: dict[str, Any], start: float) -> None:
+        self.out, self.result, self.earlier, self.start = out, result, earlier, start
+
+    def save(self) -> None:
+        """Write ``result``; its total_s: this invocation's seconds plus those of the one it continues."""
+        self.result["total_s"] = round(self.earlier.get("total_s", 0) + time.monotonic() - self.start, 1)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.result, indent=2) + "\n")
+
+    def add_row(self, rows: list[dict[str, Any]], row: dict[str, Any], args: argparse.Namespace) -> None:
+        """Append ``row`` to ``rows``, the runs so far, and save them with their verdict."""
+        rows.append(row)
+        self.result["runs"], self.result["verdict"] = rows, verdict(rows, args)
+        self.save()
+
+
+def header(args: argparse.Namespace, data: SpeechCommandsDataModule, prepared: torch.nn.Module,
+           training: dict[str, Any], float_acc: dict[str, float]) -> dict[str, Any]:
+    """The result's protocol, clip counts, float model and settings (what a resumed run must match)."""
+    return {
         "benchmark": "quantize", "protocol": "limited real speech: fine-tune on dev (training part), tune on "
         "dev-val, report on heldout", "quick": args.quick, "preset": args.preset, "arch": args.arch,
         "clips": {"dev_train": len(data.dataset("training")), "dev_val": len(data.dataset("validation")),
@@ -413,54 +429,58 @@ def benchmark(args: argparse.Namespace) -> int:
                   "parameters": sum(p.numel() for p in prepared.parameters()), "training": training},
         "settings": {k: getattr(args, k) for k in (
             "quant_epochs", "mix_synth", "mix_preset", "float_finetune", "float_finetune_epochs", "bn_batches",
-            "freeze_bn_fraction",
-            "qparam_lr_scale", "freeze_bits",
-            "hard_budget_fraction", "tune_epochs", "learned_lrs", "lrs", "distill", "input_bits", "budgets",
-            "fixed_bits", "fixed", "curve_seeds", "seeds", "batch_size", "val_fraction", "threads")},
+            "freeze_bn_fraction", "qparam_lr_scale", "freeze_bits", "hard_budget_fraction", "tune_epochs",
+            "learned_lrs", "lrs", "distill", "input_bits", "budgets", "fixed_bits", "fixed", "curve_seeds", "seeds",
+            "batch_size", "val_fraction", "threads")},
         "definitions": DEFINITIONS,
+        **({"notes": args.note} if args.note else {}),
     }
-    out = Path(args.out)
-    if args.note:
-        result["notes"] = args.note
-    earlier: dict[str, Any] = {}
-    if args.resume and out.is_file():
-        earlier = json.loads(out.read_text())
-        changed = {k: (earlier.get("settings", {}).get(k), v) for k, v in result["settings"].items()
-                   if k not in ("curve_seeds", "seeds", "budgets", "fixed_bits", "fixed")
-                   and earlier.get("settings", {}).get(k) != v}
-        if changed:
-            raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
-        if "added_runs" in earlier.get("settings", {}):
-            result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
-        result.update({k: earlier[k] for k in ("notes", "synthesized") if k in earlier and k not in result})
 
-    def save() -> None:  # total_s: this invocation's seconds plus those of the one it resumes or appends to
-        result["total_s"] = round(earlier.get("total_s", 0) + time.monotonic() - start, 1)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
 
-    if args.append:  # more runs into an earlier result (its tuned learning rates, its rows)
-        earlier = json.loads(out.read_text())
-        result.update({k: v for k, v in earlier.items() if k in ("lr_tuning", "settings", "runs") or k not in result})
-        result["settings"]["added_runs"] = result["settings"].get("added_runs", []) + args.add_runs
-        rows = list(result.get("runs", []))
-        for spec in args.add_runs:
-            method, bits, seed = spec.split(":")
-            lr = result["lr_tuning"][tuned_as(method)]["lr"]
-            rows.append(run(method, float(bits) if "." in bits else int(bits), lr, int(seed), model, float_acc, args))
-            result["runs"], result["verdict"] = rows, verdict(rows, args)
-            save()
-        result["verdict"] = verdict(rows, args)
-        save()
-        if args.synthesized:
-            result["synthesized"] = synthesized_protocol(args, result["lr_tuning"], earlier.get("synthesized", {}))
-            save()
-        return 0
+def resumed(args: argparse.Namespace, out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """With ``--resume``, the earlier result in ``out`` (refused if made with other settings), its notes and
+    synthesized protocol carried into ``result``; else nothing."""
+    if not (args.resume and out.is_file()):
+        return {}
+    earlier = json.loads(out.read_text())
+    changed = {k: (earlier.get("settings", {}).get(k), v) for k, v in result["settings"].items()
+               if k not in ("curve_seeds", "seeds", "budgets", "fixed_bits", "fixed")
+               and earlier.get("settings", {}).get(k) != v}
+    if changed:
+        raise SystemExit(f"{out}: --resume with other settings {changed}; use another --out")
+    if "added_runs" in earlier.get("settings", {}):
+        result["settings"]["added_runs"] = earlier["settings"]["added_runs"]
+    result.update({k: earlier[k] for k in ("notes", "synthesized") if k in earlier and k not in result})
+    return earlier
 
-    # 1. Learning rates, tuned on dev-val at 4 bits for each method (never on heldout).
+
+def append_runs(args: argparse.Namespace, file: ResultFile, model: torch.nn.Module, float_acc: dict[str, float]) -> int:
+    """``--append``: the ``--add-runs`` (and with ``--synthesized``, that protocol) added to the result in
+    ``--out``, with its tuned learning rates."""
+    file.earlier = json.loads(file.out.read_text())
+    result = file.result
+    result.update({k: v for k, v in file.earlier.items() if k in ("lr_tuning", "settings", "runs") or k not in result})
+    result["settings"]["added_runs"] = result["settings"].get("added_runs", []) + args.add_runs
+    rows = list(result.get("runs", []))
+    for spec in args.add_runs:
+        method, bits, seed = spec.split(":")
+        lr = result["lr_tuning"][tuned_as(method)]["lr"]
+        file.add_row(rows, run(method, float(bits) if "." in bits else int(bits), lr, int(seed), model, float_acc,
+                               args), args)
+    result["verdict"] = verdict(rows, args)
+    file.save()
+    if args.synthesized:
+        result["synthesized"] = synthesized_protocol(args, result["lr_tuning"], file.earlier.get("synthesized", {}))
+        file.save()
+    return 0
+
+
+def tune_rates(args: argparse.Namespace, model: torch.nn.Module, file: ResultFile) -> dict[str, Any]:
+    """Each method's learning rate, tuned on dev-val at 4 bits (never on heldout); kept from ``--tuned-from`` or
+    the run being resumed, and given without tuning where one rate is listed."""
     tuned: dict[str, Any] = {}
     previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
-    previous = {**previous, **earlier.get("lr_tuning", {})}
+    previous = {**previous, **file.earlier.get("lr_tuning", {})}
     for method in ["learned", *args.fixed]:
         if method in previous:  # tuned by an earlier (interrupted) run of the same benchmark
             tuned[method] = previous[method]
@@ -475,14 +495,19 @@ def benchmark(args: argparse.Namespace) -> int:
         best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), lrs, **kwargs)
         tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
         logging.info("%s: tuned lr %s (%s)", method, best, scores)
-        result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
-        save()
-    result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
-    save()
+        file.result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+        file.save()
+    file.result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+    file.save()
+    return tuned
 
-    # 2. The curve; 3. the seeds of the verdict; 4. the synthesized-data protocol; 5. the QAT curve.
-    # Seed 0 of the verdict runs first, then the learned and LSQ curve, then the other seeds of the verdict
-    # runs, so that an interrupted benchmark still has a verdict and a curve.
+
+def run_plan(args: argparse.Namespace) -> tuple[list[tuple[str, float, int]], list[tuple[str, float, int]]]:
+    """``(method, bits, seed)`` of the runs, in order, and of the QAT curve that runs after the synthesized protocol.
+
+    Seed 0 of the verdict runs first, then the learned and LSQ curve, then the other seeds of the verdict runs, so
+    that an interrupted benchmark still has a verdict and a curve.
+    """
     verdict_runs = [(m, b) for m, b in (("learned", 4), ("lsq", 4), ("learned", 3), ("lsq", 3))
                     if m == "learned" or m in args.fixed]
     seed_runs = [*verdict_runs, (FLOAT_CONTROL, FLOAT_BITS)]  # what every seed of the verdict runs
@@ -491,30 +516,12 @@ def benchmark(args: argparse.Namespace) -> int:
     plan += [(m, b, s) for s in args.curve_seeds for m, bits in curve if m != "qat"
              for b in bits if (m, b, s) not in plan]
     plan += [(m, b, s) for s in args.seeds[1:] for m, b in seed_runs if (m, b, s) not in plan]
-    rows: list[dict[str, Any]] = []
-    done = {(r["method"], r["bits"], r["seed"]): r for r in earlier.get("runs", [])}
+    qat = [(m, b, s) for s in args.curve_seeds for m, bits in curve if m == "qat" for b in bits]
+    return plan, qat
 
-    def execute(plan: list[tuple[str, float, int]]) -> None:
-        for method, bits, seed in plan:
-            if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
-                rows.append(done[(method, bits, seed)])
-                continue
-            rows.append(run(method, bits, tuned[tuned_as(method)]["lr"], seed, model, float_acc, args))
-            result["runs"], result["verdict"] = rows, verdict(rows, args)
-            save()
 
-    execute(plan)
-    result["runs"], result["verdict"] = rows, verdict(rows, args)
-    save()
-    if args.synthesized:
-        result["synthesized"] = synthesized_protocol(args, tuned, earlier.get("synthesized", {}))
-        save()
-    execute([(m, b, s) for s in args.curve_seeds for m, bits in curve if m == "qat" for b in bits])
-    ran = {(r["method"], r["bits"], r["seed"]) for r in rows}
-    rows += [r for key, r in done.items() if key not in ran]  # runs added with --append stay
-    result["runs"], result["verdict"] = rows, verdict(rows, args)
-    result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
-    save()
+def print_summary(rows: list[dict[str, Any]], float_acc: dict[str, float], result: dict[str, Any], out: Path) -> None:
+    """One line per run, and the verdict's keys."""
     for r in rows:
         if "diverged" in r:
             print(f"{r['method']:>7} {r['bits']:>4} seed {r['seed']}: diverged")
@@ -528,6 +535,46 @@ def benchmark(args: argparse.Namespace) -> int:
     keys = ("drop_pts_at_4bits", "drop_pts_at_3bits", "fixed_lsq_drop_pts_at_4bits")
     print(f"float heldout {float_acc['test']:.4f}; verdict {json.dumps({k: result['verdict'][k] for k in keys})} "
           f"-> {out}")
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    data = real_data(args, args.seed)
+    model, training = dev_model(args, data)
+    prepared = prepare_model(model)
+    float_acc = {"val": accuracy(prepared, data.val_dataloader()), "test": accuracy(prepared, data.test_dataloader())}
+    logging.info("float model: dev-val %.4f heldout %.4f", float_acc["val"], float_acc["test"])
+    out = Path(args.out)
+    result = header(args, data, prepared, training, float_acc)
+    file = ResultFile(out, result, resumed(args, out, result), start)
+    if args.append:
+        return append_runs(args, file, model, float_acc)
+
+    tuned = tune_rates(args, model, file)
+    plan, qat_plan = run_plan(args)
+    rows: list[dict[str, Any]] = []
+    done = {(r["method"], r["bits"], r["seed"]): r for r in file.earlier.get("runs", [])}
+
+    def execute(plan: list[tuple[str, float, int]]) -> None:
+        for method, bits, seed in plan:
+            if (method, bits, seed) in done:  # finished by the interrupted invocation that --resume continues
+                rows.append(done[(method, bits, seed)])
+                continue
+            file.add_row(rows, run(method, bits, tuned[tuned_as(method)]["lr"], seed, model, float_acc, args), args)
+
+    execute(plan)
+    result["runs"], result["verdict"] = rows, verdict(rows, args)
+    file.save()
+    if args.synthesized:
+        result["synthesized"] = synthesized_protocol(args, tuned, file.earlier.get("synthesized", {}))
+        file.save()
+    execute(qat_plan)
+    ran = {(r["method"], r["bits"], r["seed"]) for r in rows}
+    rows += [r for key, r in done.items() if key not in ran]  # runs added with --append stay
+    result["runs"], result["verdict"] = rows, verdict(rows, args)
+    result["machine"] = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
+    file.save()
+    print_summary(rows, float_acc, result, out)
     return 0
 
 
