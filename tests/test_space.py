@@ -11,6 +11,7 @@ from torch import nn
 
 from nni_kws.cli import main as cli_main
 from nni_kws.space import (
+    SEARCHED,
     InvalidArchitecture,
     KwsSpace,
     SincConv1d,
@@ -18,6 +19,7 @@ from nni_kws.space import (
     build_model,
     build_space,
     load_arch,
+    load_searched_model,
     random_arch,
     save_arch,
     space_choices,
@@ -163,3 +165,19 @@ def test_search_space_cli_prints_nni_format(capsys: pytest.CaptureFixture[str]) 
     assert cli_main(["search-space", "--print", "--preset", "tiny"]) == 0
     space = json.loads(capsys.readouterr().out)
     assert space["s0_i0_k"] == {"_type": "choice", "_value": [3, 5]}
+
+
+@pytest.mark.parametrize("name", list(SEARCHED))
+def test_searched_architectures_are_the_benchmarks_picks_and_meet_their_budgets(name: str) -> None:
+    from nni_kws.cost import CostModel
+
+    searched = SEARCHED[name]
+    results, key = searched.source.split(":", 1)
+    record = json.loads((REPO / "benchmarks" / "results" / results).read_text())["models"][key]
+    assert dict(searched.arch) == record["arch"]  # the literal dict is the architecture the benchmark trained
+    model = load_searched_model(name)
+    assert sum(p.numel() for p in model.parameters()) == record["costs"]["params"]
+    assert CostModel(build_space(searched.preset)).exact(dict(searched.arch))["macs"] <= searched.budget_macs
+    assert model(torch.randn(2, 1, 16000)).shape == (2, 12)
+    with pytest.raises(KeyError, match="known: compact-3.3m"):
+        load_searched_model("e2e-nas-75k")
