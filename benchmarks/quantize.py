@@ -479,6 +479,11 @@ def tune_rates(args: argparse.Namespace, model: torch.nn.Module, file: ResultFil
     """Each method's learning rate, tuned on dev-val at 4 bits (never on heldout); kept from ``--tuned-from`` or
     the run being resumed, and given without tuning where one rate is listed."""
     tuned: dict[str, Any] = {}
+
+    def record() -> None:  # after every tuning, so an interrupted benchmark resumes with the rates found
+        file.result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
+        file.save()
+
     previous = json.loads(Path(args.tuned_from).read_text()).get("lr_tuning", {}) if args.tuned_from else {}
     previous = {**previous, **file.earlier.get("lr_tuning", {})}
     for method in ["learned", *args.fixed]:
@@ -495,10 +500,8 @@ def tune_rates(args: argparse.Namespace, model: torch.nn.Module, file: ResultFil
         best, scores = tune_lr(model, data.train_dataloader(), data.val_dataloader(), lrs, **kwargs)
         tuned[method] = {"lr": best, "dev_val_accuracy_per_lr": {str(k): v for k, v in scores.items()}}
         logging.info("%s: tuned lr %s (%s)", method, best, scores)
-        file.result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
-        file.save()
-    file.result["lr_tuning"] = {"at_bits": 4, "epochs": args.tune_epochs, "on": "dev-val", **tuned}
-    file.save()
+        record()
+    record()
     return tuned
 
 
