@@ -135,6 +135,21 @@ def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path) -> None:
     assert res["arch"] == json.loads(path.read_text())["arch"] and 0 <= res["test_acc"] <= 1
 
 
+def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+    from nni_kws.space import SEARCHED
+
+    out = tmp_path / "t"
+    assert main(["train", "--arch", "compact-3.3m", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out),
+                 "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    res = json.loads((out / "train" / "result.json").read_text())
+    assert res["arch"] == dict(SEARCHED["compact-3.3m"].arch)
+    state = torch.load(out / "train" / "model.pt", map_location="cpu")
+    # the parameter count of the benchmark's record (search_quality.json): built in its own space, 'compact'
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 31972
+    assert main(["train", "--arch", "compact-9m", "--data", str(tiny_gsc), "--out", str(tmp_path / "u")]) == 2
+    assert "nor the name of a searched architecture: compact-3.3m" in capsys.readouterr().err
+
+
 def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "no-such-gsc"
     rc = main(["run", "--data", str(missing), "--out", str(tmp_path / "r"), *FAST])

@@ -22,7 +22,7 @@ from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.search.oneshot import STRATEGIES
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import PRESETS as SPACE_PRESETS
-from nni_kws.space import arch_file_meta, load_arch
+from nni_kws.space import SEARCHED, arch_file_meta, load_arch, validate_arch
 
 from .config import CONFIG, PipelineConfig, load_config
 from .stages import Pipeline, run_pipeline
@@ -230,13 +230,19 @@ def _run_train(args: argparse.Namespace) -> int:
         return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
-        meta = arch_file_meta(path)  # the space an arch.json belongs to
+        searched = SEARCHED.get(args.arch) if not path.exists() else None
+        if not path.exists() and searched is None:
+            raise FileNotFoundError(f"architecture file not found: {path} (nor the name of a searched architecture: "
+                                    f"{', '.join(SEARCHED)})")
+        # the space an arch.json (or a searched architecture) belongs to
+        meta = {"preset": searched.preset, "frontend": "raw"} if searched else arch_file_meta(path)
         stored = (Path(args.out) / CONFIG).is_file() and not args.overwrite
         for key in ("preset", "frontend"):
             if meta.get(key) and getattr(args, key) is None and not stored:
                 extra[key] = meta[key]
         cfg = _config(args, extra)
-        arch = load_arch(path, Pipeline(cfg).space())
+        space = Pipeline(cfg).space()
+        arch = validate_arch(space, searched.arch) if searched else load_arch(path, space)
     return _stages(args, ["train"], arch=arch, extra=extra)
 
 
@@ -312,7 +318,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "NAME) and evaluate it on the "
                               "test split and the real Speech Commands test set.")
     _add_common(p, d, d.out)
-    p.add_argument("--arch", metavar="FILE", help="architecture JSON (default: <out>/search/arch.json)")
+    p.add_argument("--arch", metavar="FILE|NAME", help="architecture JSON (default: <out>/search/arch.json), or the "
+                   f"name of a searched architecture kept with the space: {', '.join(SEARCHED)}")
     p.add_argument("--baseline", choices=list(BASELINES), help="train a hand-designed peer instead (nni_kws.baselines: "
                    "published configuration and front end, costed like a searched model)")
     _add_train(p, d)
