@@ -42,16 +42,26 @@ def test_run_table_predictions_rank_measured_latencies():
     so that a stretch of load from other processes (which slows even CPU time on a shared core)
     falls on entries and models alike instead of on a few models timed one after another (what
     made this test fail on a loaded CI machine). ('small', not 'tiny': the tiny space's latencies
-    fall in two tight clusters, whose inner order is noise.)"""
+    fall in two tight clusters, whose inner order is noise.)
+
+    Even so, a burst of load on a shared machine can reorder a few models in one pass (rho 0.79 once in
+    CI, 0.93-1.0 otherwise), so a pass that misses is measured again, up to three passes in all. A table that
+    does not rank (random predictions) still fails: a random order of 8 gives rho > 0.8 with probability
+    1.1 % (counted over all 40,320), so 3.2 % over three passes.
+    """
     space = build_space("small")
     archs = spread_archs(space, CostModel(space), 8)
     models = {str(i): make_runner(space.freeze(a), (1, 16000)) for i, a in enumerate(archs)}
-    lut = LatencyTable.measure(space, **RUN_TABLE, progress=False, extra=models)
-    cm = CostModel(space, lut)
-    predicted = [cm.exact(a)["latency_ms"] for a in archs]
-    measured = [lut.meta["extra_ms"][str(i)] for i in range(len(archs))]
-    rho = spearmanr(predicted, measured).statistic
-    assert rho > 0.8, list(zip(predicted, measured))
+    attempts = []
+    for _ in range(3):
+        lut = LatencyTable.measure(space, **RUN_TABLE, progress=False, extra=models)
+        cm = CostModel(space, lut)
+        predicted = [cm.exact(a)["latency_ms"] for a in archs]
+        measured = [lut.meta["extra_ms"][str(i)] for i in range(len(archs))]
+        attempts.append((spearmanr(predicted, measured).statistic, list(zip(predicted, measured))))
+        if attempts[-1][0] > 0.8:
+            break
+    assert attempts[-1][0] > 0.8, attempts
 
 
 def test_cost_model_benchmark_quick_mode_measures_the_run_table(tmp_path, monkeypatch):
