@@ -143,9 +143,8 @@ def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, c
                  "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
     res = json.loads((out / "train" / "result.json").read_text())
     assert res["arch"] == dict(SEARCHED["compact-3.3m"].arch)
-    state = torch.load(out / "train" / "model.pt", map_location="cpu")
     # the parameter count of the benchmark's record (search_quality.json): built in its own space, 'compact'
-    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 31972
+    assert sum(p.numel() for p in load_trained_model(out / "train").parameters()) == 31972
     assert main(["train", "--arch", "compact-9m", "--data", str(tiny_gsc), "--out", str(tmp_path / "u")]) == 2
     assert "nor the name of a searched architecture: compact-3.3m" in capsys.readouterr().err
 

@@ -230,8 +230,11 @@ def _run_train(args: argparse.Namespace) -> int:
         return _stages(args, ["train"], baseline=args.baseline)
     if args.arch:
         path = Path(args.arch)
-        searched = SEARCHED.get(args.arch) if not path.exists() else None
-        if not path.exists() and searched is None:
+        if path.exists():
+            searched = None
+        elif args.arch in SEARCHED:
+            searched = SEARCHED[args.arch]
+        else:
             raise FileNotFoundError(f"architecture file not found: {path} (nor the name of a searched architecture: "
                                     f"{', '.join(SEARCHED)})")
         # the space an arch.json (or a searched architecture) belongs to
