@@ -37,6 +37,7 @@ from nni_kws.training import (
     seed_everything,
 )
 
+from .history import SearchHistory
 from .penalty import ResourcePenalty
 from .sandwich import SandwichOneShot, SeededRandomOneShot
 from .split import SplitSupernet
@@ -44,7 +45,6 @@ from .strategy import (
     ResourceDARTS,
     ResourceGumbelDARTS,
     ResourceProxyless,
-    SearchHistory,
     arch_probs,
     argmax_arch,
     most_likely_within,
