@@ -15,7 +15,7 @@ import torch
 from nni_kws.cli import main
 from nni_kws.data.audio import load_clip
 from nni_kws.data.labels import CLASSES
-from nni_kws.quant import load_trained_model
+from nni_kws.space import load_trained_model
 
 # the space of CostModel("tiny"), which the budget tests compare with
 COMMON = ["--preset", "tiny", "--frontend", "raw", "--batch-size", "16", "--no-progress"]

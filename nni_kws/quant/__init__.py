@@ -16,7 +16,6 @@ from .api import (
     QuantResult,
     TrainingDiverged,
     float_fine_tune,
-    load_trained_model,
     make_evaluator,
     quantize_model,
     tune_lr,
@@ -33,7 +32,7 @@ from .settings import register_1d_settings
 __all__ = [
     "QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "bits_for_levels", "levels_for_bits",
     "FIXED_QUANTIZERS", "fixed_quantizer",
-    "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator", "load_trained_model",
+    "METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
     "float_fine_tune",
     "QUANT_OP_TYPES", "prepare_model", "fold_batchnorm", "check_plain_model", "unsigned_inputs", "config_list",
     "DEFINITIONS", "bit_report", "summarize", "size_bytes", "target_rows",

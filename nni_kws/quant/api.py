@@ -22,7 +22,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from nni_kws.files import load_torch
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.training import TrainingDiverged, accuracy, distillation_loss
 
@@ -35,7 +34,7 @@ from .report import bit_report
 from .sensitivity import sensitivity_bits
 
 __all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
-           "float_fine_tune", "load_trained_model"]
+           "float_fine_tune"]
 
 _logger = logging.getLogger(__name__)
 
@@ -396,54 +395,3 @@ def tune_lr(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, 
     best = max(finite, key=lambda lr: (finite[lr], -list(lrs).index(lr)))
     _logger.info("tuned lr: %s (val accuracy per lr: %s)", best, scores)
     return best, scores
-
-
-def load_trained_model(path: str | Path, *, arch: str | Path | None = None, preset: str | None = None) -> nn.Module:
-    """A trained frozen model from a run folder or a checkpoint file.
-
-    ``path``: a file saved with ``torch.save`` (a whole model, a ``state_dict``, or a Lightning checkpoint
-    of :class:`~nni_kws.training.KwsModule`), or a folder holding one (``model.pt``, ``model.pth``,
-    ``checkpoints/last.ckpt``, ...). Unless the file holds a whole model, the architecture comes from
-    ``arch`` or the ``arch.json`` next to the weights (or one or two folders up), the space preset from
-    ``preset`` or that file's ``"preset"`` (default ``'paper'``).
-    """
-    from nni_kws.space import build_model, build_space, load_arch
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model folder or checkpoint not found: {path}")
-    weights = path if path.is_file() else _find_weights(path)
-    obj = load_torch(weights, weights_only=False, hint="give another model file or folder")  # names a broken file
-    if isinstance(obj, nn.Module):
-        return obj
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{weights}: not a model, state_dict or Lightning checkpoint")
-    state = obj.get("state_dict", obj)
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
-    arch_file = Path(arch) if arch is not None else next(
-        (d / "arch.json" for d in (weights.parent, *list(weights.parents)[1:3]) if (d / "arch.json").exists()), None)
-    if arch_file is None:
-        raise FileNotFoundError(f"no arch.json next to {weights} (or give --arch)")
-    data = json.loads(arch_file.read_text()) if arch_file.exists() else None
-    if data is None:
-        raise FileNotFoundError(f"architecture file not found: {arch_file}")
-    preset = preset or (data.get("preset") if isinstance(data, dict) else None) or "paper"
-    space = build_space(preset)
-    model = build_model(load_arch(arch_file, space), space)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        reason = str(err).splitlines()[0]
-        raise ValueError(f"{weights} does not fit {arch_file} with preset {preset!r}: {reason}") from None
-    return model
-
-
-def _find_weights(folder: Path) -> Path:
-    for name in ("model.pt", "model.pth", "model.ckpt", "checkpoints/last.ckpt"):
-        if (folder / name).is_file():
-            return folder / name
-    found = sorted(p for pattern in ("*.pt", "*.pth", "*.ckpt", "checkpoints/*.ckpt") for p in folder.glob(pattern))
-    if not found:
-        raise FileNotFoundError(f"no model file (model.pt, *.ckpt, checkpoints/last.ckpt) in {folder}")
-    return found[0]

@@ -14,9 +14,8 @@ __all__ = ["register", "run"]
 
 def run(args: argparse.Namespace) -> int:
     from nni_kws.data.datamodule import SpeechCommandsDataModule
+    from nni_kws.space import load_trained_model
     from nni_kws.training import seed_everything, torch_threads
-
-    from .api import load_trained_model
 
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")

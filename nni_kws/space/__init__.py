@@ -18,8 +18,10 @@ from .arch import (
 from .blocks import MBConv1d, SincConv1d, bake_sinc
 from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace, StagePlan
 from .searched import SEARCHED, SearchedArch, load_searched_model
+from .trained import load_trained_model
 
 __all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL", "MBConv1d", "SincConv1d", "bake_sinc",
            "InvalidArchitecture", "arch_file_meta", "build_model", "build_space", "describe_arch", "load_arch",
            "random_arch", "save_arch", "search_space_json", "space_choices", "space_by_name",
-           "space_kwargs", "space_name", "validate_arch", "SEARCHED", "SearchedArch", "load_searched_model"]
+           "space_kwargs", "space_name", "validate_arch", "SEARCHED", "SearchedArch", "load_searched_model",
+           "load_trained_model"]
