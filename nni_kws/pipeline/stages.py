@@ -12,7 +12,6 @@ The report stage always runs again (it is cheap) and writes ``results.json``, ``
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -43,14 +42,13 @@ from .config import (
     PipelineConfig,
     check_feasible,
     check_inputs,
-    options_mismatch,
     stage_options,
 )
 from .data import make_data_module
 from .distill import distillation
 from .lock import run_folder_lock
 from .results import assemble_results, quant_summary
-from .rundir import stage_done, stored_options
+from .rundir import check_stage_options, prepare_run_folder, stage_done
 
 __all__ = ["Pipeline", "run_pipeline"]
 
@@ -172,42 +170,13 @@ class Pipeline:
     # ---- bookkeeping -------------------------------------------------------------------------
     def check_options(self, stage: str, arch: Mapping[str, Any] | None = None) -> None:
         """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
-        stored = stored_options(self.out, stage)
-        unfinished = not (self.out / stage / RESULT).is_file()
-        # a checkpoint of the stage, or of one of a split search's supernets (<stage>/<label>-<value>/checkpoints)
-        has_checkpoint = any((self.out / stage).glob("**/checkpoints/last.ckpt"))
-        if stored is None or (unfinished and not has_checkpoint):
-            return  # nothing kept: an unfinished stage without a checkpoint (or quantize) starts afresh
-        mismatch = options_mismatch(stored, stage_options(self.cfg, stage, arch))
-        if mismatch:
-            raise ValueError(f"{self.out / stage} was made with {mismatch}; resume with the same options, delete "
-                             f"{self.out / stage} (and the stages after it) to redo it, use --overwrite, or choose "
-                             "another --out")
+        check_stage_options(self.out, stage, stage_options(self.cfg, stage, arch))
 
     def prepare(self, stages: Sequence[str], *, resume: bool, overwrite: bool) -> None:
-        """Check the run folder against ``stages``, wipe it with ``overwrite``, store the config.
-
-        With ``resume``, a stage of ``stages`` made or started with other options is refused before
-        ``config.json`` is rewritten, so the stored config always describes the stored stages.
-        """
-        if overwrite:
-            for stage in (*STAGES[:-1], "profile"):
-                shutil.rmtree(self.out / stage, ignore_errors=True)
-            for name in (CONFIG, "results.json", "report.md", "pareto.png"):
-                (self.out / name).unlink(missing_ok=True)
-        elif resume:
-            for stage in stages:
-                if stage != "report":
-                    self.check_options(stage)
-        else:
-            done = [s for s in STAGES[:-1] if stage_done(self.out, s)]
-            again = [s for s in stages if s in done]
-            started = [s for s in stages if s != "report" and (self.out / s).is_dir() and s not in done]
-            if again or started:
-                which = ", ".join([f"{s} (complete)" for s in again] + [f"{s} (started)" for s in started])
-                raise ValueError(f"{self.out} already holds stage {which}; pass --resume to continue, "
-                                 "--overwrite to start over, or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Check the run folder against ``stages`` (:func:`~nni_kws.pipeline.rundir.prepare_run_folder`) and
+        store the config."""
+        prepare_run_folder(self.out, stages, {s: stage_options(self.cfg, s) for s in stages if s != "report"},
+                           resume=resume, overwrite=overwrite)
         write_json(self.out / CONFIG, self.cfg.to_json())
 
     def _stage(self, stage: str, body: Callable[[Path], dict[str, Any]], *, resume: bool,
