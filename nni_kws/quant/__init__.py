@@ -20,9 +20,10 @@ from .api import (
     quantize_model,
     tune_lr,
 )
+from .apply_methods import U3ClampRound
 from .export import QDQ, QuantizedLayer, deploy_model, export_onnx, onnx_agreement, quant_ranges
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
-from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer, U3ClampRound, bits_for_levels, levels_for_bits
+from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer, bits_for_levels, levels_for_bits
 from .plot import plot_quantize_curve
 from .prepare import QUANT_OP_TYPES, check_plain_model, config_list, fold_batchnorm, prepare_model, unsigned_inputs
 from .report import DEFINITIONS, bit_report, size_bytes, summarize, target_rows

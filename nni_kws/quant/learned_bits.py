@@ -8,19 +8,18 @@ import math
 from typing import Any, Dict, List, Sequence
 
 import torch
-from nni.compression.base.apply_method import quant_apply_methods
 from nni.compression.base.compressor import Compressor, Quantizer
 from nni.compression.base.target_space import QuantizationTargetSpace, TargetType
 from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.utils import _EVALUATOR_DOCSTRING, Evaluator
 from torch import Tensor
 
+from . import apply_methods  # noqa: F401  (registers 'learned_bits' and 'int32_bias' with NNI)
 from .bit_budget import BitBudgetMixin, bits_for_levels, is_signed, levels_for_bits, pinned_levels_name, qparams
 from .ranges import RANGE_INITS, max_range, mse_range, percentile_range
 
-__all__ = ["QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "U3ClampRound", "learned_bits_clamp_round",
-           "int32_bias_round", "levels_for_bits", "bits_for_levels", "mse_range", "max_range", "percentile_range",
-           "RANGE_INITS"]
+__all__ = ["QPARAM_LR_SCALE", "LearnedBitwidthQuantizer", "levels_for_bits", "bits_for_levels", "mse_range",
+           "max_range", "percentile_range", "RANGE_INITS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -28,58 +27,6 @@ _logger = logging.getLogger(__name__)
 #: end, it drifted over long fine-tuning at 8 bits (benchmarks/results/quantize_e24.json); frozen (the default), it
 #: holds there too (quantize.json).
 QPARAM_LR_SCALE = 60.0
-
-
-class U3ClampRound(torch.autograd.Function):
-    """``round(clip(x, low, q_max) / d) * d`` with Uhlich et al.'s straight-through gradients.
-
-    ``x`` gets the output gradient inside ``(low, q_max)``; ``q_max`` gets it where ``x`` is clipped
-    (``-1`` at the negative end); ``d`` gets ``round(x/d) - x/d`` of the clipped ``x``. Written as one
-    function, as NNI's LSQ is: composing clamp/round with autograd costs several times more.
-    Rounding is half to even, as in ONNX ``QuantizeLinear``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, target: Tensor, step: Tensor, qrange: Tensor, signed: bool) -> Tensor:
-        low = -qrange if signed else torch.zeros_like(qrange)
-        scaled = torch.clamp(target, low, qrange) / step
-        ctx.save_for_backward(target, step, qrange)
-        ctx.signed = signed
-        return torch.round(scaled) * step
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> Any:
-        target, step, qrange = ctx.saved_tensors
-        above = target >= qrange
-        below = target <= -qrange if ctx.signed else target <= 0
-        scaled = torch.clamp(target, -qrange if ctx.signed else torch.zeros_like(qrange), qrange) / step
-        grad_target = grad_output.masked_fill(above | below, 0.0)
-        grad_step = (grad_output * (torch.round(scaled) - scaled)).sum().view_as(step)
-        clipped = above.to(grad_output.dtype) - (below.to(grad_output.dtype) if ctx.signed else 0)
-        grad_range = (grad_output * clipped).sum().view_as(qrange)
-        return grad_target, grad_step, grad_range, None
-
-
-def learned_bits_clamp_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
-    """Apply method ``'learned_bits'``: the U3 quantizer with the target's learned ``d`` and ``q_max``."""
-    step, qrange = qparams(target_space)
-    return U3ClampRound.apply(target, step, qrange, is_signed(target_space))
-
-
-def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
-    """Apply method ``'int32_bias'``: round a bias to its layer's accumulator grid ``d_input * d_weight``.
-
-    Integer engines add the bias as an int32 at that scale (onnxruntime rewrites a float Conv/Gemm bias
-    between QDQ inputs so); emulating it keeps the fake-quant model and the exported one bit-compatible.
-    The scale is not learned through the bias (straight-through, detached).
-    """
-    targets = target_space._wrapper.quantization_target_spaces
-    scale = (qparams(targets["_input_0"])[0] * qparams(targets["weight"])[0]).detach()
-    return target + (torch.round(target / scale) * scale - target).detach()
-
-
-quant_apply_methods["learned_bits"] = learned_bits_clamp_round
-quant_apply_methods["int32_bias"] = int32_bias_round
 
 
 class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
