@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable, Iterable
 
 import nni
 import numpy as np
@@ -107,3 +108,29 @@ def real_test_root() -> Path:
     if root is None:
         pytest.skip(f"real Speech Commands test folder not found (set {SHARED_DATA_ENV})")
     return root
+
+
+def _count_accuracy(model: torch.nn.Module, clips: Iterable[tuple[torch.Tensor, int]]) -> float:
+    hits = total = 0
+    model = model.eval()
+    with torch.no_grad():
+        for x, y in clips:
+            hits += int(model(x.unsqueeze(0)).argmax(1)) == int(y)
+            total += 1
+    return hits / total
+
+
+@pytest.fixture(scope="session")
+def count_accuracy() -> Callable[[torch.nn.Module, Iterable[tuple[torch.Tensor, int]]], float]:
+    """``count_accuracy(model, clips)``: top-1 accuracy over ``(waveform [1, samples], label)`` pairs (a dataset)
+    counted one clip per forward pass in eval mode, apart from the pipeline's loaders and ``training.accuracy``:
+    the independent count that a reported accuracy is checked against."""
+    return _count_accuracy
+
+
+@pytest.fixture(scope="session")
+def tiny_test_clips(tiny_gsc: Path):
+    """The test split of ``tiny_gsc`` as the pipeline reads it (``(waveform, label)`` pairs), for ``count_accuracy``."""
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+
+    return SpeechCommandsDataModule(tiny_gsc).dataset("testing")

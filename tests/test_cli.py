@@ -51,7 +51,8 @@ def finished_run(tiny_gsc: Path, tiny_real: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path) -> None:
+def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path, count_accuracy,
+                                            tiny_test_clips) -> None:
     res = json.loads((finished_run / "results.json").read_text())
     assert set(res["timings_s"]) >= {"search", "train", "quantize", "report", "total"}
     assert all(v is None or v >= 0 for v in res["timings_s"].values())
@@ -60,19 +61,17 @@ def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path)
     kinds = [p["kind"] for p in res["points"]]
     assert kinds == ["searched", "retrained", "quantized"]
     for p in res["points"]:
-        assert 0 <= p["test_acc"] <= 1
         assert p["costs"]["macs"] > 0 and p["costs"]["params"] > 0
     retrained, quantized = res["points"][1], res["points"][2]
-    # the reported real-speech accuracies agree with clip-by-clip counts of the saved models (the float
-    # model.pt in torch, the exported QDQ model under onnxruntime: one clip may round the other way)
-    float_model = load_trained_model(finished_run / "train").eval()
+    # the reported accuracies agree with clip-by-clip counts of the saved models (the float model.pt in torch,
+    # the exported QDQ model under onnxruntime: one clip may round the other way)
+    float_model = load_trained_model(finished_run / "train")
     session = onnxruntime.InferenceSession(str(finished_run / "quantize" / "model_qdq.onnx"))
-    clips = [(load_clip(wav).unsqueeze(0), CLASSES.index(wav.parent.name)) for wav in sorted(tiny_real.glob("*/*.wav"))]
-    with torch.no_grad():
-        float_hits = sum(int(float_model(x).argmax(1)) == y for x, y in clips)
+    clips = [(load_clip(wav), CLASSES.index(wav.parent.name)) for wav in sorted(tiny_real.glob("*/*.wav"))]
     name = session.get_inputs()[0].name
-    onnx_hits = sum(int(session.run(None, {name: x.numpy()})[0].argmax(1)[0]) == y for x, y in clips)
-    assert retrained["real_test_acc"] == pytest.approx(float_hits / len(clips))
+    onnx_hits = sum(int(session.run(None, {name: x[None].numpy()})[0].argmax(1)[0]) == y for x, y in clips)
+    assert retrained["real_test_acc"] == pytest.approx(count_accuracy(float_model, clips))
+    assert retrained["test_acc"] == pytest.approx(count_accuracy(float_model, tiny_test_clips))
     assert abs(quantized["real_test_acc"] * len(clips) - onnx_hits) <= 1
     assert quantized["bits_weight"] is not None and 0 < quantized["bits_weight"] <= 32
     assert quantized["costs"]["weight_kb"] < retrained["costs"]["weight_kb"]
@@ -124,7 +123,7 @@ def test_train_with_bad_arch_names_the_label(tiny_gsc: Path, tmp_path: Path, cap
     assert "Traceback" not in err
 
 
-def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path) -> None:
+def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path, count_accuracy, tiny_test_clips) -> None:
     from nni_kws.space import build_space, random_arch, save_arch
 
     path = save_arch(random_arch(build_space("tiny"), seed=1), tmp_path / "a.json", preset="tiny")
@@ -132,7 +131,8 @@ def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path) -> None:
     assert main(["train", "--arch", str(path), "--data", str(tiny_gsc), "--no-real-test", "--out", str(out),
                  "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
     res = json.loads((out / "train" / "result.json").read_text())
-    assert res["arch"] == json.loads(path.read_text())["arch"] and 0 <= res["test_acc"] <= 1
+    assert res["arch"] == json.loads(path.read_text())["arch"]
+    assert res["test_acc"] == pytest.approx(count_accuracy(load_trained_model(out / "train"), tiny_test_clips))
 
 
 def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
@@ -246,7 +246,6 @@ def _arch_file(tmp_path: Path) -> Path:
 def test_run_for_custom_keywords(tmp_path: Path, monkeypatch) -> None:
     """``--keywords`` synthesizes a dataset of the user's own keywords (a phrase included) and the whole job
     builds, trains and quantizes a classifier with exactly those classes plus _silence_ and _unknown_."""
-    import torch
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("NNI_KWS_DATA", raising=False)

@@ -10,6 +10,7 @@ import torch
 import nni_kws.pipeline.stages as pipeline
 from nni_kws.pipeline import PipelineConfig, SweepPlan, load_config, run_pipeline, run_sweep, stage_done
 from nni_kws.report import pareto_front, plot_pareto, render_report, render_sweep
+from nni_kws.space import load_trained_model
 
 
 def _cfg(tiny_gsc: Path, out: Path, **kw) -> PipelineConfig:
@@ -42,7 +43,7 @@ def test_identity_options_cannot_change_in_a_run_folder(tmp_path: Path) -> None:
         load_config(tmp_path, {"preset": "small"})
 
 
-def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> None:
+def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path, count_accuracy, tiny_test_clips) -> None:
     # One budget for both front ends must be feasible in both: the tiny MFCC space costs more MACs (feature
     # extraction counted) than the raw one. The 'add' form keeps pushing below the budget, so λ matters in both.
     budget = max(_feasible_macs("raw", 0.3), _feasible_macs("mfcc", 0.3))
@@ -52,7 +53,9 @@ def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path) -> Non
     assert len(sweep["points"]) == 4
     assert {p["frontend"] for p in sweep["points"]} == {"raw", "mfcc"}
     for p in sweep["points"]:
-        assert p["costs"]["macs"] > 0 and 0 <= p["test_acc"] <= 1 and "macs" in p["pareto"]
+        assert p["costs"]["macs"] > 0 and "macs" in p["pareto"]
+        trained = load_trained_model(Path(p["dir"]) / "train")  # its arch.json names the space (MFCC or raw)
+        assert p["test_acc"] == pytest.approx(count_accuracy(trained, tiny_test_clips))
     for frontend in ("raw", "mfcc"):
         points = {p["lam"]: p for p in sweep["points"] if p["frontend"] == frontend}
         expected = {lam: stage_done(p["dir"], "search")["history"][-1]["expected"]["macs"] for lam, p in points.items()}

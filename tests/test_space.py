@@ -20,6 +20,7 @@ from nni_kws.space import (
     build_space,
     load_arch,
     load_searched_model,
+    load_trained_model,
     random_arch,
     save_arch,
     space_choices,
@@ -108,6 +109,21 @@ def test_arch_json_round_trip(tmp_path: Path) -> None:
     path = save_arch(arch, tmp_path / "arch.json", preset="small")
     assert load_arch(path, space) == arch
     assert json.loads(path.read_text())["preset"] == "small"
+
+
+@pytest.mark.parametrize("identity", [{"frontend": "sinc"}, {"frontend": "mfcc", "num_classes": 5},
+                                      {"frontend": "raw", "coarse": True}])
+def test_trained_model_reads_back_in_the_space_its_arch_json_names(tmp_path: Path, identity: dict) -> None:
+    """A run folder's ``model.pt`` + ``arch.json`` (``nni-kws quantize --model``): the space is rebuilt from the
+    file (front end, coarse blocks, classes), so every weight lands where it was and the outputs agree."""
+    space = build_space("tiny", **identity)
+    model = build_model(random_arch(space, 1), space).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    save_arch(random_arch(space, 1), tmp_path / "arch.json", preset="tiny", **identity)
+    loaded = load_trained_model(tmp_path).eval()
+    x = torch.randn(2, 1, 16000)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x)) and loaded(x).shape == (2, identity.get("num_classes", 12))
 
 
 def test_bad_architectures_name_the_label(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_kws.files import read_json
-from nni_kws.space import PRESETS, arch_file_meta, build_space, load_arch
+from nni_kws.space import PRESETS, arch_file_meta, arch_file_space, build_space, load_arch
 
 from .costmodel import CostModel
 from .latency import BACKENDS, CLOCKS, STATISTICS, LatencyTable
@@ -75,10 +75,8 @@ def run_cost(args: argparse.Namespace) -> int:
     if not path.exists():
         raise FileNotFoundError(f"architecture file not found: {path}")
     # the space named by the {"arch": ...} wrapper, or the raw-front-end one for a bare arch with a "frontend" label
-    extra = arch_file_meta(path) if path.suffix == ".json" else {}
-    preset = args.preset or extra.get("preset", "paper")
-    space = _space(preset, args.frontend or extra.get("frontend"), args.coarse if args.coarse is not None
-                   else extra.get("coarse"))
+    preset = args.preset or arch_file_meta(path).get("preset", "paper")
+    space = arch_file_space(path, preset=preset, frontend=args.frontend, coarse=args.coarse)
     arch = load_arch(path, space)
     cm = CostModel(space, args.lut, args.fallback, include_frontend=not args.exclude_frontend)
     bits = _bits(args.bits)

@@ -119,10 +119,15 @@ class Pipeline:
             self._data_info = info
         return self._data_info
 
+    def space_identity(self) -> dict[str, Any]:
+        """The run's space as ``arch.json`` names it (:data:`~nni_kws.space.SPACE_KEYS`)."""
+        return {"preset": self.cfg.preset, "frontend": self.cfg.frontend, "num_classes": self.num_classes,
+                "coarse": self.cfg.strategy == "proxyless"}  # proxyless: whole-block LayerChoices
+
     def space(self) -> nn.Module:
         """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
-        coarse = {"coarse": True} if self.cfg.strategy == "proxyless" else {}  # whole-block LayerChoices
-        return build_space(self.cfg.preset, frontend=self.cfg.frontend, num_classes=self.num_classes, **coarse)
+        identity = self.space_identity()
+        return build_space(identity.pop("preset"), **identity)
 
     @property
     def num_classes(self) -> int:
@@ -252,7 +257,7 @@ class Pipeline:
         costs = self.costs(arch)
         budgets, metrics = cfg.budgets(), metric_costs(costs)
         over = {name: {"limit": budgets[name], "value": metrics[name]} for name in over_budget(metrics, budgets)}
-        save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend, costs=costs, **result.meta)
+        save_arch(arch, stage_dir / "arch.json", **self.space_identity(), costs=costs, **result.meta)
         # inherited weights with BatchNorm statistics of this very path (the supernet's are the mixture's)
         inherited = inherited_model(self.space(), arch, result.supernet,
                                     calibration_batches(self.loader("train"), cfg.calib_batches))
@@ -299,7 +304,7 @@ class Pipeline:
         if baseline is not None:
             model = build_baseline(baseline, num_classes=self.num_classes)
         else:
-            save_arch(arch, stage_dir / "arch.json", preset=cfg.preset, frontend=cfg.frontend)
+            save_arch(arch, stage_dir / "arch.json", **self.space_identity())
             model = self._initial_model(arch)
         weights = stage_dir / "model.pt"
         targets, distilled = distillation(cfg, self.data_module, stage_dir)

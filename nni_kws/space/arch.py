@@ -16,8 +16,8 @@ from nni_kws.files import write_json
 from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace
 
 __all__ = ["InvalidArchitecture", "space_choices", "random_arch", "validate_arch", "load_arch", "save_arch",
-           "arch_file_meta", "build_space", "build_model", "search_space_json", "space_name", "space_by_name",
-           "describe_arch"]
+           "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_space", "build_model", "search_space_json",
+           "space_name", "space_by_name", "describe_arch"]
 
 
 class InvalidArchitecture(ValueError):
@@ -121,10 +121,25 @@ def arch_file_meta(path: str | Path) -> dict[str, Any]:
     return {"frontend": "raw"} if isinstance(data, dict) and FRONTEND_LABEL in data else {}
 
 
-def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw",
-              **extra: Any) -> Path:
-    """Write ``arch.json``: the arch with the identity of its space and ``extra`` metadata, atomically."""
-    return write_json(path, {"arch": dict(arch), "preset": preset, "frontend": frontend, **extra})
+#: The keys of an ``arch.json`` that name the space its architecture belongs to (the rest is metadata).
+SPACE_KEYS = ("preset", "frontend", "coarse", "num_classes")
+
+
+def save_arch(arch: Mapping[str, Any], path: str | Path, *, preset: str, frontend: str = "raw", coarse: bool = False,
+              num_classes: int = 12, **extra: Any) -> Path:
+    """Write ``arch.json``: the arch with the identity of its space (:data:`SPACE_KEYS`) and ``extra`` metadata,
+    atomically."""
+    identity = {"preset": preset, "frontend": frontend, "coarse": coarse, "num_classes": num_classes}
+    return write_json(path, {"arch": dict(arch), **identity, **extra})
+
+
+def arch_file_space(path: str | Path, **overrides: Any) -> KwsSpace:
+    """The space of the architecture in ``path``: its :data:`SPACE_KEYS` (preset ``'paper'`` and the space's
+    defaults where the file has none), each replaced by an override that is not None."""
+    meta = arch_file_meta(path)
+    identity = {k: meta.get(k) if overrides.get(k) is None else overrides[k] for k in SPACE_KEYS}
+    identity = {k: v for k, v in identity.items() if v is not None}
+    return build_space(identity.pop("preset", "paper"), **identity)
 
 
 def build_model(arch: Mapping[str, Any], space: KwsSpace | None = None, **space_kw: Any) -> nn.Module:

@@ -1,7 +1,6 @@
 """A trained model of the space read back from a run folder or a checkpoint file (``nni-kws quantize --model``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
@@ -9,7 +8,7 @@ from torch import nn
 
 from nni_kws.files import load_torch
 
-from .arch import build_model, build_space, load_arch
+from .arch import arch_file_space, build_model, load_arch
 
 __all__ = ["load_trained_model"]
 
@@ -20,8 +19,9 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     ``path``: a file saved with ``torch.save`` (a whole model, a ``state_dict``, or a Lightning checkpoint
     of :class:`~nni_kws.training.KwsModule`), or a folder holding one (``model.pt``, ``model.pth``,
     ``checkpoints/last.ckpt``, ...). Unless the file holds a whole model, the architecture comes from
-    ``arch`` or the ``arch.json`` next to the weights (or one or two folders up), the space preset from
-    ``preset`` or that file's ``"preset"`` (default ``'paper'``).
+    ``arch`` or the ``arch.json`` next to the weights (or one or two folders up), and its space from that file
+    (:func:`~nni_kws.space.arch.arch_file_space`: preset, front end, coarse blocks, classes; ``preset`` overrides
+    the file's).
     """
     path = Path(path)
     if not path.exists():
@@ -39,17 +39,15 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
         (d / "arch.json" for d in (weights.parent, *list(weights.parents)[1:3]) if (d / "arch.json").exists()), None)
     if arch_file is None:
         raise FileNotFoundError(f"no arch.json next to {weights} (or give --arch)")
-    data = json.loads(arch_file.read_text()) if arch_file.exists() else None
-    if data is None:
+    if not arch_file.exists():
         raise FileNotFoundError(f"architecture file not found: {arch_file}")
-    preset = preset or (data.get("preset") if isinstance(data, dict) else None) or "paper"
-    space = build_space(preset)
+    space = arch_file_space(arch_file, preset=preset)
     model = build_model(load_arch(arch_file, space), space)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         reason = str(err).splitlines()[0]
-        raise ValueError(f"{weights} does not fit {arch_file} with preset {preset!r}: {reason}") from None
+        raise ValueError(f"{weights} does not fit the architecture and space of {arch_file}: {reason}") from None
     return model
 
 
