@@ -256,5 +256,7 @@ def test_run_for_custom_keywords(tmp_path: Path, monkeypatch) -> None:
     assert res["data"]["real_test_root"] is None and res["config"]["keywords"] == "marvin,lights on"
     state = torch.load(out / "train" / "model.pt", map_location="cpu", weights_only=True)
     assert state["classifier.weight"].shape[0] == 4
+    with torch.no_grad():  # read back as `nni-kws quantize --model` does: arch.json names the classes too
+        assert load_trained_model(out / "train").eval()(torch.randn(1, 1, 16000)).shape == (1, 4)
     manifest = json.loads(next((tmp_path / "home" / ".cache" / "nni-kws").glob("synth-*/manifest.json")).read_text())
     assert manifest["keywords"] == ["marvin", "lights on"]
