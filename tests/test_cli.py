@@ -243,7 +243,7 @@ def _arch_file(tmp_path: Path) -> Path:
     return save_arch(random_arch(build_space("tiny"), seed=0), tmp_path / "arch.json", preset="tiny")
 
 
-def test_run_for_custom_keywords(tmp_path: Path, monkeypatch) -> None:
+def test_run_for_custom_keywords(tmp_path: Path, monkeypatch, tiny_gsc: Path, capsys) -> None:
     """``--keywords`` synthesizes a dataset of the user's own keywords (a phrase included) and the whole job
     builds, trains and quantizes a classifier with exactly those classes plus _silence_ and _unknown_."""
 
@@ -258,5 +258,9 @@ def test_run_for_custom_keywords(tmp_path: Path, monkeypatch) -> None:
     assert state["classifier.weight"].shape[0] == 4
     with torch.no_grad():  # read back as `nni-kws quantize --model` does: arch.json names the classes too
         assert load_trained_model(out / "train").eval()(torch.randn(1, 1, 16000)).shape == (1, 4)
+    # quantizing it on 12-class data is refused, naming both counts and the data it was trained on
+    assert main(["quantize", str(out / "train"), "--data", str(tiny_gsc), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "has 4 outputs but the data" in err and "12 classes" in err and "it was trained on" in err
     manifest = json.loads(next((tmp_path / "home" / ".cache" / "nni-kws").glob("synth-*/manifest.json")).read_text())
     assert manifest["keywords"] == ["marvin", "lights on"]

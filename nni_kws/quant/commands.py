@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nni_kws.files import read_json
+
 from .learned_bits import QPARAM_LR_SCALE
 
 __all__ = ["register", "run"]
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset folder not found: {args.data}")
     data = SpeechCommandsDataModule(args.data, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
                                     max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
+    _check_classes(model, data, args)
     out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir()
                                            else Path(args.model).parent) / f"quantize-{args.method}"
     from nni_kws.signals import StopRequested, exit_code, stop_on_signals
@@ -53,6 +56,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k not in ("layers", "definitions")}, indent=2))
     return 0
+
+
+def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:
+    """Refuse data whose classes the model does not output (a ``--keywords`` model on the 12-class default set)."""
+    import torch
+
+    training = model.training
+    with torch.no_grad():
+        outputs = model.eval()(data.dataset("training")[0][0].unsqueeze(0)).shape[-1]
+    model.train(training)
+    if outputs != data.num_classes:
+        stage = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+        trained_on = (read_json(stage / "result.json").get("data") or {}).get("root") \
+            if (stage / "result.json").is_file() else None
+        hint = f" (it was trained on {trained_on})" if trained_on else ""
+        raise ValueError(f"the model {args.model} has {outputs} outputs but the data {args.data} has "
+                         f"{data.num_classes} classes; pass --data with the dataset the model was trained on{hint}")
 
 
 def _quantize(args: argparse.Namespace, model: Any, data: Any, out: Path) -> Any:
