@@ -29,6 +29,8 @@ from nni.compression.base.target_space import TargetType
 from onnx import numpy_helper
 from torch import nn
 
+from .spectrogram import exportable
+
 __all__ = ["QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges"]
 
 _CONTAINERS = {"int8": (-128, 127), "uint8": (0, 255)}
@@ -141,13 +143,14 @@ def deploy_model(quantizer: Quantizer) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 17) -> Path:
-    """Export ``model`` (e.g. :func:`deploy_model`) with a dynamic batch; weights become integer initializers."""
+    """Export ``model`` (e.g. :func:`deploy_model`) with a dynamic batch; weights become integer initializers.
+    A torchaudio spectrogram (MFCC and log-mel front ends) is exported as a DFT convolution (:mod:`.spectrogram`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated (see module docstring)
-        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=opset,
+        torch.onnx.export(exportable(model).eval(), (example,), buffer, dynamo=False, opset_version=opset,
                           input_names=["waveform"], output_names=["logits"],
                           dynamic_axes={"waveform": {0: "batch"}, "logits": {0: "batch"}})
     graph = _store_integer_weights(onnx.load_from_string(buffer.getvalue()))

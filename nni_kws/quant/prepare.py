@@ -126,7 +126,7 @@ def output_layer(model: nn.Module, example: torch.Tensor) -> str:
     names = [name for name, out in outputs.items() if out is result]
     if not names:
         raise ValueError("no module returns the model's output (is the last operation a module?)")
-    return names[-1]
+    return names[0]  # the innermost (hooks fire on exit): the Linear, not a Sequential head that ends with it
 
 
 def biased_layers(model: nn.Module) -> list[str]:
