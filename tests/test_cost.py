@@ -193,8 +193,9 @@ def test_latency_table_round_trip_and_unknown_configuration(models: dict[str, Co
         LatencyTable.load(tmp_path / "bad.json")
 
 
-def test_onnxruntime_backend(models: dict[str, CostModel]) -> None:
-    cm = models["tiny"]
+@pytest.mark.parametrize("name", ["tiny", "tiny-mfcc"])  # MFCC: its STFT goes to ONNX as a DFT convolution
+def test_onnxruntime_backend(models: dict[str, CostModel], name: str) -> None:
+    cm = models[name]
     lut = LatencyTable.measure(cm.space, "onnxruntime", repeats=2, rounds=1, calibration=1, table=cm.table,
                                progress=False)
     assert lut.backend == "onnxruntime" and "onnxruntime" in lut.device

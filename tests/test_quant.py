@@ -388,7 +388,7 @@ def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, input_bits: int 
 def test_dft_spectrogram_computes_torchaudios_spectrogram(kwargs: dict) -> None:
     import torchaudio
 
-    from nni_kws.quant.spectrogram import DftSpectrogram
+    from nni_kws.space.spectrogram import DftSpectrogram
 
     x = torch.randn(2, 1, 16000)
     spectrogram = torchaudio.transforms.Spectrogram(**kwargs)

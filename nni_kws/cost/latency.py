@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from nni_kws.space import KwsSpace, bake_sinc, random_arch
+from nni_kws.space.spectrogram import exportable
 
 from .layers import SpaceTable, Unit, space_table, unit_modules
 
@@ -94,7 +95,8 @@ def make_runner(module: nn.Module, in_shape: Sequence[int], backend: str = "torc
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), buffer, input_names=["x"], dynamo=False)  # legacy exporter: no onnxscript
+        # legacy exporter: no onnxscript; an MFCC front end's STFT goes in as a DFT convolution
+        torch.onnx.export(exportable(module), (x,), buffer, input_names=["x"], dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])

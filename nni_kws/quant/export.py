@@ -29,7 +29,7 @@ from nni.compression.base.target_space import TargetType
 from onnx import numpy_helper
 from torch import nn
 
-from .spectrogram import exportable
+from nni_kws.space.spectrogram import exportable
 
 __all__ = ["QDQ", "QuantizedLayer", "deploy_model", "export_onnx", "onnx_agreement", "quant_ranges"]
 
@@ -144,7 +144,8 @@ def deploy_model(quantizer: Quantizer) -> nn.Module:
 
 def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 17) -> Path:
     """Export ``model`` (e.g. :func:`deploy_model`) with a dynamic batch; weights become integer initializers.
-    A torchaudio spectrogram (MFCC and log-mel front ends) is exported as a DFT convolution (:mod:`.spectrogram`)."""
+    A torchaudio spectrogram (MFCC and log-mel front ends) is exported as a DFT convolution
+    (:mod:`nni_kws.space.spectrogram`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
