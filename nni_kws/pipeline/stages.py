@@ -173,10 +173,6 @@ class Pipeline:
         return res
 
     # ---- bookkeeping -------------------------------------------------------------------------
-    def check_options(self, stage: str, arch: Mapping[str, Any] | None = None) -> None:
-        """Refuse to continue or keep ``stage`` when it was made or started with other options (or arch)."""
-        check_stage_options(self.out, stage, stage_options(self.cfg, stage, arch))
-
     def prepare(self, stages: Sequence[str], *, resume: bool, overwrite: bool) -> None:
         """Check the run folder against ``stages`` (:func:`~nni_kws.pipeline.rundir.prepare_run_folder`) and
         store the config."""
@@ -192,7 +188,7 @@ class Pipeline:
         epoch)``), so it is the same whether earlier stages ran in this process or not.
         """
         check_stop()  # a signal that arrived while a trainer deferred it, after its last check
-        self.check_options(stage, arch)
+        check_stage_options(self.out, stage, stage_options(self.cfg, stage, arch))  # made with other options?
         done = stage_done(self.out, stage)
         if done is not None and resume:
             log.info("stage %s: already complete in %s, skipped", stage, self.out / stage)
