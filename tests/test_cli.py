@@ -83,7 +83,10 @@ def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path,
     assert "## Accuracy against bits" in report and f"{res['quant']['bits_weight']:.2f} bits per weight" in report
     assert (finished_run / "quantize_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (finished_run / "train" / "model.pt").is_file()
-    assert (finished_run / "train" / "checkpoints" / "last.ckpt").is_file()
+    last = finished_run / "train" / "checkpoints" / "last.ckpt"
+    # the Lightning checkpoint reads back as the saved model (nni-kws quantize accepts either)
+    saved, resumed = load_trained_model(finished_run / "train").state_dict(), load_trained_model(last).state_dict()
+    assert saved.keys() == resumed.keys() and all(torch.equal(saved[k], resumed[k]) for k in saved)
 
 
 def test_run_again_without_resume_is_refused(finished_run: Path, tiny_gsc: Path, capsys) -> None:

@@ -33,8 +33,9 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     if not isinstance(obj, Mapping):
         raise ValueError(f"{weights}: not a model, state_dict or Lightning checkpoint")
     state = obj.get("state_dict", obj)
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
+    for prefix in ("model.", "_model."):  # a Lightning checkpoint of KwsModule (NNI's wrapper keeps it in _model)
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     arch_file = Path(arch) if arch is not None else next(
         (d / "arch.json" for d in (weights.parent, *list(weights.parents)[1:3]) if (d / "arch.json").exists()), None)
     if arch_file is None:
