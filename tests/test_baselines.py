@@ -188,6 +188,21 @@ def test_cli_train_baseline(tiny_gsc, tmp_path, capsys, count_accuracy, tiny_tes
     capsys.readouterr()
     assert main(["train", "--baseline", "ds-cnn-s", "--arch", "a.json", "--out", str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
+    # the trained peer quantizes like a searched network: its MFCC front end and all 1-D layers go to ONNX
+    assert main(["quantize", str(out / "train"), "--data", str(tiny_gsc), "--weight-budget", "4", "--act-budget", "4",
+                 "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "q" / "quant_report.json").read_text())
+    assert report["avg_bits_per_weight"] <= 4 and report["onnx"]["agreement"] == 1.0
+    assert sum(layer["weight_numel"] for layer in report["layers"]) == \
+        sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear)))
+
+
+def test_a_peer_with_2d_convolutions_is_refused_by_the_quantizer() -> None:
+    """DS-CNN-S's Conv2d layers would stay float while the report counted the classifier's bits only."""
+    from nni_kws.quant import prepare_model
+
+    with pytest.raises(ValueError, match="2-D/3-D convolutions"):
+        prepare_model(build_baseline("ds-cnn-s"))
 
 
 def test_peers_json_is_current(tmp_path) -> None:

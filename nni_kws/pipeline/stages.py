@@ -318,7 +318,7 @@ class Pipeline:
         else:
             costs = self.costs(arch)
         acc = self.evaluate(model)
-        peer = {"baseline": baseline} if baseline is not None else {}
+        peer = {"baseline": baseline, "num_classes": self.num_classes} if baseline is not None else {}
         return {"arch": arch, **peer, "costs": costs, "init": "scratch" if peer else cfg.init,
                 "epochs": cfg.train_epochs, "distillation": distilled, "val_acc": metrics.get("val_acc"), **acc,
                 "data": self.data_info()}

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "fixed" and args.bits is None:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
     seed_everything(args.seed)
-    model = load_trained_model(args.model, arch=args.arch, preset=args.preset)
+    model = _baseline_model(args) or load_trained_model(args.model, arch=args.arch, preset=args.preset)
     if args.data is None:
         from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
         args.data = ensure_default_dataset(progress=not args.no_progress, preset=DEFAULT_PRESET)
@@ -58,6 +58,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_folder(args: argparse.Namespace) -> Path:
+    return Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+
+
+def _baseline_model(args: argparse.Namespace) -> Any:
+    """The hand-designed peer trained by ``nni-kws train --baseline`` in the folder ``args.model``, else None."""
+    result = _stage_folder(args) / "result.json"
+    baseline = read_json(result).get("baseline") if Path(args.model).is_dir() and result.is_file() else None
+    if not baseline or args.arch is not None:
+        return None
+    from nni_kws.baselines import build_baseline
+    from nni_kws.files import load_state_dict
+
+    model = build_baseline(baseline, num_classes=read_json(result).get("num_classes", 12))
+    load_state_dict(model, Path(args.model) / "model.pt", hint=f"train it again: nni-kws train --baseline {baseline}")
+    return model
+
+
 def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:
     """Refuse data whose classes the model does not output (a ``--keywords`` model on the 12-class default set)."""
     import torch
@@ -67,7 +85,7 @@ def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:
         outputs = model.eval()(data.dataset("training")[0][0].unsqueeze(0)).shape[-1]
     model.train(training)
     if outputs != data.num_classes:
-        stage = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+        stage = _stage_folder(args)
         trained_on = (read_json(stage / "result.json").get("data") or {}).get("root") \
             if (stage / "result.json").is_file() else None
         hint = f" (it was trained on {trained_on})" if trained_on else ""

@@ -70,6 +70,11 @@ def prepare_model(model: nn.Module, fold_bn: bool = False) -> nn.Module:
     bake_sinc(model)
     if fold_bn:
         fold_batchnorm(model)
+    unsupported = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+    if unsupported:  # they would stay float while the report counted the bits of the other layers only
+        raise ValueError(f"the model has 2-D/3-D convolutions ({', '.join(unsupported[:3])}"
+                         f"{', ...' if len(unsupported) > 3 else ''}): the quantizer handles "
+                         f"{' / '.join(QUANT_OP_TYPES)} layers only (as in the 1-D search space)")
     if not any(type(m).__name__ in QUANT_OP_TYPES for m in model.modules()):
         raise ValueError(f"the model has no {' / '.join(QUANT_OP_TYPES)} layer to quantize")
     assert not any(isinstance(m, SincConv1d) for m in model.modules())
