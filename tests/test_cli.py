@@ -126,10 +126,12 @@ def test_train_with_bad_arch_names_the_label(tiny_gsc: Path, tmp_path: Path, cap
     assert "Traceback" not in err
 
 
-def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path, count_accuracy, tiny_test_clips) -> None:
+@pytest.mark.parametrize("coarse", [False, True])  # coarse: the whole-block space a proxyless search writes
+def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path, count_accuracy, tiny_test_clips, coarse: bool) -> None:
     from nni_kws.space import build_space, random_arch, save_arch
 
-    path = save_arch(random_arch(build_space("tiny"), seed=1), tmp_path / "a.json", preset="tiny")
+    path = save_arch(random_arch(build_space("tiny", coarse=coarse), seed=1), tmp_path / "a.json", preset="tiny",
+                     coarse=coarse)
     out = tmp_path / "t"
     assert main(["train", "--arch", str(path), "--data", str(tiny_gsc), "--no-real-test", "--out", str(out),
                  "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0

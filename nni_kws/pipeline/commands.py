@@ -243,6 +243,8 @@ def _run_train(args: argparse.Namespace) -> int:
         for key in ("preset", "frontend"):
             if meta.get(key) and getattr(args, key) is None and not stored:
                 extra[key] = meta[key]
+        if meta.get("coarse") and not stored:  # whole-block choices: the space of the proxyless strategy
+            extra["strategy"] = "proxyless"
         cfg = _config(args, extra)
         space = Pipeline(cfg).space()
         arch = validate_arch(space, searched.arch) if searched else load_arch(path, space)
