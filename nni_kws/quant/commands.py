@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     data = SpeechCommandsDataModule(args.data, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
                                     max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
     _check_classes(model, data, args)
-    out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir()
-                                           else Path(args.model).parent) / f"quantize-{args.method}"
+    out = Path(args.out) if args.out else _stage_folder(args) / f"quantize-{args.method}"
     from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 
     try:
@@ -59,19 +58,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stage_folder(args: argparse.Namespace) -> Path:
+    """The run stage folder of ``MODEL_DIR_OR_CKPT`` (the folder itself, or the checkpoint's)."""
     return Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
 
 
 def _baseline_model(args: argparse.Namespace) -> Any:
     """The hand-designed peer trained by ``nni-kws train --baseline`` in the folder ``args.model``, else None."""
-    result = _stage_folder(args) / "result.json"
-    baseline = read_json(result).get("baseline") if Path(args.model).is_dir() and result.is_file() else None
-    if not baseline or args.arch is not None:
+    path = Path(args.model) / "result.json"
+    result = read_json(path) if args.arch is None and path.is_file() else {}
+    baseline = result.get("baseline")
+    if not baseline:
         return None
     from nni_kws.baselines import build_baseline
     from nni_kws.files import load_state_dict
 
-    model = build_baseline(baseline, num_classes=read_json(result).get("num_classes", 12))
+    model = build_baseline(baseline, num_classes=result.get("num_classes", 12))
     load_state_dict(model, Path(args.model) / "model.pt", hint=f"train it again: nni-kws train --baseline {baseline}")
     return model
 
