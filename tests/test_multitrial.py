@@ -55,6 +55,23 @@ def test_strategies_maximize_and_filter_over_budget():
     assert 0 < sum(keep(Model(a)) for a in archs) < len(archs)
 
 
+def test_trials_size_the_classifier_to_the_datas_own_keywords(tiny_gsc, tmp_path):
+    """A dataset synthesized for other keywords (its manifest names 3): an nnictl trial trains a 5-way
+    classifier (3 keywords, _silence_, _unknown_), not Speech Commands' 12."""
+    import shutil
+
+    from nni_kws.nnictl.train_trial import run_trial
+    from nni_kws.space import load_trained_model
+
+    data = tmp_path / "three"
+    shutil.copytree(tiny_gsc, data)
+    (data / "manifest.json").write_text(json.dumps({"keywords": ["yes", "no", "up"]}))
+    arch = random_arch(build_space("tiny"), seed=2)
+    run_trial(arch, data=data, preset="tiny", epochs=1, batch_size=16, out_dir=tmp_path / "trial", report=False)
+    assert json.loads((tmp_path / "trial" / "arch.json").read_text())["num_classes"] == 5
+    assert load_trained_model(tmp_path / "trial").classifier.out_features == 5  # its checkpoint fits that space
+
+
 def test_trial_evaluator_reports_accuracy_and_costs(tiny_gsc, count_accuracy):
     from nni.nas.space import SimplifiedModelSpace
 

@@ -123,10 +123,10 @@ def run_darts_trial(params: Mapping[str, Any], *, data: Path, preset: str, searc
     if target is None:
         raise ValueError(f"no budget for {resource}: give --target or a 'target' label in the search space")
     penalty = ResourcePenalty(resource, target, values.get("lambda", weight), form)
-    space = space_by_name(preset)
-    cost_model = CostModel(space, lut=lut)
     dm = SpeechCommandsDataModule(data, batch_size=batch_size, num_workers=num_workers, seed=seed,
                                   max_per_class=max_per_class)
+    space = space_by_name(preset, num_classes=dm.num_classes)
+    cost_model = CostModel(space, lut=lut)
     search_dir = Path(out_dir) / "search" if out_dir is not None else Path(tempfile.mkdtemp(prefix="nni-kws-darts-"))
     reporter = HistoryReporter(search_dir / "history.jsonl")
     reporter.start()

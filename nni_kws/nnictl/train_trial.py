@@ -112,16 +112,17 @@ def run_trial(arch: Mapping[str, Any], *, data: str | os.PathLike, preset: str, 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     seed_everything(seed)
-    if model is None:
-        model = build_model(arch, space_by_name(preset))
     dm = SpeechCommandsDataModule(data, batch_size=batch_size, num_workers=num_workers, seed=seed,
                                   max_per_class=max_per_class)
+    if model is None:  # the classifier sized to the data's classes (its own keywords, if synthesized for them)
+        model = build_model(arch, space_by_name(preset, num_classes=dm.num_classes))
     metrics = fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, out_dir=out_dir,
                   progress=progress, report_to_nni=report, **train_kw)
     result = {"default": float(metrics["val_acc"]), **arch_costs(arch, preset, lut)}
     if out_dir is not None:
         space_preset, _, frontend = preset.partition("-")
-        save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend or "raw", metrics=result)
+        save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend or "raw",
+                  num_classes=dm.num_classes, metrics=result)
     if report:
         nni.report_final_result(result)
     _logger.info("final result: %s", result)

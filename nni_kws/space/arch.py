@@ -34,10 +34,11 @@ def space_name(preset: str, frontend: str = "raw") -> str:
     return preset if frontend == "raw" else f"{preset}-{frontend}"
 
 
-def space_by_name(name: str) -> KwsSpace:
-    """The space of a :func:`space_name`: ``'small'`` -> preset small, ``'small-mfcc'`` -> with the MFCC front end."""
+def space_by_name(name: str, **overrides: Any) -> KwsSpace:
+    """The space of a :func:`space_name`: ``'small'`` -> preset small, ``'small-mfcc'`` -> with the MFCC front end
+    (``overrides``: other constructor arguments, e.g. the data's ``num_classes``)."""
     preset, _, frontend = name.partition("-")
-    return build_space(preset, **({"frontend": frontend} if frontend else {}))
+    return build_space(preset, **({"frontend": frontend} if frontend else {}), **overrides)
 
 
 def space_kwargs(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
