@@ -56,7 +56,7 @@ def test_strategies_maximize_and_filter_over_budget():
 
 
 def test_trials_size_the_classifier_to_the_datas_own_keywords(tiny_gsc, tmp_path):
-    """A dataset synthesized for other keywords (its manifest names 3): an nnictl trial trains a 5-way
+    """A dataset synthesized for other keywords (its manifest names 3): an nnictl trial trains, and costs, a 5-way
     classifier (3 keywords, _silence_, _unknown_), not Speech Commands' 12."""
     import shutil
 
@@ -67,9 +67,12 @@ def test_trials_size_the_classifier_to_the_datas_own_keywords(tiny_gsc, tmp_path
     shutil.copytree(tiny_gsc, data)
     (data / "manifest.json").write_text(json.dumps({"keywords": ["yes", "no", "up"]}))
     arch = random_arch(build_space("tiny"), seed=2)
-    run_trial(arch, data=data, preset="tiny", epochs=1, batch_size=16, out_dir=tmp_path / "trial", report=False)
+    result = run_trial(arch, data=data, preset="tiny", epochs=1, batch_size=16, out_dir=tmp_path / "trial",
+                       report=False)
     assert json.loads((tmp_path / "trial" / "arch.json").read_text())["num_classes"] == 5
-    assert load_trained_model(tmp_path / "trial").classifier.out_features == 5  # its checkpoint fits that space
+    trained = load_trained_model(tmp_path / "trial")  # its checkpoint fits that space
+    assert trained.classifier.out_features == 5
+    assert result["params"] == sum(p.numel() for p in trained.parameters())  # the costs it reports to NNI
 
 
 def test_trial_evaluator_reports_accuracy_and_costs(tiny_gsc, count_accuracy):

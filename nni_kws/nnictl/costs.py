@@ -13,14 +13,15 @@ __all__ = ["arch_costs"]
 
 
 @lru_cache(maxsize=8)
-def _cost_model(space: str, lut: str | None) -> CostModel:
-    return CostModel(space_by_name(space), lut=lut)
+def _cost_model(space: str, lut: str | None, num_classes: int) -> CostModel:
+    return CostModel(space_by_name(space, num_classes=num_classes), lut=lut)
 
 
-def arch_costs(arch: Mapping[str, Any], space: str, lut: str | None = None) -> dict[str, float]:
-    """``{metric: value}`` of ``arch`` in the space named ``space`` (``small``, ``small-mfcc``, ...).
+def arch_costs(arch: Mapping[str, Any], space: str, lut: str | None = None, num_classes: int = 12) -> dict[str, float]:
+    """``{metric: value}`` of ``arch`` in the space named ``space`` (``small``, ``small-mfcc``, ...), with a
+    classifier of ``num_classes`` outputs.
 
     ``latency_ms`` needs a latency table (``lut``, measured with ``nni-kws profile``); without
     one it is left out rather than guessed.
     """
-    return metric_costs(_cost_model(space, None if lut is None else str(lut)).exact(dict(arch)))
+    return metric_costs(_cost_model(space, None if lut is None else str(lut), num_classes).exact(dict(arch)))

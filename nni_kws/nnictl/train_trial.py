@@ -118,7 +118,7 @@ def run_trial(arch: Mapping[str, Any], *, data: str | os.PathLike, preset: str, 
         model = build_model(arch, space_by_name(preset, num_classes=dm.num_classes))
     metrics = fit(model, dm.train_dataloader(), dm.val_dataloader(), epochs=epochs, out_dir=out_dir,
                   progress=progress, report_to_nni=report, **train_kw)
-    result = {"default": float(metrics["val_acc"]), **arch_costs(arch, preset, lut)}
+    result = {"default": float(metrics["val_acc"]), **arch_costs(arch, preset, lut, num_classes=dm.num_classes)}
     if out_dir is not None:
         space_preset, _, frontend = preset.partition("-")
         save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend or "raw",
