@@ -39,7 +39,7 @@ STRATEGIES = ("random", "evolution", "tpe", "grid")
 
 def make_strategy(name: str, *, seed: int | None = None, population_size: int = 20, sample_size: int = 5,
                   budgets: Mapping[str, float] | None = None, preset: str = "small",
-                  lut: str | None = None) -> Strategy:
+                  lut: str | None = None, num_classes: int = 12) -> Strategy:
     """A multi-trial strategy by name, wrapped in ``Chain(strategy, Filter(..., metric_for_invalid=0.0))``
     when there are budgets.
 
@@ -60,13 +60,13 @@ def make_strategy(name: str, *, seed: int | None = None, population_size: int = 
     require_lut(budgets, lut)
     if not budgets:
         return strategy
-    return Chain(strategy, Filter(model_filter(preset, budgets, lut), metric_for_invalid=0.0))
+    return Chain(strategy, Filter(model_filter(preset, budgets, lut, num_classes), metric_for_invalid=0.0))
 
 
-def model_filter(preset: str, budgets: Mapping[str, float], lut: str | None = None
+def model_filter(preset: str, budgets: Mapping[str, float], lut: str | None = None, num_classes: int = 12
                  ) -> Callable[[ExecutableModelSpace], bool]:
     """``Filter`` function: True when the model's architecture (``model.sample``) is within every budget."""
-    return budget_filter(lambda model: arch_costs(model.sample, preset, lut), parse_budgets(budgets))
+    return budget_filter(lambda model: arch_costs(model.sample, preset, lut, num_classes), parse_budgets(budgets))
 
 
 def evaluate_model(model: Any, *, data: str, preset: str, epochs: int, lut: str | None = None,
@@ -105,12 +105,12 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
     ``keep_ui``). Each result is ``{'arch', 'accuracy', **costs}``; with ``out`` they are also
     written to ``<out>/top_models.json``. ``experiment_dir`` replaces ``~/nni-experiments``.
     """
-    # the classifier sized to the data's classes (its own keywords, if synthesized for them)
-    space = space_by_name(preset, num_classes=len(class_names(dataset_keywords(Path(data)))))
+    num_classes = len(class_names(dataset_keywords(Path(data))))  # the data's own keywords, if synthesized for them
+    space = space_by_name(preset, num_classes=num_classes)
     lut = None if lut is None else str(Path(lut).resolve())
     evaluator = trial_evaluator(data, preset, epochs, batch_size=batch_size, max_per_class=max_per_class,
                                 lut=lut, seed=seed or 0)
-    strat = make_strategy(strategy, seed=seed, budgets=budgets, preset=preset, lut=lut)
+    strat = make_strategy(strategy, seed=seed, budgets=budgets, preset=preset, lut=lut, num_classes=num_classes)
     config = NasExperimentConfig("ts", "simplified", "local")
     config.experiment_name = name or f"kws-{strategy}-{preset}"
     config.max_trial_number = max_trials
@@ -125,7 +125,7 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
         if not exp.run(port=port, debug=debug):  # None: NNI caught Ctrl-C and stopped the experiment
             stopped = True
             raise KeyboardInterrupt
-        results = _top_models(exp, top_k, preset, lut, parse_budgets(budgets), max_trials)
+        results = _top_models(exp, top_k, preset, lut, parse_budgets(budgets), max_trials, num_classes)
         if out is not None:
             path = Path(out) / "top_models.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +144,13 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
 
 
 def _top_models(exp: NasExperiment, top_k: int, preset: str, lut: str | None, budgets: Mapping[str, float],
-                max_trials: int) -> list[dict[str, Any]]:
+                max_trials: int, num_classes: int = 12) -> list[dict[str, Any]]:
     """The best trained models (the strategy's ranking by ``default``); architectures the filter
     refused (they carry the invalid metric 0.0 but never trained) are left out."""
     out = []
     for model in exp.export_top_models(top_k=max_trials):
         final = model.metrics.final
-        costs = arch_costs(model.sample, preset, lut)
+        costs = arch_costs(model.sample, preset, lut, num_classes)
         if final is None or over_budget(costs, budgets):
             continue
         out.append({"arch": dict(model.sample), "accuracy": float(final), **costs})
