@@ -381,21 +381,6 @@ def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, input_bits: int 
     torch.testing.assert_close(deploy_model(result.quantizer)(x), result.model(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", [{"n_fft": 640, "hop_length": 320},
-                                    {"n_fft": 512, "win_length": 480, "hop_length": 160},
-                                    {"n_fft": 512, "win_length": 400, "hop_length": 160, "center": False},
-                                    {"n_fft": 256, "hop_length": 128, "power": 1.0, "normalized": True}])
-def test_dft_spectrogram_computes_torchaudios_spectrogram(kwargs: dict) -> None:
-    import torchaudio
-
-    from nni_kws.space.spectrogram import DftSpectrogram
-
-    x = torch.randn(2, 1, 16000)
-    spectrogram = torchaudio.transforms.Spectrogram(**kwargs)
-    expected = spectrogram(x)
-    torch.testing.assert_close(DftSpectrogram(spectrogram)(x), expected, rtol=0, atol=1e-4 * float(expected.max()))
-
-
 @pytest.mark.parametrize("model", ["mfcc-space", "tc-resnet8"])
 def test_spectral_front_ends_quantize_and_export(model: str, speech_clips: Path, tmp_path: Path) -> None:
     """An MFCC front end (the space's, TC-ResNet8's) exports to ONNX (torch.stft cannot: its DFT becomes a

@@ -197,3 +197,18 @@ def test_searched_architectures_are_the_benchmarks_picks_and_meet_their_budgets(
     assert model(torch.randn(2, 1, 16000)).shape == (2, 12)
     with pytest.raises(KeyError, match="known: compact-3.3m"):
         load_searched_model("e2e-nas-75k")
+
+
+@pytest.mark.parametrize("kwargs", [{"n_fft": 640, "hop_length": 320},
+                                    {"n_fft": 512, "win_length": 480, "hop_length": 160},
+                                    {"n_fft": 512, "win_length": 400, "hop_length": 160, "center": False},
+                                    {"n_fft": 256, "hop_length": 128, "power": 1.0, "normalized": True}])
+def test_dft_spectrogram_computes_torchaudios_spectrogram(kwargs: dict) -> None:
+    import torchaudio
+
+    from nni_kws.space.spectrogram import DftSpectrogram
+
+    x = torch.randn(2, 1, 16000)
+    spectrogram = torchaudio.transforms.Spectrogram(**kwargs)
+    expected = spectrogram(x)
+    torch.testing.assert_close(DftSpectrogram(spectrogram)(x), expected, rtol=0, atol=1e-4 * float(expected.max()))
