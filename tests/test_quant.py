@@ -382,7 +382,8 @@ def test_quantize_model_exports_onnx_that_agrees(fold_bn: bool, input_bits: int 
 
 
 @pytest.mark.parametrize("model", ["mfcc-space", "tc-resnet8"])
-def test_spectral_front_ends_quantize_and_export(model: str, speech_clips: Path, tmp_path: Path) -> None:
+def test_spectral_front_ends_quantize_and_export(model: str, speech_clips: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     """An MFCC front end (the space's, TC-ResNet8's) exports to ONNX (torch.stft cannot: its DFT becomes a
     convolution) and agrees with the fake-quant model; TC-ResNet8's classifier is the last layer of a
     Sequential head, which logit distillation must find (it took the whole head before)."""
@@ -394,8 +395,10 @@ def test_spectral_front_ends_quantize_and_export(model: str, speech_clips: Path,
     space = build_space("tiny", frontend="mfcc")
     net = space.freeze(random_arch(space, 0)) if model == "mfcc-space" else build_baseline(model)
     result = quantize_model(net, data.train_dataloader(), data.val_dataloader(), method="trained",
-                            weight_budget_bits=4, act_budget_bits=4, epochs=1, out_dir=tmp_path,
+                            weight_budget_bits=4, act_budget_bits=4, epochs=1, out_dir=tmp_path, input_bits=8,
                             test_loader=data.test_dataloader(), progress=False)
+    # no layer reads the waveform itself: input_bits is reported as unused, and said so
+    assert result.report["model_input_bits"] is None and "input_bits=8 has no effect" in caplog.text
     onnx_check = result.report["onnx"]
     logits = torch.cat([result.model(x) for x, _ in data.test_dataloader()])
     assert onnx_check["clips"] == len(data.dataset("testing")) and onnx_check["agreement"] == 1.0, onnx_check

@@ -255,6 +255,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
               for name, loader in loaders.items() if loader is not None}
     example = next(iter(train_loader))[0].to(device)
     raw = input_layers(float_model, example)
+    if input_bits is not None and not raw:
+        _logger.warning("input_bits=%d has no effect: no quantized layer reads the raw waveform (a feature front end, "
+                        "such as MFCC, comes first)", input_bits)
     model_inputs = [f"{name}._input_0" for name in raw] if input_bits is not None else []
 
     qmodel = copy.deepcopy(float_model)
