@@ -24,7 +24,7 @@ from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Stra
 from nni.nas.strategy.middleware import Chain, Filter
 
 from nni_kws.cost.budgets import budget_filter, over_budget, parse_budgets, require_lut
-from nni_kws.data.labels import class_names, dataset_keywords
+from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.space import space_by_name
 
 from .costs import arch_costs
@@ -105,7 +105,7 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
     ``keep_ui``). Each result is ``{'arch', 'accuracy', **costs}``; with ``out`` they are also
     written to ``<out>/top_models.json``. ``experiment_dir`` replaces ``~/nni-experiments``.
     """
-    num_classes = len(class_names(dataset_keywords(Path(data))))  # the data's own keywords, if synthesized for them
+    num_classes = SpeechCommandsDataModule(data).num_classes  # the data's own keywords, if synthesized for them
     space = space_by_name(preset, num_classes=num_classes)
     lut = None if lut is None else str(Path(lut).resolve())
     evaluator = trial_evaluator(data, preset, epochs, batch_size=batch_size, max_per_class=max_per_class,
