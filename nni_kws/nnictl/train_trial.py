@@ -21,7 +21,7 @@ import nni
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
-from nni_kws.space import build_model, save_arch, space_by_name, validate_arch
+from nni_kws.space import build_model, parse_space_name, save_arch, space_by_name, validate_arch
 from nni_kws.training import fit, seed_everything
 
 from .costs import arch_costs
@@ -120,8 +120,8 @@ def run_trial(arch: Mapping[str, Any], *, data: str | os.PathLike, preset: str, 
                   progress=progress, report_to_nni=report, **train_kw)
     result = {"default": float(metrics["val_acc"]), **arch_costs(arch, preset, lut, num_classes=dm.num_classes)}
     if out_dir is not None:
-        space_preset, _, frontend = preset.partition("-")
-        save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend or "raw",
+        space_preset, frontend = parse_space_name(preset)
+        save_arch(arch, Path(out_dir) / "arch.json", preset=space_preset, frontend=frontend,
                   num_classes=dm.num_classes, metrics=result)
     if report:
         nni.report_final_result(result)

@@ -8,6 +8,7 @@ from .arch import (
                    build_space,
                    describe_arch,
                    load_arch,
+                   parse_space_name,
                    random_arch,
                    save_arch,
                    search_space_json,
@@ -25,5 +26,5 @@ from .trained import load_trained_model
 __all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL", "MBConv1d", "SincConv1d", "bake_sinc",
            "InvalidArchitecture", "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_model", "build_space",
            "describe_arch", "load_arch", "random_arch", "save_arch", "search_space_json", "space_choices",
-           "space_by_name", "space_kwargs", "space_name", "validate_arch", "SEARCHED", "SearchedArch",
-           "load_searched_model", "load_trained_model"]
+           "parse_space_name", "space_by_name", "space_kwargs", "space_name", "validate_arch", "SEARCHED",
+           "SearchedArch", "load_searched_model", "load_trained_model"]

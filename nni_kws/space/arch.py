@@ -17,7 +17,7 @@ from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace
 
 __all__ = ["InvalidArchitecture", "space_choices", "random_arch", "validate_arch", "load_arch", "save_arch",
            "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_space", "build_model", "search_space_json",
-           "space_name", "space_by_name", "describe_arch"]
+           "space_name", "parse_space_name", "space_by_name", "describe_arch"]
 
 
 class InvalidArchitecture(ValueError):
@@ -34,11 +34,17 @@ def space_name(preset: str, frontend: str = "raw") -> str:
     return preset if frontend == "raw" else f"{preset}-{frontend}"
 
 
+def parse_space_name(name: str) -> tuple[str, str]:
+    """``(preset, frontend)`` of a :func:`space_name`: ``'small'`` -> ``('small', 'raw')``."""
+    preset, _, frontend = name.partition("-")
+    return preset, frontend or "raw"
+
+
 def space_by_name(name: str, **overrides: Any) -> KwsSpace:
     """The space of a :func:`space_name`: ``'small'`` -> preset small, ``'small-mfcc'`` -> with the MFCC front end
     (``overrides``: other constructor arguments, e.g. the data's ``num_classes``)."""
-    preset, _, frontend = name.partition("-")
-    return build_space(preset, **({"frontend": frontend} if frontend else {}), **overrides)
+    preset, frontend = parse_space_name(name)
+    return build_space(preset, **({"frontend": frontend} if frontend != "raw" else {}), **overrides)
 
 
 def space_kwargs(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
