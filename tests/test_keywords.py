@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nni_kws.data import CLASSES, SpeechCommandsDataModule, class_names, dataset_keywords, parse_keywords
-from nni_kws.data.synth import synthesize_dataset
+from nni_kws.data.synth import _words, synthesize_dataset
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,11 @@ def test_custom_keywords_datamodule(wake_words: Path, tiny_gsc: Path):
 def test_parse_keywords():
     assert parse_keywords(" Marvin ,lights   on,") == ("Marvin", "lights on")
     assert class_names(("a",)) == ("a", "_silence_", "_unknown_")
-    for bad in ("", "a,a", "_unknown_", "x/y"):
+    for bad in ("", "a,a", "yes,Yes", "_unknown_", "x/y"):
         with pytest.raises(ValueError, match="keywords"):
             parse_keywords(bad)
+
+
+def test_a_keyword_in_capitals_is_not_also_synthesized_as_an_unknown_word():
+    words, keys = _words("yes,No,cat", "YES,No")
+    assert keys == ["YES", "No"] and words == ["YES", "No", "cat"]

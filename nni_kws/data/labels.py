@@ -30,14 +30,16 @@ MANIFEST = "manifest.json"
 
 
 def parse_keywords(keywords: str | Sequence[str]) -> tuple[str, ...]:
-    """``"marvin, lights on,hey nni"`` or a sequence -> validated keyword tuple (phrases allowed)."""
+    """``"marvin, lights on,hey nni"`` or a sequence -> validated keyword tuple (phrases allowed).
+
+    Distinct means distinct when spoken: ``"yes,Yes"`` is refused, since both name one word."""
     words = keywords.split(",") if isinstance(keywords, str) else list(keywords)
     words = [" ".join(str(w).split()) for w in words]  # trim, and one space inside phrases
     words = [w for w in words if w]
     bad = [w for w in words if w.startswith(("_", ".")) or "/" in w or "\\" in w]
-    if not words or bad or len(set(words)) != len(words):
-        raise ValueError(f"keywords must be distinct non-empty words or phrases without '/' and not starting "
-                         f"with '_' or '.': {list(keywords) if not isinstance(keywords, str) else keywords!r}")
+    if not words or bad or len({w.casefold() for w in words}) != len(words):
+        raise ValueError(f"keywords must be distinct (ignoring case) non-empty words or phrases without '/' and "
+                         f"not starting with '_' or '.': {list(keywords) if not isinstance(keywords, str) else keywords!r}")
     return tuple(words)
 
 

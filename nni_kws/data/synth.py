@@ -119,7 +119,8 @@ def _words(words: Any, keywords: Any) -> tuple[list[str], list[str]]:
     if keywords is not None:
         keys = list(parse_keywords(keywords))
         others = vocabulary if words is None else parse_keywords(words)
-        return keys + [w for w in others if w not in keys], keys
+        spoken = {k.casefold() for k in keys}  # "YES" as a keyword: "yes" is not also an unknown word
+        return keys + [w for w in others if w.casefold() not in spoken], keys
     if words is None:
         return list(vocabulary), list(KEYWORDS)
     all_words = list(parse_keywords(words))
