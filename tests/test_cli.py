@@ -162,6 +162,43 @@ def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
     assert str(missing) in err and "not found" in err
 
 
+@pytest.mark.parametrize("case", ["speakers", "layout", "keywords", "lists"])
+def test_data_options_that_cannot_apply_are_refused_before_anything_runs(case: str, tiny_gsc: Path, tiny_real: Path,
+                                                                         tmp_path: Path, capsys) -> None:
+    """Options the run's data cannot honour: one line naming them, before any folder is written."""
+    same_list = tmp_path / "list.txt"
+    same_list.write_text((tiny_gsc / "testing_list.txt").read_text())
+    args, message = {
+        "speakers": (["--data", str(tiny_gsc), "--speakers", "5"], "--speakers shape(s) the synthesized dataset"),
+        "layout": (["--data", str(tiny_gsc), "--real-test", str(tiny_gsc)], "lacks class folders"),
+        "keywords": (["--keywords", "yes,no", "--real-test", str(tiny_real)], "classes are the keywords yes, no"),
+        "lists": (["--data", str(tiny_gsc), "--train-list", str(same_list), "--test-list", str(same_list)],
+                  f"shares {len(same_list.read_text().split())} clips with --train-list"),
+    }[case]
+    out = tmp_path / "run"
+    assert main(["run", *args, "--out", str(out), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_real_test_follows_the_datas_own_keywords(tmp_path: Path, monkeypatch) -> None:
+    """The automatic real test (12 Speech Commands classes) is skipped for data of other keywords, a synthesized
+    folder given as --data included, and kept for --keywords naming the 10 Speech Commands keywords."""
+    from nni_kws.data.labels import KEYWORDS, MANIFEST
+    from nni_kws.pipeline import PipelineConfig, make_data_module
+
+    shared = tmp_path / "shared"
+    (shared / "gsc-v2-test").mkdir(parents=True)
+    monkeypatch.setenv("NNI_KWS_SHARED_DATA", str(shared))
+    data = tmp_path / "wake"
+    data.mkdir()
+    (data / MANIFEST).write_text(json.dumps({"keywords": ["marvin", "sheila"]}))
+    assert make_data_module(PipelineConfig(data=str(data))).real_test_root is None
+    monkeypatch.setattr("nni_kws.pipeline.data.ensure_default_dataset", lambda **kw: data)  # no synthesis here
+    cfg = PipelineConfig(keywords=",".join(KEYWORDS))
+    assert make_data_module(cfg).real_test_root == shared / "gsc-v2-test"
+
+
 def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
     rc = main(["train", "--data", str(tiny_gsc), "--out", str(tmp_path / "r"), *COMMON])
     assert rc == 2

@@ -21,9 +21,9 @@ import torch
 from .audio import OnError, scan_clips
 from .augment import TrainAugment
 from .clips import AugmentedClips, ClipDataset, require_dir
-from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, dataset_keywords
+from .labels import BACKGROUND_NOISE_DIR, CLASSES, KEYWORDS, dataset_keywords
 
-__all__ = ["SUBSETS", "SpeechCommands", "SpeechCommandsTestFolder", "Subset"]
+__all__ = ["SUBSETS", "SpeechCommands", "SpeechCommandsTestFolder", "Subset", "require_test_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,17 @@ class SpeechCommands(AugmentedClips):
         return (self._augmented(x) if self.augment else x), label
 
 
+def require_test_folder(root: Path, classes: Sequence[str] = CLASSES) -> Path:
+    """``root`` if it has the pre-split test layout (one folder per class of ``classes``), else an error naming
+    the missing class folders; cheap, so a run checks its ``--real-test`` before any work."""
+    require_dir(root, "Speech Commands test folder")
+    missing = [c for c in classes if not (root / c).is_dir()]
+    if missing:
+        raise ValueError(f"{root} lacks class folders {missing} (expected the pre-split test layout: one folder per "
+                         f"class of {tuple(classes)})")
+    return root
+
+
 class SpeechCommandsTestFolder(ClipDataset):
     """The pre-split Speech Commands v2 test set: ``<root>/<class>/*.wav`` for each class (default ``CLASSES``).
 
@@ -180,11 +191,7 @@ class SpeechCommandsTestFolder(ClipDataset):
     def __init__(self, root: str | Path, *, on_error: OnError | None = "raise", cache: bool = False,
                  keywords: Sequence[str] = KEYWORDS):
         super().__init__(cache, keywords)
-        self.root = require_dir(Path(root), "Speech Commands test folder")
-        missing = [c for c in self.classes if not (self.root / c).is_dir()]
-        if missing:
-            raise ValueError(f"{self.root} lacks class folders {missing} (expected one folder per class of "
-                             f"{self.classes})")
+        self.root = require_test_folder(Path(root), self.classes)
         self._items = [(str(self.root / c / name), i) for i, c in enumerate(self.classes)
                        for name in sorted(e.name for e in os.scandir(self.root / c) if e.name.endswith(".wav"))]
         if on_error is not None:

@@ -38,8 +38,9 @@ def parse_keywords(keywords: str | Sequence[str]) -> tuple[str, ...]:
     words = [w for w in words if w]
     bad = [w for w in words if w.startswith(("_", ".")) or "/" in w or "\\" in w]
     if not words or bad or len({w.casefold() for w in words}) != len(words):
+        given = list(keywords) if not isinstance(keywords, str) else keywords
         raise ValueError(f"keywords must be distinct (ignoring case) non-empty words or phrases without '/' and "
-                         f"not starting with '_' or '.': {list(keywords) if not isinstance(keywords, str) else keywords!r}")
+                         f"not starting with '_' or '.': {given!r}")
     return tuple(words)
 
 

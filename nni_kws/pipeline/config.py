@@ -11,7 +11,9 @@ from typing import Any, Mapping
 
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
-from nni_kws.data.labels import parse_keywords
+from nni_kws.data.gsc import require_test_folder
+from nni_kws.data.labels import KEYWORDS, dataset_keywords, parse_keywords
+from nni_kws.data.listed import read_list
 from nni_kws.data.paths import REAL_TEST_DIR, shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
@@ -22,8 +24,8 @@ from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_space, space_choices
 
 __all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT", "OPTIONS",
-           "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root", "stage_options",
-           "options_mismatch"]
+           "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root", "run_keywords",
+           "stage_options", "options_mismatch"]
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
@@ -234,6 +236,16 @@ def load_config(out: str | Path, overrides: Mapping[str, Any], *, base: Pipeline
     return PipelineConfig(**values)
 
 
+def run_keywords(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The keywords of a run's data: ``--keywords``, else those of ``--data`` (a synthesized folder's manifest; a
+    list-defined subset has Speech Commands'), else the 10 Speech Commands keywords of the default dataset."""
+    if cfg.keywords is not None:
+        return parse_keywords(cfg.keywords)
+    if cfg.data is not None and not cfg.train_list:
+        return dataset_keywords(Path(cfg.data).expanduser())
+    return KEYWORDS
+
+
 def default_real_test_root() -> Path | None:
     """The real Speech Commands v2 test folder of the shared data (:func:`~nni_kws.data.paths.shared_data_dir`)."""
     return shared_data_dir(REAL_TEST_DIR)
@@ -244,22 +256,35 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if cfg.data is not None and not Path(cfg.data).expanduser().is_dir():
         raise FileNotFoundError(f"data folder not found: {cfg.data} (expected a Speech Commands copy in the "
                                 "official layout: <word>/*.wav, validation_list.txt, testing_list.txt)")
-    if cfg.real_test not in (None, "", "auto") and not Path(cfg.real_test).expanduser().is_dir():
-        raise FileNotFoundError(f"real test folder not found: {cfg.real_test}")
     if cfg.synth not in SYNTH_PRESETS:
         raise ValueError(f"unknown synthesis preset {cfg.synth!r}; choose from {', '.join(SYNTH_PRESETS)}")
+    synth_options = [f"--{name}" for name, given in (("keywords", cfg.keywords is not None),
+                                                      ("speakers", cfg.speakers is not None),
+                                                      ("synth", cfg.synth != DEFAULT_PRESET)) if given]
+    if cfg.data is not None and synth_options:
+        raise ValueError(f"{', '.join(synth_options)} shape(s) the synthesized dataset; cannot be combined with --data")
     if cfg.keywords is not None:
-        if cfg.data is not None:
-            raise ValueError("--keywords synthesizes a dataset; it cannot be combined with --data")
         parse_keywords(cfg.keywords)
     if (cfg.train_list or cfg.test_list) and cfg.data is None:
-
         raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
     if bool(cfg.train_list) != bool(cfg.test_list):
         raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
     for name in ("train_list", "test_list"):
         if getattr(cfg, name) and not Path(getattr(cfg, name)).expanduser().is_file():
             raise FileNotFoundError(f"{name.replace('_', '-')} not found: {getattr(cfg, name)}")
+    if cfg.train_list:
+        shared = set(read_list(Path(cfg.train_list).expanduser())) & set(read_list(Path(cfg.test_list).expanduser()))
+        if shared:
+            raise ValueError(f"--test-list {cfg.test_list} shares {len(shared)} clips with --train-list "
+                             f"{cfg.train_list} (e.g. {min(shared)}); the test clips must be unseen")
+    if cfg.real_test not in (None, "", "auto"):
+        real = Path(cfg.real_test).expanduser()
+        if run_keywords(cfg) != KEYWORDS:
+            raise ValueError(f"--real-test {real} holds the 12 Speech Commands classes; this run's classes are the "
+                             f"keywords {', '.join(run_keywords(cfg))}")
+        if cfg.train_list and real.resolve() == Path(cfg.data).expanduser().resolve():
+            raise ValueError(f"--real-test {real} is the folder --train-list trains on; report on --test-list")
+        require_test_folder(real)
     if cfg.latency_lut and not Path(cfg.latency_lut).is_file():
         raise FileNotFoundError(f"latency table not found: {cfg.latency_lut}")
     if cfg.init not in ("scratch", "supernet"):

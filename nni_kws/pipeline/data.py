@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.labels import BACKGROUND_NOISE_DIR
+from nni_kws.data.labels import BACKGROUND_NOISE_DIR, KEYWORDS
 from nni_kws.data.paths import NOISE_DIR, shared_data_dir
 from nni_kws.data.synth import ensure_default_dataset
 
-from .config import PipelineConfig, default_real_test_root
+from .config import PipelineConfig, default_real_test_root, run_keywords
 
 __all__ = ["make_data_module"]
 
@@ -24,27 +24,28 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
     else:
         extra = {k: v for k, v in (("speakers", cfg.speakers), ("keywords", cfg.keywords)) if v}
         root = ensure_default_dataset(progress=cfg.progress, preset=cfg.synth, **extra)
-    real = cfg.real_test
-    if real == "auto" and cfg.train_list:
-        real_root = None  # trained on part of a real set: the whole real test set would count seen speakers
-    elif cfg.keywords:
-        real_root = None  # the real test set has Speech Commands' 12 classes, not these keywords
-    elif real == "auto":
-        real_root = default_real_test_root()
-        if real_root is None:
-            log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
-    elif real:
-        real_root = Path(real).expanduser()
-        if not real_root.is_dir():
-            raise FileNotFoundError(f"real test folder not found: {real_root}")
-    else:
-        real_root = None
+    real_root = _real_test_root(cfg)
     lists: dict[str, Any] = {}
     if cfg.train_list:
-        if real_root is not None and real_root.resolve() == root.resolve():
-            raise ValueError(f"--real-test {real_root} is the folder --train-list trains on; report on --test-list")
         noise = root / BACKGROUND_NOISE_DIR
         lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
                  "noise_dir": noise if noise.is_dir() else shared_data_dir(NOISE_DIR)}
     return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
                                     max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
+
+
+def _real_test_root(cfg: PipelineConfig) -> Path | None:
+    """The real test folder of a run (``--real-test``; checked by ``check_inputs``), or ``None`` where it has none."""
+    if cfg.real_test != "auto":
+        return Path(cfg.real_test).expanduser() if cfg.real_test else None
+    if cfg.train_list:
+        return None  # trained on part of a real set: the whole real test set would count seen speakers
+    keywords = run_keywords(cfg)
+    if keywords != KEYWORDS:
+        log.info("no real-test accuracy: the real test set has the 12 Speech Commands classes, this data the "
+                 "keywords %s", ", ".join(keywords))
+        return None
+    real_root = default_real_test_root()
+    if real_root is None:
+        log.warning("real Speech Commands test folder not found; skipping real-test accuracy")
+    return real_root
