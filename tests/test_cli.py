@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nni_kws.cli import main
+from nni_kws.cost.budgets import KB
 from nni_kws.data.audio import load_clip
 from nni_kws.data.labels import CLASSES
 from nni_kws.space import load_trained_model
@@ -75,6 +76,12 @@ def test_run_writes_results_report_and_plot(finished_run: Path, tiny_real: Path,
     assert abs(quantized["real_test_acc"] * len(clips) - onnx_hits) <= 1
     assert quantized["bits_weight"] is not None and 0 < quantized["bits_weight"] <= 32
     assert quantized["costs"]["weight_kb"] < retrained["costs"]["weight_kb"]
+    # the quantized point's memory is the quantized model's: its packed weights, activations at its widest bits
+    costs, qreport = quantized["costs"], res["quant_report"]
+    assert costs["weight_bytes"] == qreport["size_bytes"] == pytest.approx(costs["weight_kb"] * KB)
+    widest = max(layer["act_bits"] for layer in qreport["layers"] if layer.get("act_bits"))
+    assert widest < 32 and costs["peak_activation_bytes"] == pytest.approx(
+        retrained["costs"]["peak_activation_bytes"] * widest / 32, rel=0.01)
     assert res["arch"] == json.loads((finished_run / "search" / "arch.json").read_text())["arch"]
     report = (finished_run / "report.md").read_text()
     assert "| retrained (float) |" in report and "## Architecture" in report and "pareto.png" in report

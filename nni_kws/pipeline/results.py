@@ -8,14 +8,14 @@ from typing import Any, Mapping
 
 import torch
 
-from nni_kws.cost.budgets import KB
+from nni_kws.cost.budgets import with_kb
 from nni_kws.files import write_json
 from nni_kws.quant import plot_quantize_curve
 from nni_kws.report import write_report
 
 from .config import PipelineConfig
 
-__all__ = ["QUANTIZE_JSON", "device_name", "quant_summary", "assemble_results"]
+__all__ = ["QUANTIZE_JSON", "device_name", "widest_act_bits", "quant_summary", "assemble_results"]
 
 _REPO = Path(__file__).resolve().parents[2]
 #: Results of ``benchmarks/quantize.py``: the learned-vs-fixed accuracy-bits curve shown in every run report.
@@ -34,10 +34,17 @@ def device_name() -> str:
     return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
 
 
-def quant_summary(report: Mapping[str, Any], float_costs: Mapping[str, float]) -> dict[str, Any]:
-    """The quantize stage's record from the quantizer's report (keys of :mod:`nni_kws.quant.report`)."""
+def widest_act_bits(report: Mapping[str, Any]) -> int:
+    """The widest activation bit-width of a quantized model (32 where none is quantized): its peak activation
+    memory is costed at this width."""
+    return max((layer["act_bits"] for layer in report.get("layers", []) if layer.get("act_bits")), default=32)
+
+
+def quant_summary(report: Mapping[str, Any], costs: Mapping[str, float]) -> dict[str, Any]:
+    """The quantize stage's record from the quantizer's report (keys of :mod:`nni_kws.quant.report`); ``costs``
+    are the architecture's at :func:`widest_act_bits`, and its weights are the quantizer's packed size."""
     after = {name: acc.get("after") for name, acc in report.get("accuracy", {}).items()}
-    return {"costs": {**float_costs, "weight_kb": float(report["size_bytes"]) / KB}, "report": dict(report),
+    return {"costs": with_kb({**costs, "weight_bytes": float(report["size_bytes"])}), "report": dict(report),
             "bits_weight": report.get("avg_bits_per_weight"), "bits_act": report.get("avg_bits_per_activation"),
             "val_acc": after.get("val"), "test_acc": after.get("test"), "real_test_acc": after.get("real_test")}
 

@@ -47,7 +47,7 @@ from .config import (
 from .data import make_data_module
 from .distill import distillation
 from .lock import run_folder_lock
-from .results import assemble_results, quant_summary
+from .results import assemble_results, quant_summary, widest_act_bits
 from .rundir import check_stage_options, prepare_run_folder, stage_done
 
 __all__ = ["Pipeline", "run_pipeline"]
@@ -161,9 +161,10 @@ class Pipeline:
             self._cost_model = CostModel(self.space(), lut=self.latency_table(), fallback="macs")
         return self._cost_model
 
-    def costs(self, arch: Mapping[str, Any]) -> dict[str, float]:
-        """Exact hardware costs of ``arch``, plus weights and peak activations in kB."""
-        return with_kb({k: float(v) for k, v in self.cost_model().exact(dict(arch)).items() if v is not None})
+    def costs(self, arch: Mapping[str, Any], act_bits: int = 32) -> dict[str, float]:
+        """Exact hardware costs of ``arch`` (activations of ``act_bits``), plus weights and peak activations in kB."""
+        costs = self.cost_model().exact(dict(arch), act_bits=act_bits)
+        return with_kb({k: float(v) for k, v in costs.items() if v is not None})
 
     def evaluate(self, model: nn.Module, *, real: bool = True) -> dict[str, float | None]:
         """Accuracy on the (synthesized) test split and, when available, on the real test set."""
@@ -358,8 +359,9 @@ class Pipeline:
                                       test_loader=self.loader("test"), extra_loaders=extra, progress=cfg.progress,
                                       float_accuracy={k: v for k, v in known.items() if v is not None})
         qres = quantize_model(model.to(_device()), self.loader("train"), self.loader("val"), **kwargs)
+        report = jsonable(qres.report)
         return {"arch": arch, "method": cfg.quant_method, "onnx": str(qres.onnx_path) if qres.onnx_path else None,
-                **quant_summary(jsonable(qres.report), self.costs(arch))}
+                **quant_summary(report, self.costs(arch, act_bits=widest_act_bits(report)))}
 
     def report(self) -> dict[str, Any]:
         """Stage 4: gather the stages into ``results.json``, ``report.md`` and ``pareto.png``."""
