@@ -212,7 +212,6 @@ def test_train_without_search_says_what_to_do(tiny_gsc: Path, tmp_path: Path, ca
     assert "nni-kws search" in capsys.readouterr().err
 
 
-
 def test_infeasible_budget_is_refused_before_anything_runs(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
     """A budget below the cheapest architecture of the space: one line naming the cheapest value, nothing written."""
     from nni_kws.cost import CostModel
@@ -224,6 +223,30 @@ def test_infeasible_budget_is_refused_before_anything_runs(tiny_gsc: Path, tmp_p
     err = capsys.readouterr().err
     assert "below the cheapest architecture" in err and f"{cheapest:,.0f}" in err
     assert not out.exists()
+
+
+def test_proxyless_budgets_and_latency_table_are_those_of_the_coarse_space(tiny_gsc: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Proxyless searches the coarse space (whole blocks), whose cheapest architecture is smaller than the fine
+    space's: a budget between the two is feasible and met; a latency table of the fine space lacks its blocks and
+    is refused, naming the profile command that makes the right one."""
+    from nni_kws.cost import CostModel
+    from nni_kws.space import build_space
+
+    coarse = CostModel(build_space("tiny", frontend="raw", coarse=True))
+    budget = CostModel(build_space("tiny", frontend="raw")).cheapest("params")[1] - 1
+    assert coarse.cheapest("params")[1] <= budget
+    out = tmp_path / "run"
+    assert main(["search", "--data", str(tiny_gsc), "--out", str(out), "--strategy", "proxyless",
+                 "--max-params", str(budget), *COMMON, "--search-epochs", "1"]) == 0
+    assert coarse.exact(json.loads((out / "search" / "result.json").read_text())["arch"])["params"] <= budget
+    lut = tmp_path / "fine.json"
+    assert main(["profile", "--preset", "tiny", "--frontend", "raw", "--repeats", "2", "--rounds", "1",
+                 "--calibration", "1", "--out", str(lut)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--data", str(tiny_gsc), "--out", str(tmp_path / "r2"), "--strategy", "proxyless",
+                 "--latency-lut", str(lut), *COMMON, "--search-epochs", "1"]) == 2
+    assert "nni-kws profile --preset tiny --frontend raw --coarse" in capsys.readouterr().err
 
 
 def test_search_lands_within_a_tight_budget(tiny_gsc: Path, tmp_path: Path) -> None:

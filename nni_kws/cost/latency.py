@@ -185,7 +185,8 @@ class LatencyTable:
             return self.entries[unit.key]
         message = f"latency table {self.source} has no entry for layer {unit.name!r}: {unit.key}"
         if fallback != "macs":
-            raise UnknownConfiguration(f"{message} (re-run `nni-kws profile` for this space, or use fallback='macs')")
+            raise UnknownConfiguration(f"{message} (profile this space with `nni-kws profile`, or estimate missing "
+                                       "entries from MACs: --fallback macs, in Python fallback='macs')")
         warnings.warn(f"{message}; using a MAC-proportional estimate", stacklevel=2)
         rates = [ms / c["macs"] for key, ms in self.entries.items() if (c := self.configs.get(key, {})).get("macs")]
         if not rates:

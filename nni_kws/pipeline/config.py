@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
 from nni_kws.data.gsc import require_test_folder
-from nni_kws.data.labels import KEYWORDS, dataset_keywords, parse_keywords
+from nni_kws.data.labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
 from nni_kws.data.listed import read_list
 from nni_kws.data.paths import REAL_TEST_DIR, shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
@@ -127,6 +127,10 @@ class PipelineConfig:
         """``{budget name: limit}`` (names of :data:`~nni_kws.cost.budgets.BUDGETS`) for the budgets that are set."""
         return {name: float(getattr(self, budget_option(name))) for name in BUDGETS
                 if getattr(self, budget_option(name)) not in (None, 0, 0.0)}
+
+    def coarse(self) -> bool:
+        """Whether the run searches the coarse space (whole ``k{k}e{e}`` blocks): proxyless samples whole paths."""
+        return self.strategy == "proxyless"
 
     def warmup(self) -> int:
         """Weight-only search epochs: ``warmup_epochs``, by default a quarter of ``search_epochs``."""
@@ -336,7 +340,23 @@ def check_inputs(cfg: PipelineConfig) -> None:
         value = getattr(cfg, name)
         if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
             raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")
-    check_feasible(cfg, CostModel(build_space(cfg.preset, frontend=cfg.frontend)))
+    space = build_space(cfg.preset, frontend=cfg.frontend, coarse=cfg.coarse(),
+                        num_classes=len(class_names(run_keywords(cfg))))
+    cost_model = CostModel(space, lut=cfg.latency_lut or None)
+    if cost_model.lut is not None:
+        check_table_covers(cost_model, cfg)
+    check_feasible(cfg, cost_model)
+
+
+def check_table_covers(cost_model: CostModel, cfg: PipelineConfig) -> None:
+    """Refuse a ``--latency-lut`` that lacks layer configurations of the searched space (it was profiled for
+    another space), where the run would otherwise estimate them from MACs."""
+    missing = [unit for key, unit in cost_model.table.all_units().items() if key not in cost_model.lut.entries]
+    if missing:
+        options = f"--preset {cfg.preset} --frontend {cfg.frontend}" + (" --coarse" if cfg.coarse() else "")
+        raise ValueError(f"latency table {cfg.latency_lut} has no entry for {len(missing)} layer configurations of "
+                         f"this space (e.g. {missing[0].name!r}: {missing[0].key}); profile it with "
+                         f"`nni-kws profile {options}`")
 
 
 def check_feasible(cfg: PipelineConfig, cost_model: CostModel) -> None:

@@ -122,7 +122,7 @@ class Pipeline:
     def space_identity(self) -> dict[str, Any]:
         """The run's space as ``arch.json`` names it (:data:`~nni_kws.space.SPACE_KEYS`)."""
         return {"preset": self.cfg.preset, "frontend": self.cfg.frontend, "num_classes": self.num_classes,
-                "coarse": self.cfg.strategy == "proxyless"}  # proxyless: whole-block LayerChoices
+                "coarse": self.cfg.coarse()}
 
     def space(self) -> nn.Module:
         """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
