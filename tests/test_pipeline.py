@@ -1,6 +1,7 @@
 """The pipeline's stages, resume after an interruption, sweeps and the report helpers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -72,8 +73,17 @@ def test_sweep_over_lambda_and_front_ends(tiny_gsc: Path, tmp_path: Path, count_
     assert "Front end `raw`" in md and "Front end `mfcc`" in md and "★" in md
     assert (tmp_path / "sweep" / "pareto.png").stat().st_size > 1000
     # resuming a finished sweep redoes nothing
-    again = run_sweep(cfg, SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"]), resume=True)
+    plan = SweepPlan(knob="lam", values=[0.0, 10.0], frontends=["raw", "mfcc"])
+    again = run_sweep(cfg, plan, resume=True)
     assert [p["test_acc"] for p in again["points"]] == [p["test_acc"] for p in sweep["points"]]
+    # resuming with another strategy is refused, and the records still describe the points; λ weighs nothing in a
+    # strategy without an architecture step
+    before = (tmp_path / "sweep" / "config.json").read_text()
+    with pytest.raises(ValueError, match="strategy='darts', not 'gumbel'"):
+        run_sweep(dataclasses.replace(cfg, strategy="gumbel"), plan, resume=True)
+    with pytest.raises(ValueError, match="λ sweep needs a strategy with an architecture step"):
+        run_sweep(dataclasses.replace(cfg, strategy="sandwich"), plan, resume=True)
+    assert (tmp_path / "sweep" / "config.json").read_text() == before
 
 
 def _feasible_macs(frontend: str, fraction: float) -> float:

@@ -263,3 +263,13 @@ def test_a_sandwich_step_runs_a_shared_front_end_once_with_the_gradients_of_one_
     assert grads_once.keys() == grads_each.keys() and any(".frontend." in n for n in grads_once)
     for name, grad in grads_once.items():
         torch.testing.assert_close(grad, grads_each[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_architecture_step_options_are_reported_as_ignored_by_evolution_strategies(caplog):
+    from nni_kws.pipeline.config import PipelineConfig, check_inputs
+
+    with caplog.at_level("WARNING", logger="nni_kws.pipeline.config"):
+        check_inputs(PipelineConfig(strategy="darts", lam=3.0, arch_every=5, real_test=None))
+        assert not caplog.records
+        check_inputs(PipelineConfig(strategy="sandwich", lam=3.0, arch_every=5, real_test=None))
+    assert "--lambda, --arch-every steer the architecture step, which --strategy sandwich does not have" in caplog.text

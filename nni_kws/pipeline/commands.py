@@ -293,7 +293,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     else:
         knob, values = "lam", _floats(args.lambdas, "--lambdas")
     quiet_libraries()
-    cfg = _config(args, base=PipelineConfig(penalty_form=SWEEP_PENALTY_FORM))
+    # a λ sweep by default searches with DARTS, whose architecture step λ weighs (the default strategy has none)
+    cfg = _config(args, base=PipelineConfig(penalty_form=SWEEP_PENALTY_FORM, **({"strategy": "darts"} if knob == "lam"
+                                                                                else {})))
     plan = SweepPlan(knob=knob, values=values, frontends=frontends or [cfg.frontend], quantize=args.quantize)
     try:
         with stop_on_signals():
@@ -313,7 +315,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     d = _defaults()
     p = subparsers.add_parser("search", help="hardware-aware one-shot search; writes <out>/search/arch.json",
-                              description="One-shot NAS (DARTS-style by default) with budget penalties.")
+                              description="One-shot hardware-aware NAS: by default 'sandwich' (single-path supernet "
+                              "training, then evolution within the budgets); DARTS-style strategies weigh budget "
+                              "penalties with --lambda.")
     _add_common(p, d, d.out)
     _add_search(p, d)
     p.set_defaults(func=_run_search)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,16 @@ from nni_kws.search.oneshot import WEIGHTS_ONLY, check_split
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import build_space, space_choices
 
-__all__ = ["STAGES", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT", "OPTIONS",
-           "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root", "run_keywords",
-           "stage_options", "options_mismatch"]
+__all__ = ["STAGES", "ARCH_STEP_OPTIONS", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT",
+           "OPTIONS", "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root",
+           "run_keywords", "stage_options", "options_mismatch"]
+
+log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("search", "train", "quantize", "report")
+#: Options of the architecture step (the penalty's weight, its learning rate and schedule): strategies that pick
+#: by evolution within the budgets (``WEIGHTS_ONLY``) have no such step.
+ARCH_STEP_OPTIONS: tuple[str, ...] = ("lam", "arc_lr", "warmup_epochs", "arch_every")
 #: Options that define what a run folder holds: changing one needs another ``--out``.
 IDENTITY_FIELDS: tuple[str, ...] = ("data", "train_list", "test_list", "synth", "keywords", "speakers", "preset",
                                      "frontend", "seed",
@@ -190,6 +196,11 @@ def stage_options(cfg: PipelineConfig, stage: str, arch: Mapping[str, Any] | Non
     return jsonable(options)
 
 
+def _option(name: str) -> str:
+    """The command-line spelling of an option."""
+    return "--lambda" if name == "lam" else f"--{name.replace('_', '-')}"
+
+
 def options_mismatch(stored: Mapping[str, Any], options: Mapping[str, Any]) -> str | None:
     """``'lr=0.2, not 0.1'`` for the first option whose stored value differs, else None."""
     stored = {**{k: v for k, v in ADDED_OPTIONS.items() if k in options}, **stored}
@@ -334,6 +345,10 @@ def check_inputs(cfg: PipelineConfig) -> None:
                              "pip install 'nni-kws[teacher]'")
     if not math.isfinite(cfg.lam) or cfg.lam < 0:
         raise ValueError(f"lambda must be finite and >= 0, got {cfg.lam}")
+    unused = [name for name in ARCH_STEP_OPTIONS if getattr(cfg, name) != getattr(PipelineConfig, name)]
+    if cfg.strategy in WEIGHTS_ONLY and unused:
+        log.warning("%s steer the architecture step, which --strategy %s does not have (it picks by evolution "
+                    "within the budgets): ignored", ", ".join(_option(name) for name in unused), cfg.strategy)
     if not (isinstance(cfg.bits, int) and 2 <= cfg.bits <= 8):
         raise ValueError(f"bits must be an int in 2..8, got {cfg.bits}")
     for name in ("weight_budget_bits", "act_budget_bits") if cfg.quant_method == "trained" else ():

@@ -223,8 +223,9 @@ class Pipeline:
         if result.get("over_budget"):
             text = describe_over_budget(result["over_budget"])
             if not self.cfg.allow_over_budget:
+                lever = "the search epochs" if self.cfg.strategy in WEIGHTS_ONLY else "--lambda or the search epochs"
                 raise OverBudget(f"the searched architecture is over budget: {text} ({self.out / 'search' / RESULT}); "
-                                 "raise --lambda or the search epochs, or continue with --resume --allow-over-budget")
+                                 f"raise {lever}, or continue with --resume --allow-over-budget")
             log.warning("the searched architecture is over budget: %s (accepted: --allow-over-budget)", text)
         return result
 

@@ -14,12 +14,13 @@ from tqdm.auto import tqdm
 from nni_kws.cost.budgets import BUDGETS, budget_option
 from nni_kws.files import write_json
 from nni_kws.report import pareto_front, write_sweep_report
+from nni_kws.search.oneshot import WEIGHTS_ONLY
 from nni_kws.training import torch_threads
 
-from .config import CONFIG, PipelineConfig, check_inputs
+from .config import CONFIG, PipelineConfig, check_inputs, stage_options
 from .lock import run_folder_lock
 from .results import device_name
-from .rundir import stage_done
+from .rundir import check_stage_options, stage_done
 from .stages import Pipeline
 
 __all__ = ["SweepPlan", "SWEEP_KNOBS", "run_sweep"]
@@ -52,6 +53,10 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
         raise ValueError(f"a sweep varies one of {', '.join(SWEEP_KNOBS)}, not {plan.knob!r}")
     for frontend, value in product(plan.frontends, plan.values):  # every point valid before anything runs
         check_inputs(dataclasses.replace(cfg, frontend=frontend, **{plan.knob: value}))
+    if plan.knob == "lam" and cfg.strategy in WEIGHTS_ONLY:
+        raise ValueError(f"a λ sweep needs a strategy with an architecture step that λ weighs; --strategy "
+                         f"{cfg.strategy} picks by evolution within the budget: sweep --budgets, or give --strategy "
+                         "darts (or gumbel, gumbel-hard, proxyless)")
     if plan.knob == "lam" and not cfg.budgets():
         raise ValueError("a λ sweep needs a budget to weigh: give one of --max-macs, --max-params, --max-peak-act-kb, "
                          "--max-latency-ms (or sweep a budget with --budgets)")
@@ -60,13 +65,27 @@ def run_sweep(cfg: PipelineConfig, plan: SweepPlan, *, resume: bool = False, ove
         if overwrite:
             for frontend in plan.frontends:
                 shutil.rmtree(out / frontend, ignore_errors=True)
-        write_json(out / CONFIG, {**cfg.to_json(), "sweep": dataclasses.asdict(plan)})
         stages = ["search", "train"] + (["quantize"] if plan.quantize else [])
         jobs = [(fe, v) for fe in plan.frontends for v in plan.values]
+        if resume:  # a point made with other options is refused before any record is rewritten
+            for frontend, value in jobs:
+                point = _point_config(cfg, plan, out, frontend, value)
+                for stage in stages:
+                    check_stage_options(Path(point.out), stage, stage_options(point, stage))
+        write_json(out / CONFIG, {**cfg.to_json(), "sweep": dataclasses.asdict(plan)})
         start = time.perf_counter()
         with torch_threads(cfg.threads):
             points = _sweep_points(cfg, plan, jobs, out, stages, resume)
         return _finish_sweep(cfg, plan, points, out, start)
+
+
+def _point_config(cfg: PipelineConfig, plan: "SweepPlan", out: Path, frontend: str, value: float) -> PipelineConfig:
+    """The options of one point: its folder, front end and knob value, and one latency table per front end
+    (``cfg.latency_lut``, else the sweep's own), so the points' latencies compare. A sweep maps the accuracy-cost
+    trade-off: points over budget (small λ) are results, not errors."""
+    return dataclasses.replace(cfg, out=str(_point_dir(out, frontend, plan.knob, value)), frontend=frontend,
+                               latency_lut=cfg.latency_lut or str(out / frontend / "profile" / "latency.json"),
+                               allow_over_budget=True, **{plan.knob: value}, **plan.extra)
 
 
 def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, float]], out: Path,
@@ -74,16 +93,10 @@ def _sweep_points(cfg: PipelineConfig, plan: "SweepPlan", jobs: list[tuple[str, 
     """Run (or, resuming, read back) every point of a sweep; returns the points' records."""
     dm = None
     points: list[dict[str, Any]] = []
-    luts: dict[str, str] = {}
     for frontend, value in tqdm(jobs, desc="sweep", unit="point", disable=not cfg.progress):
-        if frontend not in luts:  # one latency table per front end, so the points' latencies compare
-            luts[frontend] = cfg.latency_lut or str(out / frontend / "profile" / "latency.json")
-            if not Path(luts[frontend]).is_file():
-                Pipeline(dataclasses.replace(cfg, out=str(out / frontend), frontend=frontend)).latency_table()
-        # a sweep maps the accuracy-cost trade-off: points over budget (small λ) are results, not errors
-        sub = dataclasses.replace(cfg, out=str(_point_dir(out, frontend, plan.knob, value)), frontend=frontend,
-                                  latency_lut=luts[frontend], allow_over_budget=True, **{plan.knob: value},
-                                  **plan.extra)
+        sub = _point_config(cfg, plan, out, frontend, value)
+        if not Path(sub.latency_lut).is_file():  # measured once per front end (the sweep's own table)
+            Pipeline(dataclasses.replace(cfg, out=str(out / frontend), frontend=frontend)).latency_table()
         pipe = Pipeline(sub, data_module=dm)
         if dm is None:
             dm = pipe.data_module
