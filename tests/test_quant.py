@@ -506,8 +506,13 @@ def _gsc_loaders(root: Path) -> tuple[DataLoader, DataLoader]:
     return data.train_dataloader(), data.val_dataloader()
 
 
-def test_interrupted_quantization_resumes_to_the_uninterrupted_result(tiny_gsc: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["trained", "lsq"])
+def test_interrupted_quantization_resumes_to_the_uninterrupted_result(method: str, tiny_gsc: Path,
+                                                                      tmp_path: Path) -> None:
+    """Bit for bit; also NNI's LSQ, which initialises its scales on the first step unless told it has."""
     kwargs = dict(method="trained", bits=6, weight_budget_bits=3, act_budget_bits=4, epochs=3, progress=False)
+    if method == "lsq":
+        kwargs = dict(method="fixed", fixed_algorithm="lsq", bits=4, epochs=3, progress=False)
     model = _tiny_model(frontend="sinc")
     reference = quantize_model(model, *_gsc_loaders(tiny_gsc), **kwargs)  # augmentation and shuffling on
 

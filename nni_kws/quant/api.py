@@ -303,6 +303,10 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     else:
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
                                     input_bits=input_bits)
+        for name in ("is_init", "current_step"):  # NNI's LSQ: scales initialised (else redone); QAT: steps counted
+            if checkpoint is not None and hasattr(quantizer, name):
+                checkpoint.extra[name] = (functools.partial(getattr, quantizer, name),
+                                          functools.partial(setattr, quantizer, name))
     _fine_tune(quantizer, float_model, example, distill, max_steps, epochs)
     if bn_batches:  # running statistics of the quantized network, not a blend of the whole fine-tuning
         recalibrate_bn(qmodel, calibration_batches(train_loader, bn_batches))

@@ -320,9 +320,11 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         return {key: n for key, n in pinned.items() if n is not None} or None
 
     def restore_frozen_levels(self, levels: Dict[str, int] | None) -> None:
-        """Resume with the levels a checkpointed run had frozen (None: not frozen yet)."""
+        """Resume with the levels a checkpointed run had frozen (None: not frozen yet); the parameters are the
+        checkpoint's (a pinned range parameter, unused, still drifts with Adam's momentum: resetting it to
+        ``n · d`` would part the resumed run from the uninterrupted one)."""
         if levels is not None:
-            self._pin_levels(levels)
+            self._pin_levels(levels, reset_range=False)
 
     @torch.no_grad()
     def _levels(self) -> Dict[str, int]:
@@ -335,7 +337,7 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
         return out
 
     @torch.no_grad()
-    def _pin_levels(self, levels: Dict[str, int]) -> None:
+    def _pin_levels(self, levels: Dict[str, int], reset_range: bool = True) -> None:
         """Pin ``q_max = n · d`` with the given ``n``: the grid keeps its bit-width, only its step size moves.
 
         The forward pass ties them (:func:`~.bit_budget.qparams`), so ``d`` learns from the clipped values as
@@ -347,8 +349,9 @@ class LearnedBitwidthQuantizer(BitBudgetMixin, Quantizer):
             if n is not None:
                 wrapper = self._module_wrappers[module_name]
                 setattr(wrapper, pinned_levels_name(target_name), n)
-                getattr(wrapper, f"{target_name}_range_param").copy_(
-                    getattr(wrapper, f"{target_name}_step_param") + math.log(n) / k)
+                if reset_range:
+                    getattr(wrapper, f"{target_name}_range_param").copy_(
+                        getattr(wrapper, f"{target_name}_step_param") + math.log(n) / k)
                 self._sync(target_space)
         for wrapper in self._module_wrappers.values():
             self._sync_bias(wrapper)
