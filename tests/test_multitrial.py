@@ -135,6 +135,59 @@ def test_nas_experiment_random_two_trials_in_the_web_ui(tiny_gsc, tmp_path):
     assert not _running(str(tmp_path / "exp")), "processes of the experiment still running"
 
 
+def test_nas_experiment_stopped_by_sigterm_stops_its_manager(tiny_gsc, tmp_path):
+    """SIGTERM (a scheduler, ``kill``) mid-experiment: exit 143 and the NNI manager is stopped with it, so the
+    port is free again; a second experiment on a port in use, or under a budget no architecture meets, is
+    refused in one line before NNI starts."""
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(VENV_BIN / "nni-kws"), "experiment", "run", "--data", str(tiny_gsc), "--preset", "tiny",
+           "--strategy", "random", "--trials", "4", "--epochs", "1", "--port", str(port),
+           "--experiment-dir", str(tmp_path / "exp"), "--batch-size", "32"]
+    log = tmp_path / "run.log"  # a file, not a pipe: the NNI manager it starts may hold a pipe open after it ends
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
+    rest = NniRest(port)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                rest.status()
+                break  # the manager runs
+            except OSError:
+                time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        from nni_kws.cli import main
+
+        assert main(["experiment", "run", "--data", str(tiny_gsc), "--preset", "tiny", "--port", str(port)]) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for cmdline in _running(str(tmp_path / "exp")):
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
+    out = log.read_text()
+    assert proc.returncode == 143, out[-3000:]
+    assert "the experiment was stopped" in out
+    deadline = time.monotonic() + 20  # the manager exits once it has stopped the experiment
+    while _running(str(tmp_path / "exp")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _running(str(tmp_path / "exp")), "processes of the experiment still running"
+    with pytest.raises(OSError):
+        rest.status()
+
+
+def test_nas_experiment_refuses_an_infeasible_budget(tiny_gsc, capsys):
+    from nni_kws.cli import main
+    from nni_kws.cost import CostModel
+
+    cheapest = CostModel(build_space("tiny")).cheapest("params")[1]
+    assert main(["experiment", "run", "--data", str(tiny_gsc), "--preset", "tiny", "--strategy", "tpe",
+                 "--budget", f"params={cheapest - 1:g}", "--port", str(free_port())]) == 2
+    assert f"below the cheapest architecture of the 'tiny' space: {cheapest:,.6g}" in capsys.readouterr().err
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["KB", "Budget", "BUDGETS", "budget_option", "metric_costs", "with_kb", "parse_budgets", "check_budget",
-           "over_budget", "budget_penalty", "budget_filter", "require_lut", "describe_budgets",
+           "over_budget", "budget_penalty", "budget_filter", "require_lut", "infeasible_budget", "describe_budgets",
            "OverBudget", "describe_over_budget"]
 
 KB = 1000  #: bytes per kB, in budgets, metrics and reports alike (SI, as MCU datasheets count flash/RAM)
@@ -127,6 +127,19 @@ def require_lut(budgets: Mapping[str, float], lut: Any) -> None:
     """``ValueError`` when a ``latency_ms`` budget comes without a latency table to check it."""
     if "latency_ms" in budgets and lut is None:
         raise ValueError("a latency_ms budget needs a latency table (lut), measured with `nni-kws profile`")
+
+
+def infeasible_budget(budgets: Mapping[str, float], cost_model: Any) -> tuple[str, float, float] | None:
+    """``(name, limit, cheapest)`` of the first budget below the cheapest architecture of ``cost_model``'s space
+    (a :class:`~nni_kws.cost.CostModel`; ``latency_ms`` only when it has a latency table), else None."""
+    for name, limit in budgets.items():
+        budget = BUDGETS[name]
+        if name == "latency_ms" and cost_model.lut is None:
+            continue
+        cheapest = cost_model.cheapest(budget.cost_key)[1] / budget.scale
+        if limit < cheapest:
+            return name, limit, cheapest
+    return None
 
 
 def describe_budgets(budgets: Mapping[str, float]) -> str:

@@ -164,14 +164,22 @@ def _check_trial_arguments(path: Path, command: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from nni_kws.signals import StopRequested, exit_code, stop_on_signals
+
     from .experiment import run_nas_experiment
     from .train_trial import resolve_data
 
-    results = run_nas_experiment(
-        resolve_data(args.data), preset=args.preset, strategy=args.strategy, max_trials=args.trials,
-        concurrency=args.concurrency, epochs=args.epochs, budgets=_budgets(args.budget), port=args.port,
-        seed=args.seed, lut=args.lut, batch_size=args.batch_size, max_per_class=args.max_per_class,
-        experiment_dir=args.experiment_dir, top_k=args.top_k, out=args.out, keep_ui=args.keep_ui)
+    try:
+        with stop_on_signals():  # SIGTERM as well as Ctrl-C stops the NNI manager before the process ends
+            results = run_nas_experiment(
+                resolve_data(args.data), preset=args.preset, strategy=args.strategy, max_trials=args.trials,
+                concurrency=args.concurrency, epochs=args.epochs, budgets=_budgets(args.budget), port=args.port,
+                seed=args.seed, lut=args.lut, batch_size=args.batch_size, max_per_class=args.max_per_class,
+                experiment_dir=args.experiment_dir, top_k=args.top_k, out=args.out, keep_ui=args.keep_ui)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        code = exit_code(stop) if isinstance(stop, StopRequested) else 130
+        print(f"nni-kws experiment run: interrupted (exit {code}); the experiment was stopped, no top models written")
+        return code
     print(json.dumps(results, indent=2))
     return 0
 

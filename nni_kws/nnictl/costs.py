@@ -9,11 +9,12 @@ from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import metric_costs
 from nni_kws.space import space_by_name
 
-__all__ = ["arch_costs"]
+__all__ = ["arch_costs", "space_cost_model"]
 
 
 @lru_cache(maxsize=8)
-def _cost_model(space: str, lut: str | None, num_classes: int) -> CostModel:
+def space_cost_model(space: str, lut: str | None = None, num_classes: int = 12) -> CostModel:
+    """The (cached) :class:`CostModel` of the space named ``space`` with a ``num_classes`` classifier."""
     return CostModel(space_by_name(space, num_classes=num_classes), lut=lut)
 
 
@@ -24,4 +25,4 @@ def arch_costs(arch: Mapping[str, Any], space: str, lut: str | None = None, num_
     ``latency_ms`` needs a latency table (``lut``, measured with ``nni-kws profile``); without
     one it is left out rather than guessed.
     """
-    return metric_costs(_cost_model(space, None if lut is None else str(lut), num_classes).exact(dict(arch)))
+    return metric_costs(space_cost_model(space, None if lut is None else str(lut), num_classes).exact(dict(arch)))

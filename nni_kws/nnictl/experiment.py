@@ -10,24 +10,28 @@ peak_act_kb}``, which the web UI at ``http://127.0.0.1:<port>`` lists per trial.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import nni
+import psutil
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 
-from nni_kws.cost.budgets import budget_filter, over_budget, parse_budgets, require_lut
+from nni_kws.cost.budgets import budget_filter, infeasible_budget, over_budget, parse_budgets, require_lut
 from nni_kws.data.datamodule import SpeechCommandsDataModule
+from nni_kws.signals import StopRequested
 from nni_kws.space import space_by_name
 
-from .costs import arch_costs
+from .costs import arch_costs, space_cost_model
 
 __all__ = ["STRATEGIES", "make_strategy", "model_filter", "trial_evaluator", "evaluate_model",
            "run_nas_experiment"]
@@ -108,6 +112,12 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
     num_classes = SpeechCommandsDataModule(data).num_classes  # the data's own keywords, if synthesized for them
     space = space_by_name(preset, num_classes=num_classes)
     lut = None if lut is None else str(Path(lut).resolve())
+    infeasible = infeasible_budget(parse_budgets(budgets), space_cost_model(preset, lut, num_classes))
+    if infeasible:  # no trial would ever start (TPE waits for one forever)
+        name, limit, cheapest = infeasible
+        raise ValueError(f"budget {name}={limit:g} is below the cheapest architecture of the {preset!r} space: "
+                         f"{cheapest:,.6g}; no architecture can meet it")
+    _check_port_free(port)
     evaluator = trial_evaluator(data, preset, epochs, batch_size=batch_size, max_per_class=max_per_class,
                                 lut=lut, seed=seed or 0)
     strat = make_strategy(strategy, seed=seed, budgets=budgets, preset=preset, lut=lut, num_classes=num_classes)
@@ -119,9 +129,8 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
         config.experiment_working_directory = str(Path(experiment_dir).resolve())
     exp = NasExperiment(space, evaluator, strat, config)
     _logger.info("web UI: http://127.0.0.1:%d (experiment %s)", port, exp.id)
-    results: list[dict[str, Any]] = []
     stopped = False
-    try:
+    try:  # a stop (Ctrl-C, or SIGTERM under the CLI) stops the NNI manager too, and reaches the caller
         if not exp.run(port=port, debug=debug):  # None: NNI caught Ctrl-C and stopped the experiment
             stopped = True
             raise KeyboardInterrupt
@@ -133,14 +142,37 @@ def run_nas_experiment(data: str | Path, *, preset: str = "small", strategy: str
                                         "budgets": parse_budgets(budgets), "top": results}, indent=2) + "\n")
         if keep_ui:
             _logger.info("search done; the web UI stays at http://127.0.0.1:%d until Ctrl-C", port)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        _logger.info("interrupted")
+            try:
+                while True:
+                    time.sleep(3600)
+            except (KeyboardInterrupt, StopRequested):
+                pass  # closing the web UI ends a finished search
     finally:
         if not stopped:
             exp.stop()
+        _end_manager(exp.id)
     return results
+
+
+def _end_manager(experiment_id: str) -> None:
+    """Terminate the NNI manager of ``experiment_id`` if it still runs: a stop that lands while NNI is starting
+    it (before NNI records the process) leaves ``exp.stop()`` nothing to stop, and the manager would keep the
+    port and the web UI alive after this process has ended."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "--experiment-id" in cmdline and experiment_id in cmdline:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port where something already listens (NNI would fail with a traceback, or an experiment of
+    another run that was not stopped holds it)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise ValueError(f"port {port} is in use (an NNI experiment still running? `nnictl stop --port {port}`); "
+                             "choose another --port")
 
 
 def _top_models(exp: NasExperiment, top_k: int, preset: str, lut: str | None, budgets: Mapping[str, float],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nni_kws.cost import CostModel
-from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget
+from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget, infeasible_budget
 from nni_kws.data.gsc import require_test_folder
 from nni_kws.data.labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
 from nni_kws.data.listed import read_list
@@ -377,12 +377,9 @@ def check_table_covers(cost_model: CostModel, cfg: PipelineConfig) -> None:
 def check_feasible(cfg: PipelineConfig, cost_model: CostModel) -> None:
     """Refuse a budget below the cheapest architecture of the space, naming the cheapest value
     (``latency_ms`` only once ``cost_model`` has a latency table)."""
-    for name, limit in cfg.budgets().items():
-        budget = BUDGETS[name]
-        if name == "latency_ms" and cost_model.lut is None:
-            continue
-        cheapest = cost_model.cheapest(budget.cost_key)[1] / budget.scale
-        if limit < cheapest:
-            raise ValueError(f"--max-{name.replace('_', '-')} {limit:g} is below the cheapest architecture of the "
-                             f"{cfg.preset!r} space ({cfg.frontend} front end): {cheapest:,.6g}; no architecture "
-                             "can meet it")
+    infeasible = infeasible_budget(cfg.budgets(), cost_model)
+    if infeasible:
+        name, limit, cheapest = infeasible
+        raise ValueError(f"--max-{name.replace('_', '-')} {limit:g} is below the cheapest architecture of the "
+                         f"{cfg.preset!r} space ({cfg.frontend} front end): {cheapest:,.6g}; no architecture "
+                         "can meet it")
