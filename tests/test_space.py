@@ -183,6 +183,12 @@ def test_search_space_cli_prints_nni_format(capsys: pytest.CaptureFixture[str]) 
     assert space["s0_i0_k"] == {"_type": "choice", "_value": [3, 5]}
 
 
+def test_search_space_cli_writes_the_one_space_asked_for(tmp_path: Path) -> None:
+    assert cli_main(["search-space", "--out", str(tmp_path), "--preset", "tiny", "--frontend", "mfcc"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-mfcc.json"]
+    assert (tmp_path / "tiny-mfcc.json").read_text() == (REPO / "search_spaces" / "tiny-mfcc.json").read_text()
+
+
 @pytest.mark.parametrize("name", list(SEARCHED))
 def test_searched_architectures_are_the_benchmarks_picks_and_meet_their_budgets(name: str) -> None:
     from nni_kws.cost import CostModel

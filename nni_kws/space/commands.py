@@ -36,8 +36,18 @@ def write_all(out_dir: str | Path, check: bool = False) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    one = args.preset is not None or args.frontend is not None  # one space asked for, else every file
+    preset, frontend = args.preset or "small", args.frontend or "raw"
     if args.print:
-        print(render(args.preset, args.frontend), end="")
+        print(render(preset, frontend), end="")
+        return 0
+    if one:
+        if args.check:
+            raise ValueError("--check checks every file; leave out --preset/--frontend")
+        path = Path(args.out) / f"{space_name(preset, frontend)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(preset, frontend))
+        print(f"wrote {path}")
         return 0
     stale = write_all(args.out, check=args.check)
     if args.check:
@@ -53,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="search_spaces", help="output folder (default: search_spaces)")
     parser.add_argument("--check", action="store_true", help="only check that the files are current")
     parser.add_argument("--print", action="store_true", help="print one space instead of writing files")
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    parser.add_argument("--frontend", default="raw", choices=["raw", "sinc", "conv", "mfcc"])
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="write (or print) this preset's space only (default: every file; printed: small)")
+    parser.add_argument("--frontend", choices=["raw", "sinc", "conv", "mfcc"],
+                        help="front end of that space (default: raw)")
     parser.set_defaults(func=run)
