@@ -407,7 +407,11 @@ def test_experiment_check_validates_configs(tmp_path, monkeypatch):
                           ({"tuner": {"name": "TPE", "classArgs": {"optimize_mode": "best"}}}, "TPE classArgs.*best"),
                           ({"trialCommand": "python -m nni_kws.trial --preset tiny"},
                            "label 's0_depth' is not in the 'tiny' space"),
-                          ({"searchSpaceFile": "nope.json"}, "not found")]:
+                          ({"searchSpaceFile": "nope.json"}, "not found"),
+                          ({"trialCommand": "python -m nni_kws.trial --data /nonexistent/gsc"},
+                           "trialCommand --data /nonexistent/gsc not found"),
+                          ({"trialCommand": "python -m nni_kws.trial --lut lut.json"},
+                           "trialCommand --lut lut.json not found")]:
         bad.write_text(yaml.safe_dump({**config, "searchSpaceFile": str(REPO / "search_spaces" / "small.json"),
                                        **edit}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -76,7 +76,14 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     preset = match.group(1) if match else "small"
     if "nni_kws.trial" not in command:
         return warnings + [f"trialCommand does not run nni_kws.trial: {command!r}"]
-    _check_trial_arguments(path, command)
+    trial_args = _check_trial_arguments(path, command)
+    if ts.get("platform", "local") == "local":  # elsewhere the paths name the remote machine's files
+        code_dir = path.parent / config.get("trialCodeDirectory", ".")
+        for option in ("data", "lut", "arch"):
+            value = getattr(trial_args, option, None)
+            if value and not (code_dir / Path(value).expanduser()).exists():
+                raise FileNotFoundError(f"{path}: trialCommand --{option} {value} not found (paths are relative to "
+                                        f"trialCodeDirectory, {code_dir.resolve()})")
     if "searchSpaceFile" in config:
         space_file = (path.parent / config["searchSpaceFile"]).resolve()
         if not space_file.is_file():
@@ -140,7 +147,7 @@ def _check_registered(path: Path, kind: str, name: str) -> None:
         raise ValueError(f"{path}: {kind} {name!r} is not registered with nnictl{hint}")
 
 
-def _check_trial_arguments(path: Path, command: str) -> None:
+def _check_trial_arguments(path: Path, command: str) -> argparse.Namespace:
     """Parse the trial's arguments with the trial's own parser (``--epochs zero`` fails every trial)."""
     from .trial import build_parser
 
@@ -160,7 +167,7 @@ def _check_trial_arguments(path: Path, command: str) -> None:
 
     parser = build_parser()
     parser.error = error  # type: ignore[method-assign]  # argparse would print usage and exit
-    parser.parse_args(args)
+    return parser.parse_args(args)
 
 
 def _run(args: argparse.Namespace) -> int:
