@@ -235,6 +235,21 @@ def test_darts_parameters_are_checked():
                                      "expected_macs": 5.0, "argmax_macs": 4.0}
 
 
+def test_darts_trial_outside_nni_reads_its_parameters_from_the_arch_file(tiny_gsc, tmp_path):
+    """``--mode darts --arch FILE`` searches with the file's parameters (they were ignored: no target, no budget)."""
+    from nni_kws.cost import CostModel
+    from nni_kws.nnictl.trial import main as trial_main
+
+    params = tmp_path / "params.json"
+    args = ["--mode", "darts", "--preset", "tiny", "--data", str(tiny_gsc), "--search-epochs", "1", "--epochs", "1",
+            "--batch-size", "16", "--arch", str(params)]
+    params.write_text(json.dumps({"lambda": 0.5}))
+    assert trial_main(args) == 2  # no target anywhere
+    target = 1.2 * CostModel(build_space("tiny")).cheapest("macs")[1]
+    params.write_text(json.dumps({"lambda": 0.5, "target": target}))
+    assert trial_main(args) == 0
+
+
 def _running(text: str) -> list[Path]:
     """Live processes whose command line contains ``text``."""
     return [p for p in Path("/proc").glob("[0-9]*/cmdline") if text.encode() in _read(p)]

@@ -27,6 +27,7 @@ import torch
 
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
+from nni_kws.files import read_json
 from nni_kws.space import load_arch
 from nni_kws.training import TrainingDiverged, torch_threads
 
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-class", type=int, help="cap clips per class (quick trials)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lut", help="latency lookup table for the cost model")
-    p.add_argument("--arch", help="architecture JSON to train when run outside NNI")
+    p.add_argument("--arch", help="architecture JSON to train when run outside NNI (--mode darts: a JSON object of "
+                   "the search's parameters)")
     p.add_argument("--out", help="output folder (default: $NNI_OUTPUT_DIR, the trial folder)")
     p.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     darts = p.add_argument_group("--mode darts: a one-shot search per trial (tuned labels: lambda, target, ...)")
@@ -86,8 +88,12 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     params = (nni.get_next_parameter() or {}) if os.environ.get("NNI_PLATFORM") else {}
     if params:
         return dict(params)
+    if args.arch and args.mode == "darts":
+        return read_json(Path(args.arch), hint="expected a JSON object of the search's parameters (lambda, ...)")
     if args.arch:
         return load_arch(args.arch)
+    if args.mode == "darts":
+        return {}  # the search's own defaults (--lambda, --target, ...)
     raise ValueError("no parameters: NNI sent none (is this run by nnictl?) and no --arch FILE was given")
 
 
@@ -103,10 +109,10 @@ def _main(args: argparse.Namespace) -> int:
     try:
         if args.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {args.threads}")
-        params = {} if args.mode == "darts" else _parameters(args)
+        params = _parameters(args)
         data = resolve_data(args.data, synth=args.synth, speakers=args.speakers)
         if args.mode == "darts":
-            _run_darts(args, data)
+            _run_darts(args, data, params)
             return 0
         arch, train, budget = split_parameters(params, args.preset)
         epochs = args.epochs if budget is None else max(1, round(budget * args.epochs_per_budget))
@@ -127,8 +133,7 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_darts(args: argparse.Namespace, data: Path) -> None:
-    params = dict(nni.get_next_parameter() or {})
+def _run_darts(args: argparse.Namespace, data: Path, params: dict[str, Any]) -> None:
     budget = params.get(BUDGET_KEY)
     search_epochs = args.search_epochs if budget is None else max(1, round(float(budget) * args.epochs_per_budget))
     run_darts_trial(params, data=data, preset=args.preset, search_epochs=search_epochs, epochs=args.epochs,
