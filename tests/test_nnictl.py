@@ -276,6 +276,34 @@ def test_hardware_aware_tuner_penalize_and_give_up():
         HardwareAwareTuner(tuner="TPE", preset="tiny", budgets={"latency_ms": 3})
 
 
+def test_hardware_aware_tuner_prices_the_classifier_of_the_trials_classes(tmp_path):
+    """A 5-class dataset (3 keywords): the tuner prices a 5-way classifier, 7 outputs fewer than Speech Commands'
+    (weights and biases), and ``experiment check`` refuses a config whose tuner prices another class count."""
+    from nni_kws.data.labels import MANIFEST
+    from nni_kws.nnictl.commands import check_config
+    from nni_kws.space import build_model, build_space, random_arch
+    from nni_kws.tuner import HardwareAwareTuner
+
+    arch = random_arch(build_space("tiny"), seed=0)
+    in_features = build_model(arch, build_space("tiny")).classifier.in_features
+    twelve, five = (HardwareAwareTuner(preset="tiny", num_classes=n).costs(arch)["params"] for n in (12, 5))
+    assert twelve - five == 7 * (in_features + 1)
+    data = tmp_path / "wake"
+    data.mkdir()
+    (data / MANIFEST).write_text(json.dumps({"keywords": ["marvin", "sheila", "lights on"]}))
+    config = yaml.safe_load((EXAMPLES / "hardware_aware.yml").read_text())
+    config.update(searchSpaceFile=str(REPO / "search_spaces" / "small.json"), trialCodeDirectory=str(REPO),
+                  trialCommand=f"python -m nni_kws.trial --preset small --data {data}")
+    path = tmp_path / "hw.yml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="the trials' --data .* has 5 classes; set classArgs.num_classes: 5"):
+        check_config(path)
+    config["tuner"]["classArgs"]["num_classes"] = 5
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="'KwsHardwareAware' is not registered"):  # the class count passes
+        check_config(path)
+
+
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
 def test_hardware_aware_tuner_in_a_real_experiment(tmp_path, nni_env):
     """Registered tuner in a real experiment whose budget leaves half the space: every trial within budget."""

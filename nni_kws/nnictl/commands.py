@@ -43,6 +43,7 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     from nni.tools.package_utils import config_manager
     from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
+    from nni_kws.data.labels import NUM_CLASSES, class_names, dataset_keywords
     from nni_kws.space import space_by_name, space_choices
 
     from .train_trial import TRAIN_PARAMS
@@ -77,6 +78,7 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     if "nni_kws.trial" not in command:
         return warnings + [f"trialCommand does not run nni_kws.trial: {command!r}"]
     trial_args = _check_trial_arguments(path, command)
+    data_dir = None  # the trials' data folder, where this machine has it
     if ts.get("platform", "local") == "local":  # elsewhere the paths name the remote machine's files
         code_dir = path.parent / config.get("trialCodeDirectory", ".")
         for option in ("data", "lut", "arch"):
@@ -84,6 +86,7 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
             if value and not (code_dir / Path(value).expanduser()).exists():
                 raise FileNotFoundError(f"{path}: trialCommand --{option} {value} not found (paths are relative to "
                                         f"trialCodeDirectory, {code_dir.resolve()})")
+        data_dir = code_dir / Path(trial_args.data).expanduser() if trial_args.data else None
     if "searchSpaceFile" in config:
         space_file = (path.parent / config["searchSpaceFile"]).resolve()
         if not space_file.is_file():
@@ -113,6 +116,12 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
     if tuner.get("name") == HW_TUNER and classargs.get("preset", "small") != preset:
         raise ValueError(f"{path}: KwsHardwareAware preset {classargs.get('preset', 'small')!r} "
                          f"differs from the trial's --preset {preset!r}")
+    if tuner.get("name") == HW_TUNER and data_dir is not None:  # the budgets price the trials' classifier
+        classes = len(class_names(dataset_keywords(data_dir)))
+        if classargs.get("num_classes", NUM_CLASSES) != classes:
+            raise ValueError(f"{path}: KwsHardwareAware prices a {classargs.get('num_classes', NUM_CLASSES)}-class "
+                             f"classifier, the trials' --data {trial_args.data} has {classes} classes; set "
+                             f"classArgs.num_classes: {classes}")
     return warnings
 
 

@@ -82,6 +82,7 @@ class HardwareAwareClassArgsValidator(ClassArgsValidator):
             Optional("reward_for_invalid"): Or(int, float),
             Optional("max_tries"): self.range("max_tries", int, 1, 1_000_000),
             Optional("lut"): Or(str, None),
+            Optional("num_classes"): self.range("num_classes", int, 3, 1_000_000),
         }).validate(kwargs)
         require_lut(parse_budgets(kwargs.get("budgets")), kwargs.get("lut"))
         name = kwargs.get("tuner", "TPE")
@@ -114,20 +115,24 @@ class HardwareAwareTuner(Tuner):
         Samples drawn per trial before giving up (then no more trials are generated).
     lut
         Latency lookup table for the cost model (default: the cost model's own).
+    num_classes
+        Classes of the trials' data, which size the classifier the budgets price: 12 for Speech Commands, the
+        keywords + 2 for a dataset synthesized for other keywords (``nni-kws experiment check`` compares).
     """
 
     def __init__(self, tuner: str = "TPE", tuner_args: dict[str, Any] | None = None, preset: str = "small",
                  budgets: dict[str, float] | None = None, mode: str = "reject", optimize_mode: str = "maximize",
                  penalty_scale: float = 1.0, reward_for_invalid: float = 0.0, max_tries: int = 200,
-                 lut: str | None = None) -> None:
+                 lut: str | None = None, num_classes: int = 12) -> None:  # labels.NUM_CLASSES, not imported:
+        # nni_kws.data imports torch, and the tuner must connect to the NNI manager within 10 s of starting
         # nnictl (config v2) never calls classArgsValidator, so check here: a bad config fails at start.
         HardwareAwareClassArgsValidator().check_light(
             tuner=tuner, tuner_args=tuner_args or {}, preset=preset, budgets=budgets or {}, mode=mode,
             optimize_mode=optimize_mode, penalty_scale=penalty_scale, reward_for_invalid=reward_for_invalid,
-            max_tries=max_tries, lut=lut)
+            max_tries=max_tries, lut=lut, num_classes=num_classes)
         self.inner: Tuner = create_builtin_class_instance(tuner, _inner_args(tuner, tuner_args, optimize_mode),
                                                           "tuners")
-        self.tuner_name, self.preset, self.lut = tuner, preset, lut
+        self.tuner_name, self.preset, self.lut, self.num_classes = tuner, preset, lut, num_classes
         self.budgets = parse_budgets(budgets)
         self.mode, self.optimize_mode = mode, OptimizeMode(optimize_mode)
         self.penalty_scale, self.reward_for_invalid, self.max_tries = penalty_scale, reward_for_invalid, max_tries
@@ -141,7 +146,7 @@ class HardwareAwareTuner(Tuner):
         from .train_trial import BUDGET_KEY, TRAIN_PARAMS
 
         arch = {k: v for k, v in parameters.items() if k != BUDGET_KEY and k not in TRAIN_PARAMS}
-        return arch_costs(arch, self.preset, self.lut)
+        return arch_costs(arch, self.preset, self.lut, self.num_classes)
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
         """Check that the labels are those of the ``preset`` space (naming the first stray one)."""
