@@ -169,7 +169,7 @@ def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
     assert str(missing) in err and "not found" in err
 
 
-@pytest.mark.parametrize("case", ["speakers", "layout", "keywords", "lists"])
+@pytest.mark.parametrize("case", ["speakers", "layout", "keywords", "lists", "test-set"])
 def test_data_options_that_cannot_apply_are_refused_before_anything_runs(case: str, tiny_gsc: Path, tiny_real: Path,
                                                                          tmp_path: Path, capsys) -> None:
     """Options the run's data cannot honour: one line naming them, before any folder is written."""
@@ -181,11 +181,22 @@ def test_data_options_that_cannot_apply_are_refused_before_anything_runs(case: s
         "keywords": (["--keywords", "yes,no", "--real-test", str(tiny_real)], "classes are the keywords yes, no"),
         "lists": (["--data", str(tiny_gsc), "--train-list", str(same_list), "--test-list", str(same_list)],
                   f"shares {len(same_list.read_text().split())} clips with --train-list"),
+        "test-set": (["--data", str(tiny_real)], "is a pre-split test set (class folders, no split lists)"),
     }[case]
     out = tmp_path / "run"
     assert main(["run", *args, "--out", str(out), *FAST]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_data_check_recognises_a_pre_split_test_set(tiny_real: Path, capsys) -> None:
+    """The real test set's layout (class folders, no lists) is checked as such, every clip counted, and named as
+    usable where it is, instead of failing as a training set without lists or noise."""
+    assert main(["data", "check", str(tiny_real), "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["layout"] == "pre-split test set" and report["ok"]
+    assert report["clips"] == len(list(tiny_real.glob("*/*.wav"))) and set(report["classes"]) == set(CLASSES)
+    assert "--real-test" in report["usable_as"]
 
 
 def test_real_test_follows_the_datas_own_keywords(tmp_path: Path, monkeypatch) -> None:

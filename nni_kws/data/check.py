@@ -11,8 +11,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .audio import check_clip
-from .gsc import SpeechCommands
-from .labels import BACKGROUND_NOISE_DIR, CLIP_SAMPLES, SAMPLE_RATE
+from .gsc import SpeechCommands, is_test_folder, require_test_folder
+from .labels import BACKGROUND_NOISE_DIR, CLASSES, CLIP_SAMPLES, SAMPLE_RATE
 from .synth import dataset_fingerprint
 
 __all__ = ["check_dataset"]
@@ -35,23 +35,14 @@ def _header(path: Path) -> tuple[int, int, int]:
     return info.samplerate, info.channels, info.frames
 
 
-def check_dataset(root: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Validate a Speech-Commands-layout folder (synthesized or real) and return a JSON-able report.
+def _clips(root: Path, folders: list[str]) -> list[str]:
+    """``<folder>/<file>.wav`` of every clip in ``folders``, sorted."""
+    return [f"{w}/{e.name}" for w in folders for e in sorted(os.scandir(root / w), key=lambda e: e.name)
+            if e.name.endswith(".wav")]
 
-    Checks every clip's header (via the loader's ``check_clip``), the split lists (files exist,
-    lists disjoint, speakers disjoint across training/validation/testing), the background noise
-    folder, and for synthesized data the manifest's counts and content fingerprint. Clips that are
-    not 16 kHz mono or not exactly 1 s are counted (real Speech Commands has short clips), not errors.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    problems: list[str] = []
-    words = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(("_", ".")))
-    clips = [f"{w}/{e.name}" for w in words for e in sorted(os.scandir(root / w), key=lambda e: e.name)
-             if e.name.endswith(".wav")]
-    if not clips:
-        problems.append("no clips (<word>/*.wav)")
+
+def _check_headers(root: Path, clips: list[str], problems: list[str], progress: bool) -> Counter[str]:
+    """Check every clip's header (unusable ones go to ``problems``); count those not 16 kHz, mono, 1 s."""
     odd: Counter[str] = Counter()
     for rel in tqdm(clips, desc="checking clips", unit="clip", disable=not progress):
         try:
@@ -62,6 +53,46 @@ def check_dataset(root: str | Path, progress: bool = True) -> dict[str, Any]:
         odd["not_16khz"] += sr != SAMPLE_RATE
         odd["not_mono"] += ch != 1
         odd["not_1s"] += frames != (CLIP_SAMPLES * sr) // SAMPLE_RATE
+    return odd
+
+
+def _check_test_folder(root: Path, progress: bool) -> dict[str, Any]:
+    """Check a pre-split test folder: the 12 class folders and every clip's header; it has no splits or noise."""
+    problems: list[str] = []
+    try:
+        require_test_folder(root)
+    except ValueError as e:
+        problems.append(str(e))
+    classes = [c for c in CLASSES if (root / c).is_dir()]
+    clips = _clips(root, classes)
+    odd = _check_headers(root, clips, problems, progress)
+    return {"root": str(root), "layout": "pre-split test set", "ok": not problems, "clips": len(clips),
+            "usable_as": "--real-test DIR (evaluation only); or --data DIR with --train-list/--test-list",
+            "classes": {c: sum(r.startswith(c + "/") for r in clips) for c in classes},
+            **{k: odd[k] for k in ("not_16khz", "not_mono", "not_1s")},
+            "num_problems": len(problems), "problems": problems[:_MAX_LISTED]}
+
+
+def check_dataset(root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Validate a Speech-Commands-layout folder (synthesized or real) and return a JSON-able report.
+
+    Checks every clip's header (via the loader's ``check_clip``), the split lists (files exist,
+    lists disjoint, speakers disjoint across training/validation/testing), the background noise
+    folder, and for synthesized data the manifest's counts and content fingerprint. Clips that are
+    not 16 kHz mono or not exactly 1 s are counted (real Speech Commands has short clips), not errors.
+    A pre-split test folder (class folders, no lists) is checked as one: its classes and clips.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if is_test_folder(root):
+        return _check_test_folder(root, progress)
+    problems: list[str] = []
+    words = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(("_", ".")))
+    clips = _clips(root, words)
+    if not clips:
+        problems.append("no clips (<word>/*.wav)")
+    odd = _check_headers(root, clips, problems, progress)
 
     clip_set, lists = set(clips), {}
     for name in ("validation", "testing"):
@@ -113,7 +144,7 @@ def check_dataset(root: str | Path, progress: bool = True) -> dict[str, Any]:
                 problems.append(f"SpeechCommands({name!r}): {e}")
 
     return {
-        "root": str(root), "ok": not problems, "clips": len(clips),
+        "root": str(root), "layout": "speech-commands", "ok": not problems, "clips": len(clips),
         "words": {w: sum(r.startswith(w + "/") for r in clips) for w in words},
         "files_per_split": dict(Counter(split.values())),
         "speakers_per_split": {k: len(v) for k, v in speakers.items()},

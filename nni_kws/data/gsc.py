@@ -21,9 +21,9 @@ import torch
 from .audio import OnError, scan_clips
 from .augment import TrainAugment
 from .clips import AugmentedClips, ClipDataset, require_dir
-from .labels import BACKGROUND_NOISE_DIR, CLASSES, KEYWORDS, dataset_keywords
+from .labels import BACKGROUND_NOISE_DIR, CLASSES, KEYWORDS, SILENCE, UNKNOWN, dataset_keywords
 
-__all__ = ["SUBSETS", "SpeechCommands", "SpeechCommandsTestFolder", "Subset", "require_test_folder"]
+__all__ = ["SUBSETS", "SpeechCommands", "SpeechCommandsTestFolder", "Subset", "is_test_folder", "require_test_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,13 @@ class SpeechCommands(AugmentedClips):
                 return x, label
             return (float(torch.rand((), generator=g)) * self.silence_volume * noise).clamp(-1.0, 1.0), label
         return (self._augmented(x) if self.augment else x), label
+
+
+def is_test_folder(root: Path) -> bool:
+    """The pre-split test layout (``speech_commands_test_set_v0.02``): class folders ``_silence_`` and
+    ``_unknown_`` beside the keywords', and no split lists."""
+    return all((root / c).is_dir() for c in (SILENCE, UNKNOWN)) and not any(
+        (root / f"{subset}_list.txt").is_file() for subset in ("validation", "testing"))
 
 
 def require_test_folder(root: Path, classes: Sequence[str] = CLASSES) -> Path:

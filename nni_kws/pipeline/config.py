@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget, infeasible_budget
-from nni_kws.data.gsc import require_test_folder
+from nni_kws.data.gsc import is_test_folder, require_test_folder
 from nni_kws.data.labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
 from nni_kws.data.listed import read_list
 from nni_kws.data.paths import REAL_TEST_DIR, shared_data_dir
@@ -280,6 +280,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
         raise ValueError(f"{', '.join(synth_options)} shape(s) the synthesized dataset; cannot be combined with --data")
     if cfg.keywords is not None:
         parse_keywords(cfg.keywords)
+    if cfg.data is not None and not cfg.train_list and is_test_folder(Path(cfg.data).expanduser()):
+        raise ValueError(f"--data {cfg.data} is a pre-split test set (class folders, no split lists): evaluate on "
+                         "it with --real-test, or train on part of it with --train-list/--test-list")
     if (cfg.train_list or cfg.test_list) and cfg.data is None:
         raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
     if bool(cfg.train_list) != bool(cfg.test_list):
