@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nni_kws.cost import CostModel
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.synth import ensure_default_dataset
+from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
 from nni_kws.pipeline import PipelineConfig, default_real_test_root, run_pipeline
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import run_search
@@ -28,8 +28,8 @@ from nni_kws.training import accuracy, fit, seed_everything
 def step_by_step(preset: str, epochs: int, out: Path) -> None:
     """Each stage by hand, with the library's building blocks."""
     seed_everything(0)
-    dm = SpeechCommandsDataModule(ensure_default_dataset(), batch_size=64, real_test_root=default_real_test_root(),
-                                  cache=True)
+    data = ensure_default_dataset(preset=DEFAULT_PRESET)  # the data `nni-kws run` synthesizes by default
+    dm = SpeechCommandsDataModule(data, batch_size=64, real_test_root=default_real_test_root(), cache=True)
     train, val, test = dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()
 
     space = build_space(preset)

@@ -199,7 +199,8 @@ def default_dataset_dir(*, preset: str | None = None, **params: Any) -> Path:
 def ensure_default_dataset(*, progress: bool = True, preset: str | None = None, **params: Any) -> Path:
     """Return the default dataset folder, synthesizing it first if missing.
 
-    ``preset`` names a parameter set of :data:`PRESETS` (``params`` override it); ``keywords=["marvin",
+    ``preset`` names a parameter set of :data:`PRESETS` (``params`` override it; without one, only ``params``:
+    the espeak-only ``'today'`` set; the commands' default data is ``preset=DEFAULT_PRESET``); ``keywords=["marvin",
     "lights on"]`` makes a custom-keyword dataset. A folder named by ``$NNI_KWS_DATA`` that already holds a
     dataset is used as it is (real Speech Commands, or synthesized with other parameters), so users can
     point the demo at their data.

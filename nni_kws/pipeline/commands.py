@@ -51,7 +51,8 @@ def _add_common(p: argparse.ArgumentParser, d: Any, out_default: str) -> None:
     g.add_argument("--real-test", metavar="DIR", help="real Speech Commands v2 test folder, evaluation only "
                    "(default: <repo>/../shared/data/gsc-v2-test when present)")
     g.add_argument("--no-real-test", dest="real_test", action="store_const", const="", help="skip the real test set")
-    g.add_argument("--max-per-class", type=int, help="cap clips per class (quick runs on a large local copy)")
+    g.add_argument("--max-per-class", type=int, help="cap clips per class of each split, for quick runs on a large "
+                   "local copy (with --train-list: of training only; validation and --test-list stay whole)")
     g.add_argument("--train-list", metavar="FILE", help="train (and validate, on held-apart speakers) on the clips of "
                    "--data listed in FILE, one relative path per line, e.g. gsc-v2-test-splits/dev.txt")
     g.add_argument("--test-list", metavar="FILE",
