@@ -265,16 +265,21 @@ def render_sweep(sweep: Mapping[str, Any]) -> str:
              f"Rows marked ★ are on the accuracy–MACs Pareto front ({test_col} accuracy) of their front end. "
              "MACs count conv and linear layers plus the MFCC feature extraction (FFT, mel, log, DCT; "
              "`nni_kws.cost.frontend`), so raw-audio and MFCC front ends compare on MACs and on latency.", ""]
+    quantized = any(p.get("quant") for p in points)  # sweep --quantize: each point's quantized model too
+    q_header = f" quantized {test_col} [%] | quantized real test [%] | bits w / a |" if quantized else ""
     for frontend in sweep.get("frontends", []):
         sub = [p for p in points if p.get("frontend") == frontend]
         front = set(pareto_front(sub, "macs"))
         lines += [f"## Front end `{frontend}`", "",
-                  f"| {knob} | {_COST_HEADER} | val [%] | {test_col} [%] | real test [%] | front |",
-                  "|---|" + "---|" * 6 + "---|---|---|---|"]
+                  f"| {knob} | {_COST_HEADER} | val [%] | {test_col} [%] | real test [%] | front |{q_header}",
+                  "|---|" + "---|" * 6 + "---|---|---|---|" + "---|" * (3 if quantized else 0)]
         for i, p in enumerate(sub):
+            q = p.get("quant") or {}
+            q_cells = (f" {_fmt(q.get('test_acc'), 2, pct=True)} | {_fmt(q.get('real_test_acc'), 2, pct=True)} | "
+                       f"{_fmt(q.get('bits_weight'), 2)} / {_fmt(q.get('bits_act'), 2)} |") if quantized else ""
             lines.append(f"| {p.get(knob)} | {' | '.join(_cost_cells(p.get('costs', {})))} | "
                          f"{_fmt(p.get('val_acc'), 2, pct=True)} | {_fmt(p.get('test_acc'), 2, pct=True)} | "
-                         f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | {'★' if i in front else ''} |")
+                         f"{_fmt(p.get('real_test_acc'), 2, pct=True)} | {'★' if i in front else ''} |{q_cells}")
         lines.append("")
     lines += ["![Pareto front](pareto.png)", ""]
     return "\n".join(lines)

@@ -125,4 +125,11 @@ def test_report_renders_from_results_alone(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     sweep_md = render_sweep({"knob": "lam", "values": [0], "frontends": ["raw"], "points": [
         {"frontend": "raw", "lam": 0, **points[0]}]})
-    assert "| 0 |" in sweep_md and "★" in sweep_md
+    assert "| 0 |" in sweep_md and "★" in sweep_md and "quantized" not in sweep_md
+    # sweep --quantize: each point's quantized accuracy and bits in extra columns, one cell per header
+    quant = {"test_acc": 0.875, "real_test_acc": None, "bits_weight": 3.5, "bits_act": 4.0}
+    sweep_md = render_sweep({"knob": "lam", "values": [0, 1], "frontends": ["raw"], "points": [
+        {"frontend": "raw", "lam": 0, **points[0], "quant": quant}, {"frontend": "raw", "lam": 1, **points[0]}]})
+    table = [line for line in sweep_md.splitlines() if line.startswith("|")]
+    assert "quantized synth test [%]" in table[0] and "| 87.50 | – | 3.50 / 4.00 |" in table[2]
+    assert len({line.count("|") for line in table}) == 1

@@ -307,8 +307,12 @@ def _run_sweep(args: argparse.Namespace) -> int:
         return _interrupted(args, stop)
     for p in sweep["points"]:
         star = "*" if p.get("pareto", {}).get("macs") else " "
+        q = p.get("quant") or {}
+        quantized = (f"  quantized {100 * (q.get('test_acc') or 0):6.2f} % at {q.get('bits_weight') or 0:.2f}/"
+                     f"{q.get('bits_act') or 0:.2f} bits" if q else "")
         print(f"{star} {p['frontend']:<5} {knob}={p[knob]:<8g} test {100 * (p['test_acc'] or 0):6.2f} %  "
-              f"{p['costs'].get('params', 0) / 1e3:7.1f}k params  {p['costs'].get('macs', 0) / 1e6:7.2f}M MACs")
+              f"{p['costs'].get('params', 0) / 1e3:7.1f}k params  {p['costs'].get('macs', 0) / 1e6:7.2f}M MACs"
+              f"{quantized}")
     print(f"sweep: {Path(cfg.out) / 'sweep.md'} ({sweep['seconds']:.0f} s; * = on the accuracy-MACs front)")
     return 0
 
