@@ -9,6 +9,7 @@ Each class docstring cites its paper and reference code; the computed costs are 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -19,7 +20,7 @@ from nni_kws.cost.frontend import SpectralSettings
 from nni_kws.space.blocks import LogCompression, SincConv1d
 
 __all__ = ["SpectralFeatures", "DsCnn", "TcResNet", "SincDsConv", "BcResNet", "BASELINES", "build_baseline",
-           "baseline_costs"]
+           "load_trained_baseline", "baseline_costs"]
 
 
 #: Per-utterance normalisations of :class:`SpectralFeatures`.
@@ -273,6 +274,21 @@ BASELINES: dict[str, Callable[..., nn.Module]] = {
     "sinc-dsconv": SincDsConv,
     "bc-resnet-1": BcResNet,
 }
+
+
+def load_trained_baseline(folder: str | Path) -> nn.Module | None:
+    """The peer that ``nni-kws train --baseline`` trained in ``folder`` (its ``result.json`` names it; its weights
+    are ``model.pt``), else None (a searched architecture: :func:`~nni_kws.space.load_trained_model`)."""
+    from nni_kws.files import load_state_dict, read_json
+
+    path = Path(folder) / "result.json"
+    result = read_json(path) if path.is_file() else {}
+    name = result.get("baseline")
+    if not name:
+        return None
+    model = build_baseline(name, num_classes=result.get("num_classes", 12))
+    load_state_dict(model, Path(folder) / "model.pt", hint=f"train it again: nni-kws train --baseline {name}")
+    return model
 
 
 def build_baseline(name: str, num_classes: int = 12, **options: Any) -> nn.Module:

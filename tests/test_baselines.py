@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nni_kws.baselines import BASELINES, baseline_costs, build_baseline
+from nni_kws.baselines import BASELINES, baseline_costs, build_baseline, load_trained_baseline
 from nni_kws.cost import CostModel
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.frontend import frontend_macs, rfft_macs, spectral_settings
@@ -180,6 +180,9 @@ def test_cli_train_baseline(tiny_gsc, tmp_path, capsys, count_accuracy, tiny_tes
     res = json.loads((out / "train" / "result.json").read_text())
     model = build_baseline("tc-resnet8")
     model.load_state_dict(load_torch(out / "train" / "model.pt"))         # the trained peer's weights
+    loaded = load_trained_baseline(out / "train")                         # as Python users read it back
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert load_trained_baseline(tmp_path) is None                        # no peer there
     expected = count_costs(model)
     assert res["baseline"] == "tc-resnet8" and res["arch"] is None
     assert res["test_acc"] == pytest.approx(count_accuracy(model, tiny_test_clips))

@@ -64,17 +64,9 @@ def _stage_folder(args: argparse.Namespace) -> Path:
 
 def _baseline_model(args: argparse.Namespace) -> Any:
     """The hand-designed peer trained by ``nni-kws train --baseline`` in the folder ``args.model``, else None."""
-    path = Path(args.model) / "result.json"
-    result = read_json(path) if args.arch is None and path.is_file() else {}
-    baseline = result.get("baseline")
-    if not baseline:
-        return None
-    from nni_kws.baselines import build_baseline
-    from nni_kws.files import load_state_dict
+    from nni_kws.baselines import load_trained_baseline
 
-    model = build_baseline(baseline, num_classes=result.get("num_classes", 12))
-    load_state_dict(model, Path(args.model) / "model.pt", hint=f"train it again: nni-kws train --baseline {baseline}")
-    return model
+    return load_trained_baseline(args.model) if args.arch is None and Path(args.model).is_dir() else None
 
 
 def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:

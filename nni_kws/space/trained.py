@@ -39,7 +39,8 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     arch_file = Path(arch) if arch is not None else next(
         (d / "arch.json" for d in (weights.parent, *list(weights.parents)[1:3]) if (d / "arch.json").exists()), None)
     if arch_file is None:
-        raise FileNotFoundError(f"no arch.json next to {weights} (or give --arch)")
+        raise FileNotFoundError(f"no arch.json next to {weights} (or give --arch; a peer trained with `nni-kws train "
+                                "--baseline` is read by nni_kws.baselines.load_trained_baseline)")
     if not arch_file.exists():
         raise FileNotFoundError(f"architecture file not found: {arch_file}")
     space = arch_file_space(arch_file, preset=preset)
