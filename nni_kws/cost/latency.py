@@ -6,7 +6,8 @@ head), keyed by its geometry (see :class:`~nni_kws.cost.layers.Unit`), holding a
 keeps the per-op costs of BN/ReLU/add inside the entries. What the sum misses (the model's own
 forward, cache effects between consecutive blocks) is one fixed per-model term, the median of
 (measured − Σ entries) over a few random calibration archs, timed in the same interleaved passes
-as the entries: ``latency = overhead_ms + Σ entries``.
+as the entries: ``latency = overhead_ms + Σ entries``. It may be negative: each unit timed alone pays its own
+call overhead (a session run under onnxruntime), which a whole model pays once, so the sum can overshoot.
 (A fitted slope as well was tried: with ~10 noisy calibration points it generalised worse.)
 
 Backends: ``torch-cpu`` (eager, ``torch.inference_mode``, ``torch.set_num_threads(threads)``) and
