@@ -123,8 +123,8 @@ class HardwareAwareTuner(Tuner):
     def __init__(self, tuner: str = "TPE", tuner_args: dict[str, Any] | None = None, preset: str = "small",
                  budgets: dict[str, float] | None = None, mode: str = "reject", optimize_mode: str = "maximize",
                  penalty_scale: float = 1.0, reward_for_invalid: float = 0.0, max_tries: int = 200,
-                 lut: str | None = None, num_classes: int = 12) -> None:  # labels.NUM_CLASSES, not imported:
-        # nni_kws.data imports torch, and the tuner must connect to the NNI manager within 10 s of starting
+                 lut: str | None = None, num_classes: int = 12) -> None:
+        # 12: labels.NUM_CLASSES, not imported (nni_kws.data imports torch; the tuner must connect within 10 s).
         # nnictl (config v2) never calls classArgsValidator, so check here: a bad config fails at start.
         HardwareAwareClassArgsValidator().check_light(
             tuner=tuner, tuner_args=tuner_args or {}, preset=preset, budgets=budgets or {}, mode=mode,
