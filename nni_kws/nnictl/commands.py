@@ -117,11 +117,10 @@ def _check_content(path: Path, config: dict[str, Any]) -> list[str]:
         raise ValueError(f"{path}: KwsHardwareAware preset {classargs.get('preset', 'small')!r} "
                          f"differs from the trial's --preset {preset!r}")
     if tuner.get("name") == HW_TUNER and data_dir is not None:  # the budgets price the trials' classifier
-        classes = len(class_names(dataset_keywords(data_dir)))
-        if classargs.get("num_classes", NUM_CLASSES) != classes:
-            raise ValueError(f"{path}: KwsHardwareAware prices a {classargs.get('num_classes', NUM_CLASSES)}-class "
-                             f"classifier, the trials' --data {trial_args.data} has {classes} classes; set "
-                             f"classArgs.num_classes: {classes}")
+        classes, priced = len(class_names(dataset_keywords(data_dir))), classargs.get("num_classes", NUM_CLASSES)
+        if priced != classes:
+            raise ValueError(f"{path}: KwsHardwareAware prices a {priced}-class classifier, the trials' --data "
+                             f"{trial_args.data} has {classes} classes; set classArgs.num_classes: {classes}")
     return warnings
 
 

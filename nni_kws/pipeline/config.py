@@ -296,10 +296,10 @@ def check_inputs(cfg: PipelineConfig) -> None:
             raise ValueError(f"--test-list {cfg.test_list} shares {len(shared)} clips with --train-list "
                              f"{cfg.train_list} (e.g. {min(shared)}); the test clips must be unseen")
     if cfg.real_test not in (None, "", "auto"):
-        real = Path(cfg.real_test).expanduser()
-        if run_keywords(cfg) != KEYWORDS:
+        real, keywords = Path(cfg.real_test).expanduser(), run_keywords(cfg)
+        if keywords != KEYWORDS:
             raise ValueError(f"--real-test {real} holds the 12 Speech Commands classes; this run's classes are the "
-                             f"keywords {', '.join(run_keywords(cfg))}")
+                             f"keywords {', '.join(keywords)}")
         if cfg.train_list and real.resolve() == Path(cfg.data).expanduser().resolve():
             raise ValueError(f"--real-test {real} is the folder --train-list trains on; report on --test-list")
         require_test_folder(real)
