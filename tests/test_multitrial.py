@@ -118,10 +118,7 @@ def test_nas_experiment_random_two_trials_in_the_web_ui(tiny_gsc, tmp_path):
         try:
             out, err = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                for cmdline in _running(str(tmp_path / "exp")):  # its orphaned NNI manager, if any
-                    os.kill(int(cmdline.parent.name), signal.SIGTERM)
+            _kill_if_running(proc, str(tmp_path / "exp"))
     assert proc.returncode == 0, err[-3000:]
     assert sum(t["status"] == "SUCCEEDED" for t in trials) == 2, trials
     assert len(finals) == 2
@@ -165,16 +162,11 @@ def test_nas_experiment_stopped_by_sigterm_stops_its_manager(tiny_gsc, tmp_path)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=90)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            for cmdline in _running(str(tmp_path / "exp")):
-                os.kill(int(cmdline.parent.name), signal.SIGTERM)
+        _kill_if_running(proc, str(tmp_path / "exp"))
     out = log.read_text()
     assert proc.returncode == 143, out[-3000:]
     assert "the experiment was stopped" in out
-    deadline = time.monotonic() + 20  # the manager exits once it has stopped the experiment
-    while _running(str(tmp_path / "exp")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait_until_gone(str(tmp_path / "exp"))  # the manager exits once it has stopped the experiment
     assert not _running(str(tmp_path / "exp")), "processes of the experiment still running"
     with pytest.raises(OSError):
         rest.status()
@@ -221,9 +213,7 @@ def test_darts_searches_as_trials_report_every_search_epoch(tmp_path):
         final = next(m["data"] for m in mine if m["type"] == "FINAL")
         assert 0 <= final["default"] <= 1 and final["macs"] > 0
         assert json.loads(t["hyperParameters"][0])["parameters"].keys() == {"lambda", "target"}
-    deadline = time.monotonic() + 20
-    while _running(str(tmp_path / "exp")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait_until_gone(str(tmp_path / "exp"))
     assert not _running(str(tmp_path / "exp")) and not _running("nni_kws.trial --mode darts --preset tiny")
 
 
@@ -255,3 +245,19 @@ def test_darts_trial_outside_nni_reads_its_parameters_from_the_arch_file(tiny_gs
 def _running(text: str) -> list[Path]:
     """Live processes whose command line contains ``text``."""
     return [p for p in Path("/proc").glob("[0-9]*/cmdline") if text.encode() in _read(p)]
+
+
+def _wait_until_gone(text: str, seconds: float = 20) -> None:
+    """Wait (at most ``seconds``) until no live process mentions ``text``; stopped processes take a moment."""
+    deadline = time.monotonic() + seconds
+    while _running(text) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def _kill_if_running(proc: subprocess.Popen, text: str) -> None:
+    """After a failed test: kill ``proc`` if it still runs, and the orphaned processes (its NNI manager) that
+    mention ``text``."""
+    if proc.poll() is None:
+        proc.kill()
+        for cmdline in _running(text):
+            os.kill(int(cmdline.parent.name), signal.SIGTERM)
