@@ -17,6 +17,7 @@ Labels are taken as independent, as NNI does.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
@@ -37,62 +38,76 @@ def probs_from_alphas(alphas: Mapping[str, torch.Tensor],
     return {label: dict(zip(choices[label], torch.softmax(alpha, -1))) for label, alpha in alphas.items()}
 
 
-def _dist(probs: Probs, label: str, values: Sequence[Any]) -> dict[Any, torch.Tensor]:
+def _vector(probs: Probs, label: str, values: Sequence[Any]) -> torch.Tensor:
+    """``P(label = v)`` for each of ``values``, as one tensor (per-value tensors are stacked, keeping their graph)."""
     if label not in probs:
         raise ValueError(f"probabilities lack label {label!r} (values {list(values)})")
     dist = probs[label]
+    dtype = torch.get_default_dtype()
     if not isinstance(dist, Mapping):  # a vector ordered like the space's values
-        dist = dict(zip(values, dist))
+        vector = torch.as_tensor(dist, dtype=dtype)
+        if vector.shape != (len(values),):
+            raise ValueError(f"probabilities of label {label!r} have shape {tuple(vector.shape)}, "
+                             f"not ({len(values)},) (values {list(values)})")
+        return vector
     missing = [v for v in values if v not in dist]
     if missing:
         raise ValueError(f"probabilities of label {label!r} lack value {missing[0]!r}")
-    return {v: torch.as_tensor(dist[v]) for v in values}
+    return torch.stack([torch.as_tensor(dist[v], dtype=dtype) for v in values])
 
 
-def _weights(decision: Decision, probs: Probs, choices: Mapping[str, Sequence[Any]]) -> list[tuple[torch.Tensor, Unit]]:
-    """(P(position active and this candidate), candidate) for every candidate of a position."""
-    active = torch.ones(())
+def _weights(decision: Decision, vectors: Mapping[str, torch.Tensor],
+             choices: Mapping[str, Sequence[Any]]) -> torch.Tensor:
+    """P(position active and this candidate) for every candidate of a position, in ``candidates`` order:
+    the outer product of the labels' distributions, read at each candidate's values, times P(active)."""
+    joint, strides = torch.ones(()), []
+    for label in decision.labels:
+        joint = joint.unsqueeze(-1) * vectors[label]
+    for i in range(len(decision.labels)):
+        strides.append(math.prod(len(choices[label]) for label in decision.labels[i + 1:]))
+    index = [sum(choices[label].index(value) * stride for label, value, stride in zip(decision.labels, combo, strides))
+             for combo in decision.candidates]
+    weights = joint.reshape(-1)[torch.tensor(index)]
     if decision.depth is not None:
         label, i = decision.depth
-        active = sum((p for d, p in _dist(probs, label, choices[label]).items() if d > i), torch.zeros(()))
-    dists = [_dist(probs, label, choices[label]) for label in decision.labels]
-    out = []
-    for combo, unit in decision.candidates.items():
-        weight = active
-        for dist, value in zip(dists, combo):
-            weight = weight * dist[value]
-        out.append((weight, unit))
-    return out
+        weights = weights * vectors[label][torch.tensor([d > i for d in choices[label]])].sum()
+    return weights
 
 
 def expected_costs(table: SpaceTable, probs: Probs, bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
                    lut: "LatencyTable | None" = None, fallback: str | None = None,
                    temperature: float = 0.01) -> dict[str, Any]:
     """Expected ``params``, ``macs``, ``ops``, ``weight_bytes``, ``latency_ms`` (None without a table)
-    and smoothed ``peak_activation_bytes``, as scalar tensors differentiable w.r.t. ``probs``."""
-    positions = [_weights(d, probs, table.choices) for d in table.decisions]
+    and smoothed ``peak_activation_bytes``, as scalar tensors differentiable w.r.t. ``probs``.
 
-    def expect(cost: Callable[[Unit], float]) -> torch.Tensor:
-        return sum((w * cost(u) for pos in positions for w, u in pos), torch.zeros(()))
+    Vectorised (one weight per candidate of every position, one matrix of their costs): the DARTS penalty
+    runs once per architecture step, and a sum of one tensor op per candidate and cost took 5 % of that step.
+    """
+    labels = {label for d in table.decisions for label in d.labels} | {d.depth[0] for d in table.decisions if d.depth}
+    vectors = {label: _vector(probs, label, table.choices[label]) for label in table.choices if label in labels}
+    weights = torch.cat([_weights(d, vectors, table.choices) for d in table.decisions])
+    units = [u for d in table.decisions for u in d.candidates.values()]
+    columns: list[Callable[[Unit], float]] = [lambda u: u.params, lambda u: u.macs, lambda u: u.feature_macs,
+                                              lambda u: u.weight_bytes(bits, default_bits)]
+    if lut is not None:
+        columns.append(lambda u: lut.lookup(u, fallback))
+    totals = weights @ torch.tensor([[column(u) for column in columns] for u in units], dtype=weights.dtype)
+    params, macs, frontend_macs, weight_bytes, *latency = totals.unbind()
 
-    macs = expect(lambda u: u.macs)
-    peaks = torch.stack([sum((w * u.peak_elems for w, u in pos), torch.zeros(())) for pos in positions])
-    scale = act_bits / 8
+    position = torch.tensor([p for p, d in enumerate(table.decisions) for _ in d.candidates])
+    peak_elems = torch.tensor([u.peak_elems for u in units], dtype=weights.dtype)
+    peaks = torch.zeros(len(table.decisions), dtype=weights.dtype).index_add(0, position, weights * peak_elems)
     if temperature > 0:
-        tau = temperature * max(u.peak_elems for d in table.decisions for u in d.candidates.values())
+        tau = temperature * float(peak_elems.max())
         peak = tau * torch.logsumexp(peaks / tau, 0)
     else:
         peak = peaks.max()
-    latency = None
-    if lut is not None:
-        latency = lut.overhead_ms + expect(lambda u: lut.lookup(u, fallback))
     return {
-        "params": expect(lambda u: u.params),
+        "params": params,
         "macs": macs,
-        "frontend_macs": expect(lambda u: u.feature_macs),
+        "frontend_macs": frontend_macs,
         "ops": 2 * macs,
-        "weight_bytes": expect(lambda u: u.weight_bytes(bits, default_bits)),
-        "peak_activation_bytes": peak * scale,
-        "latency_ms": latency,
+        "weight_bytes": weight_bytes,
+        "peak_activation_bytes": peak * (act_bits / 8),
+        "latency_ms": lut.overhead_ms + latency[0] if lut is not None else None,
     }
-

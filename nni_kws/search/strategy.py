@@ -34,8 +34,22 @@ __all__ = ["arch_alphas", "arch_probs", "argmax_arch", "most_likely_within", "Pa
            "ResourceDARTS", "ResourceGumbelDARTS", "ResourceProxyless"]
 
 
+def _per_model(module: BaseOneShotLightningModule, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, once per model of ``module``: the supernet keeps its modules and alphas during a search,
+    and the walks over its modules that find them cost milliseconds on every architecture step otherwise."""
+    cache = module.__dict__.setdefault("_per_model_cache", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] is not module.model:
+        hit = cache[key] = (module.model, compute())
+    return hit[1]
+
+
 def arch_alphas(module: BaseOneShotLightningModule) -> dict[str, nn.Parameter]:
     """``{label: alpha}`` of a differentiable supernet (one logit vector per label, shared by modules)."""
+    return _per_model(module, "alphas", lambda: _find_alphas(module))
+
+
+def _find_alphas(module: BaseOneShotLightningModule) -> dict[str, nn.Parameter]:
     alphas: dict[str, nn.Parameter] = {}
     for m in module.supernet_modules():
         alpha = getattr(m, "_arch_alpha", None)
@@ -57,22 +71,26 @@ def arch_probs(module: BaseOneShotLightningModule,
     categorical distribution, not over one noisy Gumbel draw. By default the tensors are moved to
     the CPU, where the cost model's constants live (``.cpu()`` is differentiable).
     """
-    values = {label: list(m.values) for label, m in module.model.simplify().items() if isinstance(m, Categorical)}
-    for m in module.supernet_modules():  # Proxyless' per-block skip gates are not labels of the space
-        if isinstance(m, ProxylessMixedRepeat):
-            for block in list(m.blocks)[m.min_depth:]:
-                values.pop(getattr(block, "label", None), None)
+    values, repeats = _per_model(module, "labels", lambda: _space_labels(module))
     probs: dict[str, dict[Any, torch.Tensor]] = {}
     for label, alpha in arch_alphas(module).items():
-        if label in values:
-            probs[label] = dict(zip(values[label], torch.softmax(alpha, -1)))
-    for m in module.supernet_modules():
-        if isinstance(m, ProxylessMixedRepeat):
-            for label, dist in m.export_probs({}).items():
-                probs[label] = {v: torch.as_tensor(dist.get(v, 0.0)) for v in values[label]}
-    if device is not None:
-        probs = {label: {v: p.to(device) for v, p in dist.items()} for label, dist in probs.items()}
+        if label in values:  # moved as one vector: one copy per label from a GPU, not one per value
+            probs[label] = dict(zip(values[label], torch.softmax(alpha, -1).to(device)))
+    for m in repeats:
+        for label, dist in m.export_probs({}).items():
+            probs[label] = {v: torch.as_tensor(dist.get(v, 0.0), device=device) for v in values[label]}
     return probs
+
+
+def _space_labels(module: BaseOneShotLightningModule) -> tuple[dict[str, list[Any]], list[ProxylessMixedRepeat]]:
+    """The values of the space's categorical labels, and the Proxyless repeats (whose per-block skip gates are
+    not labels of the space)."""
+    values = {label: list(m.values) for label, m in module.model.simplify().items() if isinstance(m, Categorical)}
+    repeats = [m for m in module.supernet_modules() if isinstance(m, ProxylessMixedRepeat)]
+    for m in repeats:
+        for block in list(m.blocks)[m.min_depth:]:
+            values.pop(getattr(block, "label", None), None)
+    return values, repeats
 
 
 def argmax_arch(probs: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any]:
@@ -200,6 +218,9 @@ class ResourceDartsModule(DartsLightningModule):
     def arch_parameters(self) -> list[nn.Parameter]:
         # NNI returns ``list(set(...))``: an order that changes from run to run, so a resumed
         # checkpoint would load Adam's moments into the wrong alphas. Keep the module order.
+        return list(_per_model(self, "arch_parameters", self._find_arch_parameters))
+
+    def _find_arch_parameters(self) -> list[nn.Parameter]:
         params: dict[int, nn.Parameter] = {}
         for m in self.supernet_modules():
             for p in getattr(m, "arch_parameters", lambda: ())():
@@ -210,8 +231,10 @@ class ResourceDartsModule(DartsLightningModule):
         """Weights without gradients during the architecture step (forward and backward): first-order
         DARTS discards those gradients (the weight step zeroes them first), and not computing them
         saves a part of the backward pass."""
-        alphas = {id(p) for p in self.arch_parameters()}
-        return _without_grad([p for p in self.model.parameters() if id(p) not in alphas])
+        def weights() -> list[nn.Parameter]:
+            alphas = {id(p) for p in self.arch_parameters()}
+            return [p for p in self.model.parameters() if id(p) not in alphas]
+        return _without_grad(_per_model(self, "weights", weights))
 
     def alphas_frozen(self) -> contextlib.AbstractContextManager[None]:
         """Architecture weights without gradients during the weight step: NNI leaves them out of the weight
