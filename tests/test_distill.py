@@ -16,7 +16,7 @@ from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.data.gsc import SpeechCommands
 from nni_kws.pipeline.config import PipelineConfig, options_mismatch, stage_options
 from nni_kws.report import render_report
-from nni_kws.teacher import DISTILL_FOLDS, DISTILL_SCALE, SynthTeacher, teacher_available
+from nni_kws.teacher import DISTILL_FOLDS, DISTILL_SCALE, SynthTeacher, head_accuracy, teacher_available
 
 needs_teacher = pytest.mark.skipif(not teacher_available(), reason="livekit-wakeword not installed")
 FAST = ["--no-real-test", "--train-epochs", "1", "--batch-size", "16", "--no-progress"]
@@ -104,14 +104,21 @@ def test_train_distils_from_the_teacher_and_resume_reuses_it(tiny_gsc: Path, tmp
     record = res["distillation"]
     assert {k: record[k] for k in ("weight", "temperature", "teacher_folds", "teacher_scale")} == \
         {"weight": 0.9, "temperature": 3.0, "teacher_folds": DISTILL_FOLDS, "teacher_scale": DISTILL_SCALE}
-    assert 0 <= record["teacher_train_acc"] <= 1 and 0 <= record["teacher_val_acc"] <= 1
+    # the teacher's accuracies, recounted from the kept teacher: out-of-fold on the training clips, and its head on the
+    # validation clips (their kept embeddings); a real-speech teacher is far above chance on the synthesized words
+    teacher, dm = SynthTeacher.load(kept), SpeechCommandsDataModule(tiny_gsc, seed=0)
+    train_labels = torch.as_tensor(dm.dataset("training").labels)
+    train_acc = float((teacher.train_logits.argmax(1) == train_labels).float().mean())
+    assert record["teacher_train_acc"] == pytest.approx(train_acc)
+    val_embeddings = kept.parent / f"validation-seed0-x{DISTILL_SCALE:g}.npy"
+    val_acc = head_accuracy(teacher.head, dm.dataset("validation"), val_embeddings, DISTILL_SCALE)
+    assert record["teacher_val_acc"] == pytest.approx(val_acc) and val_acc > 3 / dm.num_classes
     assert res["options"]["distill"] == 0.9 and res["options"]["distill_temperature"] == 3.0
     assert "distilled from the real-speech teacher's soft labels (weight 0.9, temperature 3;" in \
         render_report({"config": {}, "float": res, "points": []})
 
     # every training clip met its own teacher logits once, and each step's loss mixed CE and KD with weight 0.9
-    teacher = SynthTeacher.load(kept)
-    labels = SpeechCommandsDataModule(tiny_gsc, seed=0).dataset("training").labels
+    labels = train_labels.tolist()
     label_of = {tuple(row): y for row, y in zip(teacher.train_logits.tolist(), labels)}
     seen = [(tuple(row), int(y)) for y, t, *_ in steps for row, y in zip(t.tolist(), y)]
     assert sorted(seen) == sorted(label_of.items()) and all(label_of[row] == y for row, y in seen)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from nni_kws.cost import CostModel
 from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.nnictl import launch
 from nni_kws.nnictl.costs import arch_costs
 from nni_kws.nnictl.rest import NniRest, free_port
-from nni_kws.space import build_space, random_arch
+from nni_kws.space import build_space, load_trained_model, random_arch, space_by_name
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def test_darts_searches_as_trials_report_every_search_epoch(tmp_path):
+def test_darts_searches_as_trials_report_every_search_epoch(tmp_path, count_accuracy):
     """``examples/nnictl/darts.yml`` on the tiny space: TPE tunes λ and the MAC target of 2-epoch
     DARTS searches; the UI gets one intermediate result per search epoch (sent live, while NNI's
     one-shot engine has the trial channel mocked) and the retrained accuracy with costs. As shipped,
@@ -205,13 +206,19 @@ def test_darts_searches_as_trials_report_every_search_epoch(tmp_path):
         rest.wait(timeout=180, trials=2)
         trials, metrics = rest.trials(), rest.metrics()
     assert [t["status"] for t in trials] == ["SUCCEEDED"] * 2
+    (data,) = [p for p in (tmp_path / "home" / ".cache" / "nni-kws").glob("synth-*") if p.is_dir()]  # the trials' set
+    val = SpeechCommandsDataModule(data, max_per_class=4).dataset("validation")
     for t in trials:
         mine = [m for m in metrics if m["trialJobId"] == t["trialJobId"]]
         epochs = [m["data"] for m in mine if m["type"] == "PERIODICAL"]
         assert len(epochs) == 2
         assert all({"default", "arch_loss", "expected_macs", "argmax_macs"} <= set(e) for e in epochs)
         final = next(m["data"] for m in mine if m["type"] == "FINAL")
-        assert 0 <= final["default"] <= 1 and final["macs"] > 0
+        # the retrained model's accuracy on the validation clips, recounted; its MACs, counted by the cost model
+        retrained = Path(t["logPath"]) / "retrain"
+        assert final["default"] == pytest.approx(count_accuracy(load_trained_model(retrained), val), abs=1e-6)
+        arch = json.loads((retrained / "arch.json").read_text())["arch"]
+        assert final["macs"] == CostModel(space_by_name("tiny")).exact(arch)["macs"]
         assert json.loads(t["hyperParameters"][0])["parameters"].keys() == {"lambda", "target"}
     _wait_until_gone(str(tmp_path / "exp"))
     assert not _running(str(tmp_path / "exp")) and not _running("nni_kws.trial --mode darts --preset tiny")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -106,18 +107,26 @@ def run_experiment(config: Path, env: dict[str, str], trials: int) -> tuple[str,
     return status, trials_info, metrics
 
 
-def check_trials(trials: list[dict], metrics: list[dict], n: int, latency: bool = False) -> None:
-    """``n`` trials succeeded, each with ≥ 1 intermediate accuracy and a final accuracy + costs."""
+def check_trials(trials: list[dict], metrics: list[dict], n: int, env: dict[str, str], count_accuracy: Callable,
+                 latency: bool = False) -> None:
+    """``n`` trials succeeded, each with one intermediate accuracy per epoch and a final accuracy + costs; the
+    accuracy is what the trial's saved model scores on the validation clips of its data (recounted here)."""
+    from nni_kws.data.datamodule import SpeechCommandsDataModule
+    from nni_kws.space import load_trained_model
+
     ended = [t for t in trials if t["status"] not in ("WAITING", "RUNNING")]
     assert len(ended) >= n
+    (data,) = synthesized_sets(env)  # the trials' default set (DEFAULT_DATA_ARGS)
+    val = SpeechCommandsDataModule(data, max_per_class=4).dataset("validation")
     for t in ended:
         log = Path(t["logPath"], "trial.log")
         assert t["status"] == "SUCCEEDED", log.read_text()[-3000:] if log.exists() else t
         mine = [m for m in metrics if m["trialJobId"] == t["trialJobId"]]
-        assert any(m["type"] == "PERIODICAL" and 0 <= m["data"] <= 1 for m in mine)
         final = next(m["data"] for m in mine if m["type"] == "FINAL")
         assert set(final) == {"default", "params", "macs", "peak_act_kb"} | ({"latency_ms"} if latency else set())
-        assert 0 <= final["default"] <= 1 and final["params"] > 0 and final["macs"] > 0
+        accuracy = count_accuracy(load_trained_model(t["logPath"]), val)
+        assert final["default"] == pytest.approx(accuracy, abs=1e-6)
+        assert [m["data"] for m in mine if m["type"] == "PERIODICAL"] == [pytest.approx(accuracy, abs=1e-6)]  # 1 epoch
 
 
 def synthesized_sets(env: dict[str, str]) -> list[Path]:
@@ -145,14 +154,14 @@ def check_costs(trials: list[dict], metrics: list[dict], preset: str = "tiny") -
         assert final["peak_act_kb"] == pytest.approx(exact["peak_activation_bytes"] / 1000, abs=1e-4)
 
 
-def test_nnictl_create_tpe_two_tiny_trials(tiny_lut, tmp_path, nni_env):
+def test_nnictl_create_tpe_two_tiny_trials(tiny_lut, tmp_path, nni_env, count_accuracy):
     """tpe.yml as shipped (no --data, no $NNI_KWS_DATA): two concurrent trials share one synthesized
     default dataset, train, and report accuracy and the cost model's costs of their parameters."""
     config = tiny_config("tpe.yml", tmp_path, None, lut=tiny_lut)
     assert "--data" not in yaml.safe_load(config.read_text())["trialCommand"]
     status, trials, metrics = run_experiment(config, nni_env, trials=2)
     assert status in ("DONE", "NO_MORE_TRIAL", "RUNNING"), status
-    check_trials(trials, metrics, 2, latency=True)
+    check_trials(trials, metrics, 2, nni_env, count_accuracy, latency=True)
     assert all(m["data"]["latency_ms"] > 0 for m in metrics if m["type"] == "FINAL")
     params = [json.loads(t["hyperParameters"][0])["parameters"] for t in trials]
     assert all(set(p) == set(json.loads(TINY_SPACE.read_text())) for p in params)
@@ -184,12 +193,12 @@ def test_assessor_stopped_trials_are_not_failed(tmp_path, tiny_gsc, nni_env):
 
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
 @pytest.mark.parametrize("example", ["random.yml", "evolution.yml", "gridsearch.yml", "hyperband.yml"])
-def test_nnictl_other_tuners(example, tmp_path, nni_env):
+def test_nnictl_other_tuners(example, tmp_path, nni_env, count_accuracy):
     extra = {"tuner": {"name": "Hyperband", "classArgs": {"optimize_mode": "maximize", "R": 2, "eta": 2}}} \
         if example == "hyperband.yml" else {}
     config = tiny_config(example, tmp_path, None, **extra)  # as shipped: no --data
     status, trials, metrics = run_experiment(config, nni_env, trials=2)
-    check_trials(trials, metrics, 2)
+    check_trials(trials, metrics, 2, nni_env, count_accuracy)
     check_costs(trials, metrics)
 
 
@@ -305,7 +314,7 @@ def test_hardware_aware_tuner_prices_the_classifier_of_the_trials_classes(tmp_pa
 
 
 @pytest.mark.skipif(not ALL_TUNERS, reason="set NNI_KWS_ALL_TUNERS=1 to run every example config (≈ 30 s each)")
-def test_hardware_aware_tuner_in_a_real_experiment(tmp_path, nni_env):
+def test_hardware_aware_tuner_in_a_real_experiment(tmp_path, nni_env, count_accuracy):
     """Registered tuner in a real experiment whose budget leaves half the space: every trial within budget."""
     nnictl(nni_env, "algo", "register", "--meta", str(EXAMPLES / "meta.yml"))
     budget = _median_params_budget()
@@ -313,7 +322,7 @@ def test_hardware_aware_tuner_in_a_real_experiment(tmp_path, nni_env):
         "name": "KwsHardwareAware",
         "classArgs": {"tuner": "TPE", "tuner_args": {"seed": 1}, "preset": "tiny", "budgets": {"params": budget}}})
     status, trials, metrics = run_experiment(config, nni_env, trials=2)
-    check_trials(trials, metrics, 2)
+    check_trials(trials, metrics, 2, nni_env, count_accuracy)
     finals = [m["data"] for m in metrics if m["type"] == "FINAL"]
     assert finals and all(f["params"] <= budget for f in finals)
 
