@@ -284,9 +284,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
         initial_bits, sensitivity = sensitivity_bits(
             float_model, example, {"weight": weight_budget_bits, "activation": act_budget_bits}, min_bits, bits,
             exclude=[f"{name}._input_0" for name in raw], range_init=range_init)
+    int32_bias = [n for n in biased_layers(float_model) if input_bits or n not in raw]
     if method == "trained":
-        configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits,
-                              int32_bias=[n for n in biased_layers(float_model) if input_bits or n not in raw])
+        configs = config_list(unsigned, bits, input_layers=raw, input_bits=input_bits, int32_bias=int32_bias)
         quantizer: Quantizer = LearnedBitwidthQuantizer(
             qmodel, configs, evaluator, min_bits=min_bits, weight_budget_bits=weight_budget_bits,
             act_budget_bits=act_budget_bits, budget_weight=budget_weight, budget_exclude=model_inputs,
@@ -302,7 +302,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                                 for kind in ("weight", "activation")}
     else:
         quantizer = fixed_quantizer(qmodel, unsigned, bits, evaluator, fixed_algorithm, input_layers=raw,
-                                    input_bits=input_bits)
+                                    input_bits=input_bits, int32_bias=int32_bias)
         for name in ("is_init", "current_step"):  # NNI's LSQ: scales initialised (else redone); QAT: steps counted
             if checkpoint is not None and hasattr(quantizer, name):
                 checkpoint.extra[name] = (functools.partial(getattr, quantizer, name),

@@ -1,5 +1,6 @@
 """The apply methods of :class:`~nni_kws.quant.learned_bits.LearnedBitwidthQuantizer`, registered with NNI's
-``quant_apply_methods`` (as NNI's LSQ registers ``lsq_clamp_round``): the U3 fake quantizer and the int32 bias grid."""
+``quant_apply_methods`` (as NNI's LSQ registers ``lsq_clamp_round``): the U3 fake quantizer and the int32 bias grid
+(also for NNI's QAT and LSQ baselines)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from .bit_budget import is_signed, qparams
 
-__all__ = ["U3ClampRound", "learned_bits_clamp_round", "int32_bias_round"]
+__all__ = ["U3ClampRound", "learned_bits_clamp_round", "int32_bias_round", "fixed_int32_bias_round"]
 
 
 class U3ClampRound(torch.autograd.Function):
@@ -50,6 +51,12 @@ def learned_bits_clamp_round(target: Tensor, target_space: QuantizationTargetSpa
     return U3ClampRound.apply(target, step, qrange, is_signed(target_space))
 
 
+def _round_to(target: Tensor, scale: Tensor) -> Tensor:
+    """``target`` rounded to multiples of ``scale``, straight-through and with the scale detached."""
+    scale = scale.detach()
+    return target + (torch.round(target / scale) * scale - target).detach()
+
+
 def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
     """Apply method ``'int32_bias'``: round a bias to its layer's accumulator grid ``d_input * d_weight``.
 
@@ -58,9 +65,19 @@ def int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> T
     The scale is not learned through the bias (straight-through, detached).
     """
     targets = target_space._wrapper.quantization_target_spaces
-    scale = (qparams(targets["_input_0"])[0] * qparams(targets["weight"])[0]).detach()
-    return target + (torch.round(target / scale) * scale - target).detach()
+    return _round_to(target, qparams(targets["_input_0"])[0] * qparams(targets["weight"])[0])
+
+
+def fixed_int32_bias_round(target: Tensor, target_space: QuantizationTargetSpace) -> Tensor:
+    """Apply method ``'fixed_int32_bias'``: :func:`int32_bias_round` for NNI's QAT and LSQ, whose scales are the target
+    spaces' own (``|s|``: LSQ's step size may go negative; the grid is the same)."""
+    targets = target_space._wrapper.quantization_target_spaces
+    scales = [targets[name].scale for name in ("_input_0", "weight")]
+    if any(scale is None for scale in scales):  # before QAT has seen a batch
+        return target
+    return _round_to(target, scales[0].abs() * scales[1].abs())
 
 
 quant_apply_methods["learned_bits"] = learned_bits_clamp_round
 quant_apply_methods["int32_bias"] = int32_bias_round
+quant_apply_methods["fixed_int32_bias"] = fixed_int32_bias_round

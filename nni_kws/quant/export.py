@@ -106,8 +106,10 @@ def quant_ranges(quantizer: Quantizer) -> dict[str, dict[str, dict[str, Any]]]:
                 raise ValueError(f"{module_name}.{target_name}: only per-tensor quantization can be exported")
             scale, zero_point = (float(torch.as_tensor(config[k]).detach()) for k in ("scale", "zero_point"))
             qmin, qmax = int(config.get("qmin", target_space.qmin)), int(config.get("qmax", target_space.qmax))
-            if scale < 0 and qmin == -qmax and zero_point == 0:
-                scale = -scale  # LSQ's step size can go negative; a symmetric grid is the same with |scale|
+            if scale < 0 and zero_point == 0 and qmin in (0, -qmax):  # LSQ's step size can go negative (NNI's LSQ
+                if qmin == 0:  # does not keep it positive); unsigned: clamp(x / s, 0, qmax) is 0 for every x >= 0
+                    qmax = 0
+                scale = -scale  # a symmetric grid is the same with |scale|
             out.setdefault(module_name, {})[target_name] = dict(
                 scale=scale, zero_point=int(round(zero_point)), qmin=qmin, qmax=qmax, bits=int(config["quant_bits"]))
     return out
@@ -131,8 +133,9 @@ def deploy_model(quantizer: Quantizer) -> nn.Module:
         with torch.no_grad():
             for target, r in targets.items():
                 param = getattr(module, target) if target_spaces[target].type is TargetType.PARAMETER else None
-                if target == "bias" and r["bits"] > 8:  # int32 bias: on its grid, left to the engine as float
-                    param.copy_(torch.round(param / r["scale"]) * r["scale"])
+                if target == "bias" and r["bits"] > 8:  # int32 bias: left float, on the grid the engine adds it on
+                    scale = targets["_input_0"]["scale"] * targets["weight"]["scale"]  # the accumulator's
+                    param.copy_(torch.round(param / scale) * scale)
                     continue
                 qdqs[target] = QDQ(r["scale"], r["zero_point"], r["qmin"], r["qmax"])
                 if param is not None:  # store weights on their grid: no Clip node, QuantizeLinear folds to integers
