@@ -518,10 +518,10 @@ def test_cli_quantizes_a_saved_model(tiny_gsc: Path, tmp_path: Path, capsys) -> 
     assert "--threads must be >= 0" in capsys.readouterr().err
 
 
-def _gsc_loaders(root: Path) -> tuple[DataLoader, DataLoader]:
+def _gsc_loaders(root: Path, seed: int = 3) -> tuple[DataLoader, DataLoader]:
     from nni_kws.data.datamodule import SpeechCommandsDataModule
 
-    data = SpeechCommandsDataModule(root, batch_size=16, seed=3, cache=True)
+    data = SpeechCommandsDataModule(root, batch_size=16, seed=seed, cache=True)
     return data.train_dataloader(), data.val_dataloader()
 
 
@@ -563,6 +563,14 @@ def test_interrupted_quantization_resumes_to_the_uninterrupted_result(method: st
     assert again.report["accuracy"] == reference.report["accuracy"]
     with pytest.raises(ValueError, match="settings differ: .*lr"):
         quantize_model(model, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 3e-3})
+    # ... and so do another float model of the same architecture, and loaders of another seed
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match=r"settings differ: \['float_model'\]"):
+        quantize_model(other, *_gsc_loaders(tiny_gsc), checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.raises(ValueError, match=r"settings differ: \['data_seed'\]"):
+        quantize_model(model, *_gsc_loaders(tiny_gsc, seed=4), checkpoint_dir=tmp_path, resume=True, **kwargs)
 
 
 def test_strict_budget_is_met_and_approached(tiny_gsc: Path) -> None:

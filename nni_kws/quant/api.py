@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.training import TrainingDiverged, accuracy, distillation_loss
 
-from .checkpoint import EpochCheckpoint
+from .checkpoint import EpochCheckpoint, loader_seed, model_digest
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer
@@ -271,7 +271,8 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     qparam_lr_scale=qparam_lr_scale, range_init=range_init, strict_budget=strict_budget,
                     hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
                     bn_batches=bn_batches, freeze_bits=freeze_bits, fill_budget=fill_budget,
-                    freeze_bn_fraction=freeze_bn_fraction)
+                    freeze_bn_fraction=freeze_bn_fraction, float_model=model_digest(float_model),
+                    data_seed=loader_seed(train_loader))
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")

@@ -10,6 +10,7 @@ against resuming a different run.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from nni_kws.files import load_torch, save_torch
 
-__all__ = ["EpochCheckpoint"]
+__all__ = ["EpochCheckpoint", "model_digest", "loader_seed"]
 
 _logger = logging.getLogger(__name__)
 
@@ -94,6 +95,22 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, sa
     except (KeyError, ValueError) as e:
         raise ValueError(f"{path}: optimizer state of another model ({e}); delete it to restart the "
                          "quantization") from None
+
+
+def model_digest(model: nn.Module) -> str:
+    """A short digest of ``model``'s state (parameters and buffers): a checkpoint's fingerprint names the float
+    model it fine-tunes, so a resume from another model (of the same architecture) is refused."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def loader_seed(loader: DataLoader) -> int | None:
+    """The seed of ``loader``'s own shuffling generator (the run's seed for the data modules' loaders), or None."""
+    generator = getattr(loader, "generator", None)
+    return generator.initial_seed() if isinstance(generator, torch.Generator) else None
 
 
 @dataclass
