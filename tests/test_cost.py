@@ -64,6 +64,7 @@ def test_tiny_arch_by_hand(models: dict[str, CostModel]) -> None:
     assert costs["weight_bytes"] == 4 * params
     # Peak: the front-end conv holds the waveform (16000) and its output (8 x 1000).
     assert costs["peak_activation_bytes"] == 4 * (16000 + 8000)
+    assert cm.exact(arch, act_bits=4, input_bits=16)["peak_activation_bytes"] == 2 * 16000 + 8000 // 2
     assert costs["latency_ms"] is None
     # 8-bit convs/linear, BN left at the default 32 bits
     bits = {layer.name: 8 for layer in cm.layers(arch) if layer.op in ("Conv1d", "Linear")}
@@ -80,6 +81,10 @@ def test_peak_memory_two_layers_by_hand() -> None:
     assert plain.peak_elems == 40 + 80                   # a: in + out; b: 80 + 40; ReLU is in place
     assert residual.peak_elems == 80 + 40 + 40           # b runs while the block input (40) is kept
     assert exact_costs([plain], act_bits=8)["peak_activation_bytes"] == 120
+    # a quantized model reading a 16-bit waveform: the first unit's input at 16 bits, the rest at 8
+    assert plain.peak_bits(8, input_bits=16) == 40 * 16 + 80 * 8      # a, over b's (80 + 40) * 8
+    assert residual.peak_bits(8, input_bits=16) == 40 * 16 + (80 + 40) * 8  # b with the 16-bit block input kept
+    assert exact_costs([plain, plain], act_bits=8, input_bits=16)["peak_activation_bytes"] == (40 * 16 + 80 * 8) / 8
 
 
 @pytest.mark.parametrize("name", list(SPACES))

@@ -64,10 +64,11 @@ class CostModel:
         return [layer for unit in self.units(arch) for layer in unit.layers]
 
     def exact(self, arch: Mapping[str, Any], bits: Bits = 32, act_bits: int = 32,
-              default_bits: int = 32) -> dict[str, Any]:
+              default_bits: int = 32, input_bits: int | None = None) -> dict[str, Any]:
         """``params``, ``macs``, ``frontend_macs``, ``ops``, ``weight_bytes``, ``peak_activation_bytes`` (ints),
-        ``latency_ms`` (float, None without a table) of one architecture dict."""
-        return exact_costs(self.units(arch), bits, act_bits, default_bits, self.lut, self.fallback)
+        ``latency_ms`` (float, None without a table) of one architecture dict (the input waveform at ``input_bits``,
+        default ``act_bits``)."""
+        return exact_costs(self.units(arch), bits, act_bits, default_bits, self.lut, self.fallback, input_bits)
 
     def expected(self, probs: Probs, bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
                  temperature: float = 0.01) -> dict[str, Any]:

@@ -17,7 +17,8 @@ Definitions (batch 1, one 16,000-sample clip):
 - ``peak_activation_bytes``: MCUNet-style: the largest live set over layers in execution order,
   a live set being a layer's input + output tensors; in-place ops (BN, ReLU, log, dropout) add
   nothing; inside a block with an identity shortcut the block input stays live as well. Times
-  ``act_bits / 8``. The input waveform counts as the first layer's input.
+  ``act_bits / 8``. The input waveform counts as the first layer's input (at ``input_bits``, where given:
+  a quantized model reads its waveform at another width than its activations).
 - ``latency_ms``: latency-table prediction (sum of unit entries + per-model overhead), or None.
 """
 from __future__ import annotations
@@ -40,8 +41,10 @@ COSTS = ("params", "macs", "frontend_macs", "ops", "weight_bytes", "peak_activat
 
 
 def exact_costs(units: Sequence[Unit], bits: Bits = 32, act_bits: int = 32, default_bits: int = 32,
-                lut: "LatencyTable | None" = None, fallback: str | None = None) -> dict[str, Any]:
+                lut: "LatencyTable | None" = None, fallback: str | None = None,
+                input_bits: int | None = None) -> dict[str, Any]:
     """All costs of an architecture given as its units (see :meth:`SpaceTable.units`)."""
+    peak_bits = max(u.peak_bits(act_bits, input_bits if i == 0 else None) for i, u in enumerate(units))
     macs = sum(u.macs for u in units)
     return {
         "params": sum(u.params for u in units),
@@ -49,7 +52,7 @@ def exact_costs(units: Sequence[Unit], bits: Bits = 32, act_bits: int = 32, defa
         "frontend_macs": sum(u.feature_macs for u in units),
         "ops": 2 * macs,
         "weight_bytes": sum(u.weight_bytes(bits, default_bits) for u in units),
-        "peak_activation_bytes": math.ceil(max(u.peak_elems for u in units) * act_bits / 8),
+        "peak_activation_bytes": math.ceil(peak_bits / 8),
         "latency_ms": lut.predict(units, fallback) if lut is not None else None,
     }
 

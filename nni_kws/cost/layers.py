@@ -142,11 +142,18 @@ class Unit:
     def peak_elems(self) -> int:
         """Largest live set of any allocating layer: its input + output (+ the unit input while a
         residual block runs, for every layer after the first, whose input *is* the unit input)."""
+        return self.peak_bits(1)
+
+    def peak_bits(self, act_bits: int, input_bits: int | None = None) -> int:
+        """:attr:`peak_elems` in bits: every tensor at ``act_bits``, except the unit's input at ``input_bits`` when
+        given (the model's waveform, where the unit is the front end and the waveform is not quantized as the rest)."""
         live = [layer for layer in self.layers if layer.allocates]
         if not live:
             return 0
-        keep = live[0].in_elems if self.residual else 0
-        return max(layer.in_elems + layer.out_elems + (keep if i else 0) for i, layer in enumerate(live))
+        unit_input = live[0].in_elems * (act_bits if input_bits is None else input_bits)
+        keep = unit_input if self.residual else 0
+        return max((keep + layer.in_elems * act_bits if i else unit_input) + layer.out_elems * act_bits
+                   for i, layer in enumerate(live))
 
     def signature(self) -> tuple:
         return self.residual, tuple(layer.signature() for layer in self.layers)

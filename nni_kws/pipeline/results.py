@@ -11,11 +11,12 @@ import torch
 from nni_kws.cost.budgets import with_kb
 from nni_kws.files import write_json
 from nni_kws.quant import plot_quantize_curve
+from nni_kws.quant.report import PCM_BITS
 from nni_kws.report import write_report
 
 from .config import PipelineConfig
 
-__all__ = ["QUANTIZE_JSON", "device_name", "widest_act_bits", "quant_summary", "assemble_results"]
+__all__ = ["QUANTIZE_JSON", "device_name", "memory_bits", "quant_summary", "assemble_results"]
 
 _REPO = Path(__file__).resolve().parents[2]
 #: Results of ``benchmarks/quantize.py``: the learned-vs-fixed accuracy-bits curve shown in every run report.
@@ -34,15 +35,19 @@ def device_name() -> str:
     return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
 
 
-def widest_act_bits(report: Mapping[str, Any]) -> int:
-    """The widest activation bit-width of a quantized model (32 where none is quantized): its peak activation
-    memory is costed at this width."""
-    return max((layer["act_bits"] for layer in report.get("layers", []) if layer.get("act_bits")), default=32)
+def memory_bits(report: Mapping[str, Any]) -> dict[str, int]:
+    """The widths a quantized model's peak activation memory is costed at: its widest activation bit-width
+    (``act_bits``; 32 where none is quantized) and its waveform's (``input_bits``: the quantized width, else the
+    microphone's 16-bit PCM, which the quantizer leaves unquantized by default)."""
+    wave = report.get("model_input_bits")
+    return {"act_bits": max((layer["act_bits"] for layer in report.get("layers", []) if layer.get("act_bits")),
+                            default=32),
+            "input_bits": max(wave) if isinstance(wave, list) else wave or PCM_BITS}
 
 
 def quant_summary(report: Mapping[str, Any], costs: Mapping[str, float]) -> dict[str, Any]:
     """The quantize stage's record from the quantizer's report (keys of :mod:`nni_kws.quant.report`); ``costs``
-    are the architecture's at :func:`widest_act_bits`, and its weights are the quantizer's packed size."""
+    are the architecture's at :func:`memory_bits`, and its weights are the quantizer's packed size."""
     after = {name: acc.get("after") for name, acc in report.get("accuracy", {}).items()}
     return {"costs": with_kb({**costs, "weight_bytes": float(report["size_bytes"])}), "report": dict(report),
             "bits_weight": report.get("avg_bits_per_weight"), "bits_act": report.get("avg_bits_per_activation"),

@@ -47,7 +47,7 @@ from .config import (
 from .data import make_data_module
 from .distill import distillation
 from .lock import run_folder_lock
-from .results import assemble_results, quant_summary, widest_act_bits
+from .results import assemble_results, memory_bits, quant_summary
 from .rundir import check_stage_options, prepare_run_folder, stage_done
 
 __all__ = ["Pipeline", "run_pipeline"]
@@ -161,9 +161,10 @@ class Pipeline:
             self._cost_model = CostModel(self.space(), lut=self.latency_table(), fallback="macs")
         return self._cost_model
 
-    def costs(self, arch: Mapping[str, Any], act_bits: int = 32) -> dict[str, float]:
-        """Exact hardware costs of ``arch`` (activations of ``act_bits``), plus weights and peak activations in kB."""
-        costs = self.cost_model().exact(dict(arch), act_bits=act_bits)
+    def costs(self, arch: Mapping[str, Any], act_bits: int = 32, input_bits: int | None = None) -> dict[str, float]:
+        """Exact hardware costs of ``arch`` (activations of ``act_bits``, the waveform of ``input_bits``, default the
+        same), plus weights and peak activations in kB."""
+        costs = self.cost_model().exact(dict(arch), act_bits=act_bits, input_bits=input_bits)
         return with_kb({k: float(v) for k, v in costs.items() if v is not None})
 
     def evaluate(self, model: nn.Module, *, real: bool = True) -> dict[str, float | None]:
@@ -362,7 +363,7 @@ class Pipeline:
         qres = quantize_model(model.to(_device()), self.loader("train"), self.loader("val"), **kwargs)
         report = jsonable(qres.report)
         return {"arch": arch, "method": cfg.quant_method, "onnx": str(qres.onnx_path) if qres.onnx_path else None,
-                **quant_summary(report, self.costs(arch, act_bits=widest_act_bits(report)))}
+                **quant_summary(report, self.costs(arch, **memory_bits(report)))}
 
     def report(self) -> dict[str, Any]:
         """Stage 4: gather the stages into ``results.json``, ``report.md`` and ``pareto.png``."""

@@ -21,14 +21,18 @@ from nni.compression.base.compressor import Quantizer
 from nni.compression.base.target_space import TargetType
 from torch import nn
 
-__all__ = ["DEFINITIONS", "target_rows", "summarize", "size_bytes", "bit_report"]
+__all__ = ["DEFINITIONS", "PCM_BITS", "target_rows", "summarize", "size_bytes", "bit_report"]
+
+#: Bits of a waveform the quantized model reads unquantized (``model_input_bits`` None): the microphone's 16-bit PCM.
+PCM_BITS = 16
 
 DEFINITIONS = {
     "avg_bits_per_weight": "sum_l N_l*b_l / sum_l N_l over quantized weight tensors (N_l = elements; the SincConv "
                            "front end counts as its baked Conv1d weights; biases and float BN excluded)",
     "avg_bits_per_activation": "sum_a M_a*b_a / sum_a M_a over quantized activations (inputs of the quantized "
                                "layers; M_a = elements per clip, batch excluded), without the model input",
-    "model_input_bits": "bits of the raw waveform where the first layer reads it (not in the averages)",
+    "model_input_bits": "bits of the raw waveform where the first layer reads it (not in the averages; null: not "
+                        "quantized, the microphone's 16-bit PCM)",
     "*_layer_mean": "plain mean of b over the quantized tensors of that kind",
     "size_bytes": "packed weights (ceil(N_l*b_l/8) bytes each) + 4 bytes per other parameter (biases as int32 "
                   "or float, unfolded BN) + 4 bytes per quantized weight or activation (float32 scale)",
