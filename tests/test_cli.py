@@ -321,6 +321,13 @@ def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: 
     assert res["data"]["n_test"] == len(test_rels) and res["data"]["real_test_root"] is None
     assert res["data"]["n_train"] + res["data"]["n_val"] == len(train_rels)
     assert res["real_test_acc"] is None
+    # quantize, given only the model, fine-tunes and tests on the same folder and lists
+    assert main(["quantize", str(out / "train"), "--bits", "4", "--epochs", "1", "--batch-size", "16",
+                 "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "q" / "quant_report.json").read_text())
+    assert report["onnx"]["checked_on"] == "test" and report["onnx"]["clips"] == len(test_rels)
+    assert report["accuracy"]["test"]["before"] == pytest.approx(res["test_acc"])
+    assert main(["quantize", str(out / "train"), "--test-list", str(test)]) == 2  # the lists go together
 
 
 def _arch_file(tmp_path: Path) -> Path:

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from .audio import OnError
 from .augment import TrainAugment
 from .gsc import SpeechCommands, SpeechCommandsTestFolder
-from .labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
+from .labels import BACKGROUND_NOISE_DIR, KEYWORDS, class_names, dataset_keywords, parse_keywords
 from .listed import ListedClips
-from .paths import real_speech
+from .paths import NOISE_DIR, real_speech, shared_data_dir
 
 __all__ = ["SpeechCommandsDataModule"]
 
@@ -71,6 +71,16 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         real = real_speech(shared)
         return cls(real.root, train_list=real.dev_list, test_list=real.heldout_list, noise_dir=real.noise_dir,
                    **kwargs)
+
+    @classmethod
+    def from_lists(cls, root: str | Path, train_list: str | Path, test_list: str | Path,
+                   **kwargs: Any) -> SpeechCommandsDataModule:
+        """Clips of ``root`` listed in ``train_list`` (training, and validation on held-apart speakers) and
+        ``test_list`` (testing), as ``--train-list``/``--test-list`` give them; training mixes in the folder's
+        ``_background_noise_`` recordings, else the shared ones (a pre-split test set has none of its own)."""
+        noise = Path(root) / BACKGROUND_NOISE_DIR
+        return cls(root, train_list=train_list, test_list=test_list,
+                   noise_dir=noise if noise.is_dir() else shared_data_dir(NOISE_DIR), **kwargs)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_kws.data.datamodule import SpeechCommandsDataModule
-from nni_kws.data.labels import BACKGROUND_NOISE_DIR, KEYWORDS
-from nni_kws.data.paths import NOISE_DIR, shared_data_dir
+from nni_kws.data.labels import KEYWORDS
 from nni_kws.data.synth import ensure_default_dataset
 
 from .config import PipelineConfig, default_real_test_root, run_keywords
@@ -24,14 +23,11 @@ def make_data_module(cfg: PipelineConfig) -> SpeechCommandsDataModule:
     else:
         extra = {k: v for k, v in (("speakers", cfg.speakers), ("keywords", cfg.keywords)) if v}
         root = ensure_default_dataset(progress=cfg.progress, preset=cfg.synth, **extra)
-    real_root = _real_test_root(cfg)
-    lists: dict[str, Any] = {}
+    common: dict[str, Any] = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
+                                  max_per_class=cfg.max_per_class, real_test_root=_real_test_root(cfg), cache=True)
     if cfg.train_list:
-        noise = root / BACKGROUND_NOISE_DIR
-        lists = {"train_list": cfg.train_list, "test_list": cfg.test_list,
-                 "noise_dir": noise if noise.is_dir() else shared_data_dir(NOISE_DIR)}
-    return SpeechCommandsDataModule(root, batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-                                    max_per_class=cfg.max_per_class, real_test_root=real_root, cache=True, **lists)
+        return SpeechCommandsDataModule.from_lists(root, cfg.train_list, cfg.test_list, **common)
+    return SpeechCommandsDataModule(root, **common)
 
 
 def _real_test_root(cfg: PipelineConfig) -> Path | None:

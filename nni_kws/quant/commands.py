@@ -25,15 +25,28 @@ def run(args: argparse.Namespace) -> int:
         args.bits = 8
     if args.method == "fixed" and args.bits is None:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
+    if (args.train_list is None) != (args.test_list is None):
+        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
     seed_everything(args.seed)
     model = _baseline_model(args) or load_trained_model(args.model, arch=args.arch, preset=args.preset)
+    trained_on = _trained_on(args)
+    if args.data is None and trained_on.get("root") and not trained_on.get("synthetic"):
+        args.data = trained_on["root"]  # the data the model was trained on, with its lists
+        if args.train_list is None:
+            args.train_list, args.test_list = trained_on.get("train_list"), trained_on.get("test_list")
+        print(f"data: {args.data}" + (f" (--train-list {args.train_list}, --test-list {args.test_list})"
+                                      if args.train_list else "") + ", as the model was trained", file=sys.stderr)
     if args.data is None:
+        if args.train_list:
+            raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
         from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
         args.data = ensure_default_dataset(progress=not args.no_progress, preset=DEFAULT_PRESET)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"dataset folder not found: {args.data}")
-    data = SpeechCommandsDataModule(args.data, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
-                                    max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
+    common = dict(batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
+                  max_per_class=args.max_per_class, real_test_root=args.real_test, cache=True)
+    data = (SpeechCommandsDataModule.from_lists(args.data, args.train_list, args.test_list, **common)
+            if args.train_list else SpeechCommandsDataModule(args.data, **common))
     _check_classes(model, data, args)
     out = Path(args.out) if args.out else _stage_folder(args) / f"quantize-{args.method}"
     from nni_kws.signals import StopRequested, exit_code, stop_on_signals
@@ -69,6 +82,13 @@ def _baseline_model(args: argparse.Namespace) -> Any:
     return load_trained_baseline(args.model) if args.arch is None and Path(args.model).is_dir() else None
 
 
+def _trained_on(args: argparse.Namespace) -> dict[str, Any]:
+    """The data record (``root``, ``synthetic``, ``train_list``, ``test_list``) of the training run that made the
+    model, read from its stage folder's ``result.json``; empty where there is none."""
+    record = _stage_folder(args) / "result.json"
+    return dict(read_json(record).get("data") or {}) if record.is_file() else {}
+
+
 def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:
     """Refuse data whose classes the model does not output (a ``--keywords`` model on the 12-class default set)."""
     import torch
@@ -78,9 +98,7 @@ def _check_classes(model: Any, data: Any, args: argparse.Namespace) -> None:
         outputs = model.eval()(data.dataset("training")[0][0].unsqueeze(0)).shape[-1]
     model.train(training)
     if outputs != data.num_classes:
-        stage = _stage_folder(args)
-        trained_on = (read_json(stage / "result.json").get("data") or {}).get("root") \
-            if (stage / "result.json").is_file() else None
+        trained_on = _trained_on(args).get("root")
         hint = f" (it was trained on {trained_on})" if trained_on else ""
         raise ValueError(f"the model {args.model} has {outputs} outputs but the data {args.data} has "
                          f"{data.num_classes} classes; pass --data with the dataset the model was trained on{hint}")
@@ -132,7 +150,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input-bits", type=int, default=0,
                    help="bits of the raw waveform where the first layer reads it (default 0: float, the PCM)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
-    p.add_argument("--data", help="Speech Commands folder (default: the synthesized default dataset)")
+    p.add_argument("--data", help="Speech Commands folder (default: the folder the model was trained on, with its "
+                                  "lists, else the synthesized default dataset)")
+    p.add_argument("--train-list", metavar="FILE", help="fine-tune (and validate, on held-apart speakers) on the clips "
+                                                        "of --data listed in FILE, as nni-kws train --train-list")
+    p.add_argument("--test-list", metavar="FILE", help="test on the clips of --data listed in FILE (with --train-list)")
     p.add_argument("--real-test", help="a real test folder to report accuracy on too (e.g. gsc-v2-test)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
