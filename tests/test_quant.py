@@ -465,7 +465,8 @@ def test_bad_arguments_give_clear_errors() -> None:
         (dict(method="learned"), "method must be one of"),
         (dict(bits=9), "bits must be an int in 2..8"),
         (dict(bits=4, weight_budget_bits=5), r"weight_budget_bits=5 is outside \[min_bits, bits\]"),
-        (dict(method="fixed", bits=4, act_budget_bits=3), "budgets only apply to method='trained'"),
+        (dict(method="fixed", bits=4, act_budget_bits=3), r"budgets \(weight_budget_bits, act_budget_bits\) only apply "
+                                                          "to method trained"),
         (dict(epochs=0), "epochs must be a positive int"),
         (dict(lr=0), "lr must be > 0"),
         (dict(method="fixed", bits=4, fixed_algorithm="dorefa"), "fixed_algorithm must be one of"),
@@ -516,6 +517,11 @@ def test_cli_quantizes_a_saved_model(tiny_gsc: Path, tmp_path: Path, capsys) -> 
     assert "--method fixed needs --bits" in capsys.readouterr().err
     assert main(["quantize", str(tmp_path), "--bits", "4", "--data", str(tiny_gsc), "--threads", "-1"]) == 2
     assert "--threads must be >= 0" in capsys.readouterr().err
+    # option errors name the command's options, and come before any data is read (there is none here)
+    for options, message in ((["--weight-budget", "1.5"], "--weight-budget=1.5 is outside [--min-bits, --bits]"),
+                             (["--fixed-algorithm", "lsq"], "--fixed-algorithm applies to --method fixed")):
+        assert main(["quantize", str(tmp_path), "--data", str(tmp_path / "no-data"), *options]) == 2
+        assert message in capsys.readouterr().err
 
 
 def _gsc_loaders(root: Path, seed: int = 3) -> tuple[DataLoader, DataLoader]:

@@ -33,7 +33,7 @@ from .prepare import biased_layers, config_list, input_layers, output_layer, pre
 from .report import bit_report
 from .sensitivity import sensitivity_bits
 
-__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "quantize_model", "tune_lr", "make_evaluator",
+__all__ = ["METHODS", "QuantResult", "TrainingDiverged", "check_args", "quantize_model", "tune_lr", "make_evaluator",
            "float_fine_tune"]
 
 _logger = logging.getLogger(__name__)
@@ -124,47 +124,56 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
     return TorchEvaluator(train, optimizer, _training_step, lr_schedulers=scheduler)
 
 
-def _check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
-                budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
-                input_bits: int | None, distill: float, hard_budget_fraction: float, init_bits: str,
-                freeze_bn_fraction: float, loaders: Mapping[str, DataLoader | None]) -> None:
+def check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
+               budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
+               input_bits: int | None, distill: float, hard_budget_fraction: float = 0.75,
+               init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
+               loaders: Mapping[str, DataLoader | None] | None = None, names: Mapping[str, str] | None = None) -> None:
+    """Refuse invalid :func:`quantize_model` arguments, each error naming the argument (as ``names`` calls it: the
+    CLI passes its option names, so that it can check before loading anything)."""
+    def n(arg: str) -> str:
+        return (names or {}).get(arg, arg)
+
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"{n('method')} must be one of {METHODS}, got {method!r}")
     for name, value in (("bits", bits), ("input_bits", input_bits)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 8):
-            raise ValueError(f"{name} must be an int in 2..8, got {value!r}")
+            raise ValueError(f"{n(name)} must be an int in 2..8, got {value!r}")
     if bits is None:
-        raise ValueError("bits must be an int in 2..8, got None")
+        raise ValueError(f"{n('bits')} must be an int in 2..8, got None")
     if epochs is None and max_steps is None:
-        raise ValueError("give epochs or max_steps")
+        raise ValueError(f"give {n('epochs')} or {n('max_steps')}")
     for name, value in (("epochs", epochs), ("max_steps", max_steps)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise ValueError(f"{n(name)} must be a positive int, got {value!r}")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+        raise ValueError(f"{n('lr')} must be > 0, got {lr!r}")
     if not distill >= 0:
-        raise ValueError(f"distill must be >= 0, got {distill!r}")
+        raise ValueError(f"{n('distill')} must be >= 0, got {distill!r}")
     if init_bits not in ("sensitivity", "budget"):
-        raise ValueError(f"init_bits must be 'sensitivity' or 'budget', got {init_bits!r}")
+        raise ValueError(f"{n('init_bits')} must be 'sensitivity' or 'budget', got {init_bits!r}")
     for name, fraction in (("hard_budget_fraction", hard_budget_fraction), ("freeze_bn_fraction", freeze_bn_fraction)):
         if not 0 <= fraction <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {fraction!r}")
+            raise ValueError(f"{n(name)} must be in [0, 1], got {fraction!r}")
     if method == "fixed":
         if weight_budget_bits is not None or act_budget_bits is not None:
-            raise ValueError("bit budgets only apply to method='trained' (method='fixed' uses bits everywhere)")
+            raise ValueError(f"bit budgets ({n('weight_budget_bits')}, {n('act_budget_bits')}) only apply to "
+                             f"{n('method')} trained (fixed uses {n('bits')} everywhere)")
         if fixed_algorithm not in FIXED_QUANTIZERS:
-            raise ValueError(f"fixed_algorithm must be one of {sorted(FIXED_QUANTIZERS)}, got {fixed_algorithm!r}")
+            raise ValueError(f"{n('fixed_algorithm')} must be one of {sorted(FIXED_QUANTIZERS)}, "
+                             f"got {fixed_algorithm!r}")
     else:
         if not isinstance(min_bits, int) or not 2 <= min_bits <= bits:
-            raise ValueError(f"min_bits must be an int in 2..bits={bits}, got {min_bits!r}")
+            raise ValueError(f"{n('min_bits')} must be an int in 2..{n('bits')}={bits}, got {min_bits!r}")
         for name, budget in (("weight_budget_bits", weight_budget_bits), ("act_budget_bits", act_budget_bits)):
             if budget is not None and not min_bits <= budget <= bits:
-                raise ValueError(f"{name}={budget!r} is outside [min_bits, bits] = [{min_bits}, {bits}]")
+                raise ValueError(f"{n(name)}={budget!r} is outside [{n('min_bits')}, {n('bits')}] "
+                                 f"= [{min_bits}, {bits}]")
         if input_bits is not None and input_bits < min_bits:
-            raise ValueError(f"input_bits={input_bits} is below min_bits={min_bits}")
+            raise ValueError(f"{n('input_bits')}={input_bits} is below {n('min_bits')}={min_bits}")
         if not budget_weight >= 0:
-            raise ValueError(f"budget_weight must be >= 0, got {budget_weight!r}")
-    for name, loader in loaders.items():
+            raise ValueError(f"{n('budget_weight')} must be >= 0, got {budget_weight!r}")
+    for name, loader in (loaders or {}).items():
         if loader is not None and len(loader) == 0:
             raise ValueError(f"{name} is empty")
 
@@ -245,9 +254,9 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     fake-quant model with onnxruntime on the test set, else the validation set) and ``quant_report.json``.
     """
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
-    _check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
-                fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits, freeze_bn_fraction,
-                {"train_loader": train_loader, **loaders})
+    check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
+               fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits, freeze_bn_fraction,
+               {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device

@@ -19,12 +19,19 @@ def run(args: argparse.Namespace) -> int:
     from nni_kws.space import load_trained_model
     from nni_kws.training import seed_everything, torch_threads
 
+    from .api import check_args
+
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.method == "trained" and args.bits is None:
         args.bits = 8
     if args.method == "fixed" and args.bits is None:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
+    if args.method == "trained" and args.fixed_algorithm is not None:
+        raise ValueError("--fixed-algorithm applies to --method fixed (NNI's QAT or LSQ at --bits everywhere)")
+    check_args(args.method, args.bits, args.min_bits, args.weight_budget, args.act_budget, args.budget_weight,
+               args.epochs, args.max_steps, args.lr, args.fixed_algorithm or "qat", _input_bits(args), args.distill,
+               names=OPTION_NAMES)  # before anything is loaded, naming the options
     if (args.train_list is None) != (args.test_list is None):
         raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
     seed_everything(args.seed)
@@ -70,6 +77,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The command's option for each :func:`~nni_kws.quant.api.check_args` argument, for its error messages.
+OPTION_NAMES = {"method": "--method", "bits": "--bits", "min_bits": "--min-bits",
+                "weight_budget_bits": "--weight-budget", "act_budget_bits": "--act-budget",
+                "budget_weight": "--budget-weight", "epochs": "--epochs", "max_steps": "--max-steps", "lr": "--lr",
+                "fixed_algorithm": "--fixed-algorithm", "input_bits": "--input-bits", "distill": "--distill"}
+
+
+def _input_bits(args: argparse.Namespace) -> int | None:
+    """``--input-bits``, where 0 means the float waveform (None)."""
+    return None if args.input_bits == 0 else args.input_bits
+
+
 def _stage_folder(args: argparse.Namespace) -> Path:
     """The run stage folder of ``MODEL_DIR_OR_CKPT`` (the folder itself, or the checkpoint's)."""
     return Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
@@ -111,7 +130,7 @@ def _quantize(args: argparse.Namespace, model: Any, data: Any, out: Path) -> Any
         model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
         weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
         min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
-        fixed_algorithm=args.fixed_algorithm, input_bits=None if args.input_bits == 0 else args.input_bits,
+        fixed_algorithm=args.fixed_algorithm or "qat", input_bits=_input_bits(args),
         fold_bn=args.fold_bn, qparam_lr_scale=args.qparam_lr_scale, strict_budget=args.strict_budget,
         resume=args.resume, out_dir=out, test_loader=data.test_dataloader(),
         extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
@@ -128,11 +147,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run folder (model.pt / checkpoints/last.ckpt + arch.json) or a checkpoint file")
     p.add_argument("--arch", help="architecture JSON (default: arch.json next to the weights)")
     p.add_argument("--preset", help="space preset of the architecture (default: from arch.json, else 'paper')")
-    p.add_argument("--method", choices=["trained", "fixed"], default="trained")
+    p.add_argument("--method", "--quant-method", choices=["trained", "fixed"], default="trained")
     p.add_argument("--bits", type=int, help="fixed: bits of every tensor; trained: maximum bits (default 8)")
     p.add_argument("--min-bits", type=int, default=2, help="trained: minimum bits (default 2)")
-    p.add_argument("--weight-budget", type=float, help="trained: target average bits per weight")
-    p.add_argument("--act-budget", type=float, help="trained: target average bits per activation")
+    p.add_argument("--weight-budget", "--weight-budget-bits", type=float,
+                   help="trained: target average bits per weight")
+    p.add_argument("--act-budget", "--act-budget-bits", type=float,
+                   help="trained: target average bits per activation")
     p.add_argument("--budget-weight", type=float, default=1.0, help="trained: weight of the budget penalty (default 1)")
     p.add_argument("--strict-budget", action=argparse.BooleanOptionalAction, default=True,
                    help="trained: project the bit-widths onto the budgets a quarter into the fine-tuning and keep "
@@ -140,8 +161,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qparam-lr-scale", type=float, default=QPARAM_LR_SCALE, metavar="K",
                    help=f"trained: step sizes and ranges learn K times faster than the weights (default "
                         f"{QPARAM_LR_SCALE:g})")
-    p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], default="qat",
-                   help="fixed: NNI quantizer (default qat)")
+    p.add_argument("--fixed-algorithm", choices=["qat", "lsq"], help="fixed: NNI quantizer (default qat)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the weights (default 1e-3)")
