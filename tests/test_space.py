@@ -126,6 +126,21 @@ def test_trained_model_reads_back_in_the_space_its_arch_json_names(tmp_path: Pat
         assert torch.equal(loaded(x), model(x)) and loaded(x).shape == (2, identity.get("num_classes", 12))
 
 
+def test_weights_of_another_architecture_are_refused_saying_what_differs(tmp_path: Path) -> None:
+    space = build_space("tiny")
+    small, large = ({**random_arch(space, 0), "s0_i0_e": e} for e in (1, 2))
+    torch.save(build_model(small, space).state_dict(), tmp_path / "model.pt")
+    save_arch(large, tmp_path / "arch.json", preset="tiny")
+    with pytest.raises(ValueError, match=r"model.pt does not fit .*arch.json: .*size mismatch for stages\.0"):
+        load_trained_model(tmp_path)
+
+
+def test_an_arch_file_of_another_preset_says_so(tmp_path: Path) -> None:
+    path = save_arch(random_arch(build_space("small"), 0), tmp_path / "arch.json", preset="small")
+    with pytest.raises(InvalidArchitecture, match="labels are another space's: the file names preset 'small'"):
+        load_arch(path, build_space("tiny"))
+
+
 def test_bad_architectures_name_the_label(tmp_path: Path) -> None:
     space = build_space("tiny")
     arch = random_arch(space, 0)

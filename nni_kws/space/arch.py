@@ -116,7 +116,10 @@ def load_arch(path: str | Path, space: KwsSpace | None = None) -> dict[str, Any]
     try:
         return validate_arch(space, arch) if space is not None else dict(arch)
     except (InvalidArchitecture, TypeError, ValueError) as err:
-        raise InvalidArchitecture(f"{path}: {err}") from None
+        named = data.get("preset") if isinstance(data, dict) else None
+        other_labels = space is not None and isinstance(arch, Mapping) and set(arch) != set(space_choices(space))
+        hint = f" (its labels are another space's: the file names preset {named!r})" if named and other_labels else ""
+        raise InvalidArchitecture(f"{path}: {err}{hint}") from None
 
 
 def arch_file_meta(path: str | Path) -> dict[str, Any]:

@@ -48,7 +48,8 @@ def load_trained_model(path: str | Path, *, arch: str | Path | None = None, pres
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        reason = str(err).splitlines()[0]
+        details = " ".join(line.strip() for line in str(err).splitlines()[1:])  # the first only names the class
+        reason = details[:300] + ("..." if len(details) > 300 else "") or str(err)
         raise ValueError(f"{weights} does not fit the architecture and space of {arch_file}: {reason}") from None
     return model
 
