@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 
 from nni_kws.cost import CostModel
 from nni_kws.search import ResourcePenalty, run_search
+from nni_kws.search.evolution import arch_key, mutate_arch, random_archs
 from nni_kws.search.finalists import finalist_search, top_distinct
 from nni_kws.search.sandwich import extreme_arch
-from nni_kws.space import build_space, space_choices
+from nni_kws.space import active_arch, build_model, build_space, random_arch, space_choices
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -63,6 +64,25 @@ def test_every_step_trains_the_deepest_blocks_which_a_budgeted_single_path_searc
 def test_top_distinct_keeps_the_best_score_of_each_architecture():
     a, b, c = {"x": 1}, {"x": 2}, {"x": 3}
     assert top_distinct([(a, 0.1), (b, 0.5), (a, 0.7), (c, 0.2)], 2) == [(a, 0.7), (b, 0.5)]
+
+
+def test_architectures_that_build_the_same_network_count_once():
+    """Labels of blocks beyond their stage's depth build nothing: top_distinct, random_archs and mutate_arch see
+    through them (a stage of depth 1 with another second block is the same network, as its state dict shows)."""
+    space = build_space("tiny")
+    choices = space_choices(space)
+    base = {**random_arch(space, 0), "s1_depth": 1}
+    twin = {**base, "s1_i1_k": next(v for v in choices["s1_i1_k"] if v != base["s1_i1_k"])}
+    deeper = {**twin, "s1_depth": 2}
+    shapes = [{k: v.shape for k, v in build_model(a, space).state_dict().items()} for a in (base, twin, deeper)]
+    assert shapes[0] == shapes[1] != shapes[2]
+    assert active_arch(base) == active_arch(twin) != active_arch(deeper)
+    assert top_distinct([(base, 0.5), (twin, 0.6), (deeper, 0.4)], 2) == [(twin, 0.6), (deeper, 0.4)]
+    drawn = random_archs(choices, 12, seed=0)
+    assert len({arch_key(a) for a in drawn}) == 12
+    rng = random.Random(0)
+    for _ in range(50):  # every mutation changes the network
+        assert arch_key(mutate_arch(base, choices, rng)) != arch_key(base)
 
 
 def test_top_distinct_adds_the_best_of_each_front_end_the_k_best_miss():

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
 
+from nni_kws.space import active_arch
 from nni_kws.training import accuracy
 
 from .recalibrate import Batch, inherited_model
@@ -25,8 +26,10 @@ Arch = dict[str, Any]
 
 
 def arch_key(arch: Mapping[str, Any]) -> str:
-    """A canonical string of an architecture (for caches and de-duplication)."""
-    return json.dumps(dict(arch), sort_keys=True, default=str)
+    """A canonical string of the network an architecture builds (for caches and de-duplication): labels of blocks
+    beyond their stage's depth are left out (:func:`~nni_kws.space.active_arch`), so that candidates differing only
+    there count once."""
+    return json.dumps(active_arch(arch), sort_keys=True, default=str)
 
 
 def random_archs(choices: Mapping[str, Sequence[Any]], n: int, *, seed: int = 0,
@@ -52,8 +55,10 @@ def random_archs(choices: Mapping[str, Sequence[Any]], n: int, *, seed: int = 0,
 
 def mutate_arch(arch: Mapping[str, Any], choices: Mapping[str, Sequence[Any]], rng: random.Random,
                 prob: float = 0.2) -> Arch:
-    """A copy of ``arch`` with each label re-drawn (to another value) with probability ``prob``; at least one."""
-    labels = [label for label, values in choices.items() if len(values) > 1]
+    """A copy of ``arch`` with each label that builds something (:func:`~nni_kws.space.active_arch`) re-drawn (to
+    another value) with probability ``prob``; at least one."""
+    active = active_arch(arch)
+    labels = [label for label, values in choices.items() if len(values) > 1 and label in active]
     changed = [label for label in labels if rng.random() < prob] or [rng.choice(labels)]
     child = dict(arch)
     for label in changed:

@@ -2,6 +2,7 @@
 from .arch import (
                    SPACE_KEYS,
                    InvalidArchitecture,
+                   active_arch,
                    arch_file_meta,
                    arch_file_space,
                    build_model,
@@ -24,7 +25,7 @@ from .searched import SEARCHED, SearchedArch, load_searched_model
 from .trained import load_trained_model
 
 __all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL", "MBConv1d", "SincConv1d", "bake_sinc",
-           "InvalidArchitecture", "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_model", "build_space",
-           "describe_arch", "load_arch", "random_arch", "save_arch", "search_space_json", "space_choices",
-           "parse_space_name", "space_by_name", "space_kwargs", "space_name", "validate_arch", "SEARCHED",
-           "SearchedArch", "load_searched_model", "load_trained_model"]
+           "InvalidArchitecture", "SPACE_KEYS", "active_arch", "arch_file_meta", "arch_file_space", "build_model",
+           "build_space", "describe_arch", "load_arch", "random_arch", "save_arch", "search_space_json",
+           "space_choices", "parse_space_name", "space_by_name", "space_kwargs", "space_name", "validate_arch",
+           "SEARCHED", "SearchedArch", "load_searched_model", "load_trained_model"]

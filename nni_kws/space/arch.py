@@ -15,9 +15,9 @@ from nni_kws.files import write_json
 
 from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace
 
-__all__ = ["InvalidArchitecture", "space_choices", "random_arch", "validate_arch", "load_arch", "save_arch",
-           "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_space", "build_model", "search_space_json",
-           "space_name", "parse_space_name", "space_by_name", "describe_arch"]
+__all__ = ["InvalidArchitecture", "active_arch", "space_choices", "random_arch", "validate_arch", "load_arch",
+           "save_arch", "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_space", "build_model",
+           "search_space_json", "space_name", "parse_space_name", "space_by_name", "describe_arch"]
 
 
 class InvalidArchitecture(ValueError):
@@ -161,6 +161,16 @@ def build_model(arch: Mapping[str, Any], space: KwsSpace | None = None, **space_
 def search_space_json(space: KwsSpace) -> dict[str, dict[str, Any]]:
     """The space in NNI's HPO search-space format (``nnictl``, tuners): ``{label: {_type, _value}}``."""
     return {label: {"_type": "choice", "_value": values} for label, values in space_choices(space).items()}
+
+
+def active_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch`` without the labels of blocks beyond their stage's depth (``s{stage}_i{block}...`` with ``block >=
+    s{stage}_depth``): they build nothing, so two architectures that differ only there are one network."""
+    def active(label: str) -> bool:
+        m = re.fullmatch(r"s(\d+)_i(\d+)(_\w+)?", label)
+        depth = arch.get(f"s{m.group(1)}_depth") if m else None
+        return m is None or depth is None or int(m.group(2)) < int(depth)
+    return {label: value for label, value in arch.items() if active(label)}
 
 
 def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
