@@ -168,6 +168,10 @@ def test_interrupted_search_resumes_to_the_same_state(data, cost_model, budget, 
     full_state, resumed_state = full.supernet.state_dict(), resumed.supernet.state_dict()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, msg=key)
+    # resumed once more, from the checkpoint of its last epoch (as after a stop in a later stage): no training, and
+    # the history read back whole
+    again = _search(data, epochs=2, penalties=penalties, cost_model=cost_model, out_dir=out, resume=True)
+    assert again.history == resumed.history and again.arch == full.arch
 
 
 @pytest.mark.parametrize("strategy", ["darts", "gumbel-hard"])

@@ -41,15 +41,22 @@ class SearchHistory(pl.Callback):
         self.path = Path(path) if path is not None else None
         self.cost_model = cost_model
         self.records: list[dict[str, Any]] = []
+        self._loaded = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After a restored checkpoint, current_epoch is the first epoch still to run.
         self.load(before_epoch=trainer.current_epoch)
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A checkpoint of the last epoch (a search resumed after its supernet was trained) starts no training.
+        if not self._loaded:
+            self.load(before_epoch=trainer.current_epoch)
+
     def load(self, before_epoch: int) -> None:
         """Keep the records of epochs ``< before_epoch`` from an earlier (interrupted) run: the
         record of an epoch is written just before its checkpoint, so a crash in between leaves one
         record too many."""
+        self._loaded = True
         if self.path is None or not self.path.exists():
             return
         lines = []
