@@ -307,6 +307,8 @@ def test_state_files_are_written_atomically(tmp_path) -> None:
     (["--weight-budget-bits", "-1"], "weight-budget-bits must be in"), (["--lr", "nan"], "lr must be a positive"),
     (["--qparam-lr-scale", "0"], "qparam-lr-scale must be a positive finite number"),
     (["--threads", "-2"], "threads must be >= 0, got -2"),
+    (["--max-per-class", "0"], "max-per-class must be at least 1"),
+    (["--max-per-class", "-1"], "max-per-class must be at least 1, got -1"),
 ])
 def test_invalid_options_are_refused_before_the_folder_is_written(extra, message, tiny_gsc, tmp_path, capsys) -> None:
     """Audit 4.8, 6.9, 6.10, 6.12: one line, and no run folder that would then pin the bad value."""

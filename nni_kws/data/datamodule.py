@@ -49,6 +49,8 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if train_list is None and (val_list is not None or test_list is not None):
             raise ValueError("val_list/test_list need a train_list (list-defined subsets)")
+        if max_per_class is not None and max_per_class < 1:  # a negative count would slice clips off each class
+            raise ValueError(f"max-per-class must be at least 1, got {max_per_class}")
         self.root, self.batch_size, self.num_workers, self.seed = root, batch_size, num_workers, seed
         self.noise_dir, self.max_per_class, self.real_test_root = noise_dir, max_per_class, real_test_root
         self.cache, self.on_error = cache, on_error

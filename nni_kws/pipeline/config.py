@@ -313,6 +313,8 @@ def check_inputs(cfg: PipelineConfig) -> None:
     for name in ("threads", "workers"):
         if int(getattr(cfg, name)) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.max_per_class is not None and int(cfg.max_per_class) < 1:
+        raise ValueError(f"max-per-class must be at least 1, got {cfg.max_per_class}")
     if not 0 <= cfg.warmup() < int(cfg.search_epochs) and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"warmup-epochs must be in 0 .. search-epochs - 1 = {cfg.search_epochs - 1}, "
                          f"got {cfg.warmup_epochs}")
