@@ -114,13 +114,18 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
                    "one for this space, a few seconds, into <out>/profile/)")
 
 
+def _add_lr(g: Any, d: Any) -> None:
+    """``--lr``: the weights' rate of the search and of retraining (with the search alone, of the search)."""
+    g.add_argument("--lr", type=float, help=f"SGD learning rate of the weights (search and retraining), cosine "
+                   f"schedule (default: {d.lr})")
+
+
 def _add_train(p: argparse.ArgumentParser, d: Any) -> None:
     g = p.add_argument_group("retraining")
     g.add_argument("--train-epochs", type=int, help=f"(default: {d.train_epochs})")
     g.add_argument("--init", choices=["scratch", "supernet"], help=f"start from fresh or inherited supernet "
                    f"weights (default: {d.init})")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate of the weights (search and retraining), cosine "
-                   f"schedule (default: {d.lr})")
+    _add_lr(g, d)
     g.add_argument("--distill", type=float, metavar="W", help="distil the retrained network from the real-speech "
                    "teacher (needs pip install 'nni-kws[teacher]'): weight W in [0, 1] of its soft labels, e.g. 0.9 "
                    f"(default: {d.distill:g}: off)")
@@ -325,6 +330,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "penalties with --lambda.")
     _add_common(p, d, d.out)
     _add_search(p, d)
+    _add_lr(p, d)
     p.set_defaults(func=_run_search)
 
     p = subparsers.add_parser("train", help="retrain a frozen architecture and evaluate it",
