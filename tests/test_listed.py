@@ -98,6 +98,14 @@ def test_missing_and_bad_clips_name_the_list(listed, caplog):
         len(ListedClips(root, list_file, "val", val_fraction=0.3, on_error="skip")) == 80  # training skips
     with pytest.raises(FileNotFoundError, match="clip folder not found"):
         ListedClips(root / "nowhere", list_file)
+    # a list of one speaker's clip, or of clips that are all missing: errors naming the list
+    one = list_file.with_name("one.txt")
+    one.write_text("yes/ffffffff_nohash_9.wav\n")
+    with pytest.raises(ValueError, match=r"one.txt: cannot split 1 clips of 1 speaker"):
+        ListedClips(root, one, "train")
+    one.write_text("yes/ffffffff_nohash_9.wav\nno/eeeeeeee_nohash_9.wav\n")
+    with pytest.raises(FileNotFoundError, match=r"one.txt: 1 of 1 listed clips are missing"):
+        ListedClips(root, one, "train", val_fraction=0.5)  # training would skip them, but there is nothing left
 
 
 def test_datamodule_list_protocol(listed, tiny_gsc, tmp_path):

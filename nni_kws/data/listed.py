@@ -116,7 +116,10 @@ class ListedClips(AugmentedClips):
         on_error = on_error or ("skip" if part == "train" else "raise")
         rels = read_list(self.list_file)
         if part != "all":
-            rels = speaker_split(rels, val_fraction)[part == "val"]
+            try:
+                rels = speaker_split(rels, val_fraction)[part == "val"]
+            except ValueError as err:
+                raise ValueError(f"{self.list_file}: {err}") from None
         rels = self._existing(rels, on_error)
         if max_per_class is not None:
             rels = self._cap(rels, max_per_class)
@@ -131,7 +134,7 @@ class ListedClips(AugmentedClips):
 
     def _existing(self, rels: list[str], on_error: OnError) -> list[str]:
         missing = [r for r in rels if not (self.root / r).is_file()]
-        if missing and on_error == "raise":
+        if missing and (on_error == "raise" or len(missing) == len(rels)):
             raise FileNotFoundError(f"{self.list_file}: {len(missing)} of {len(rels)} listed clips are missing "
                                     f"under {self.root}, e.g. {self.root / missing[0]}")
         if missing:
