@@ -162,6 +162,12 @@ def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, c
     assert sum(p.numel() for p in load_trained_model(out / "train").parameters()) == 31972
     assert main(["train", "--arch", "compact-9m", "--data", str(tiny_gsc), "--out", str(tmp_path / "u")]) == 2
     assert "nor the name of a searched architecture: compact-3.3m" in capsys.readouterr().err
+    # in a run of another space: said so, naming both, and nothing written
+    assert main(["train", "--arch", "compact-3.3m", "--preset", "tiny", "--data", str(tiny_gsc),
+                 "--out", str(tmp_path / "v")]) == 2
+    assert "compact-3.3m is an architecture of another space (preset compact) than this run's (preset tiny" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
 
 
 def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:

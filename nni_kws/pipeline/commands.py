@@ -22,7 +22,7 @@ from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.search.oneshot import STRATEGIES
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import PRESETS as SPACE_PRESETS
-from nni_kws.space import SEARCHED, arch_file_meta, load_arch, validate_arch
+from nni_kws.space import SEARCHED, InvalidArchitecture, arch_file_meta, load_arch, validate_arch
 
 from .config import CONFIG, PipelineConfig, load_config
 from .stages import Pipeline, run_pipeline
@@ -253,7 +253,17 @@ def _run_train(args: argparse.Namespace) -> int:
             extra["strategy"] = "proxyless"
         cfg = _config(args, extra)
         space = Pipeline(cfg).space()
-        arch = validate_arch(space, searched.arch) if searched else load_arch(path, space)
+        try:
+            arch = validate_arch(space, searched.arch) if searched else load_arch(path, space)
+        except InvalidArchitecture as err:  # most often: an architecture of another space than this run's
+            run = {"preset": cfg.preset, "frontend": cfg.frontend, "coarse": cfg.coarse()}
+            other = {k: v for k, v in meta.items() if k in run and v is not None and v != run[k]}
+            if not other:
+                raise
+            raise InvalidArchitecture(
+                f"{args.arch} is an architecture of another space ({', '.join(f'{k} {v}' for k, v in other.items())}) "
+                f"than this run's ({', '.join(f'{k} {run[k]}' for k in other)}, from --preset/--frontend or "
+                f"{Path(args.out) / CONFIG}): {err}") from None
     return _stages(args, ["train"], arch=arch, extra=extra)
 
 
