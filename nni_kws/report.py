@@ -15,11 +15,13 @@ from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets, descr
 from nni_kws.data.paths import REAL_TEST_DIR
 from nni_kws.space import describe_arch
 
-__all__ = ["COST_AXES", "SEARCH_QUALITY_JSON", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
+__all__ = ["COST_AXES", "SEARCH_QUALITY_JSONS", "benchmark_points", "test_labels", "pareto_front", "plot_pareto",
            "render_report", "render_sweep", "write_report", "write_sweep_report"]
 
 #: Results of ``benchmarks/search_quality.py``: random architectures and peers drawn next to a run's points.
-SEARCH_QUALITY_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "search_quality.json"
+_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+#: The search-quality benchmark's results on the real-speech protocol, one per space it searched (compact, wide).
+SEARCH_QUALITY_JSONS = (_RESULTS / "search_quality.json", _RESULTS / "search_quality_wide.json")
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
 COST_AXES: dict[str, tuple[str, float]] = {
@@ -82,7 +84,8 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
     Each point is ``{"name", "kind" or "frontend", "costs": {...}, metric: float in [0, 1]}``.
     With ``group='kind'`` (a run) points get the searched/retrained/quantized style; with
     ``group='frontend'`` (a sweep) every front end gets a colour and its Pareto front a line.
-    ``second_metric`` (the real test accuracy) is drawn as hollow markers of the same style;
+    ``second_metric`` (the real test accuracy) is drawn as hollow markers of the same style (named in the legend
+    by the points' ``second_label``, when they have one, else by the metric);
     ``budgets`` (``{cost key: limit}``, display units as in the costs) as dashed vertical lines.
     """
     import matplotlib
@@ -112,7 +115,8 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
                 ys = [100 * _num(p.get(key)) for p in sub]
                 if all(math.isnan(y) for y in ys):
                     continue
-                ax.scatter(xs, ys, label=name if filled else f"{name} ({key.replace('_acc', '').replace('_', ' ')})",
+                hollow = sub[0].get("second_label") or key.replace("_acc", "").replace("_", " ")
+                ax.scatter(xs, ys, label=name if filled else f"{name} ({hollow})",
                            zorder=3, linewidths=0.6 if filled else 1.3, facecolors=color if filled else "none",
                            edgecolors="black" if filled else color, **style)
                 if group != "kind" and len(sub) > 1:
@@ -144,7 +148,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric
     if title:
         fig.suptitle(title)
     rows = math.ceil(len(labels) / max(ncol, 1)) if labels else 1
-    fig.tight_layout(rect=(0, 0.035 + 0.03 * rows, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, 0.035 + 0.03 * rows, 1, 1 - 0.05 * (title.count("\n") + 1) if title else 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -290,33 +294,37 @@ def _sweep_test_label(sweep: Mapping[str, Any]) -> str:
     return test_labels({"synthetic": cfg.get("data") is None, "test_list": cfg.get("test_list")})[0]
 
 
-def benchmark_points(preset: str, frontend: str, path: str | Path = SEARCH_QUALITY_JSON) -> list[dict[str, Any]]:
-    """The random, peer and searched models of a search-quality benchmark run on the same space, as plot
-    points whose real-speech accuracy (hollow markers) is their heldout accuracy; ``[]`` without that file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    bench = json.loads(path.read_text())
-    same_space = bench.get("settings", {}).get("preset") == preset and frontend == "raw"
+def benchmark_points(preset: str, frontend: str, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The peers of a search-quality benchmark, and its random and searched models where they belong to the run's
+    space (the benchmark's preset; with one front end, those of that front end), as plot points whose hollow
+    marker is their heldout accuracy. ``path``: the benchmark's results, default the one of ``preset`` among
+    :data:`SEARCH_QUALITY_JSONS` (else the first, for its peers); ``[]`` without a file."""
+    files = [Path(f) for f in ([path] if path is not None else SEARCH_QUALITY_JSONS) if Path(f).is_file()]
+    benches = [json.loads(f.read_text()) for f in files]
+    bench = next((b for b in benches if b.get("settings", {}).get("preset") == preset), benches[0] if benches else {})
+    same_preset = bench.get("settings", {}).get("preset") == preset
     kinds = {"random": "random (benchmark)", "peer": "peer (benchmark)",
-             bench.get("verdict", {}).get("strategy"): "searched (benchmark)"}
+             bench.get("verdict", {}).get("strategy", "sandwich"): "searched (benchmark)"}
+
+    def in_run_space(model: Mapping[str, Any]) -> bool:
+        return same_preset and frontend in ("raw", model.get("arch", {}).get("frontend", "raw"))
     return [{"name": key, "kind": kinds[m["kind"]], "costs": m.get("costs", {}), "test_acc": None,
-             "real_test_acc": m.get("heldout_acc")}
+             "real_test_acc": m.get("heldout_acc"), "second_label": "heldout"}
             for key, m in bench.get("models", {}).items()
-            if m.get("kind") in kinds and (same_space or m["kind"] == "peer")]
+            if m.get("kind") in kinds and (m["kind"] == "peer" or in_run_space(m))]
 
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path,
-                 benchmark: str | Path = SEARCH_QUALITY_JSON) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``; the plot also shows the random
-    architectures, peers and searched models of ``benchmark`` (the search-quality results) when it exists."""
+                 benchmark: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``pareto.png`` of one run into ``out_dir``; the plot also shows the peers, and the
+    random architectures and searched models of the run's space, of the search-quality benchmark
+    (:func:`benchmark_points`; ``benchmark``: its results file, default the one of the run's preset)."""
     out_dir = Path(out_dir)
     cfg = results.get("config", {})
     extra = benchmark_points(cfg.get("preset", ""), cfg.get("frontend", ""), benchmark)
     png = plot_pareto([*results.get("points", []), *extra], out_dir / "pareto.png", budgets=_budgets(cfg),
-                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end: "
-                      f"{test_labels(results.get('data', {}))[0]} (filled) and real test (hollow) accuracy vs cost"
-                      + ("; benchmark models: heldout accuracy (hollow)" if extra else ""))
+                      title=f"{cfg.get('preset', '')} space, {cfg.get('frontend', '')} front end\naccuracy vs cost: "
+                      f"{test_labels(results.get('data', {}))[0]} (filled), real test (hollow)")
     md = out_dir / "report.md"
     md.write_text(render_report(results))
     return md, png

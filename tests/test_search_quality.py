@@ -121,6 +121,11 @@ def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) 
         m["heldout_acc"] for m in data["models"].values() if m["kind"] == "random")
     other = benchmark_points("small", "raw", quick_run)  # another space: only the peers compare
     assert other and {p["kind"] for p in other} == {"peer (benchmark)"}
+    # a run of one front end: the benchmark's random architectures of that front end, their heldout accuracy named
+    sinc = [p for p in benchmark_points("tiny", "sinc", quick_run) if p["kind"] == "random (benchmark)"]
+    assert sorted(p["name"] for p in sinc) == sorted(
+        k for k, m in data["models"].items() if m["kind"] == "random" and m["arch"]["frontend"] == "sinc")
+    assert {p["second_label"] for p in points} == {"heldout"}
     results = {"config": {"preset": "tiny", "frontend": "raw", "max_macs": 3.3e5},
                "points": [{"name": "retrained (float)", "kind": "retrained", "costs": {"macs": 3.1e5},
                            "test_acc": 0.5, "real_test_acc": 0.3}]}
