@@ -62,6 +62,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -81,6 +82,7 @@ from nni_kws.search import ResourcePenalty, calibration_batches, random_archs, r
 from nni_kws.search.evolution import CandidateScorer, arch_key
 from nni_kws.search.finalists import COVERED_CHOICES
 from nni_kws.search.split import SPLIT_CHOICE
+from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import build_model, build_space, space_choices
 from nni_kws.training import accuracy, train_from_scratch
 
@@ -288,8 +290,9 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def _short(arch: Mapping[str, Any]) -> str:
-    """A short stable id of an architecture (for result keys)."""
-    return hashlib.md5(arch_key(arch).encode()).hexdigest()[:8]
+    """A short stable id of an architecture (for result keys): of its whole dict, as recorded results name their
+    models (``arch_key`` leaves out labels that build nothing, so the two differ where a stage is shallower)."""
+    return hashlib.md5(json.dumps(dict(arch), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _costs(cost_model: CostModel, arch: Mapping[str, Any]) -> dict[str, float]:
@@ -655,6 +658,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
 
     tmp = tempfile.TemporaryDirectory() if args.quick else None
+    try:
+        with stop_on_signals():  # Ctrl-C / SIGTERM stop between batches, so the --quick folder is removed too
+            return benchmark(args, settings, tmp)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def benchmark(args: argparse.Namespace, settings: Settings, tmp: tempfile.TemporaryDirectory | None) -> dict[str, Any]:
+    """The whole benchmark (``tmp``: the --quick mode's data and work folder)."""
     if tmp:
         dm = quick_data(Path(tmp.name), settings)
     else:
@@ -692,8 +705,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     md, png = args.out.with_suffix(".md"), args.out.with_suffix(".png")
     md.write_text(markdown(run))
     plot(run, png)
-    if tmp is not None:
-        tmp.cleanup()
     return run.data
 
 
@@ -790,4 +801,8 @@ def notes(run: Run) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StopRequested as stop:  # every finished model is kept in --out: the same command resumes
+        print(f"search_quality: {stop}; the same command resumes", file=sys.stderr)
+        sys.exit(exit_code(stop))
