@@ -290,9 +290,8 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def _short(arch: Mapping[str, Any]) -> str:
-    """A short stable id of an architecture (for result keys): of its whole dict, as recorded results name their
-    models (``arch_key`` leaves out labels that build nothing, so the two differ where a stage is shallower)."""
-    return hashlib.md5(json.dumps(dict(arch), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """A short stable id of an architecture (for result keys)."""
+    return hashlib.md5(arch_key(arch).encode()).hexdigest()[:8]
 
 
 def _costs(cost_model: CostModel, arch: Mapping[str, Any]) -> dict[str, float]:

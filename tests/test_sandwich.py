@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from nni_kws.cost import CostModel
 from nni_kws.search import ResourcePenalty, run_search
-from nni_kws.search.evolution import arch_key, mutate_arch, random_archs
+from nni_kws.search.evolution import mutate_arch, network_key, random_archs
 from nni_kws.search.finalists import finalist_search, top_distinct
 from nni_kws.search.sandwich import extreme_arch
 from nni_kws.space import active_arch, build_model, build_space, random_arch, space_choices
@@ -79,10 +79,10 @@ def test_architectures_that_build_the_same_network_count_once():
     assert active_arch(base) == active_arch(twin) != active_arch(deeper)
     assert top_distinct([(base, 0.5), (twin, 0.6), (deeper, 0.4)], 2) == [(twin, 0.6), (deeper, 0.4)]
     drawn = random_archs(choices, 12, seed=0)
-    assert len({arch_key(a) for a in drawn}) == 12
+    assert len({network_key(a) for a in drawn}) == 12
     rng = random.Random(0)
     for _ in range(50):  # every mutation changes the network
-        assert arch_key(mutate_arch(base, choices, rng)) != arch_key(base)
+        assert network_key(mutate_arch(base, choices, rng)) != network_key(base)
 
 
 def test_top_distinct_adds_the_best_of_each_front_end_the_k_best_miss():

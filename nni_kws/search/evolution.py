@@ -20,34 +20,42 @@ from nni_kws.training import accuracy
 
 from .recalibrate import Batch, inherited_model
 
-__all__ = ["CandidateScorer", "EvolutionResult", "arch_key", "random_archs", "mutate_arch", "evolution_search"]
+__all__ = ["CandidateScorer", "EvolutionResult", "arch_key", "network_key", "random_archs", "mutate_arch",
+           "evolution_search"]
 
 Arch = dict[str, Any]
 
 
 def arch_key(arch: Mapping[str, Any]) -> str:
+    """A canonical string of an architecture dict (the key results are stored under)."""
+    return json.dumps(dict(arch), sort_keys=True, default=str)
+
+
+def network_key(arch: Mapping[str, Any]) -> str:
     """A canonical string of the network an architecture builds (for caches and de-duplication): labels of blocks
     beyond their stage's depth are left out (:func:`~nni_kws.space.active_arch`), so that candidates differing only
     there count once."""
-    return json.dumps(active_arch(arch), sort_keys=True, default=str)
+    return arch_key(active_arch(arch))
 
 
 def random_archs(choices: Mapping[str, Sequence[Any]], n: int, *, seed: int = 0,
-                 accept: Callable[[Mapping[str, Any]], bool] | None = None, max_tries: int = 10_000) -> list[Arch]:
-    """``n`` distinct architectures drawn uniformly from ``choices`` that ``accept`` lets through.
+                 accept: Callable[[Mapping[str, Any]], bool] | None = None, max_tries: int = 10_000,
+                 at_least: int | None = None) -> list[Arch]:
+    """``n`` architectures of distinct networks (:func:`network_key`) drawn uniformly from ``choices`` that
+    ``accept`` lets through.
 
-    Raises ``ValueError`` when fewer than ``n`` are found in ``max_tries`` draws (a budget that
-    (almost) nothing meets, or a space smaller than ``n``).
+    Raises ``ValueError`` when fewer than ``at_least`` (default ``n``) are found in ``max_tries`` draws (a budget
+    that (almost) nothing meets, or a space smaller than ``n``).
     """
     rng, found = random.Random(seed), {}
     for _ in range(max_tries):
         if len(found) == n:
             break
         arch = {label: rng.choice(list(values)) for label, values in choices.items()}
-        key = arch_key(arch)
+        key = network_key(arch)
         if key not in found and (accept is None or accept(arch)):
             found[key] = arch
-    if len(found) < n:
+    if len(found) < (n if at_least is None else at_least):
         raise ValueError(f"found only {len(found)} of {n} distinct architectures within the budget in {max_tries} "
                          "draws; loosen the budget or ask for fewer")
     return list(found.values())
@@ -82,7 +90,7 @@ class CandidateScorer:
         return inherited_model(self.space, arch, self.supernet, self.calibration)
 
     def __call__(self, arch: Mapping[str, Any]) -> float:
-        key = arch_key(arch)
+        key = network_key(arch)
         if key not in self.cache:
             self.cache[key] = accuracy(self.model(arch), self.val_loader)  # type: ignore[arg-type]
         return self.cache[key]
@@ -106,7 +114,8 @@ def evolution_search(choices: Mapping[str, Sequence[Any]], score: Callable[[Mapp
     Evaluates at most ``population + cycles`` architectures (cached ones cost nothing).
     """
     rng = random.Random(seed)
-    members = [(a, score(a)) for a in random_archs(choices, population, seed=seed, accept=accept)]
+    # as many distinct networks as the budgets leave, up to the population
+    members = [(a, score(a)) for a in random_archs(choices, population, seed=seed, accept=accept, at_least=1)]
     evaluated = list(members)
     for _ in range(cycles):
         parent = max(rng.sample(members, min(sample, len(members))), key=lambda m: m[1])[0]

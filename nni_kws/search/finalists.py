@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from nni_kws.space import FRONTEND_LABEL
 from nni_kws.training import accuracy, train_from_scratch
 
-from .evolution import arch_key
+from .evolution import network_key
 
 __all__ = ["COVERED_CHOICES", "FinalistResult", "top_distinct", "finalist_search"]
 
@@ -41,11 +41,11 @@ class FinalistResult:
 
 def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int,
                  cover: Sequence[str] = ()) -> list[tuple[dict[str, Any], float]]:
-    """The ``k`` best distinct architectures of ``(arch, score)`` pairs (first occurrence wins a tie), then,
+    """The ``k`` best distinct networks of ``(arch, score)`` pairs (first occurrence wins a tie), then,
     for each label in ``cover``, the best one of every value of that label which those miss."""
     best: dict[str, tuple[dict[str, Any], float]] = {}
     for arch, score in scored:
-        key = arch_key(arch)
+        key = network_key(arch)
         if key not in best or score > best[key][1]:
             best[key] = (dict(arch), score)
     ranked = sorted(best.values(), key=lambda m: -m[1])
