@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method fixed needs --bits (the bit-width of every weight and activation)")
     if args.method == "trained" and args.fixed_algorithm is not None:
         raise ValueError("--fixed-algorithm applies to --method fixed (NNI's QAT or LSQ at --bits everywhere)")
+    args.fixed_algorithm = args.fixed_algorithm or "qat"
     check_args(args.method, args.bits, args.min_bits, args.weight_budget, args.act_budget, args.budget_weight,
-               args.epochs, args.max_steps, args.lr, args.fixed_algorithm or "qat", _input_bits(args), args.distill,
+               args.epochs, args.max_steps, args.lr, args.fixed_algorithm, _input_bits(args), args.distill,
                names=OPTION_NAMES)  # before anything is loaded, naming the options
     if (args.train_list is None) != (args.test_list is None):
         raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
@@ -130,7 +131,7 @@ def _quantize(args: argparse.Namespace, model: Any, data: Any, out: Path) -> Any
         model, data.train_dataloader(), data.val_dataloader(), method=args.method, bits=args.bits,
         weight_budget_bits=args.weight_budget, act_budget_bits=args.act_budget, budget_weight=args.budget_weight,
         min_bits=args.min_bits, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, distill=args.distill,
-        fixed_algorithm=args.fixed_algorithm or "qat", input_bits=_input_bits(args),
+        fixed_algorithm=args.fixed_algorithm, input_bits=_input_bits(args),
         fold_bn=args.fold_bn, qparam_lr_scale=args.qparam_lr_scale, strict_budget=args.strict_budget,
         resume=args.resume, out_dir=out, test_loader=data.test_dataloader(),
         extra_loaders={"real_test": data.real_test_dataloader()} if args.real_test else None,
