@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets, describe_over_budget
+from nni_kws.cost.budgets import BUDGETS, budget_option, describe_budgets, describe_over_budget, with_kb
 from nni_kws.data.paths import REAL_TEST_DIR
 from nni_kws.space import describe_arch
 
@@ -308,7 +308,7 @@ def benchmark_points(preset: str, frontend: str, path: str | Path | None = None)
 
     def in_run_space(model: Mapping[str, Any]) -> bool:
         return same_preset and frontend in ("raw", model.get("arch", {}).get("frontend", "raw"))
-    return [{"name": key, "kind": kinds[m["kind"]], "costs": m.get("costs", {}), "test_acc": None,
+    return [{"name": key, "kind": kinds[m["kind"]], "costs": with_kb(m.get("costs", {})), "test_acc": None,
              "real_test_acc": m.get("heldout_acc"), "second_label": "heldout"}
             for key, m in bench.get("models", {}).items()
             if m.get("kind") in kinds and (m["kind"] == "peer" or in_run_space(m))]

@@ -126,6 +126,7 @@ def test_run_report_plots_the_benchmark_points(quick_run: Path, tmp_path: Path) 
     assert sorted(p["name"] for p in sinc) == sorted(
         k for k, m in data["models"].items() if m["kind"] == "random" and m["arch"]["frontend"] == "sinc")
     assert {p["second_label"] for p in points} == {"heldout"}
+    assert all(p["costs"]["weight_kb"] == data["models"][p["name"]]["costs"]["weight_bytes"] / 1000 for p in points)
     results = {"config": {"preset": "tiny", "frontend": "raw", "max_macs": 3.3e5},
                "points": [{"name": "retrained (float)", "kind": "retrained", "costs": {"macs": 3.1e5},
                            "test_acc": 0.5, "real_test_acc": 0.3}]}
