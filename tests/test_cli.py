@@ -269,6 +269,18 @@ def test_proxyless_budgets_and_latency_table_are_those_of_the_coarse_space(tiny_
     assert "nni-kws profile --preset tiny --frontend raw --coarse" in capsys.readouterr().err
 
 
+def test_search_takes_the_weights_learning_rate(tiny_gsc: Path, tmp_path: Path) -> None:
+    """``nni-kws search --lr``: each supernet's optimizer starts its cosine schedule at that rate (checkpoints)."""
+    out = tmp_path / "run"
+    assert main(["search", "--data", str(tiny_gsc), "--no-real-test", "--out", str(out), "--lr", "0.07",
+                 "--finalists", "0", *COMMON, "--search-epochs", "1"]) == 0
+    checkpoints = sorted((out / "search").glob("**/last.ckpt"))  # one supernet per front end here
+    rates = [g["initial_lr"] for path in checkpoints
+             for state in torch.load(path, map_location="cpu", weights_only=False)["optimizer_states"]
+             for g in state["param_groups"]]
+    assert checkpoints and rates == [0.07] * len(checkpoints)
+
+
 def test_search_lands_within_a_tight_budget(tiny_gsc: Path, tmp_path: Path) -> None:
     """λ = 0 ignores the cost in the architecture loss, but the budget still binds: the derived architecture is
     moved within it (checked against the cost model), and the argmax that was over it is kept in the record."""
