@@ -25,7 +25,7 @@ from .augment import TrainAugment
 from .clips import AugmentedClips, require_dir
 from .labels import KEYWORDS, SILENCE, class_names
 
-__all__ = ["ListPart", "ListedClips", "label_of", "read_list", "speaker_of", "speaker_split"]
+__all__ = ["ListPart", "ListedClips", "check_list_options", "label_of", "read_list", "speaker_of", "speaker_split"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,23 @@ def read_list(list_file: str | Path) -> list[str]:
     if bad is not None:
         raise ValueError(f"{path}: entry {bad!r} is not a relative '<class>/<file>' path")
     return rels
+
+
+def check_list_options(data: str | Path | None, train_list: str | Path | None, test_list: str | Path | None) -> None:
+    """The ``--train-list``/``--test-list`` rules, checked before any clip is read: they name clips of ``--data``,
+    go together, exist, and share no clip (the test clips must be unseen)."""
+    if (train_list or test_list) and data is None:
+        raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
+    if bool(train_list) != bool(test_list):
+        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
+    for name, value in (("train-list", train_list), ("test-list", test_list)):
+        if value and not Path(value).expanduser().is_file():
+            raise FileNotFoundError(f"{name} not found: {value}")
+    if train_list and test_list:
+        shared = set(read_list(train_list)) & set(read_list(test_list))
+        if shared:
+            raise ValueError(f"--test-list {test_list} shares {len(shared)} clips with --train-list {train_list} "
+                             f"(e.g. {min(shared)}); the test clips must be unseen")
 
 
 def speaker_of(rel: str) -> str:

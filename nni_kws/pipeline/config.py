@@ -14,7 +14,7 @@ from nni_kws.cost import CostModel
 from nni_kws.cost.budgets import BUDGETS, budget_option, check_budget, infeasible_budget
 from nni_kws.data.gsc import is_test_folder, require_test_folder
 from nni_kws.data.labels import KEYWORDS, class_names, dataset_keywords, parse_keywords
-from nni_kws.data.listed import read_list
+from nni_kws.data.listed import check_list_options
 from nni_kws.data.paths import REAL_TEST_DIR, shared_data_dir
 from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
@@ -283,18 +283,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if cfg.data is not None and not cfg.train_list and is_test_folder(Path(cfg.data).expanduser()):
         raise ValueError(f"--data {cfg.data} is a pre-split test set (class folders, no split lists): evaluate on "
                          "it with --real-test, or train on part of it with --train-list/--test-list")
-    if (cfg.train_list or cfg.test_list) and cfg.data is None:
-        raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
-    if bool(cfg.train_list) != bool(cfg.test_list):
-        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
-    for name in ("train_list", "test_list"):
-        if getattr(cfg, name) and not Path(getattr(cfg, name)).expanduser().is_file():
-            raise FileNotFoundError(f"{name.replace('_', '-')} not found: {getattr(cfg, name)}")
-    if cfg.train_list:
-        shared = set(read_list(Path(cfg.train_list).expanduser())) & set(read_list(Path(cfg.test_list).expanduser()))
-        if shared:
-            raise ValueError(f"--test-list {cfg.test_list} shares {len(shared)} clips with --train-list "
-                             f"{cfg.train_list} (e.g. {min(shared)}); the test clips must be unseen")
+    check_list_options(cfg.data, cfg.train_list, cfg.test_list)
     if cfg.real_test not in (None, "", "auto"):
         real, keywords = Path(cfg.real_test).expanduser(), run_keywords(cfg)
         if keywords != KEYWORDS:

@@ -16,6 +16,7 @@ __all__ = ["register", "run"]
 
 def run(args: argparse.Namespace) -> int:
     from nni_kws.data.datamodule import SpeechCommandsDataModule
+    from nni_kws.data.listed import check_list_options
     from nni_kws.space import load_trained_model
     from nni_kws.training import seed_everything, torch_threads
 
@@ -33,20 +34,17 @@ def run(args: argparse.Namespace) -> int:
     check_args(args.method, args.bits, args.min_bits, args.weight_budget, args.act_budget, args.budget_weight,
                args.epochs, args.max_steps, args.lr, args.fixed_algorithm, _input_bits(args), args.distill,
                names=OPTION_NAMES)  # before anything is loaded, naming the options
-    if (args.train_list is None) != (args.test_list is None):
-        raise ValueError("--train-list and --test-list go together (train and validate on one list, test on the other)")
     seed_everything(args.seed)
     model = _baseline_model(args) or load_trained_model(args.model, arch=args.arch, preset=args.preset)
     trained_on = _trained_on(args)
     if args.data is None and trained_on.get("root") and not trained_on.get("synthetic"):
         args.data = trained_on["root"]  # the data the model was trained on, with its lists
-        if args.train_list is None:
+        if args.train_list is None and args.test_list is None:
             args.train_list, args.test_list = trained_on.get("train_list"), trained_on.get("test_list")
         print(f"data: {args.data}" + (f" (--train-list {args.train_list}, --test-list {args.test_list})"
                                       if args.train_list else "") + ", as the model was trained", file=sys.stderr)
+    check_list_options(args.data, args.train_list, args.test_list)
     if args.data is None:
-        if args.train_list:
-            raise ValueError("--train-list/--test-list name clips of --data DIR; give --data")
         from nni_kws.data.synth import DEFAULT_PRESET, ensure_default_dataset
         args.data = ensure_default_dataset(progress=not args.no_progress, preset=DEFAULT_PRESET)
     if not Path(args.data).is_dir():
