@@ -303,8 +303,8 @@ def benchmark_points(preset: str, frontend: str, path: str | Path | None = None)
     benches = [json.loads(f.read_text()) for f in files]
     bench = next((b for b in benches if b.get("settings", {}).get("preset") == preset), benches[0] if benches else {})
     same_preset = bench.get("settings", {}).get("preset") == preset
-    kinds = {"random": "random (benchmark)", "peer": "peer (benchmark)",
-             bench.get("verdict", {}).get("strategy", "sandwich"): "searched (benchmark)"}
+    main = bench.get("settings", {}).get("strategies", [None])[0]  # the benchmark's main strategy, as it reads it
+    kinds = {"random": "random (benchmark)", "peer": "peer (benchmark)", main: "searched (benchmark)"}
 
     def in_run_space(model: Mapping[str, Any]) -> bool:
         return same_preset and frontend in ("raw", model.get("arch", {}).get("frontend", "raw"))
