@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import warnings
 
+import nni
 import pytest
 import torch
 import torch.nn.functional as F
-from nni.nas.nn.pytorch import MutableBatchNorm1d, MutableConv1d
+from nni.nas.nn.pytorch import ModelSpace, MutableBatchNorm1d, MutableConv1d
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
 from torch import nn
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nni_kws.search import run_search
 from nni_kws.space import build_space, random_arch, space_choices, validate_arch
-from nni_kws.space.mixed_ops import MixedBatchNorm1d, MixedConv1d, derive_model
+from nni_kws.space.mixed_ops import MixedBatchNorm1d, MixedConv1d, derive_model, oneshot_hooks
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 
@@ -163,3 +164,75 @@ def test_short_real_search(strategy, coarse, tmp_path):
         assert result.history[0]["arch"] == result.arch
     child = derive_model(build_space("tiny", coarse=coarse), result.arch, result.supernet)
     assert child(torch.randn(2, 1, 16000)).shape == (2, 12)
+
+
+def test_weighted_kernel_is_nnis_weighted_slicing():
+    """Differentiable mode builds each searched axis' mask once (``_weighted_kernel``); it must be the function
+    NNI's weighted slicing computes (``_freeze_weight_impl`` with the weight dicts), gradients included."""
+    torch.manual_seed(0)
+    supernet = DARTS().mutate_model(build_space("tiny"))
+    convs = [m for m in supernet.modules() if isinstance(m, MixedConv1d)]
+    searched = {name for m in convs for name in m.mutable_arguments}
+    assert {"in_channels", "out_channels", "kernel_size", "groups"} <= searched  # every axis is covered below
+    for conv in convs:
+        args = {name: conv.forward_argument(name) for name in ("in_channels", "out_channels", "kernel_size", "groups")}
+        assert any(isinstance(v, dict) for v in args.values())
+        fast, fast_bias = conv._weighted_kernel(**args)
+        reference = conv._freeze_weight_impl(**args)
+        torch.testing.assert_close(fast, reference["weight"])
+        assert (fast_bias is None) == (reference["bias"] is None)
+        alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
+        probe = torch.randn_like(fast)
+        grads = torch.autograd.grad((fast * probe).sum(), [conv.weight, *alphas], allow_unused=True,
+                                    retain_graph=True)
+        reference_grads = torch.autograd.grad((reference["weight"] * probe).sum(), [conv.weight, *alphas],
+                                              allow_unused=True)
+        for got, want in zip(grads, reference_grads):
+            assert (got is None) == (want is None)
+            if got is not None:
+                torch.testing.assert_close(got, want)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads[1:])  # the alphas of this layer move
+
+
+class _TwoLabelWidth(ModelSpace):
+    """A conv whose width is the product of two choices, two of which give the same width (2*2 = 4*1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        width = nni.choice("a", [2, 4]) * nni.choice("b", [1, 2])
+        self.conv = MutableConv1d(1, width, nni.choice("k", [3, 5]), padding=2)
+        self.bn = MutableBatchNorm1d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+    def extra_oneshot_hooks(self, strategy: object) -> list:
+        return oneshot_hooks(strategy)
+
+
+@pytest.mark.parametrize("space", [lambda: build_space("tiny"), _TwoLabelWidth])
+def test_forward_argument_is_nnis_differentiable_policy(space):
+    """The mixed ops enumerate an argument's choices once; each value's weight must be what NNI's differentiable
+    policy computes on every forward, gradients included."""
+    torch.manual_seed(0)
+    supernet = DARTS().mutate_model(space())
+    mixed = [m for m in supernet.modules() if isinstance(m, (MixedConv1d, MixedBatchNorm1d))]
+    alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
+    with torch.no_grad():
+        for alpha in alphas:
+            alpha.normal_()
+    compared = 0
+    for op in mixed:
+        for name in op.mutable_arguments:
+            ours, nnis = op.forward_argument(name), op.sampling_policy.forward_argument(op, name)
+            assert list(ours) == list(nnis)
+            for value in ours:
+                torch.testing.assert_close(ours[value], nnis[value])
+                got = torch.autograd.grad(ours[value], alphas, allow_unused=True, retain_graph=True)
+                want = torch.autograd.grad(nnis[value], alphas, allow_unused=True, retain_graph=True)
+                for g, w in zip(got, want):
+                    assert (g is None) == (w is None)
+                    if g is not None:
+                        torch.testing.assert_close(g, w)
+                compared += 1
+    assert compared > len(mixed)
