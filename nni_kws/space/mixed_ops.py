@@ -144,7 +144,7 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
             for row, (start, stop, _) in enumerate(spans):
                 rows[row, start:stop] = 1
             cache[key] = rows
-        probs = [p if torch.is_tensor(p) else torch.tensor(p) for _, _, p in spans]
+        probs = [p if torch.is_tensor(p) else torch.tensor(p, device=self.weight.device) for _, _, p in spans]
         return torch.stack(probs).to(self.weight.dtype) @ cache[key]
 
     def _weighted_kernel(self, in_channels: int_or_int_dict, out_channels: int_or_int_dict,
