@@ -57,9 +57,9 @@ class _Mixed1dMixin:
 
     def forward_argument(self, name: str) -> Any:
         """As NNI's ``MixedOpDifferentiablePolicy.forward_argument`` in differentiable mode (each value of the
-        argument with the summed joint probability of the label choices that give it), with the choices
-        enumerated once per layer instead of on every forward (about 5 % of a DARTS iteration, with the graph
-        of one multiply per choice); path sampling as NNI."""
+        argument with the summed joint probability of the label choices that give it), but with the choices
+        enumerated once per layer: NNI traverses the expression on every forward, a cost measured in
+        ``benchmarks/results/search.json`` (``full_iteration.tried``). Path sampling is NNI's."""
         op = cast(Any, self)
         if type(op.sampling_policy) is not MixedOpDifferentiablePolicy or name not in op.mutable_arguments:
             return super().forward_argument(name)  # type: ignore[misc]
@@ -100,7 +100,6 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
     def freeze_weight(self, in_channels: int_or_int_dict, out_channels: int_or_int_dict,
                       kernel_size: scalar_or_scalar_dict[int], groups: int_or_int_dict, **kwargs: Any) -> Any:
         rv = self._freeze_weight_impl(in_channels, out_channels, kernel_size, groups)
-        rv.pop("in_channels_per_group", None)
         # NNI's Conv2d version keeps ``bias: None``, which breaks ``freeze`` for bias-free convs.
         return {name: value for name, value in rv.items() if value is not None}
 
@@ -125,14 +124,12 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
         # Same as MixedConv2d._freeze_weight_impl with one kernel axis (that one unpacks two).
         out_channels_ = _W(out_channels)
         weight = _S(self.weight)[:out_channels_]
-        in_channels_per_group = self._in_channels_per_group(in_channels, groups)
-        weight = _S(weight)[:, :in_channels_per_group]
+        weight = _S(weight)[:, :self._in_channels_per_group(in_channels, groups)]
         kernel_ = _W(self._to_int(kernel_size))
         left = (self.kernel_size[0] - kernel_) // 2
         weight = _S(weight)[:, :, left:left + kernel_]
         bias = _S(self.bias)[:out_channels_] if self.bias is not None else None
-        return {"weight": weight, "bias": bias,
-                "in_channels_per_group": in_channels_per_group if isinstance(groups, dict) else None}
+        return {"weight": weight, "bias": bias}
 
     def _span_mask(self, size: int, spans: list[tuple[int, int, Any]]) -> torch.Tensor:
         """``sum_v p_v * 1[start_v <= i < stop_v]`` over ``i < size``, for ``spans`` [(start_v, stop_v, p_v)]: the
