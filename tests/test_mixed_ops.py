@@ -166,11 +166,34 @@ def test_short_real_search(strategy, coarse, tmp_path):
     assert child(torch.randn(2, 1, 16000)).shape == (2, 12)
 
 
+def _random_alphas(supernet: nn.Module) -> list[nn.Parameter]:
+    """The architecture weights of a DARTS supernet, drawn at random (uniform ones would hide a candidate whose
+    weight lands on another candidate's slice)."""
+    alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
+    with torch.no_grad():
+        for alpha in alphas:
+            alpha.normal_()
+    return alphas
+
+
+def _assert_same_function(ours: torch.Tensor, nnis: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """Equal values, and equal gradients with respect to ``inputs`` (of a random projection)."""
+    torch.testing.assert_close(ours, nnis)
+    probe = torch.randn_like(ours)
+    got = torch.autograd.grad((ours * probe).sum(), inputs, allow_unused=True, retain_graph=True)
+    want = torch.autograd.grad((nnis * probe).sum(), inputs, allow_unused=True, retain_graph=True)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w)
+
+
 def test_weighted_kernel_is_nnis_weighted_slicing():
     """Differentiable mode builds each searched axis' mask once (``_weighted_kernel``); it must be the function
     NNI's weighted slicing computes (``_freeze_weight_impl`` with the weight dicts), gradients included."""
     torch.manual_seed(0)
     supernet = DARTS().mutate_model(build_space("tiny"))
+    alphas = _random_alphas(supernet)
     convs = [m for m in supernet.modules() if isinstance(m, MixedConv1d)]
     searched = {name for m in convs for name in m.mutable_arguments}
     assert {"in_channels", "out_channels", "kernel_size", "groups"} <= searched  # every axis is covered below
@@ -179,19 +202,10 @@ def test_weighted_kernel_is_nnis_weighted_slicing():
         assert any(isinstance(v, dict) for v in args.values())
         fast, fast_bias = conv._weighted_kernel(**args)
         reference = conv._freeze_weight_impl(**args)
-        torch.testing.assert_close(fast, reference["weight"])
         assert (fast_bias is None) == (reference["bias"] is None)
-        alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
-        probe = torch.randn_like(fast)
-        grads = torch.autograd.grad((fast * probe).sum(), [conv.weight, *alphas], allow_unused=True,
-                                    retain_graph=True)
-        reference_grads = torch.autograd.grad((reference["weight"] * probe).sum(), [conv.weight, *alphas],
-                                              allow_unused=True)
-        for got, want in zip(grads, reference_grads):
-            assert (got is None) == (want is None)
-            if got is not None:
-                torch.testing.assert_close(got, want)
-        assert any(g is not None and g.abs().sum() > 0 for g in grads[1:])  # the alphas of this layer move
+        _assert_same_function(fast, reference["weight"], [conv.weight, *alphas])
+        grads = torch.autograd.grad(fast.sum(), alphas, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)  # the alphas of this layer move
 
 
 class _TwoLabelWidth(ModelSpace):
@@ -217,22 +231,13 @@ def test_forward_argument_is_nnis_differentiable_policy(space):
     torch.manual_seed(0)
     supernet = DARTS().mutate_model(space())
     mixed = [m for m in supernet.modules() if isinstance(m, (MixedConv1d, MixedBatchNorm1d))]
-    alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
-    with torch.no_grad():
-        for alpha in alphas:
-            alpha.normal_()
+    alphas = _random_alphas(supernet)
     compared = 0
     for op in mixed:
         for name in op.mutable_arguments:
             ours, nnis = op.forward_argument(name), op.sampling_policy.forward_argument(op, name)
             assert list(ours) == list(nnis)
             for value in ours:
-                torch.testing.assert_close(ours[value], nnis[value])
-                got = torch.autograd.grad(ours[value], alphas, allow_unused=True, retain_graph=True)
-                want = torch.autograd.grad(nnis[value], alphas, allow_unused=True, retain_graph=True)
-                for g, w in zip(got, want):
-                    assert (g is None) == (w is None)
-                    if g is not None:
-                        torch.testing.assert_close(g, w)
+                _assert_same_function(ours[value], nnis[value], alphas)
                 compared += 1
     assert compared > len(mixed)
