@@ -90,8 +90,9 @@ class LogCompression(nn.Module):
     """``log(1 + |x|)``: compresses the filterbank's dynamic range like a log-mel spectrogram."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Not torch.log1p, which runs several times slower on CPU (torch 2.14; benchmarks/results/search.json,
-        # log_compression_step); with |x| + 1 >= 1 both agree to float32 rounding.
+        # torch.log, not torch.log1p, which an earlier run measured slower on CPU; the recorded runs since see no
+        # difference (benchmarks/results/search.json, log_compression_step). With |x| + 1 >= 1 both agree to
+        # float32 rounding.
         return torch.log(x.abs() + 1)
 
 
