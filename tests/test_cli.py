@@ -17,7 +17,7 @@ from nni_kws.cli import main
 from nni_kws.cost.budgets import KB
 from nni_kws.data.audio import load_clip
 from nni_kws.data.labels import CLASSES
-from nni_kws.space import load_trained_model
+from nni_kws.space import load_trained_model, save_arch
 
 # the space of CostModel("tiny"), which the budget tests compare with
 COMMON = ["--preset", "tiny", "--frontend", "raw", "--batch-size", "16", "--no-progress"]
@@ -168,6 +168,13 @@ def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, c
     assert "compact-3.3m is an architecture of another space (preset compact) than this run's (preset tiny" in \
         capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+    # ... and for an arch.json, the file and its space named once
+    arch_file = save_arch(dict(SEARCHED["compact-3.3m"].arch), tmp_path / "arch.json", preset="compact")
+    assert main(["train", "--arch", str(arch_file), "--preset", "tiny", "--data", str(tiny_gsc),
+                 "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert f"{arch_file} is an architecture of another space (preset compact)" in err
+    assert err.count(str(arch_file)) == 1 and err.count("compact") == 1, err
 
 
 def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:

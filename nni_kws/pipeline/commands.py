@@ -253,13 +253,14 @@ def _run_train(args: argparse.Namespace) -> int:
             extra["strategy"] = "proxyless"
         cfg = _config(args, extra)
         space = Pipeline(cfg).space()
+        candidate = searched.arch if searched else load_arch(path)  # read here, checked against the space below
         try:
-            arch = validate_arch(space, searched.arch) if searched else load_arch(path, space)
+            arch = validate_arch(space, candidate)
         except InvalidArchitecture as err:  # most often: an architecture of another space than this run's
             run = {"preset": cfg.preset, "frontend": cfg.frontend, "coarse": cfg.coarse()}
             other = {k: v for k, v in meta.items() if k in run and v is not None and v != run[k]}
             if not other:
-                raise
+                raise InvalidArchitecture(f"{args.arch}: {err}") from None
             raise InvalidArchitecture(
                 f"{args.arch} is an architecture of another space ({', '.join(f'{k} {v}' for k, v in other.items())}) "
                 f"than this run's ({', '.join(f'{k} {run[k]}' for k in other)}, from --preset/--frontend or "
