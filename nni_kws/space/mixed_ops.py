@@ -105,9 +105,11 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
 
     def _in_channels_per_group(self, in_channels: int_or_int_dict, groups: int_or_int_dict) -> Any:
         """Input channels per group: ``in_channels // groups`` (a ``MaybeWeighted`` when ``in_channels`` is
-        searched), or for a searched ``groups`` the constant ratio (depthwise), as an int."""
+        searched), or for a searched ``groups`` the constant ratio (depthwise), as an int, worked out once per layer."""
         if not isinstance(groups, dict):
             return _W(in_channels) // groups
+        if "_depthwise_in_per_group" in self.__dict__:
+            return self.__dict__["_depthwise_in_per_group"]
         if "in_channels" not in self.mutable_arguments or "groups" not in self.mutable_arguments:
             raise ValueError("a mutable groups needs mutable in_channels with a constant "
                              "in_channels / groups ratio")
@@ -117,6 +119,7 @@ class MixedConv1d(_Mixed1dMixin, MixedOperation, nn.Conv1d):
             raise ValueError("in_channels / groups must be constant (depthwise) for differentiable search") from None
         if per_group != int(per_group):
             raise ValueError(f"input channels per group is not an integer: {per_group}")
+        self.__dict__["_depthwise_in_per_group"] = int(per_group)
         return int(per_group)
 
     def _freeze_weight_impl(self, in_channels: int_or_int_dict, out_channels: int_or_int_dict,
