@@ -1,12 +1,18 @@
-"""Which part loses to SincConv+DSConv (issue 9): the searched models against that peer after a longer recipe.
+"""Does the short standalone recipe decide issue 9's comparisons? The searched models against the peer and the
+random architectures after a longer recipe.
 
-``search_quality_paper.json`` compares them after the benchmark's 3-epoch standalone recipe, where the peer leads
-on dev-val as on heldout. This probe trains the same models, the peer and each search seed's searched architecture,
-for ``--epochs`` (default 9) with training seeds ``--seeds`` on the same real dev protocol: if the gap stays, the
-space (or the search) is short of the peer; if it closes, the short recipe favours the peer. Dev-val decides;
-heldout is reported only. Resumable (written after every model): ``benchmarks/results/recipe_probe.json``.
+A ``search_quality`` result (``--source``) compares them after the benchmark's 3-epoch standalone recipe. This
+probe trains the same models, the peer and each search seed's searched architecture (and with ``--random`` the
+source's random in-budget architectures), for ``--epochs`` (default 9) with training seeds ``--seeds`` on the
+same real dev protocol. ``gap_pts``: searched minus the peer (if it stays, the space or the search is short of the
+peer; if it closes, the short recipe favours the peer). ``minus_random_median_pts``: searched minus the random
+median, as the benchmark's verdict counts it (random architectures' seed-0 trainings) and over each random
+architecture's mean over the seeds. Dev-val decides; heldout is reported only. Resumable (written after every
+model); ``--shard i/n`` trains every n-th model into its own file, and a run without it gathers the shards.
 
     python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
+    python benchmarks/recipe_probe.py --source benchmarks/results/search_quality_wide.json --random \\
+        --out benchmarks/results/recipe_probe_wide.json [--shard 0/2]
 """
 from __future__ import annotations
 
@@ -17,13 +23,14 @@ import logging
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_quality import RECIPE, RESULTS, Run, Settings, int_list, peers, real_data, train_standalone  # noqa: E402
 
+from nni_kws.search.evolution import arch_key  # noqa: E402
 from nni_kws.space import build_space  # noqa: E402
 
 PEER = "sinc-dsconv"
@@ -37,12 +44,37 @@ def gap_pts(models: dict[str, Any], metric: str) -> float:
     return round(100 * (statistics.fmean(searched) - statistics.fmean(peer)), 2)
 
 
+def random_median_pts(models: dict[str, Any], metric: str) -> dict[str, float] | None:
+    """Mean ``metric`` of the searched models minus the random architectures' median, in points: over their
+    seed-0 trainings (``seed0``, the benchmark verdict's count) and over each one's mean (``arch_means``)."""
+    by_arch: dict[str, list[tuple[int, float]]] = {}
+    for m in models.values():
+        if m["kind"] in ("random", "random-seed"):
+            by_arch.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
+    if not by_arch:
+        return None
+    searched = statistics.fmean(m[metric] for m in models.values() if m["kind"] == "sandwich")
+    medians = {"seed0": statistics.median(acc for runs in by_arch.values() for seed, acc in runs if seed == 0),
+               "arch_means": statistics.median(statistics.fmean(acc for _, acc in runs) for runs in by_arch.values())}
+    return {name: round(100 * (searched - median), 2) for name, median in medians.items()}
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``i/n`` from the command line: this process trains models i, i+n, i+2n, ..."""
+    i, n = (int(x) for x in text.split("/"))
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: expected i/n with 0 <= i < n")
+    return i, n
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=9)
     p.add_argument("--seeds", type=int_list, default=(0, 1, 2), help="training seeds, comma-separated")
     p.add_argument("--source", default=str(RESULTS / "search_quality_paper.json"))
     p.add_argument("--out", default=str(RESULTS / "recipe_probe.json"))
+    p.add_argument("--random", action="store_true", help="also train the source's random architectures")
+    p.add_argument("--shard", type=shard, help="i/n: train every n-th model, from the i-th, into <out>.shard<i>")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -50,26 +82,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = dataclasses.replace(Settings(**{k: source["settings"][k] for k in ("preset", *RECIPE)}),
                                    epochs=args.epochs)
     out = Path(args.out)
-    done = json.loads(out.read_text())["settings"]["epochs"] if out.is_file() else args.epochs
-    if done != args.epochs:  # Run would start over and overwrite it
-        raise SystemExit(f"{out} holds a {done}-epoch probe; give another --out")
+    shards = sorted(out.parent.glob(f"{out.stem}.shard*{out.suffix}"))
+    if args.shard:
+        out = out.with_name(f"{out.stem}.shard{args.shard[0]}{out.suffix}")
+    for path in (out, *shards):
+        done = json.loads(path.read_text())["settings"]["epochs"] if path.is_file() else args.epochs
+        if done != args.epochs:  # Run would start over and overwrite it
+            raise SystemExit(f"{path} holds a {done}-epoch probe; give another --out")
     run = Run(out, settings, fresh=False)
     run.data.update(benchmark="recipe_probe", source=Path(args.source).name)
+    if not args.shard:  # gather what the shards trained
+        for path in shards:
+            run.models.update(Run(path, settings, fresh=False).models)
+        run.save()
+        for path in shards:
+            path.unlink()
     dm = real_data(settings)
     build_peer, peer_costs = next((build, costs) for name, build, costs in peers() if name == PEER)
-    models = [(f"peer/{PEER}", "peer", build_peer, peer_costs)] + [
-        (name, "sandwich", lambda arch=supernet["arch"]: build_space(settings.preset).freeze(arch), supernet["costs"])
+
+    def of_arch(arch: dict[str, Any]) -> Callable[[], torch.nn.Module]:
+        return lambda: build_space(settings.preset).freeze(arch)
+
+    models = [(f"peer/{PEER}", "peer", build_peer, peer_costs, None)] + [
+        (name, "sandwich", of_arch(supernet["arch"]), supernet["costs"], supernet["arch"])
         for name, supernet in source["supernets"].items()]
-    todo = [(f"{name}@{seed}", kind, build, costs, seed) for seed in args.seeds for name, kind, build, costs in models]
-    for i, (key, kind, build, costs, seed) in enumerate(todo, 1):
+    if args.random:
+        models += [(name, "random", of_arch(m["arch"]), m["costs"], m["arch"])
+                   for name, m in source["models"].items() if m["kind"] == "random"]
+    todo = [(f"{name}@{seed}", kind, build, costs, arch, seed)
+            for seed in args.seeds for name, kind, build, costs, arch in models]
+    if args.shard:
+        todo = todo[args.shard[0]::args.shard[1]]
+    for i, (key, kind, build, costs, arch, seed) in enumerate(todo, 1):
         if key not in run.models:
             log.info("model %d/%d: %s", i, len(todo), key)
-            train_standalone(run, key, kind, None, dm, build, costs, seed)
-    run.data["gap_pts"] = {f"{epochs}_epochs{suffix}": {m: gap_pts(records, f"{m}_acc") for m in ("val", "heldout")}
-                           for epochs, suffix, records in ((args.epochs, "", run.models),
-                                                          (source["settings"]["epochs"], "_source", source["models"]))}
+            train_standalone(run, key, kind, None, dm, build, costs, seed, {"arch": arch} if arch else None)
+    if args.shard:
+        return run.data
+    summaries = {"gap_pts": gap_pts, "minus_random_median_pts": random_median_pts}
+    for name, summary in summaries.items():
+        run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}
+                          for epochs, suffix, records in ((args.epochs, "", run.models),
+                                                         (source["settings"]["epochs"], "_source", source["models"]))}
     run.save()
-    print(json.dumps(run.data["gap_pts"], indent=1))
+    print(json.dumps({name: run.data[name] for name in summaries}, indent=1))
     return run.data
 
 
