@@ -150,7 +150,7 @@ def test_train_with_arch_file(tiny_gsc: Path, tmp_path: Path, count_accuracy, ti
     assert res["test_acc"] == pytest.approx(count_accuracy(load_trained_model(out / "train"), tiny_test_clips))
 
 
-def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, capsys) -> None:
+def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     from nni_kws.space import SEARCHED
 
     out = tmp_path / "t"
@@ -175,6 +175,11 @@ def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, c
     err = capsys.readouterr().err
     assert f"{arch_file} is an architecture of another space (preset compact)" in err
     assert err.count(str(arch_file)) == 1 and err.count("compact") == 1, err
+    # ... before any data is made: on the default (synthesized) data, none is synthesized first
+    monkeypatch.setenv("NNI_KWS_DATA", str(tmp_path / "synth"))
+    assert main(["train", "--arch", str(arch_file), "--preset", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert f"{arch_file} is an architecture of another space" in capsys.readouterr().err
+    assert not (tmp_path / "synth").exists() and not (tmp_path / "x").exists()
 
 
 def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:

@@ -24,8 +24,8 @@ from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import PRESETS as SPACE_PRESETS
 from nni_kws.space import SEARCHED, InvalidArchitecture, arch_file_meta, load_arch, validate_arch
 
-from .config import CONFIG, PipelineConfig, load_config
-from .stages import Pipeline, run_pipeline
+from .config import CONFIG, PipelineConfig, load_config, run_space
+from .stages import run_pipeline
 from .sweep import SweepPlan, run_sweep
 
 __all__ = ["register", "overrides_from_args", "parse_budget_sweep"]
@@ -252,7 +252,7 @@ def _run_train(args: argparse.Namespace) -> int:
         if meta.get("coarse") and not stored:  # whole-block choices: the space of the proxyless strategy
             extra["strategy"] = "proxyless"
         cfg = _config(args, extra)
-        space = Pipeline(cfg).space()
+        space = run_space(cfg)  # before any data is synthesized or loaded
         candidate = searched.arch if searched else load_arch(path)  # read here, checked against the space below
         try:
             arch = validate_arch(space, candidate)

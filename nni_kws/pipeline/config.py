@@ -22,11 +22,11 @@ from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
 from nni_kws.search.oneshot import WEIGHTS_ONLY, check_split
 from nni_kws.search.split import SPLIT_CHOICE
-from nni_kws.space import build_space, space_choices
+from nni_kws.space import KwsSpace, build_space, space_choices
 
 __all__ = ["STAGES", "ARCH_STEP_OPTIONS", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT",
            "OPTIONS", "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root",
-           "run_keywords", "stage_options", "options_mismatch"]
+           "run_keywords", "run_space", "stage_options", "options_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,13 @@ def run_keywords(cfg: PipelineConfig) -> tuple[str, ...]:
     return KEYWORDS
 
 
+def run_space(cfg: PipelineConfig) -> KwsSpace:
+    """The run's search space as its options give it, with no data loaded (nor synthesized): the classes come
+    from :func:`run_keywords`, as the data module's do."""
+    return build_space(cfg.preset, frontend=cfg.frontend, coarse=cfg.coarse(),
+                       num_classes=len(class_names(run_keywords(cfg))))
+
+
 def default_real_test_root() -> Path | None:
     """The real Speech Commands v2 test folder of the shared data (:func:`~nni_kws.data.paths.shared_data_dir`)."""
     return shared_data_dir(REAL_TEST_DIR)
@@ -349,9 +356,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
         value = getattr(cfg, name)
         if value not in (None, 0, 0.0) and not (math.isfinite(value) and 2 <= value <= cfg.bits):
             raise ValueError(f"{name.replace('_', '-')} must be in [2, bits={cfg.bits}] (or 0: none), got {value}")
-    space = build_space(cfg.preset, frontend=cfg.frontend, coarse=cfg.coarse(),
-                        num_classes=len(class_names(run_keywords(cfg))))
-    cost_model = CostModel(space, lut=cfg.latency_lut or None)
+    cost_model = CostModel(run_space(cfg), lut=cfg.latency_lut or None)
     if cost_model.lut is not None:
         check_table_covers(cost_model, cfg)
     check_feasible(cfg, cost_model)
