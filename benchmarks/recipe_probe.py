@@ -37,26 +37,33 @@ PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
 
 
-def gap_pts(models: dict[str, Any], metric: str) -> float:
-    """Mean ``metric`` of the searched models (kind 'sandwich', the verdict's) minus the peer's, in points."""
-    searched = [m[metric] for m in models.values() if m["kind"] == "sandwich"]
-    peer = [m[metric] for key, m in models.items() if key.startswith(f"peer/{PEER}")]
-    return round(100 * (statistics.fmean(searched) - statistics.fmean(peer)), 2)
+def gap_pts(models: dict[str, Any], metric: str, strategy: str, peer: str) -> float | None:
+    """Mean ``metric`` of the searched models (the source verdict's strategy) minus the peer's, in points."""
+    searched = [m[metric] for m in models.values() if m["kind"] == strategy]
+    peer_runs = [m[metric] for key, m in models.items() if key.startswith(f"peer/{peer}")]
+    return round(100 * (statistics.fmean(searched) - statistics.fmean(peer_runs)), 2) if peer_runs else None
 
 
-def random_median_pts(models: dict[str, Any], metric: str) -> dict[str, float] | None:
-    """Mean ``metric`` of the searched models minus the random architectures' median, in points: over their
-    seed-0 trainings (``seed0``, the benchmark verdict's count) and over each one's mean (``arch_means``)."""
-    by_arch: dict[str, list[tuple[int, float]]] = {}
-    for m in models.values():
+def random_median_pts(models: dict[str, Any], metric: str, strategy: str,
+                      budget_of: dict[str, float]) -> dict[str, dict[str, float]]:
+    """At each budget, mean ``metric`` of the searched models minus the random architectures' median, in points:
+    over their seed-0 trainings (``seed0``, the benchmark verdict's count) and over each one's mean over its
+    trainings (``arch_means``). ``budget_of``: the budget of a probe record's source model, by name."""
+    runs: dict[float, tuple[dict[str, list[tuple[int, float]]], list[float]]] = {}
+    for key, m in models.items():
+        budget = m["budget_macs"] if m["budget_macs"] is not None else budget_of.get(key.split("@")[0])
+        by_arch, searched = runs.setdefault(budget, ({}, []))
         if m["kind"] in ("random", "random-seed"):
             by_arch.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
-    if not by_arch:
-        return None
-    searched = statistics.fmean(m[metric] for m in models.values() if m["kind"] == "sandwich")
-    medians = {"seed0": statistics.median(acc for runs in by_arch.values() for seed, acc in runs if seed == 0),
-               "arch_means": statistics.median(statistics.fmean(acc for _, acc in runs) for runs in by_arch.values())}
-    return {name: round(100 * (searched - median), 2) for name, median in medians.items()}
+        elif m["kind"] == strategy:
+            searched.append(m[metric])
+    result = {}
+    for budget, (by_arch, searched) in runs.items():
+        if by_arch and searched:
+            medians = {"seed0": statistics.median(acc for r in by_arch.values() for seed, acc in r if seed == 0),
+                       "arch_means": statistics.median(statistics.fmean(acc for _, acc in r) for r in by_arch.values())}
+            result[f"{budget:g}"] = {k: round(100 * (statistics.fmean(searched) - v), 2) for k, v in medians.items()}
+    return result
 
 
 def shard(text: str) -> tuple[int, int]:
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--source", default=str(RESULTS / "search_quality_paper.json"))
     p.add_argument("--out", default=str(RESULTS / "recipe_probe.json"))
     p.add_argument("--random", action="store_true", help="also train the source's random architectures")
+    p.add_argument("--peer", default=PEER, help="the peer to train ('' for none)")
     p.add_argument("--shard", type=shard, help="i/n: train every n-th model, from the i-th, into <out>.shard<i>")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -98,17 +106,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for path in shards:
             path.unlink()
     dm = real_data(settings)
-    build_peer, peer_costs = next((build, costs) for name, build, costs in peers() if name == PEER)
-
     def of_arch(arch: dict[str, Any]) -> Callable[[], torch.nn.Module]:
         return lambda: build_space(settings.preset).freeze(arch)
 
-    models = [(f"peer/{PEER}", "peer", build_peer, peer_costs, None)] + [
-        (name, "sandwich", of_arch(supernet["arch"]), supernet["costs"], supernet["arch"])
-        for name, supernet in source["supernets"].items()]
+    strategy = source["verdict"]["strategy"]  # the searched models are those of the source's verdict
+    searched = {name: s for name, s in source["supernets"].items() if s["strategy"] == strategy}
+    models = [(f"peer/{name}", "peer", build, costs, None) for name, build, costs in peers() if name == args.peer]
+    models += [(name, strategy, of_arch(s["arch"]), s["costs"], s["arch"]) for name, s in searched.items()]
     if args.random:
         models += [(name, "random", of_arch(m["arch"]), m["costs"], m["arch"])
                    for name, m in source["models"].items() if m["kind"] == "random"]
+    budget_of = {name: s["budget_macs"] for name, s in searched.items()}
+    budget_of.update((name, m["budget_macs"]) for name, m in source["models"].items() if m["kind"] == "random")
     todo = [(f"{name}@{seed}", kind, build, costs, arch, seed)
             for seed in args.seeds for name, kind, build, costs, arch in models]
     if args.shard:
@@ -119,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             train_standalone(run, key, kind, None, dm, build, costs, seed, {"arch": arch} if arch else None)
     if args.shard:
         return run.data
-    summaries = {"gap_pts": gap_pts, "minus_random_median_pts": random_median_pts}
+    summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peer),
+                 "minus_random_median_pts": lambda records, metric: random_median_pts(records, metric, strategy,
+                                                                                      budget_of)}
     for name, summary in summaries.items():
         run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}
                           for epochs, suffix, records in ((args.epochs, "", run.models),
