@@ -5,10 +5,10 @@ A ``search_quality`` result (``--source``) compares them after the benchmark's 3
 probe trains the same models, the peer and each search seed's searched architecture (and with ``--random`` the
 source's random in-budget architectures), for ``--epochs`` (default 9) with training seeds ``--seeds`` on the
 same real dev protocol. ``gap_pts``: searched minus the peer (if it stays, the space or the search is short of the
-peer; if it closes, the short recipe favours the peer). ``minus_random_median_pts``: searched minus the random
-median, as the benchmark's verdict counts it (random architectures' seed-0 trainings) and over each random
-architecture's mean over the seeds. Dev-val decides; heldout is reported only. Resumable (written after every
-model); ``--shard i/n`` trains every n-th model into its own file, and a run without it gathers the shards.
+peer; if it closes, the short recipe favours the peer). ``vs_random``: searched minus the random median (as
+the benchmark's verdict counts it, and over each random architecture's mean over the seeds) and the share of
+random architectures below a searched one. Dev-val decides; heldout is reported only. Resumable (written after
+every model); ``--shard i/n`` trains every n-th model into its own file, and a run without it gathers the shards.
 
     python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
     python benchmarks/recipe_probe.py --source benchmarks/results/search_quality_wide.json --random \\
@@ -40,29 +40,37 @@ log = logging.getLogger("recipe_probe")
 def gap_pts(models: dict[str, Any], metric: str, strategy: str, peer: str) -> float | None:
     """Mean ``metric`` of the searched models (the source verdict's strategy) minus the peer's, in points."""
     searched = [m[metric] for m in models.values() if m["kind"] == strategy]
-    peer_runs = [m[metric] for key, m in models.items() if key.startswith(f"peer/{peer}")]
+    peer_runs = [m[metric] for key, m in models.items() if peer and key.split("@")[0].split("/")[:2] == ["peer", peer]]
     return round(100 * (statistics.fmean(searched) - statistics.fmean(peer_runs)), 2) if peer_runs else None
 
 
-def random_median_pts(models: dict[str, Any], metric: str, strategy: str,
-                      budget_of: dict[str, float]) -> dict[str, dict[str, float]]:
-    """At each budget, mean ``metric`` of the searched models minus the random architectures' median, in points:
-    over their seed-0 trainings (``seed0``, the benchmark verdict's count) and over each one's mean over its
-    trainings (``arch_means``). ``budget_of``: the budget of a probe record's source model, by name."""
-    runs: dict[float, tuple[dict[str, list[tuple[int, float]]], list[float]]] = {}
+def vs_random(models: dict[str, Any], metric: str, strategy: str,
+              budget_of: dict[str, float]) -> dict[str, dict[str, float]]:
+    """At each budget, the searched models (the mean ``metric`` of their trainings) against the random
+    architectures': minus the random median in points, over their seed-0 trainings (``minus_median_seed0_pts``,
+    the benchmark verdict's count) and over each one's mean (``minus_median_arch_means_pts``); and how many
+    random architectures' means fall below a searched architecture's, in % (``above_random_pct``, the mean over
+    the searched ones). ``budget_of``: the budget of a probe record's source model, by name."""
+    runs: dict[float, tuple[dict[str, list[tuple[int, float]]], dict[str, list[float]]]] = {}
     for key, m in models.items():
         budget = m["budget_macs"] if m["budget_macs"] is not None else budget_of.get(key.split("@")[0])
-        by_arch, searched = runs.setdefault(budget, ({}, []))
+        random, searched = runs.setdefault(budget, ({}, {}))
         if m["kind"] in ("random", "random-seed"):
-            by_arch.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
+            random.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
         elif m["kind"] == strategy:
-            searched.append(m[metric])
+            searched.setdefault(arch_key(m["arch"]), []).append(m[metric])
     result = {}
-    for budget, (by_arch, searched) in runs.items():
-        if by_arch and searched:
-            medians = {"seed0": statistics.median(acc for r in by_arch.values() for seed, acc in r if seed == 0),
-                       "arch_means": statistics.median(statistics.fmean(acc for _, acc in r) for r in by_arch.values())}
-            result[f"{budget:g}"] = {k: round(100 * (statistics.fmean(searched) - v), 2) for k, v in medians.items()}
+    for budget, (random, searched) in runs.items():
+        if not (random and searched):
+            continue
+        mean = statistics.fmean(acc for accs in searched.values() for acc in accs)
+        random_means = [statistics.fmean(acc for _, acc in r) for r in random.values()]
+        seed0 = statistics.median(acc for r in random.values() for seed, acc in r if seed == 0)
+        median = statistics.median(random_means)
+        above = [statistics.fmean(r < statistics.fmean(accs) for r in random_means) for accs in searched.values()]
+        result[f"{budget:g}"] = {"minus_median_seed0_pts": round(100 * (mean - seed0), 2),
+                                 "minus_median_arch_means_pts": round(100 * (mean - median), 2),
+                                 "above_random_pct": round(100 * statistics.fmean(above), 1)}
     return result
 
 
@@ -129,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.shard:
         return run.data
     summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peer),
-                 "minus_random_median_pts": lambda records, metric: random_median_pts(records, metric, strategy,
-                                                                                      budget_of)}
+                 "vs_random": lambda records, metric: vs_random(records, metric, strategy, budget_of)}
     for name, summary in summaries.items():
         run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}
                           for epochs, suffix, records in ((args.epochs, "", run.models),
