@@ -48,9 +48,10 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str,
               budget_of: dict[str, float]) -> dict[str, dict[str, float]]:
     """At each budget, the searched models (the mean ``metric`` of their trainings) against the random
     architectures': minus the random median in points, over their seed-0 trainings (``minus_median_seed0_pts``,
-    the benchmark verdict's count) and over each one's mean (``minus_median_arch_means_pts``); and how many
-    random architectures' means fall below a searched architecture's, in % (``above_random_pct``, the mean over
-    the searched ones). ``budget_of``: the budget of a probe record's source model, by name."""
+    the benchmark verdict's count) and over each one's mean (``minus_median_arch_means_pts``; the best random
+    architecture's is ``best_random_minus_median_pts``, what a perfect pick among them would reach); and how
+    many random architectures' means fall below a searched architecture's, in % (``above_random_pct``, the mean
+    over the searched ones). ``budget_of``: the budget of a probe record's source model, by name."""
     runs: dict[float, tuple[dict[str, list[tuple[int, float]]], dict[str, list[float]]]] = {}
     for key, m in models.items():
         budget = m["budget_macs"] if m["budget_macs"] is not None else budget_of.get(key.split("@")[0])
@@ -70,6 +71,7 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str,
         above = [statistics.fmean(r < statistics.fmean(accs) for r in random_means) for accs in searched.values()]
         result[f"{budget:g}"] = {"minus_median_seed0_pts": round(100 * (mean - seed0), 2),
                                  "minus_median_arch_means_pts": round(100 * (mean - median), 2),
+                                 "best_random_minus_median_pts": round(100 * (max(random_means) - median), 2),
                                  "above_random_pct": round(100 * statistics.fmean(above), 1)}
     return result
 
