@@ -8,7 +8,8 @@ same real dev protocol. ``gap_pts``: searched minus the peer (if it stays, the s
 peer; if it closes, the short recipe favours the peer). ``vs_random``: searched minus the random median (as
 the benchmark's verdict counts it, and over each random architecture's mean over the seeds) and the share of
 random architectures below a searched one. Dev-val decides; heldout is reported only. Resumable (written after
-every model); ``--shard i/n`` trains every n-th model into its own file, and a run without it gathers the shards.
+every model); ``--shard i/n`` trains every n-th model into its own file, and a run without it (once the shards
+are done) gathers them and trains whatever they left.
 
     python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
     python benchmarks/recipe_probe.py --source benchmarks/results/search_quality_wide.json --random \\
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for path in shards:
             path.unlink()
     dm = real_data(settings)
+
     def of_arch(arch: dict[str, Any]) -> Callable[[], torch.nn.Module]:
         return lambda: build_space(settings.preset).freeze(arch)
 
