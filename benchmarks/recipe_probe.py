@@ -1,15 +1,19 @@
-"""Does the short standalone recipe decide issue 9's comparisons? The searched models against the peer and the
+"""Does the short standalone recipe decide issue 9's comparisons? The searched models against the peers and the
 random architectures after a longer recipe.
 
 A ``search_quality`` result (``--source``) compares them after the benchmark's 3-epoch standalone recipe. This
-probe trains the same models, the peer and each search seed's searched architecture (and with ``--random`` the
-source's random in-budget architectures), for ``--epochs`` (default 9) with training seeds ``--seeds`` on the
-same real dev protocol. ``gap_pts``: searched minus the peer (if it stays, the space or the search is short of the
-peer; if it closes, the short recipe favours the peer). ``vs_random``: searched minus the random median (as
-the benchmark's verdict counts it, and over each random architecture's mean over the seeds) and the share of
-random architectures below a searched one. Dev-val decides; heldout is reported only. Resumable (written after
-every model); ``--shard i/n`` trains every n-th model into its own file, and a run without it (once the shards
-are done) gathers them and trains whatever they left.
+probe trains the same models, the peers (``--peers``) and each search seed's searched architecture (and with
+``--random`` the source's random in-budget architectures), for ``--epochs`` (default 9) with training seeds
+``--seeds`` on the same real dev protocol.
+
+- ``gap_pts``: searched minus each peer (if a gap stays, the space or the search is short of that peer; if it
+  closes, the short recipe favours the peer).
+- ``vs_random``: searched minus the random median (as the benchmark's verdict counts it, and over each random
+  architecture's mean over the seeds) and the share of random architectures below a searched one.
+
+Dev-val decides; heldout is reported only. Resumable (written after every model); ``--shard i/n`` trains every
+n-th model into its own file, and a run without it (once the shards are done) gathers them and trains whatever
+they left. Run again with more ``--peers`` or ``--seeds``, it trains only what is missing.
 
     python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
     python benchmarks/recipe_probe.py --source benchmarks/results/search_quality_wide.json --random \\
@@ -24,7 +28,7 @@ import logging
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -38,11 +42,23 @@ PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
 
 
-def gap_pts(models: dict[str, Any], metric: str, strategy: str, peer: str) -> float | None:
-    """Mean ``metric`` of the searched models (the source verdict's strategy) minus the peer's, in points."""
-    searched = [m[metric] for m in models.values() if m["kind"] == strategy]
-    peer_runs = [m[metric] for key, m in models.items() if peer and key.split("@")[0].split("/")[:2] == ["peer", peer]]
-    return round(100 * (statistics.fmean(searched) - statistics.fmean(peer_runs)), 2) if peer_runs else None
+def _budget(key: str, model: dict[str, Any], budget_of: dict[str, float]) -> float | None:
+    """A record's budget: its own (a source record), else its source model's (a probe record, ``name@seed``)."""
+    return model["budget_macs"] if model.get("budget_macs") is not None else budget_of.get(key.split("@")[0])
+
+
+def gap_pts(models: dict[str, Any], metric: str, strategy: str, peers: Sequence[str],
+            budget_of: dict[str, float]) -> dict[str, float | None]:
+    """For each peer, the mean ``metric`` of the searched models (the source verdict's strategy) of the largest
+    budget at or below the peer's MACs, as the benchmark compares them, minus the peer's, in points."""
+    searched = [(_budget(key, m, budget_of), m[metric]) for key, m in models.items() if m["kind"] == strategy]
+    gaps: dict[str, float | None] = {}
+    for peer in peers:
+        runs = [m for key, m in models.items() if key.split("@")[0].split("/")[:2] == ["peer", peer]]
+        budgets = [budget for budget, _ in searched if runs and budget <= runs[0]["costs"]["macs"]]
+        gaps[peer] = round(100 * (statistics.fmean(acc for budget, acc in searched if budget == max(budgets))
+                                  - statistics.fmean(m[metric] for m in runs)), 2) if budgets else None
+    return gaps
 
 
 def vs_random(models: dict[str, Any], metric: str, strategy: str,
@@ -55,8 +71,7 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str,
     over the searched ones). ``budget_of``: the budget of a probe record's source model, by name."""
     runs: dict[float, tuple[dict[str, list[tuple[int, float]]], dict[str, list[float]]]] = {}
     for key, m in models.items():
-        budget = m["budget_macs"] if m["budget_macs"] is not None else budget_of.get(key.split("@")[0])
-        random, searched = runs.setdefault(budget, ({}, {}))
+        random, searched = runs.setdefault(_budget(key, m, budget_of), ({}, {}))
         if m["kind"] in ("random", "random-seed"):
             random.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
         elif m["kind"] == strategy:
@@ -92,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--source", default=str(RESULTS / "search_quality_paper.json"))
     p.add_argument("--out", default=str(RESULTS / "recipe_probe.json"))
     p.add_argument("--random", action="store_true", help="also train the source's random architectures")
-    p.add_argument("--peer", default=PEER, help="the peer to train ('' for none)")
+    p.add_argument("--peers", type=lambda text: tuple(filter(None, text.split(","))), default=(PEER,),
+                   help="the peers to train, comma-separated ('' for none)")
     p.add_argument("--shard", type=shard, help="i/n: train every n-th model, from the i-th, into <out>.shard<i>")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     strategy = source["verdict"]["strategy"]  # the searched models are those of the source's verdict
     searched = {name: s for name, s in source["supernets"].items() if s["strategy"] == strategy}
-    models = [(f"peer/{name}", "peer", build, costs, None) for name, build, costs in peers() if name == args.peer]
+    models = [(f"peer/{name}", "peer", build, costs, None) for name, build, costs in peers() if name in args.peers]
     models += [(name, strategy, of_arch(s["arch"]), s["costs"], s["arch"]) for name, s in searched.items()]
     if args.random:
         models += [(name, "random", of_arch(m["arch"]), m["costs"], m["arch"])
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             train_standalone(run, key, kind, None, dm, build, costs, seed, {"arch": arch} if arch else None)
     if args.shard:
         return run.data
-    summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peer),
+    summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peers, budget_of),
                  "vs_random": lambda records, metric: vs_random(records, metric, strategy, budget_of)}
     for name, summary in summaries.items():
         run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}

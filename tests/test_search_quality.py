@@ -258,7 +258,9 @@ def test_recipe_probe_counts_the_searched_models_against_the_random_ones_at_thei
     # searched mean 0.78; seed-0 median of 0.70 / 0.80 / 0.60 is 0.70; per-architecture means 0.72 / 0.79 / 0.63
     assert result == {"1e+06": {"minus_median_seed0_pts": 8.0, "minus_median_arch_means_pts": 6.0,
                                 "best_random_minus_median_pts": 7.0, "above_random_pct": 66.7}}
-    peers = {"peer/sinc-dsconv@0": {"kind": "peer", "heldout_acc": 0.75},
-             "peer/ds-cnn-s": {"kind": "peer", "heldout_acc": 0.10}}  # another peer: not counted
-    assert probe.gap_pts({**models, **peers}, "heldout_acc", "sandwich", "sinc-dsconv") == 3.0
-    assert probe.gap_pts({**models, **peers}, "heldout_acc", "sandwich", "") is None
+    peers = {"peer/sinc-dsconv@0": {"kind": "peer", "heldout_acc": 0.75, "costs": {"macs": 1.5e6}},
+             "peer/ds-cnn-s": {"kind": "peer", "heldout_acc": 0.70, "costs": {"macs": 5e5}}}
+    larger = {"sandwich/L@0": record("sandwich", "L", 0, 0.90, 3e6)}  # searched above the first peer's MACs
+    # each peer against the searched models of the largest budget at or below its MACs; none there: None
+    assert probe.gap_pts({**models, **peers, **larger}, "heldout_acc", "sandwich", ("sinc-dsconv", "ds-cnn-s", "x"),
+                         {"sandwich/S": 1e6}) == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
