@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shards = sorted(out.parent.glob(f"{out.stem}.shard*{out.suffix}"))
     if args.shard:
         out = out.with_name(f"{out.stem}.shard{args.shard[0]}{out.suffix}")
-    for path in (out, *shards):
-        done = json.loads(path.read_text())["settings"]["epochs"] if path.is_file() else args.epochs
-        if done != args.epochs:  # Run would start over and overwrite it
-            raise SystemExit(f"{path} holds a {done}-epoch probe; give another --out")
+    wanted = json.loads(json.dumps(dataclasses.asdict(settings)))
+    for path in (out, *shards):  # Run would start over on other settings, dropping the searched models' trainings
+        stored = json.loads(path.read_text())["settings"] if path.is_file() else wanted
+        if stored != wanted:
+            other = ", ".join(f"{k} {stored.get(k)} (now {v})" for k, v in wanted.items() if stored.get(k) != v)
+            raise SystemExit(f"{path} holds a probe of other settings: {other}; give another --out")
     run = Run(out, settings, fresh=False)
     run.data.update(benchmark="recipe_probe", source=Path(args.source).name)
     if not args.shard:  # gather what the shards trained
