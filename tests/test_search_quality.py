@@ -238,7 +238,7 @@ def test_synthesized_protocol_trains_on_synthesized_splits_and_tests_on_the_give
         bench.main(["--data", "synth"])
 
 
-def test_recipe_probe_counts_the_searched_models_against_the_random_ones_at_their_budget(bench) -> None:
+def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_by_budget(bench) -> None:
     spec = importlib.util.spec_from_file_location("recipe_probe", BENCH.with_name("recipe_probe.py"))
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)  # type: ignore[union-attr]
