@@ -33,7 +33,17 @@ from typing import Any, Callable, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_quality import RECIPE, RESULTS, Run, Settings, int_list, peers, real_data, train_standalone  # noqa: E402
+from search_quality import (  # noqa: E402
+    RECIPE,
+    RESULTS,
+    Run,
+    Settings,
+    int_list,
+    peer_margin,
+    peers,
+    real_data,
+    train_standalone,
+)
 
 from nni_kws.search.evolution import arch_key  # noqa: E402
 from nni_kws.space import build_space  # noqa: E402
@@ -42,36 +52,29 @@ PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
 
 
-def _budget(key: str, model: dict[str, Any], budget_of: dict[str, float]) -> float | None:
-    """A record's budget: its own (a source record), else its source model's (a probe record, ``name@seed``)."""
-    return model["budget_macs"] if model.get("budget_macs") is not None else budget_of.get(key.split("@")[0])
-
-
-def gap_pts(models: dict[str, Any], metric: str, strategy: str, peers: Sequence[str],
-            budget_of: dict[str, float]) -> dict[str, float | None]:
+def gap_pts(models: dict[str, Any], metric: str, strategy: str, peers: Sequence[str]) -> dict[str, float | None]:
     """For each peer, the mean ``metric`` of the searched models (the source verdict's strategy) of the largest
-    budget at or below the peer's MACs, as the benchmark compares them, minus the peer's, in points."""
-    searched = [(_budget(key, m, budget_of), m[metric]) for key, m in models.items() if m["kind"] == strategy]
+    budget at or below the peer's MACs, as the benchmark compares them (:func:`peer_margin`), minus the peer's,
+    in points."""
     gaps: dict[str, float | None] = {}
     for peer in peers:
         runs = [m for key, m in models.items() if key.split("@")[0].split("/")[:2] == ["peer", peer]]
-        budgets = [budget for budget, _ in searched if runs and budget <= runs[0]["costs"]["macs"]]
-        gaps[peer] = round(100 * (statistics.fmean(acc for budget, acc in searched if budget == max(budgets))
-                                  - statistics.fmean(m[metric] for m in runs)), 2) if budgets else None
+        searched = peer_margin(models, runs[0]["costs"]["macs"], strategy, metric)[2] if runs else None
+        gaps[peer] = round(100 * (searched - statistics.fmean(m[metric] for m in runs)), 2) \
+            if searched is not None else None
     return gaps
 
 
-def vs_random(models: dict[str, Any], metric: str, strategy: str,
-              budget_of: dict[str, float]) -> dict[str, dict[str, float]]:
+def vs_random(models: dict[str, Any], metric: str, strategy: str) -> dict[str, dict[str, float]]:
     """At each budget, the searched models (the mean ``metric`` of their trainings) against the random
     architectures': minus the random median in points, over their seed-0 trainings (``minus_median_seed0_pts``,
     the benchmark verdict's count) and over each one's mean (``minus_median_arch_means_pts``; the best random
     architecture's is ``best_random_minus_median_pts``, what a perfect pick among them would reach); and how
     many random architectures' means fall below a searched architecture's, in % (``above_random_pct``, the mean
-    over the searched ones). ``budget_of``: the budget of a probe record's source model, by name."""
+    over the searched ones)."""
     runs: dict[float, tuple[dict[str, list[tuple[int, float]]], dict[str, list[float]]]] = {}
-    for key, m in models.items():
-        random, searched = runs.setdefault(_budget(key, m, budget_of), ({}, {}))
+    for m in models.values():
+        random, searched = runs.setdefault(m["budget_macs"], ({}, {}))
         if m["kind"] in ("random", "random-seed"):
             random.setdefault(arch_key(m["arch"]), []).append((m["seed"], m[metric]))
         elif m["kind"] == strategy:
@@ -141,25 +144,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     strategy = source["verdict"]["strategy"]  # the searched models are those of the source's verdict
     searched = {name: s for name, s in source["supernets"].items() if s["strategy"] == strategy}
-    models = [(f"peer/{name}", "peer", build, costs, None) for name, build, costs in peers() if name in args.peers]
-    models += [(name, strategy, of_arch(s["arch"]), s["costs"], s["arch"]) for name, s in searched.items()]
+    # (record key, kind, build, costs, arch, budget): a searched or random record keeps its source model's budget
+    models = [(f"peer/{name}", "peer", build, costs, None, None) for name, build, costs in peers()
+              if name in args.peers]
+    models += [(name, strategy, of_arch(s["arch"]), s["costs"], s["arch"], s["budget_macs"])
+               for name, s in searched.items()]
     if args.random:
-        models += [(name, "random", of_arch(m["arch"]), m["costs"], m["arch"])
+        models += [(name, "random", of_arch(m["arch"]), m["costs"], m["arch"], m["budget_macs"])
                    for name, m in source["models"].items() if m["kind"] == "random"]
-    budget_of = {name: s["budget_macs"] for name, s in searched.items()}
-    budget_of.update((name, m["budget_macs"]) for name, m in source["models"].items() if m["kind"] == "random")
-    todo = [(f"{name}@{seed}", kind, build, costs, arch, seed)
-            for seed in args.seeds for name, kind, build, costs, arch in models]
+    todo = [(f"{name}@{seed}", kind, build, costs, arch, budget, seed)
+            for seed in args.seeds for name, kind, build, costs, arch, budget in models]
     if args.shard:
         todo = todo[args.shard[0]::args.shard[1]]
-    for i, (key, kind, build, costs, arch, seed) in enumerate(todo, 1):
+    for i, (key, kind, build, costs, arch, budget, seed) in enumerate(todo, 1):
         if key not in run.models:
             log.info("model %d/%d: %s", i, len(todo), key)
-            train_standalone(run, key, kind, None, dm, build, costs, seed, {"arch": arch} if arch else None)
+            train_standalone(run, key, kind, budget, dm, build, costs, seed, {"arch": arch} if arch else None)
     if args.shard:
         return run.data
-    summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peers, budget_of),
-                 "vs_random": lambda records, metric: vs_random(records, metric, strategy, budget_of)}
+    summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peers),
+                 "vs_random": lambda records, metric: vs_random(records, metric, strategy)}
     for name, summary in summaries.items():
         run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}
                           for epochs, suffix, records in ((args.epochs, "", run.models),

@@ -148,17 +148,17 @@ def chosen_preset(models: Mapping[str, Any], budget: float, strategy: str) -> st
     return max(groups, key=lambda preset: statistics.mean(groups[preset])) if groups else None
 
 
-def peer_margin(models: Mapping[str, Any], peer_macs: float,
-                strategy: str) -> tuple[float | None, str | None, float | None]:
-    """``(budget, preset, searched heldout accuracy)``: the searched model(s) of the largest budget at or below
-    the peer's MACs (mean over seeds; ``preset`` tells which space, :func:`chosen_preset` where several were
+def peer_margin(models: Mapping[str, Any], peer_macs: float, strategy: str,
+                metric: str = "heldout_acc") -> tuple[float | None, str | None, float | None]:
+    """``(budget, preset, searched accuracy)``: the searched model(s) of the largest budget at or below the peer's
+    MACs (mean ``metric`` over seeds; ``preset`` tells which space, :func:`chosen_preset` where several were
     searched there); ``(None, None, None)`` when none is that low."""
     budgets = [m["budget_macs"] for m in models.values() if m["kind"] == strategy and m["budget_macs"] <= peer_macs]
     if not budgets:
         return None, None, None
     budget = max(budgets)
     preset = chosen_preset(models, budget, strategy)
-    return budget, preset, statistics.mean(m["heldout_acc"] for m in models.values() if m["kind"] == strategy
+    return budget, preset, statistics.mean(m[metric] for m in models.values() if m["kind"] == strategy
                                            and (m["budget_macs"], m.get("preset")) == (budget, preset))
 
 

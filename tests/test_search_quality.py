@@ -243,24 +243,25 @@ def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_b
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)  # type: ignore[union-attr]
 
-    def record(kind: str, arch: str, seed: int, acc: float, budget: float | None = 1e6) -> dict:
-        return {"kind": kind, "arch": {"a": arch}, "seed": seed, "heldout_acc": acc, "budget_macs": budget}
+    def record(kind: str, arch: str, seed: int, acc: float, budget: float = 1e6) -> dict:
+        return {"kind": kind, "arch": {"a": arch}, "seed": seed, "val_acc": acc, "heldout_acc": acc,
+                "budget_macs": budget}
 
-    models = {  # source-style records carry their budget; probe records (name@seed) take it from budget_of
+    models = {  # source records (the benchmark's keys) and probe records (name@seed) alike
         "random/A": record("random", "A", 0, 0.70), "random/A/s1": record("random-seed", "A", 1, 0.74),
         "random/B": record("random", "B", 0, 0.80), "random/B/s1": record("random-seed", "B", 1, 0.78),
-        "random/C@0": record("random", "C", 0, 0.60, None), "random/C@1": record("random", "C", 1, 0.66, None),
-        "sandwich/S@0": record("sandwich", "S", 0, 0.79, None), "sandwich/S@1": record("sandwich", "S", 1, 0.77, None),
+        "random/C@0": record("random", "C", 0, 0.60), "random/C@1": record("random", "C", 1, 0.66),
+        "sandwich/S@0": record("sandwich", "S", 0, 0.79), "sandwich/S@1": record("sandwich", "S", 1, 0.77),
         "gumbel-hard/G": record("gumbel-hard", "G", 0, 0.99),  # another strategy: not the searched models
         "random/D": record("random", "D", 0, 0.99, 2e6),  # another budget, with no searched model: no row
     }
-    result = probe.vs_random(models, "heldout_acc", "sandwich", {"random/C": 1e6, "sandwich/S": 1e6})
+    result = probe.vs_random(models, "heldout_acc", "sandwich")
     # searched mean 0.78; seed-0 median of 0.70 / 0.80 / 0.60 is 0.70; per-architecture means 0.72 / 0.79 / 0.63
     assert result == {"1e+06": {"minus_median_seed0_pts": 8.0, "minus_median_arch_means_pts": 6.0,
                                 "best_random_minus_median_pts": 7.0, "above_random_pct": 66.7}}
-    peers = {"peer/sinc-dsconv@0": {"kind": "peer", "heldout_acc": 0.75, "costs": {"macs": 1.5e6}},
-             "peer/ds-cnn-s": {"kind": "peer", "heldout_acc": 0.70, "costs": {"macs": 5e5}}}
+    peers = {"peer/sinc-dsconv@0": {"kind": "peer", "budget_macs": None, "heldout_acc": 0.75, "costs": {"macs": 1.5e6}},
+             "peer/ds-cnn-s": {"kind": "peer", "budget_macs": None, "heldout_acc": 0.70, "costs": {"macs": 5e5}}}
     larger = {"sandwich/L@0": record("sandwich", "L", 0, 0.90, 3e6)}  # searched above the first peer's MACs
     # each peer against the searched models of the largest budget at or below its MACs; none there: None
-    assert probe.gap_pts({**models, **peers, **larger}, "heldout_acc", "sandwich", ("sinc-dsconv", "ds-cnn-s", "x"),
-                         {"sandwich/S": 1e6}) == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
+    assert probe.gap_pts({**models, **peers, **larger}, "heldout_acc", "sandwich", ("sinc-dsconv", "ds-cnn-s", "x")) \
+        == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
