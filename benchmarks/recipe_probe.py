@@ -46,7 +46,7 @@ from search_quality import (  # noqa: E402
 )
 
 from nni_kws.search.evolution import arch_key  # noqa: E402
-from nni_kws.space import build_space  # noqa: E402
+from nni_kws.space import space_by_name  # noqa: E402
 
 PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dm = real_data(settings)
 
     def of_arch(arch: dict[str, Any]) -> Callable[[], torch.nn.Module]:
-        return lambda: build_space(settings.preset).freeze(arch)
+        return lambda: space_by_name(settings.preset).freeze(arch)
 
     strategy = source["verdict"]["strategy"]  # the searched models are those of the source's verdict
     searched = {name: s for name, s in source["supernets"].items() if s["strategy"] == strategy}

@@ -83,7 +83,7 @@ from nni_kws.search.evolution import CandidateScorer, arch_key
 from nni_kws.search.finalists import COVERED_CHOICES
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
-from nni_kws.space import build_model, build_space, space_choices
+from nni_kws.space import build_model, space_by_name, space_choices
 from nni_kws.training import accuracy, train_from_scratch
 
 RESULTS = Path(__file__).parent / "results"
@@ -96,7 +96,7 @@ log = logging.getLogger("search_quality")
 class Settings:
     """Everything that defines a run (a stored result is reused only with equal settings)."""
 
-    preset: str = "compact"  # its MAC range covers the small peers' MACs
+    preset: str = "compact"  # a space name, preset or preset-frontend (paper-mfcc); compact spans small peers' MACs
     budgets: tuple[float, ...] = (3.28e6, 4.14e6)  # at or under TC-ResNet8's and BC-ResNet-1's MACs
     strategies: tuple[str, ...] = ("sandwich", "gumbel-hard")  # the first is the verdict's
     darts_budgets: str = "first"  # 'first' or 'all': where the other strategies' comparison runs
@@ -341,12 +341,12 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
     out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name
     start = time.perf_counter()
-    result = run_search(build_space(s.preset), dm.train_dataloader(), dm.val_dataloader(), strategy=strategy,
+    result = run_search(space_by_name(s.preset), dm.train_dataloader(), dm.val_dataloader(), strategy=strategy,
                         epochs=epochs, penalties=penalties,
                         cost_model=cost_model, learning_rate=s.lr, arc_learning_rate=s.arc_lr, out_dir=out_dir,
                         seed=seed, resume=True, progress=False, calib_batches=s.calib_batches, **kwargs)
     search_s = time.perf_counter() - start
-    scorer = CandidateScorer(build_space(s.preset), result.supernet,
+    scorer = CandidateScorer(space_by_name(s.preset), result.supernet,
                              calibration_batches(dm.train_dataloader(), s.calib_batches), dm.val_dataloader())
     inherited = {arch_key(a): scorer(a) for a in ranking}
     chosen = scorer.model(result.arch)
@@ -539,7 +539,7 @@ def train_arch(run: Run, key: str, kind: str, budget: float, dm: Any, arch: Mapp
                cost_model: CostModel, seed: int) -> dict[str, Any]:
     """:func:`train_standalone` of an architecture of the run's space."""
     def build() -> torch.nn.Module:
-        return build_model(dict(arch), build_space(run.settings.preset))
+        return build_model(dict(arch), space_by_name(run.settings.preset))
 
     return train_standalone(run, key, kind, budget, dm, build, _costs(cost_model, arch), seed, {"arch": dict(arch)})
 
@@ -550,7 +550,7 @@ def random_baseline(run: Run, cost_model: CostModel) -> dict[str, float]:
     Each budget draws between the previous budget and itself. Stored random models that are none of these
     (reused from other settings) are dropped.
     """
-    choices = space_choices(build_space(run.settings.preset))
+    choices = space_choices(space_by_name(run.settings.preset))
     budget_of: dict[str, float] = {}
     ranking: list[dict[str, Any]] = []
     for i, (lower, budget) in enumerate(zip((0.0, *run.settings.budgets), run.settings.budgets)):
@@ -680,7 +680,7 @@ def benchmark(args: argparse.Namespace, settings: Settings, tmp: tempfile.Tempor
                         "heldout": len(dm.dataset("testing")), "source": settings.data}
     run.data["environment"] = {"torch": torch.__version__, "threads": settings.threads, "cpus": os.cpu_count(),
                                "machine": platform.machine(), "loadavg_1min_start": os.getloadavg()[0]}
-    cost_model = CostModel(build_space(settings.preset))
+    cost_model = CostModel(space_by_name(settings.preset))
 
     budget_of = random_baseline(run, cost_model)
     search_and_retrain(run, dm, cost_model, budget_of, work)
@@ -720,7 +720,7 @@ def measure_latencies(run: Run) -> None:
     for key, m in run.models.items():
         peer = m["kind"].startswith("peer")
         builders.setdefault(ident(key, m), (lambda n=key.split("/")[1]: build_baseline(n)) if peer
-                            else (lambda a=m["arch"]: build_model(a, build_space(run.settings.preset))))
+                            else (lambda a=m["arch"]: build_model(a, space_by_name(run.settings.preset))))
     times = time_runners({k: make_runner(build(), (1, SAMPLE_RATE)) for k, build in builders.items()}, repeats=30,
                          clock="cpu")  # the thread's CPU time: what other processes' preemption does not inflate
     for key, m in run.models.items():
@@ -778,7 +778,7 @@ def notes(run: Run) -> list[str]:
     peer_rows = {k: m for k, m in run.models.items() if m["kind"] == "peer"}
     if not peer_rows:
         out.append("peers missing (no nni_kws.baselines): worst_margin_vs_peers_pts is null")
-    cheapest = f"{CostModel(build_space(s.preset)).cheapest('macs')[1]:,.0f} MACs"
+    cheapest = f"{CostModel(space_by_name(s.preset)).cheapest('macs')[1]:,.0f} MACs"
     for key, m in peer_rows.items():
         if m.get("margin_pts") is None:
             out.append(f"{key}: {m['costs'].get('macs', 0):,.0f} MACs is below every budget (the {s.preset} space's "

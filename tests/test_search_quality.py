@@ -265,3 +265,21 @@ def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_b
     # each peer against the searched models of the largest budget at or below its MACs; none there: None
     assert probe.gap_pts({**models, **peers, **larger}, "heldout_acc", "sandwich", ("sinc-dsconv", "ds-cnn-s", "x")) \
         == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
+
+
+def test_a_space_name_with_a_front_end_runs_the_benchmark_in_that_space(bench, tmp_path) -> None:
+    from nni_kws.cost.counter import count_costs
+    from nni_kws.space.blocks import MfccFrontEnd
+
+    settings = bench.Settings(preset="tiny-mfcc", budgets=(1.21e6,), random=3)  # the MFCC front end alone: 1.14M
+    space = bench.space_by_name(settings.preset)
+    cost_model = bench.CostModel(space)
+    run = bench.Run(tmp_path / "mfcc.json", settings, fresh=True)
+    budget_of = bench.random_baseline(run, cost_model)
+    archs = run.data["ranking_archs"]
+    assert len(archs) == 3 and set(budget_of.values()) == {1.21e6}
+    for arch in archs:
+        model = bench.build_model(arch, bench.space_by_name(settings.preset))
+        counted = count_costs(model)  # the generic counter, not the space's table
+        assert isinstance(model.frontend, MfccFrontEnd) and "frontend" not in arch
+        assert counted["frontend_macs"] > 0 and counted["macs"] == cost_model.exact(arch)["macs"] <= 1.21e6
