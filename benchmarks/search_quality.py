@@ -50,6 +50,16 @@ selected models that validate worse::
         --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_wide.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
         --companion benchmarks/results/search_quality_wide.json
+
+At DS-CNN-S's MACs with the 9-epoch recipe, raw audio and the MFCC front end (``--preset`` takes a space name:
+``compact-mfcc``, ``paper-mfcc``; with no front-end choice there is nothing to split or cover), each run started
+from a copy of the first's file so that the peers' trainings are reused::
+
+    python benchmarks/search_quality.py --preset compact --budgets 3.49e6 --strategies sandwich --no-spos \
+        --epochs 9 --ranking-seeds '' --out benchmarks/results/search_quality_compact_raw_e9.json
+    python benchmarks/search_quality.py --preset compact-mfcc --budgets 3.49e6 --strategies sandwich --no-spos \
+        --split none --finalist-cover '' --epochs 9 --ranking-seeds '' \
+        --out benchmarks/results/search_quality_compact_mfcc.json
 """
 from __future__ import annotations
 
