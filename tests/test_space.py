@@ -93,6 +93,25 @@ def test_depth_choice_switches_blocks_off() -> None:
     assert n(two) > n(one)
 
 
+def test_onestride_keeps_the_mfcc_time_axis_and_fits_under_ds_cnn_s() -> None:
+    """'onestride' exists to search over the MFCC front end at DS-CNN-S's cost without halving its 51 frames
+    three times as 'compact' does: its cheapest architecture keeps 26 frames to the head and fits under the peer's
+    MACs (counted independently of the cost model)."""
+    from nni_kws.baselines import baseline_costs
+    from nni_kws.cost.counter import count_costs
+
+    def frames_at_head(preset: str) -> tuple[int, int]:
+        space = build_space(preset, frontend="mfcc")
+        arch = {label: min(values) for label, values in space_choices(space).items()}
+        model = build_model(arch, build_space(preset, frontend="mfcc"))
+        macs = count_costs(model)["macs"]
+        return model.stages(model.frontend(torch.randn(1, 1, 16000))).shape[-1], macs
+
+    (onestride, macs), (compact, _) = frames_at_head("onestride"), frames_at_head("compact")
+    assert (onestride, compact) == (26, 7)
+    assert macs <= baseline_costs("ds-cnn-s")["macs"]
+
+
 def test_stage_plans_match_real_shapes() -> None:
     space = build_space("small")
     model = space.freeze(random_arch(space, 1))

@@ -169,7 +169,8 @@ def stage_plans(frontend: str, frontend_channels: int, frontend_stride: int, fro
 # 'compact' is 'small' with a front end of stride 20, so its MAC range reaches below the smallest
 # hand-designed peers of nni_kws.baselines (for comparisons at their cost); 'wide' is 'paper' with the
 # SincConv+DSConv peer's ingredients, which 'paper' lacks (depthwise kernels up to 25, blocks up to 160
-# wide), to search at that peer's MACs; 'tiny' is for tests.
+# wide), to search at that peer's MACs; 'onestride' is 'compact' with wider stages that halve the time axis
+# once, as DS-CNN-S does, for the MFCC front end's 51 frames (three halvings leave 7); 'tiny' is for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=10, frontend_pool=4,
@@ -179,6 +180,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                     widths=(32, 48, 64), depths=(2, 2, 2), strides=(2, 2, 2),
                     kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
     "wide": dict(widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25)),
+    "onestride": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=20, frontend_pool=4,
+                      widths=(64, 96, 128), depths=(2, 2, 2), strides=(2, 1, 1),
+                      kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
     "tiny": dict(frontend_channels=8, frontend_kernel=33, frontend_stride=16, frontend_pool=4,
                  widths=(8, 12), depths=(1, 2), strides=(2, 2), kernel_sizes=(3, 5), expand_ratios=(1, 2)),
 }
