@@ -52,8 +52,8 @@ selected models that validate worse::
         --companion benchmarks/results/search_quality_wide.json
 
 At DS-CNN-S's MACs with the 9-epoch recipe, raw audio and the MFCC front end (``--preset`` takes a space name:
-``compact-mfcc``, ``paper-mfcc``; with no front-end choice there is nothing to split or cover); the second and
-third runs started from a copy of the first's file, so that they reuse its peers' trainings::
+``compact-mfcc``, ``paper-mfcc``, ``onestride-mfcc``; with no front-end choice there is nothing to split or
+cover); the later runs started from a copy of the first's file, so that they reuse its peers' trainings::
 
     python benchmarks/search_quality.py --preset paper-mfcc --budgets 3.49e6 --strategies sandwich --no-spos \
         --split none --finalist-cover '' --epochs 9 --ranking-seeds '' \
@@ -63,6 +63,9 @@ third runs started from a copy of the first's file, so that they reuse its peers
     python benchmarks/search_quality.py --preset compact-mfcc --budgets 3.49e6 --strategies sandwich --no-spos \
         --split none --finalist-cover '' --epochs 9 --ranking-seeds '' \
         --out benchmarks/results/search_quality_compact_mfcc.json
+    python benchmarks/search_quality.py --preset onestride-mfcc --budgets 3.49e6 --strategies sandwich --no-spos \
+        --split none --finalist-cover '' --epochs 9 --ranking-seeds '' \
+        --out benchmarks/results/search_quality_onestride_mfcc.json
 """
 from __future__ import annotations
 

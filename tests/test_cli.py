@@ -182,6 +182,18 @@ def test_train_a_searched_architecture_by_name(tiny_gsc: Path, tmp_path: Path, c
     assert not (tmp_path / "synth").exists() and not (tmp_path / "x").exists()
 
 
+def test_a_searched_architecture_of_an_mfcc_space_trains_with_its_front_end(tiny_gsc: Path, tmp_path: Path) -> None:
+    from nni_kws.space.blocks import MfccFrontEnd
+
+    out = tmp_path / "m"
+    assert main(["train", "--arch", "onestride-mfcc-3.5m", "--data", str(tiny_gsc), "--no-real-test", "--out",
+                 str(out), "--train-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    model = load_trained_model(out / "train")
+    assert isinstance(model.frontend, MfccFrontEnd)
+    # the parameter count of the benchmark's record (search_quality_onestride_mfcc.json)
+    assert sum(p.numel() for p in model.parameters()) == 56516
+
+
 def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "no-such-gsc"
     rc = main(["run", "--data", str(missing), "--out", str(tmp_path / "r"), *FAST])

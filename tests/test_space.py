@@ -23,6 +23,7 @@ from nni_kws.space import (
     load_trained_model,
     random_arch,
     save_arch,
+    space_by_name,
     space_choices,
     validate_arch,
 )
@@ -233,7 +234,7 @@ def test_searched_architectures_are_the_benchmarks_picks_and_meet_their_budgets(
     assert dict(searched.arch) == record["arch"]  # the literal dict is the architecture the benchmark trained
     model = load_searched_model(name)
     assert sum(p.numel() for p in model.parameters()) == record["costs"]["params"]
-    assert CostModel(build_space(searched.preset)).exact(dict(searched.arch))["macs"] <= searched.budget_macs
+    assert CostModel(space_by_name(searched.space)).exact(dict(searched.arch))["macs"] <= searched.budget_macs
     assert model(torch.randn(2, 1, 16000)).shape == (2, 12)
     with pytest.raises(KeyError, match="known: compact-3.3m"):
         load_searched_model("e2e-nas-75k")

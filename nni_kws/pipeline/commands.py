@@ -22,7 +22,7 @@ from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.search.oneshot import STRATEGIES
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
 from nni_kws.space import PRESETS as SPACE_PRESETS
-from nni_kws.space import SEARCHED, InvalidArchitecture, arch_file_meta, load_arch, validate_arch
+from nni_kws.space import SEARCHED, InvalidArchitecture, arch_file_meta, load_arch, parse_space_name, validate_arch
 
 from .config import CONFIG, PipelineConfig, load_config, run_space
 from .stages import run_pipeline
@@ -244,7 +244,8 @@ def _run_train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"architecture file not found: {path} (nor the name of a searched architecture: "
                                     f"{', '.join(SEARCHED)})")
         # the space an arch.json (or a searched architecture) belongs to
-        meta = {"preset": searched.preset, "frontend": "raw"} if searched else arch_file_meta(path)
+        meta = dict(zip(("preset", "frontend"), parse_space_name(searched.space))) if searched \
+            else arch_file_meta(path)
         stored = (Path(args.out) / CONFIG).is_file() and not args.overwrite
         for key in ("preset", "frontend"):
             if meta.get(key) and getattr(args, key) is None and not stored:

@@ -11,17 +11,18 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .arch import build_model, build_space
+from .arch import build_model, space_by_name
 
 __all__ = ["SearchedArch", "SEARCHED", "load_searched_model"]
 
 
 @dataclass(frozen=True)
 class SearchedArch:
-    """A searched architecture of preset ``preset`` (raw front end: SincConv or conv), found under
-    ``budget_macs`` by the run recorded at ``source`` (``<results file>:<model key>``)."""
+    """A searched architecture of the space named ``space`` (a preset, or preset-frontend such as
+    ``onestride-mfcc``), found under ``budget_macs`` by the run recorded at ``source`` (``<results file>:<model
+    key>``)."""
 
-    preset: str
+    space: str
     arch: Mapping[str, Any]
     budget_macs: float
     source: str
@@ -50,6 +51,9 @@ SEARCHED: dict[str, SearchedArch] = {
         "wide", {"frontend": "sinc", **_stages((1, [(1, 25), (2, 25)]), (1, [(2, 25), (4, 3), (1, 25)]),
                                                (1, [(2, 9), (2, 25), (4, 3)]), (1, [(2, 15), (2, 25)]))},
         2.49e7, "search_quality_wide.json:sandwich/2.49e+07/s0/retrained"),
+    "onestride-mfcc-3.5m": SearchedArch(
+        "onestride-mfcc", _stages((1, [(3, 7), (3, 3)]), (1, [(2, 7), (3, 7)]), (1, [(1, 5), (3, 3)])),
+        3.49e6, "search_quality_onestride_mfcc.json:sandwich/3.49e+06/s0/retrained"),
 }
 
 
@@ -58,4 +62,4 @@ def load_searched_model(name: str) -> nn.Module:
     if name not in SEARCHED:
         raise KeyError(f"no searched architecture {name!r}; known: {', '.join(SEARCHED)}")
     searched = SEARCHED[name]
-    return build_model(searched.arch, build_space(searched.preset))
+    return build_model(searched.arch, space_by_name(searched.space))
