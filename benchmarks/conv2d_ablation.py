@@ -27,7 +27,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from search_quality import RESULTS, Run, Settings, int_list, real_data, train_standalone  # noqa: E402
 
-from nni_kws.baselines import SpectralFeatures, build_baseline  # noqa: E402
+from nni_kws.baselines import build_baseline  # noqa: E402
 from nni_kws.cost.counter import count_costs  # noqa: E402
 
 log = logging.getLogger("conv2d_ablation")
@@ -44,8 +44,7 @@ class DsCnn1d(nn.Module):
 
     def __init__(self, channels: int = 64, blocks: int = 4, num_classes: int = 12) -> None:
         super().__init__()
-        self.features = SpectralFeatures(512, 480, 320, n_mels=40, n_mfcc=10, power=1.0, f_min=20.0, f_max=4000.0,
-                                         tf_frames=True)
+        self.features = build_baseline("ds-cnn-s").features  # its MFCCs, by construction
         self.stem = nn.Sequential(*_conv_bn_relu1d(10, channels, 4, stride=2), nn.Dropout(0.2))
         self.body = nn.Sequential(*[nn.Sequential(*_conv_bn_relu1d(channels, channels, 3, groups=channels),
                                                   *_conv_bn_relu1d(channels, channels, 1)) for _ in range(blocks)])
