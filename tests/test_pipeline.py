@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import nni_kws.pipeline.stages as pipeline
+from nni_kws.data.datamodule import SpeechCommandsDataModule
 from nni_kws.pipeline import PipelineConfig, SweepPlan, load_config, run_pipeline, run_sweep, stage_done
 from nni_kws.report import pareto_front, plot_pareto, render_report, render_sweep
 from nni_kws.space import load_trained_model
@@ -34,6 +35,17 @@ def test_init_from_supernet_weights(tiny_gsc: Path, tmp_path: Path, split: str) 
     for key, value in model.state_dict().items():
         assert torch.equal(value, weights[key]), key
     assert stage_done(cfg.out, "search")["arch"] == out["search"]["arch"]
+
+
+def test_space_classes_come_from_the_options_and_the_data_must_agree(tiny_gsc: Path, tmp_path: Path) -> None:
+    """The space is built from the options alone (no data is loaded for it); data with other classes is refused."""
+    dm = SpeechCommandsDataModule(tiny_gsc)  # the 10 Speech Commands keywords: 12 classes
+    pipe = pipeline.Pipeline(PipelineConfig(out=str(tmp_path / "r"), preset="tiny", keywords="yes,no"), data_module=dm)
+    assert pipe.space()(torch.zeros(1, 1, 16000)).shape == (1, 4)  # yes, no, _silence_, _unknown_
+    with pytest.raises(ValueError, match="12 classes.*options give 4"):
+        pipe.data_module
+    agreeing = pipeline.Pipeline(_cfg(tiny_gsc, tmp_path / "s"), data_module=dm)
+    assert agreeing.data_module is dm and agreeing.space()(torch.zeros(1, 1, 16000)).shape == (1, dm.num_classes)
 
 
 def test_identity_options_cannot_change_in_a_run_folder(tmp_path: Path) -> None:

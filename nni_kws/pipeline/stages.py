@@ -25,13 +25,14 @@ from nni_kws.cost import CostModel, LatencyTable
 from nni_kws.cost.budgets import OverBudget, describe_over_budget, metric_costs, over_budget, with_kb
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
+from nni_kws.data.labels import class_names
 from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import WEIGHTS_ONLY, run_search
 from nni_kws.search.penalty import ResourcePenalty
 from nni_kws.search.recalibrate import calibration_batches, inherited_model
 from nni_kws.signals import check_stop
-from nni_kws.space import build_model, build_space, save_arch, validate_arch
+from nni_kws.space import build_model, save_arch, validate_arch
 from nni_kws.training import accuracy, derived_seed, fit, reseed_loaders, seed_everything, torch_threads
 
 from .config import (
@@ -42,6 +43,8 @@ from .config import (
     PipelineConfig,
     check_feasible,
     check_inputs,
+    run_keywords,
+    run_space,
     stage_options,
 )
 from .data import make_data_module
@@ -83,6 +86,9 @@ class Pipeline:
             start = time.perf_counter()
             self._dm = make_data_module(self.cfg)
             self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
+        if self._dm.num_classes != self.num_classes:  # a sweep's shared data module built for other options
+            raise ValueError(f"the data has {self._dm.num_classes} classes ({', '.join(self._dm.classes)}); this "
+                             f"run's options give {self.num_classes} (keywords {', '.join(run_keywords(self.cfg))})")
         return self._dm
 
     def loader(self, split: str, dataset: Dataset | None = None) -> Any:
@@ -125,14 +131,14 @@ class Pipeline:
                 "coarse": self.cfg.coarse()}
 
     def space(self) -> nn.Module:
-        """A fresh search space of the configured preset and front end (strategies mutate theirs)."""
-        identity = self.space_identity()
-        return build_space(identity.pop("preset"), **identity)
+        """A fresh search space of the configured preset and front end (strategies mutate theirs); it loads no data."""
+        return run_space(self.cfg)
 
     @property
     def num_classes(self) -> int:
-        """Classifier outputs: the classes of the data (12 for Speech Commands, more or fewer for --keywords)."""
-        return self.data_module.num_classes
+        """Classifier outputs: the run's classes (12 for Speech Commands, more or fewer for --keywords), from its
+        options as its data module has them (:func:`~.config.run_keywords`), so no data is loaded to know them."""
+        return len(class_names(run_keywords(self.cfg)))
 
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
