@@ -26,7 +26,7 @@ from nni_kws.space import KwsSpace, build_space, space_choices
 
 __all__ = ["STAGES", "ARCH_STEP_OPTIONS", "IDENTITY_FIELDS", "STAGE_OPTIONS", "ADDED_OPTIONS", "CONFIG", "RESULT",
            "OPTIONS", "PipelineConfig", "load_config", "check_inputs", "check_feasible", "default_real_test_root",
-           "run_keywords", "run_space", "stage_options", "options_mismatch"]
+           "run_keywords", "run_classes", "run_space", "stage_options", "options_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +261,14 @@ def run_keywords(cfg: PipelineConfig) -> tuple[str, ...]:
     return KEYWORDS
 
 
+def run_classes(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The run's classes (:func:`run_keywords`, ``_silence_``, ``_unknown_``), as its data module has them."""
+    return class_names(run_keywords(cfg))
+
+
 def run_space(cfg: PipelineConfig) -> KwsSpace:
-    """The run's search space as its options give it, with no data loaded (nor synthesized): the classes come
-    from :func:`run_keywords`, as the data module's do."""
-    return build_space(cfg.preset, frontend=cfg.frontend, coarse=cfg.coarse(),
-                       num_classes=len(class_names(run_keywords(cfg))))
+    """The run's search space as its options give it, with no data loaded (nor synthesized)."""
+    return build_space(cfg.preset, frontend=cfg.frontend, coarse=cfg.coarse(), num_classes=len(run_classes(cfg)))
 
 
 def default_real_test_root() -> Path | None:

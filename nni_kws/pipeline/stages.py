@@ -25,7 +25,6 @@ from nni_kws.cost import CostModel, LatencyTable
 from nni_kws.cost.budgets import OverBudget, describe_over_budget, metric_costs, over_budget, with_kb
 from nni_kws.cost.counter import count_costs
 from nni_kws.cost.latency import RUN_TABLE
-from nni_kws.data.labels import class_names
 from nni_kws.files import jsonable, load_state_dict, read_json, save_torch, write_json
 from nni_kws.quant import quantize_model
 from nni_kws.search.oneshot import WEIGHTS_ONLY, run_search
@@ -43,7 +42,7 @@ from .config import (
     PipelineConfig,
     check_feasible,
     check_inputs,
-    run_keywords,
+    run_classes,
     run_space,
     stage_options,
 )
@@ -86,9 +85,9 @@ class Pipeline:
             start = time.perf_counter()
             self._dm = make_data_module(self.cfg)
             self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
-        if self._dm.num_classes != self.num_classes:  # a sweep's shared data module built for other options
-            raise ValueError(f"the data has {self._dm.num_classes} classes ({', '.join(self._dm.classes)}); this "
-                             f"run's options give {self.num_classes} (keywords {', '.join(run_keywords(self.cfg))})")
+        if tuple(self._dm.classes) != run_classes(self.cfg):  # a sweep's shared data module made for other options
+            raise ValueError(f"the data's classes ({', '.join(self._dm.classes)}) are not the {self.num_classes} "
+                             f"this run's options give ({', '.join(run_classes(self.cfg))})")
         return self._dm
 
     def loader(self, split: str, dataset: Dataset | None = None) -> Any:
@@ -136,9 +135,8 @@ class Pipeline:
 
     @property
     def num_classes(self) -> int:
-        """Classifier outputs: the run's classes (12 for Speech Commands, more or fewer for --keywords), from its
-        options as its data module has them (:func:`~.config.run_keywords`), so no data is loaded to know them."""
-        return len(class_names(run_keywords(self.cfg)))
+        """Classifier outputs: 12 for Speech Commands, more or fewer for --keywords (from the options, not the data)."""
+        return len(run_classes(self.cfg))
 
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
