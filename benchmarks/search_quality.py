@@ -563,8 +563,8 @@ def train_arch(run: Run, key: str, kind: str, budget: float, dm: Any, arch: Mapp
 def random_baseline(run: Run, cost_model: CostModel) -> dict[str, float]:
     """The random in-budget architectures (the random baseline and the ranking set): arch key -> its budget.
 
-    Each budget draws between the previous budget and itself. Stored random models that are none of these
-    (reused from other settings) are dropped.
+    Each budget draws between the previous budget and itself. Stored random models (reused from other settings)
+    that are none of these are dropped; those that are take the budget they are drawn for here.
     """
     choices = space_choices(space_by_name(run.settings.preset))
     budget_of: dict[str, float] = {}
@@ -575,9 +575,12 @@ def random_baseline(run: Run, cost_model: CostModel) -> dict[str, float]:
         budget_of.update((arch_key(a), budget) for a in archs)
         ranking += archs
     run.data["ranking_archs"] = ranking
-    for key in [k for k, m in run.models.items()
-                if m["kind"].startswith("random") and arch_key(m["arch"]) not in budget_of]:
-        del run.models[key]
+    for key, model in list(run.models.items()):
+        if model["kind"].startswith("random"):
+            if arch_key(model["arch"]) in budget_of:
+                model["budget_macs"] = budget_of[arch_key(model["arch"])]
+            else:
+                del run.models[key]
     return budget_of
 
 

@@ -283,3 +283,21 @@ def test_a_space_name_with_a_front_end_runs_the_benchmark_in_that_space(bench, t
         counted = count_costs(model)  # the generic counter, not the space's table
         assert isinstance(model.frontend, MfccFrontEnd) and "frontend" not in arch
         assert counted["frontend_macs"] > 0 and counted["macs"] == cost_model.exact(arch)["macs"] <= 1.21e6
+
+
+def test_random_trainings_reused_at_another_budget_count_at_that_budget(bench, tmp_path) -> None:
+    settings = bench.Settings(preset="tiny-mfcc", budgets=(1.25e6,), random=4)
+    cost_model = bench.CostModel(bench.space_by_name(settings.preset))
+    first = bench.Run(tmp_path / "runs.json", settings, fresh=True)
+    bench.random_baseline(first, cost_model)
+    for arch in first.data["ranking_archs"]:
+        first.models[f"random/{bench.arch_key(arch)}"] = {"kind": "random", "arch": arch, "budget_macs": 1.25e6,
+                                                          "seed": 0, "val_acc": 0.5, "heldout_acc": 0.5}
+    first.save()
+    again = bench.Run(tmp_path / "runs.json", bench.dataclasses.replace(settings, budgets=(1.21e6,)), fresh=False)
+    budget_of = bench.random_baseline(again, cost_model)
+    kept = [m for m in again.models.values() if m["kind"] == "random"]
+    assert kept and len(kept) < 4  # some of the first draw are within the smaller budget, and only those are kept
+    for model in kept:
+        assert cost_model.exact(model["arch"])["macs"] <= 1.21e6
+        assert model["budget_macs"] == budget_of[bench.arch_key(model["arch"])] == 1.21e6
