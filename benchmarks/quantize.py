@@ -85,8 +85,7 @@ RECIPE_QPARAM_LR_SCALE, LEARNED_LRS, LRS = 20.0, [3e-3], [3e-4, 1e-3, 3e-3]
 #: frozen after half the steps. 3-bit diagnosis in quantize.json: 'learned_min3' (every tensor at 3 bits at the
 #: end, ``min_bits`` = the budget) and 'learned_pinned3' (every tensor pinned at 3 bits from the first step: LSQ's
 #: kind of grid; it ran every seed at 3 bits); 'learned_pinned3_weights' / '_acts': only the weights / only the
-#: activations pinned at the budget, the others at 8 bits (over the budget, so never chosen: where the 3-bit loss is);
-#: 'learned_pinned3_fd': 'learned_pinned3' that also distils every other layer's output (``feature_distill`` 1).
+#: activations pinned at the budget, the others at 8 bits (over the budget, so never chosen: where the 3-bit loss is).
 UNFROZEN = {"freeze_bits": False, "hard_budget_fraction": 0.1}
 PINNED3 = {"min_bits": 3, "init_bits": "budget", "freeze_bits": True, "hard_budget_fraction": 1.0}
 LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
@@ -98,8 +97,7 @@ LEARNED = {"learned": {"init_bits": "sensitivity"}, **{
         "learned_min3": {"min_bits": 3, "init_bits": "budget"},
         "learned_pinned3": PINNED3,
         "learned_pinned3_weights": {**PINNED3, "act_budget_bits": None},
-        "learned_pinned3_acts": {**PINNED3, "weight_budget_bits": None},
-        "learned_pinned3_fd": {**PINNED3, "feature_distill": 1.0}}.items()}}
+        "learned_pinned3_acts": {**PINNED3, "weight_budget_bits": None}}.items()}}
 #: ``quantize_model``'s defaults, which the options of the same name take (one home for them).
 LIBRARY = {name: p.default for name, p in inspect.signature(quantize_model).parameters.items()}
 #: The control: the float model given the quantizers' fine-tuning without quantizers (``float_fine_tune``: same

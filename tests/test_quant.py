@@ -814,38 +814,3 @@ def test_freeze_bn_fraction_stops_batchnorm_updates_for_that_last_fraction_of_th
         torch.testing.assert_close(bn.running_var, reference.running_var)
     with pytest.raises(ValueError, match="freeze_bn_fraction"):
         quantize_model(_tiny_model(), train, val, freeze_bn_fraction=1.5, **kwargs)
-
-
-def test_feature_distill_pulls_every_quantized_layer_towards_the_float_model() -> None:
-    from nni_kws.quant.distill import feature_variances
-
-    x, y = _data(32, seed=6)
-    train = DataLoader(TensorDataset(x, y), batch_size=8)
-    float_model = prepare_model(_tiny_model())
-    variances = feature_variances(float_model, x)
-    assert "classifier" not in variances and len(variances) >= 4  # the logits have their own (KL) distillation
-
-    def outputs(model: nn.Module) -> dict[str, torch.Tensor]:
-        seen: dict[str, torch.Tensor] = {}
-        modules = dict(model.named_modules())  # a quantized layer's NNI wrapper keeps the layer's name
-        hooks = [modules[name].register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out))
-                 for name in variances]
-        with torch.no_grad():
-            model.eval()(x)
-        for h in hooks:
-            h.remove()
-        return seen
-
-    reference = outputs(float_model)
-
-    def layer_errors(feature_distill: float) -> dict[str, float]:
-        """Each layer's output MSE to the float model's, over its variance, after 2-bit fine-tuning on random labels."""
-        torch.manual_seed(0)
-        qmodel = quantize_model(_tiny_model(), train, train, method="trained", bits=8, weight_budget_bits=2,
-                                act_budget_bits=2, epochs=6, lr=1e-2, distill=0, feature_distill=feature_distill,
-                                progress=False).model
-        return {name: float(F.mse_loss(out, reference[name])) / variances[name]
-                for name, out in outputs(qmodel).items()}
-
-    plain, distilled = layer_errors(0.0), layer_errors(10.0)
-    assert sum(distilled.values()) < 0.5 * sum(plain.values()), (plain, distilled)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from nni.compression import TorchEvaluator
 from nni.compression.base.compressor import Quantizer
+from nni.compression.distillation import DynamicLayerwiseDistiller
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -25,11 +26,10 @@ from nni_kws.search.recalibrate import calibration_batches, recalibrate_bn
 from nni_kws.training import TrainingDiverged, accuracy, distillation_loss
 
 from .checkpoint import EpochCheckpoint, loader_seed, model_digest
-from .distill import distilled_fine_tune
 from .export import deploy_model, export_onnx, onnx_agreement
 from .fixed import FIXED_QUANTIZERS, fixed_quantizer
 from .learned_bits import QPARAM_LR_SCALE, LearnedBitwidthQuantizer
-from .prepare import biased_layers, config_list, input_layers, prepare_model, unsigned_inputs
+from .prepare import biased_layers, config_list, input_layers, output_layer, prepare_model, unsigned_inputs
 from .report import bit_report
 from .sensitivity import sensitivity_bits
 
@@ -127,7 +127,7 @@ def make_evaluator(model: nn.Module, train_loader: DataLoader, *, lr: float, ste
 def check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float | None, act_budget_bits: float | None,
                budget_weight: float, epochs: int | None, max_steps: int | None, lr: float, fixed_algorithm: str,
                input_bits: int | None, distill: float, hard_budget_fraction: float = 0.75,
-               init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0, feature_distill: float = 0.0,
+               init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
                loaders: Mapping[str, DataLoader | None] | None = None, names: Mapping[str, str] | None = None) -> None:
     """Refuse invalid :func:`quantize_model` arguments, each error naming the argument (as ``names`` calls it: the
     CLI passes its option names, so that it can check before loading anything)."""
@@ -148,9 +148,8 @@ def check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float 
             raise ValueError(f"{n(name)} must be a positive int, got {value!r}")
     if not lr > 0:
         raise ValueError(f"{n('lr')} must be > 0, got {lr!r}")
-    for name, weight in (("distill", distill), ("feature_distill", feature_distill)):
-        if not weight >= 0:
-            raise ValueError(f"{n(name)} must be >= 0, got {weight!r}")
+    if not distill >= 0:
+        raise ValueError(f"{n('distill')} must be >= 0, got {distill!r}")
     if init_bits not in ("sensitivity", "budget"):
         raise ValueError(f"{n('init_bits')} must be 'sensitivity' or 'budget', got {init_bits!r}")
     for name, fraction in (("hard_budget_fraction", hard_budget_fraction), ("freeze_bn_fraction", freeze_bn_fraction)):
@@ -179,11 +178,28 @@ def check_args(method: str, bits: int, min_bits: int, weight_budget_bits: float 
             raise ValueError(f"{name} is empty")
 
 
+def _fine_tune(quantizer: Quantizer, float_model: nn.Module, example: torch.Tensor, distill: float,
+               max_steps: int | None, epochs: int | None) -> None:
+    """``quantizer.compress``, fused with NNI's logit distiller (KL to the float model, T = 2) when ``distill``."""
+    if not distill:
+        quantizer.compress(max_steps, epochs)
+        return
+    device = example.device
+    distiller = DynamicLayerwiseDistiller.from_compressor(
+        quantizer, [{"op_names": [output_layer(float_model, example)], "target_names": ["_output_"],
+                     "lambda": distill, "apply_method": "kl"}],
+        teacher_model=copy.deepcopy(float_model).eval(),
+        teacher_predict=lambda batch, model: model(batch[0].to(device)))
+    distiller.compress(max_steps, epochs)
+    distiller.unwrap_teacher_model()
+    distiller.unwrap_model()  # hand the shared wrappers back to the quantizer
+    quantizer.wrap_model()
+
+
 def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, method: str = "trained",
                    bits: int = 8, weight_budget_bits: float | None = None, act_budget_bits: float | None = None,
                    budget_weight: float = 1.0, min_bits: int = 2, epochs: int | None = 3, max_steps: int | None = None,
-                   lr: float = 1e-3, distill: float = 1.0, feature_distill: float = 0.0, fixed_algorithm: str = "qat",
-                   input_bits: int | None = None,
+                   lr: float = 1e-3, distill: float = 1.0, fixed_algorithm: str = "qat", input_bits: int | None = None,
                    fold_bn: bool = False, qparam_lr_scale: float = QPARAM_LR_SCALE, range_init: str = "mse",
                    strict_budget: bool = True, hard_budget_fraction: float = 0.75, freeze_bits: bool = True,
                    fill_budget: bool = True, init_bits: str = "sensitivity", freeze_bn_fraction: float = 0.0,
@@ -198,9 +214,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     penalty weight ``budget_weight``. ``method='fixed'``: NNI's QAT (``fixed_algorithm='qat'``) or LSQ
     quantizer at ``bits`` everywhere. Both fine-tune with Adam at ``lr`` and a cosine schedule for
     ``epochs`` epochs (or ``max_steps`` steps) on cross-entropy plus ``distill`` times the KL divergence
-    to the float model's logits (NNI's ``DynamicLayerwiseDistiller`` fused with the quantizer; 0: off), plus
-    ``feature_distill`` times the other layers' outputs' MSE to the float model's, each divided by its variance
-    (:func:`~nni_kws.quant.distill.distilled_fine_tune`; 0, the default: off).
+    to the float model's logits (NNI's ``DynamicLayerwiseDistiller`` fused with the quantizer; 0: off).
     BN stays float and unfolded unless ``fold_bn`` (as in the ICPR code; folding it into the convs
     before per-tensor quantization costs much accuracy at 4 bits). The raw waveform, where the first
     layer reads it, is left float by default (``None``: the microphone's 16-bit PCM), or quantized at
@@ -242,7 +256,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     loaders = {"val": val_loader, "test": test_loader, **(extra_loaders or {})}
     check_args(method, bits, min_bits, weight_budget_bits, act_budget_bits, budget_weight, epochs, max_steps, lr,
                fixed_algorithm, input_bits, distill, hard_budget_fraction, init_bits, freeze_bn_fraction,
-               feature_distill, {"train_loader": train_loader, **loaders})
+               {"train_loader": train_loader, **loaders})
     start = time.monotonic()
     float_model = prepare_model(model, fold_bn)
     device = next(float_model.parameters()).device
@@ -267,8 +281,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
                     hard_budget_fraction=hard_budget_fraction, init_bits=init_bits, train_batches=len(train_loader),
                     bn_batches=bn_batches, freeze_bits=freeze_bits, fill_budget=fill_budget,
                     freeze_bn_fraction=freeze_bn_fraction, float_model=model_digest(float_model),
-                    data_seed=loader_seed(train_loader),
-                    **({"feature_distill": feature_distill} if feature_distill else {}))  # older checkpoints match
+                    data_seed=loader_seed(train_loader))
     checkpoint = EpochCheckpoint(Path(checkpoint_dir), settings, resume) if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint_dir (or out_dir, whose checkpoints/ folder is used)")
@@ -304,8 +317,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             if checkpoint is not None and hasattr(quantizer, name):
                 checkpoint.extra[name] = (functools.partial(getattr, quantizer, name),
                                           functools.partial(setattr, quantizer, name))
-    distilled_fine_tune(quantizer, float_model, example, distill=distill, feature_distill=feature_distill,
-                        max_steps=max_steps, epochs=epochs)
+    _fine_tune(quantizer, float_model, example, distill, max_steps, epochs)
     if bn_batches:  # running statistics of the quantized network, not a blend of the whole fine-tuning
         recalibrate_bn(qmodel, calibration_batches(train_loader, bn_batches))
     qmodel.eval()
@@ -320,8 +332,7 @@ def quantize_model(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             "fill_budget": fill_budget,
             **({"initial_bits": initial_bits, "sensitivity_kl_at_4_bits": sensitivity} if initial_bits else {})}
            if method == "trained" else {"fixed_algorithm": fixed_algorithm}),
-        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "feature_distill": feature_distill,
-        "bn_batches": bn_batches,
+        "epochs": epochs, "max_steps": max_steps, "lr": lr, "distill": distill, "bn_batches": bn_batches,
         "freeze_bn_fraction": freeze_bn_fraction,
         "accuracy": {name: {"before": before[name], "after": accuracy(qmodel, loader)}
                      for name, loader in loaders.items() if loader is not None},
