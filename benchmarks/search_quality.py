@@ -66,7 +66,7 @@ cover); the later runs started from a copy of the first's file, so that they reu
     python benchmarks/search_quality.py --preset onestride-mfcc --budgets 3.49e6 --strategies sandwich --no-spos \
         --split none --finalist-cover '' --epochs 9 --ranking-seeds '' \
         --out benchmarks/results/search_quality_onestride_mfcc.json
-    # and at 3.28M / 4.14M from copies of that file, over its supernets (--work), with the default ranking seeds:
+    # and at 3.28M / 4.14M from copies of that file, with its --work (its supernets) and the default ranking seeds:
     python benchmarks/search_quality.py --preset onestride-mfcc --budgets 3.28e6 --strategies sandwich --no-spos \
         --split none --finalist-cover '' --epochs 9 --out benchmarks/results/search_quality_onestride_mfcc_3.3m.json
 """
