@@ -11,6 +11,7 @@ The report stage always runs again (it is cheap) and writes ``results.json``, ``
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -85,9 +86,9 @@ class Pipeline:
             start = time.perf_counter()
             self._dm = make_data_module(self.cfg)
             self.timings["data"] = self.timings.get("data", 0.0) + time.perf_counter() - start
-        if tuple(self._dm.classes) != run_classes(self.cfg):  # a sweep's shared data module made for other options
+        if tuple(self._dm.classes) != self.classes:  # a sweep's shared data module made for other options
             raise ValueError(f"the data's classes ({', '.join(self._dm.classes)}) are not the {self.num_classes} "
-                             f"this run's options give ({', '.join(run_classes(self.cfg))})")
+                             f"this run's options give ({', '.join(self.classes)})")
         return self._dm
 
     def loader(self, split: str, dataset: Dataset | None = None) -> Any:
@@ -133,10 +134,15 @@ class Pipeline:
         """A fresh search space of the configured preset and front end (strategies mutate theirs); it loads no data."""
         return run_space(self.cfg)
 
+    @functools.cached_property
+    def classes(self) -> tuple[str, ...]:
+        """The run's classes, from the options, not the data (read once: a --data folder's manifest names them)."""
+        return run_classes(self.cfg)
+
     @property
     def num_classes(self) -> int:
-        """Classifier outputs: 12 for Speech Commands, more or fewer for --keywords (from the options, not the data)."""
-        return len(run_classes(self.cfg))
+        """Classifier outputs: 12 for Speech Commands, more or fewer for --keywords."""
+        return len(self.classes)
 
     def latency_table(self) -> LatencyTable:
         """The latency look-up table: ``cfg.latency_lut``, else measured once into ``<out>/profile/``.
