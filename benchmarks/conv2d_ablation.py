@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = Run(args.out, settings, fresh=False)
     run.data["benchmark"] = "conv2d_ablation"
     dm = real_data(settings)
+    costs = {name: count_costs(build()) for name, build in MODELS.items()}
     for seed in args.seeds:
         for name, build in MODELS.items():
-            train_standalone(run, f"{name}@{seed}", name, None, dm, build, count_costs(build()), seed)
+            train_standalone(run, f"{name}@{seed}", name, None, dm, build, costs[name], seed)
     run.data["summary"] = summary(run.models)
     run.save()
     log.info("%s", run.data["summary"])
