@@ -25,7 +25,7 @@ _logger = logging.getLogger(__name__)
 
 #: Default rate of step sizes and ranges relative to the weights, chosen at 3-4 bits. With bit-widths moving to the
 #: end, it drifted over long fine-tuning at 8 bits (benchmarks/results/quantize_e24.json); frozen (the default), it
-#: holds there too (quantize.json).
+#: holds there too (quantize_ft12_e24.json).
 QPARAM_LR_SCALE = 60.0
 
 
