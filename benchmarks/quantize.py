@@ -65,8 +65,8 @@ FIXED = {"qat": "qat", "lsq": "lsq"}
 #: quantize_sensitivity.json: recipe_experiments_dev_v3), 48 epochs, after the float model is given 36 epochs of
 #: that fine-tuning first (``--float-finetune``): a float model trained longer and a longer quantization-aware
 #: fine-tuning each narrowed the 3-bit dev-val drop by less than a point, together by 1.85
-#: (quantize_sensitivity.json: converged_start_48_epochs_experiment). Before: 24 and 12 (quantize_ft12_e24.json),
-#: 12 and 12 (quantize_e12.json).
+#: (quantize_sensitivity.json: converged_start_48_epochs_experiment). Before: 24 epochs after 12
+#: (quantize_ft12_e24.json), 12 after 12 (quantize_e12.json).
 #: Learned: one rate (``--learned-lrs`` to tune several); fixed: tuned. Step sizes learn 20x faster than the
 #: weights' 3e-3, i.e. at 6e-2: the rate the library default (``nni_kws.quant.QPARAM_LR_SCALE``, 60x its weights'
 #: 1e-3) gives too.
