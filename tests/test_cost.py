@@ -26,7 +26,8 @@ from nni_kws.cost import (
 from nni_kws.cost.layers import Layer, Unit
 from nni_kws.space import build_space, random_arch, save_arch
 
-SPACES = {"tiny": {}, "small": {}, "tiny-coarse": dict(coarse=True), "tiny-mfcc": dict(frontend="mfcc")}
+SPACES = {"tiny": {}, "small": {}, "tiny-coarse": dict(coarse=True), "tiny-mfcc": dict(frontend="mfcc"),
+          "tiny-strided": dict(strides=((1, 2), (1, 2)))}  # at stride 1 stage 0 keeps width and length: a shortcut
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_mfcc_extraction_in_macs_unless_excluded(models: dict[str, CostModel]) -
 
 
 def test_expectation_at_one_hot_equals_exact(models: dict[str, CostModel], tiny_lut: LatencyTable) -> None:
-    for name in ("small", "tiny-coarse"):
+    for name in ("small", "tiny-coarse", "tiny-strided"):
         cm = models[name]
         for seed in range(4):
             arch = random_arch(cm.space, seed)
@@ -128,6 +129,19 @@ def test_expectation_at_one_hot_equals_exact(models: dict[str, CostModel], tiny_
     for seed in range(4):
         arch = random_arch(cm.space, seed)
         assert float(cm.expected(cm.one_hot(arch))["latency_ms"]) == pytest.approx(cm.exact(arch)["latency_ms"])
+
+
+def test_expectation_over_searched_strides_is_the_mean_over_their_networks(models: dict[str, CostModel]) -> None:
+    """A stage's stride sets the length every later unit sees, so a later unit's cost depends on every earlier
+    stride: under uniform strides (the rest one-hot) the expectation is the plain mean over the 4 stride pairs."""
+    cm = models["tiny-strided"]
+    arch = random_arch(cm.space, 0)
+    probs = {**cm.one_hot(arch), "s0_stride": {1: 0.5, 2: 0.5}, "s1_stride": {1: 0.5, 2: 0.5}}
+    networks = [cm.exact({**arch, "s0_stride": a, "s1_stride": b}) for a in (1, 2) for b in (1, 2)]
+    expected = cm.expected(probs)
+    for key in ("params", "macs", "weight_bytes"):
+        assert float(expected[key]) == pytest.approx(sum(n[key] for n in networks) / 4, rel=1e-6), key
+    assert len({n["macs"] for n in networks}) == 4  # every stride pair costs differently
 
 
 def test_gradients_reach_alphas(models: dict[str, CostModel], tiny_lut: LatencyTable) -> None:

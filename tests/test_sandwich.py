@@ -16,6 +16,7 @@ from nni_kws.search.evolution import mutate_arch, network_key, random_archs
 from nni_kws.search.finalists import finalist_search, top_distinct
 from nni_kws.search.sandwich import extreme_arch
 from nni_kws.space import active_arch, build_model, build_space, random_arch, space_choices
+from nni_kws.space.mixed_ops import derive_model
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -31,6 +32,32 @@ def test_extreme_arch_takes_the_numeric_extremes_and_draws_the_front_end():
         else:
             assert (largest[label], smallest[label]) == (max(values), min(values))
     assert {extreme_arch(choices, True)["frontend"] for _ in range(20)} == {"sinc", "conv"}
+
+
+def test_a_searched_stride_is_sampled_per_path_and_its_network_inherits_the_supernet():
+    """A stride changes the length every later layer sees: the largest path keeps it (stride 1), the smallest
+    halves it; single-path search trains both, the evolution keeps the budget, and the derived network (stride
+    read back from its conv) inherits the supernet's weights. DARTS, which mixes paths, refuses the space."""
+    space = build_space("tiny", strides=((1, 2), (1, 2)))
+    choices = space_choices(space)
+    largest, smallest = extreme_arch(choices, True), extreme_arch(choices, False)
+    assert (largest["s0_stride"], smallest["s0_stride"]) == (1, 2)
+    cost_model = CostModel(space)
+    budget = cost_model.exact({**largest, "s0_stride": 2, "s1_stride": 2})["macs"]  # stride 1 needs smaller blocks
+    assert cost_model.exact(largest)["macs"] > budget
+    loader = DataLoader(separable_clips(2, seed=0), batch_size=8)
+    torch.manual_seed(0)
+    result = run_search(space, loader, loader, strategy="sandwich", epochs=1, progress=False, cost_model=cost_model,
+                        penalties=[ResourcePenalty("macs", budget, 1.0)],
+                        evolution={"population": 4, "sample": 2, "cycles": 4})
+    assert cost_model.exact(result.arch)["macs"] <= budget
+    model = derive_model(space, result.arch, result.supernet)
+    first = model.stages[0][0]
+    assert first[-2][0].stride == (result.arch["s0_stride"],)
+    assert first.has_skip == (result.arch["s0_stride"] == 1)  # tiny's stage 0 keeps the front end's 8 channels
+    with pytest.raises(ValueError, match="s0_stride"):
+        run_search(build_space("tiny", strides=((1, 2), 2)), loader, loader, strategy="darts", epochs=1,
+                   progress=False)
 
 
 def _stage_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

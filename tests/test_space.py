@@ -35,7 +35,7 @@ ALLOWED_LEAVES = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool1d, nn.AdaptiveA
                   nn.Identity, nn.Dropout, SincConv1d, LogCompression)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "paper", "wide"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper", "wide", "widestride"])
 def test_random_architectures_freeze_to_plain_torch_and_classify(preset: str) -> None:
     space = build_space(preset)
     for seed in range(3):
@@ -112,9 +112,35 @@ def test_onestride_keeps_the_mfcc_time_axis_and_fits_under_ds_cnn_s() -> None:
     assert macs <= baseline_costs("ds-cnn-s")["macs"]
 
 
-def test_stage_plans_match_real_shapes() -> None:
-    space = build_space("small")
-    model = space.freeze(random_arch(space, 1))
+def test_widestride_trades_time_resolution_for_block_size_under_the_sinc_peers_macs() -> None:
+    """'widestride' exists so that at SincConv+DSConv's cost a network may keep every stage at full time
+    resolution with small blocks, or halve it four times with the peer's kernel-25 blocks; both fit under the
+    peer's MACs (counted by the generic counter), the large blocks at full resolution do not."""
+    from nni_kws.baselines import baseline_costs
+    from nni_kws.cost.counter import count_costs
+
+    space = build_space("widestride")
+    choices = space_choices(space)
+
+    def network(stride: int, kernel: int, expand: int, depth: int) -> nn.Module:
+        arch = {label: "sinc" if label == "frontend" else stride if label.endswith("_stride") else
+                expand if label.endswith("_e") else min(depth, max(values)) if label.endswith("_depth") else kernel
+                for label, values in choices.items()}
+        return build_model(arch, space)
+
+    peer = baseline_costs("sinc-dsconv")["macs"]
+    for stride, kernel, expand, depth, frames, fits in ((1, 3, 1, 1, 250, True), (2, 25, 2, 2, 16, True),
+                                                         (1, 25, 2, 2, 250, False)):
+        model = network(stride, kernel, expand, depth)
+        assert model.stages(model.frontend(torch.zeros(1, 1, 16000))).shape[-1] == frames
+        assert (count_costs(model)["macs"] <= peer) == fits, (stride, kernel, expand, depth)
+
+
+@pytest.mark.parametrize("preset, strides", [("small", None), ("tiny", ((1, 2), (1, 2)))])
+def test_stage_plans_match_real_shapes(preset: str, strides: tuple | None) -> None:
+    """A plan's lengths are those of the smallest strides (a searched stride: its smallest candidate)."""
+    space = build_space(preset, **({"strides": strides} if strides else {}))
+    model = space.freeze({**random_arch(space, 1), **{f"s{i}_stride": 1 for i in range(len(strides or ()))}})
     x = model.frontend(torch.randn(1, 1, 16000))
     for plan, stage in zip(space.stage_plans, model.stages):
         assert x.shape[1:] == (plan.in_channels, plan.in_length)

@@ -17,8 +17,10 @@ Vocabulary:
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Union
 
@@ -272,29 +274,43 @@ class SpaceTable:
         return {u.key: u for d in self.decisions for u in d.candidates.values()}
 
 
+def _stride_labels(choices: Mapping[str, list[Any]], last_stage: int | None = None) -> tuple[str, ...]:
+    """The searched strides of stages ``0 .. last_stage`` (all stages: None): they set the length a unit sees."""
+    stages = sorted(int(lab[1:-len("_stride")]) for lab in choices if re.fullmatch(r"s\d+_stride", lab))
+    return tuple(f"s{j}_stride" for j in stages if last_stage is None or j <= last_stage)
+
+
 def _decision_labels(name: str, choices: Mapping[str, list[Any]]) -> tuple[tuple[str, ...], tuple[str, int] | None]:
     if name == "frontend":
         return ((FRONTEND_LABEL,) if FRONTEND_LABEL in choices else ()), None
     if name == "head":
-        return (), None
+        return _stride_labels(choices), None
     _, j, i = name.split(".")
     block = f"s{j}_i{i}"
-    labels = tuple(lab for lab in (block, f"{block}_k", f"{block}_e") if lab in choices)
+    own = tuple(lab for lab in (block, f"{block}_k", f"{block}_e") if lab in choices)
+    labels = _stride_labels(choices, int(j)) + own
     depth = f"s{j}_depth"
     return labels, ((depth, int(i)) if depth in choices else None)
 
 
 def _harvest_archs(choices: Mapping[str, list[Any]], decisions: list[tuple[str, tuple[str, ...]]]) -> list[dict]:
-    """Few archs (max depth everywhere) that together hold every candidate of every decision."""
-    combos = {name: list(itertools.product(*(choices[lab] for lab in labels))) for name, labels in decisions}
+    """Few archs (max depth everywhere) that together hold every candidate of every decision: for every
+    combination of the labels that several decisions share (searched strides), one arch per candidate of the
+    decision with the most."""
+    counts = collections.Counter(label for _, labels in decisions for label in labels)
+    shared = [label for label in choices if counts[label] > 1]
+    own = {name: tuple(lab for lab in labels if lab not in shared) for name, labels in decisions}
+    combos = {name: list(itertools.product(*(choices[lab] for lab in labels))) for name, labels in own.items()}
     n = max((len(c) for c in combos.values()), default=1)
     archs = []
-    for r in range(n):
-        arch = {label: values[-1] if label.endswith("_depth") else values[r % len(values)]
-                for label, values in choices.items()}
-        for name, labels in decisions:
-            arch.update(zip(labels, combos[name][r % len(combos[name])]))
-        archs.append(arch)
+    for fixed in itertools.product(*(choices[lab] for lab in shared)):
+        for r in range(n):
+            arch = {label: values[-1] if label.endswith("_depth") else values[r % len(values)]
+                    for label, values in choices.items()}
+            arch.update(zip(shared, fixed))
+            for name, labels in own.items():
+                arch.update(zip(labels, combos[name][r % len(combos[name])]))
+            archs.append(arch)
     return archs
 
 

@@ -251,6 +251,10 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         cost_model = CostModel(space)  # before the strategy mutates the space
     choices = space_choices(space)
     check_split(split, strategy, choices)
+    strides = [label for label in choices if label.endswith("_stride")]
+    if strides and strategy in _DIFFERENTIABLE:
+        raise ValueError(f"{strategy} mixes every candidate of a label, but a searched stride ({strides[0]}) "
+                         f"changes the sequence length; search this space with {' or '.join(WEIGHTS_ONLY)}")
     split_values = choices[split] if split is not None else []
 
     def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:

@@ -39,12 +39,13 @@ __all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichO
 
 
 def extreme_arch(choices: Mapping[str, list[Any]], largest: bool) -> dict[str, Any]:
-    """The largest (or smallest) path: the max (min) of every numeric label (depth, kernel, expansion);
-    a non-numeric label (the front end) is drawn at random, as it has no size order."""
+    """The largest (or smallest) path: the max (min) of every numeric label (depth, kernel, expansion), the min
+    (max) of a searched stride (the longer sequence is the larger network); a non-numeric label (the front end)
+    is drawn at random, as it has no size order."""
     arch = {}
     for label, values in choices.items():
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            arch[label] = max(values) if largest else min(values)
+            arch[label] = max(values) if largest != label.endswith("_stride") else min(values)
         else:
             arch[label] = random.choice(list(values))
     return arch

@@ -175,9 +175,11 @@ def active_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
 
 def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``[(part, choice)]`` of an architecture dict: front end, then per stage its active blocks
-    (``s{i}_depth`` of them) as ``k{kernel} e{expansion}``; labels it does not know are listed as they are.
+    (``s{i}_depth`` of them) as ``k{kernel} e{expansion}`` and its searched stride; labels it does not know are
+    listed as they are.
 
-    Reads the label grammar of :meth:`KwsSpace._make_stage` (``s{stage}_depth``, ``s{stage}_i{block}[_k|_e]``).
+    Reads the label grammar of :meth:`KwsSpace._make_stage` (``s{stage}_depth``, ``s{stage}_stride``,
+    ``s{stage}_i{block}[_k|_e]``).
     """
     rows, used = [], set()
     if FRONTEND_LABEL in arch:
@@ -194,6 +196,7 @@ def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
             else:
                 blocks.append(f"k{arch.get(f's{i}_i{j}_k', '?')} e{arch.get(f's{i}_i{j}_e', '?')}")
         used |= {k for k in arch if k.startswith(f"s{i}_")}
-        rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}: " + ", ".join(blocks)))
+        stride = f", stride {arch[f's{i}_stride']}" if f"s{i}_stride" in arch else ""
+        rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}{stride}: " + ", ".join(blocks)))
     rows += [(f"`{k}`", str(v)) for k, v in arch.items() if k not in used]
     return rows

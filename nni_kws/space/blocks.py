@@ -135,11 +135,11 @@ class ConvBNReLU1d(nn.Sequential):
     """Conv1d → BN → ReLU, with 'same' padding that follows a (possibly mutable) kernel size."""
 
     def __init__(self, in_channels: MaybeIntChoice, out_channels: MaybeIntChoice,
-                 kernel_size: MaybeIntChoice = 1, stride: int = 1, groups: MaybeIntChoice = 1,
+                 kernel_size: MaybeIntChoice = 1, stride: MaybeIntChoice = 1, groups: MaybeIntChoice = 1,
                  activation: Callable[[], nn.Module] | None = nn.ReLU) -> None:
         padding = (kernel_size - 1) // 2
         super().__init__(*_simplify([
-            MutableConv1d(cast(int, in_channels), cast(int, out_channels), cast(int, kernel_size), stride,
+            MutableConv1d(cast(int, in_channels), cast(int, out_channels), cast(int, kernel_size), cast(int, stride),
                           cast(int, padding), groups=cast(int, groups), bias=False),
             MutableBatchNorm1d(cast(int, out_channels)),
             activation() if activation is not None else nn.Identity(),
@@ -155,7 +155,7 @@ class MBConv1d(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: MaybeIntChoice,
-                 expand_ratio: MaybeIntChoice, stride: int = 1) -> None:
+                 expand_ratio: MaybeIntChoice, stride: MaybeIntChoice = 1) -> None:
         hidden = in_channels * expand_ratio
         super().__init__(*_simplify([
             nn.Identity() if isinstance(expand_ratio, int) and expand_ratio == 1
@@ -163,11 +163,18 @@ class MBConv1d(nn.Sequential):
             ConvBNReLU1d(hidden, hidden, kernel_size, stride, groups=hidden),
             ConvBNReLU1d(hidden, out_channels, 1, activation=None),
         ]))
-        self.has_skip = stride == 1 and in_channels == out_channels
+        self.same_width = in_channels == out_channels
+
+    @property
+    def has_skip(self) -> bool:
+        """An identity shortcut: the widths match and the depthwise conv has stride 1 (read off the conv, which
+        freezing a searched stride sets; a supernet's sampled path decides in :meth:`forward`)."""
+        stride = self[-2][0].stride
+        return self.same_width and (stride[0] if isinstance(stride, tuple) else stride) == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
-        return x + out if self.has_skip else out
+        return x + out if self.same_width and out.shape == x.shape else out
 
 
 def bake_sinc(model: nn.Module) -> nn.Module:

@@ -25,9 +25,9 @@ class StagePlan:
     index: int
     in_channels: int
     out_channels: int
-    stride: int
-    in_length: int
-    out_length: int
+    strides: tuple[int, ...]  # candidate strides of the stage's first block (one entry: not searched)
+    in_length: int  # lengths along the smallest strides (the longest sequences); the cost model reads
+    out_length: int  # every path's real shapes
     max_depth: int
 
 
@@ -44,7 +44,9 @@ class KwsSpace(ModelSpace):
 
     Searched, per block ``s{stage}_i{index}``: depthwise kernel size (``_k``) and expansion ratio
     (``_e``); per stage: depth (``s{stage}_depth``, 1 .. ``depths[stage]``, the ProxylessNAS
-    Zero op on whole blocks); with ``frontend='raw'`` also ``frontend`` ∈ {sinc, conv}. With
+    Zero op on whole blocks) and, where ``strides[stage]`` lists candidates, the stride of its first block
+    (``s{stage}_stride``: how often the time axis halves; path-sampling strategies only, as a weighted mix of
+    sequences of different lengths does not exist); with ``frontend='raw'`` also ``frontend`` ∈ {sinc, conv}. With
     ``coarse=True`` each block is one ``LayerChoice`` of whole blocks ``k{k}e{e}`` (as in NNI's
     ProxylessNAS hub), which Proxyless needs because it has no mixed operations.
 
@@ -58,7 +60,8 @@ class KwsSpace(ModelSpace):
     n_mfcc
         MFCC coefficients for ``frontend='mfcc'`` (40 ms window, 20 ms hop → 51 frames).
     widths, depths, strides
-        Output channels, maximum number of blocks and stride of the first block, per stage.
+        Output channels, maximum number of blocks and stride of the first block, per stage; a stride may be a
+        sequence of candidates.
     kernel_sizes, expand_ratios
         Candidate depthwise kernel sizes (odd) and expansion ratios for every block.
     num_classes, dropout, input_samples
@@ -75,7 +78,7 @@ class KwsSpace(ModelSpace):
         n_mfcc: int = 40,
         widths: Sequence[int] = (48, 64, 96, 128),
         depths: Sequence[int] = (2, 3, 3, 2),
-        strides: Sequence[int] = (2, 2, 2, 2),
+        strides: Sequence[int | Sequence[int]] = (2, 2, 2, 2),
         kernel_sizes: Sequence[int] = (3, 5, 7, 9),
         expand_ratios: Sequence[int] = (1, 2, 4),
         coarse: bool = False,
@@ -109,7 +112,8 @@ class KwsSpace(ModelSpace):
     def _make_stage(plan: StagePlan, kernel_sizes: Sequence[int], expand_ratios: Sequence[int],
                     coarse: bool) -> nn.Module:
         def block(i: int) -> nn.Module:
-            in_ch, stride = (plan.in_channels, plan.stride) if i == 0 else (plan.out_channels, 1)
+            in_ch, stride = ((plan.in_channels, _choice(f"s{plan.index}_stride", plan.strides)) if i == 0
+                             else (plan.out_channels, 1))
             label = f"s{plan.index}_i{i}"
             if coarse:
                 return LayerChoice({f"k{k}e{e}": MBConv1d(in_ch, plan.out_channels, k, e, stride)
@@ -131,14 +135,23 @@ class KwsSpace(ModelSpace):
         return oneshot_hooks(strategy)
 
 
-def _check_config(frontend: str, widths: Sequence[int], depths: Sequence[int], strides: Sequence[int],
+def _candidates(stride: int | Sequence[int]) -> tuple[int, ...]:
+    """A stage's stride candidates: ``2`` -> ``(2,)``, ``(1, 2)`` -> ``(1, 2)``."""
+    return (stride,) if isinstance(stride, int) else tuple(stride)
+
+
+def _check_config(frontend: str, widths: Sequence[int], depths: Sequence[int], strides: Sequence[int | Sequence[int]],
                   kernel_sizes: Sequence[int], expand_ratios: Sequence[int]) -> None:
     if frontend not in FRONTENDS:
         raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
     if not (len(widths) == len(depths) == len(strides)) or not widths:
         raise ValueError(f"widths, depths and strides need one entry per stage, got {widths}, {depths}, {strides}")
-    if any(d < 1 for d in depths) or any(s < 1 for s in strides) or any(w < 1 for w in widths):
-        raise ValueError("widths, depths and strides must be positive")
+    if any(d < 1 for d in depths) or any(w < 1 for w in widths):
+        raise ValueError("widths and depths must be positive")
+    for i, stride in enumerate(strides):
+        candidates = stride if isinstance(stride, Sequence) else (stride,)
+        if not candidates or not all(isinstance(c, int) and c >= 1 for c in candidates):
+            raise ValueError(f"strides[{i}] must be a positive int or a sequence of them, got {stride!r}")
     if not kernel_sizes or any(k % 2 == 0 or k < 1 for k in kernel_sizes):
         raise ValueError(f"kernel_sizes must be odd positive ints ('same' padding), got {kernel_sizes}")
     if not expand_ratios or any(e < 1 for e in expand_ratios):
@@ -153,14 +166,15 @@ def frontend_length(frontend: str, stride: int, pool: int, input_samples: int) -
 
 
 def stage_plans(frontend: str, frontend_channels: int, frontend_stride: int, frontend_pool: int,
-                widths: Sequence[int], depths: Sequence[int], strides: Sequence[int],
+                widths: Sequence[int], depths: Sequence[int], strides: Sequence[int | Sequence[int]],
                 input_samples: int) -> list[StagePlan]:
     """Channel and length bookkeeping of every stage ('same' padding: out = ceil(in / stride))."""
     length = frontend_length(frontend, frontend_stride, frontend_pool, input_samples)
     in_ch, plans = frontend_channels, []
     for i, (width, depth, stride) in enumerate(zip(widths, depths, strides)):
-        out_len = (length - 1) // stride + 1
-        plans.append(StagePlan(i, in_ch, width, stride, length, out_len, depth))
+        candidates = _candidates(stride)
+        out_len = (length - 1) // min(candidates) + 1
+        plans.append(StagePlan(i, in_ch, width, candidates, length, out_len, depth))
         in_ch, length = width, out_len
     return plans
 
@@ -170,7 +184,9 @@ def stage_plans(frontend: str, frontend_channels: int, frontend_stride: int, fro
 # hand-designed peers of nni_kws.baselines (for comparisons at their cost); 'wide' is 'paper' with the
 # SincConv+DSConv peer's ingredients, which 'paper' lacks (depthwise kernels up to 25, blocks up to 160
 # wide), to search at that peer's MACs; 'onestride' is 'compact' with wider stages that halve the time axis
-# once, as DS-CNN-S does, for the MFCC front end's 51 frames (three halvings leave 7); 'tiny' is for tests.
+# once, as DS-CNN-S does, for the MFCC front end's 51 frames (three halvings leave 7); 'widestride' is 'wide' over
+# a front end of half the time resolution (250 frames) whose stages each choose to halve the time axis or not, so
+# that at that peer's MACs a network trades time resolution against block size; 'tiny' is for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=10, frontend_pool=4,
@@ -180,6 +196,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                     widths=(32, 48, 64), depths=(2, 2, 2), strides=(2, 2, 2),
                     kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
     "wide": dict(widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25)),
+    "widestride": dict(frontend_stride=16, widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25),
+                       strides=((1, 2), (1, 2), (1, 2), (1, 2))),
     "onestride": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=20, frontend_pool=4,
                       widths=(64, 96, 128), depths=(2, 2, 2), strides=(2, 1, 1),
                       kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
