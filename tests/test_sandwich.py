@@ -58,6 +58,11 @@ def test_a_searched_stride_is_sampled_per_path_and_its_network_inherits_the_supe
     with pytest.raises(ValueError, match="s0_stride"):
         run_search(build_space("tiny", strides=((1, 2), 2)), loader, loader, strategy="darts", epochs=1,
                    progress=False)
+    from nni_kws.pipeline.config import PipelineConfig, check_inputs
+    check_inputs(PipelineConfig(strategy="sandwich", preset="widestride", max_macs=2.49e7, real_test=None))
+    with pytest.raises(ValueError, match="s0_stride"):  # before any data is read
+        check_inputs(PipelineConfig(strategy="gumbel-hard", preset="widestride", max_macs=2.49e7,
+                                    real_test=None))
 
 
 def _stage_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

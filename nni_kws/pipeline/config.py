@@ -20,7 +20,7 @@ from nni_kws.data.synth import DEFAULT_PRESET
 from nni_kws.data.synth import PRESETS as SYNTH_PRESETS
 from nni_kws.files import CorruptStateFile, jsonable, read_json
 from nni_kws.quant.learned_bits import QPARAM_LR_SCALE
-from nni_kws.search.oneshot import WEIGHTS_ONLY, check_split
+from nni_kws.search.oneshot import WEIGHTS_ONLY, check_searched_strides, check_split
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.space import KwsSpace, build_space, space_choices
 
@@ -327,6 +327,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
                          f"got {cfg.strategy!r}")
     if cfg.split not in ("auto", "none"):
         check_split(cfg.split, cfg.strategy, cfg.choices())
+    check_searched_strides(cfg.strategy, cfg.choices())
     if int(cfg.calib_batches) < 0:
         raise ValueError(f"calib-batches must be >= 0, got {cfg.calib_batches}")
     for name in BUDGETS:

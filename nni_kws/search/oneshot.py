@@ -50,7 +50,8 @@ from .strategy import (
     most_likely_within,
 )
 
-__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "check_split", "make_strategy", "run_search"]
+__all__ = ["STRATEGIES", "WEIGHTS_ONLY", "SearchResult", "check_searched_strides", "check_split", "make_strategy",
+           "run_search"]
 
 _logger = logging.getLogger(__name__)
 
@@ -179,6 +180,15 @@ def check_split(split: str | None, strategy: str, choices: Mapping[str, Any]) ->
         raise ValueError(f"split must be a choice of the space ({', '.join(choices)}), got {split!r}")
 
 
+def check_searched_strides(strategy: str | Strategy, choices: Mapping[str, Any]) -> None:
+    """A space that searches a stride (``s{j}_stride``) needs a path-sampling strategy: a stride changes the
+    length of every later sequence, and the DARTS family mixes every candidate of a label in one forward."""
+    strides = [label for label in choices if label.endswith("_stride")]
+    if strides and strategy in _DIFFERENTIABLE:
+        raise ValueError(f"{strategy} mixes every candidate of a label, but a searched stride ({strides[0]}) "
+                         f"changes the sequence length; search this space with {' or '.join(WEIGHTS_ONLY)}")
+
+
 def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *,
                strategy: str | Strategy = "darts", epochs: int, penalties: Sequence[ResourcePenalty] = (),
                cost_model: Any = None,
@@ -251,10 +261,7 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         cost_model = CostModel(space)  # before the strategy mutates the space
     choices = space_choices(space)
     check_split(split, strategy, choices)
-    strides = [label for label in choices if label.endswith("_stride")]
-    if strides and strategy in _DIFFERENTIABLE:
-        raise ValueError(f"{strategy} mixes every candidate of a label, but a searched stride ({strides[0]}) "
-                         f"changes the sequence length; search this space with {' or '.join(WEIGHTS_ONLY)}")
+    check_searched_strides(strategy, choices)
     split_values = choices[split] if split is not None else []
 
     def train(fixed: Mapping[str, Any], folder: Path | None) -> tuple[Strategy, SearchHistory]:
