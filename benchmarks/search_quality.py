@@ -48,8 +48,16 @@ selected models that validate worse::
         --random 6 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_wide.json
+    python benchmarks/search_quality.py --preset widestride --budgets 2.49e7 --strategies sandwich --no-spos \
+        --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_widestride.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
-        --companion benchmarks/results/search_quality_wide.json
+        --companion benchmarks/results/search_quality_wide.json \
+        --companion benchmarks/results/search_quality_widestride.json
+
+(``widestride``, the ``wide`` space with a stride choice per stage over 250 front-end frames, started from a copy of
+``search_quality_wide.json`` for its peers' trainings; its seed-1 and seed-2 supernets were trained beside the run
+by two more processes of the same command with ``--seeds 1 --finalists 0`` and ``--seeds 2 --finalists 0``,
+stopped after their supernets, whose checkpoints the run then resumed.)
 
 At DS-CNN-S's MACs with the 9-epoch recipe, raw audio and the MFCC front end (``--preset`` takes a space name:
 ``compact-mfcc``, ``paper-mfcc``, ``onestride-mfcc``; with no front-end choice there is nothing to split or
