@@ -57,7 +57,9 @@ selected models that validate worse::
 (``widestride``, the ``wide`` space with a stride choice per stage over 250 front-end frames, started from a copy of
 ``search_quality_wide.json`` for its peers' trainings; its seed-1 and seed-2 supernets were trained beside the run
 by two more processes of the same command with ``--seeds 1 --finalists 0`` and ``--seeds 2 --finalists 0``,
-stopped after their supernets, whose checkpoints the run then resumed.)
+stopped after their supernets, whose checkpoints the run then resumed (one ``--work`` for all); and half of the
+random architectures' trainings ran in one more process (the run's own functions, from the last architecture back),
+whose records were copied into the run's file before it resumed.)
 
 At DS-CNN-S's MACs with the 9-epoch recipe, raw audio and the MFCC front end (``--preset`` takes a space name:
 ``compact-mfcc``, ``paper-mfcc``, ``onestride-mfcc``; with no front-end choice there is nothing to split or
