@@ -137,7 +137,7 @@ class KwsSpace(ModelSpace):
 
 def _candidates(stride: int | Sequence[int]) -> tuple[int, ...]:
     """A stage's stride candidates: ``2`` -> ``(2,)``, ``(1, 2)`` -> ``(1, 2)``."""
-    return (stride,) if isinstance(stride, int) else tuple(stride)
+    return tuple(stride) if isinstance(stride, Sequence) else (stride,)
 
 
 def _check_config(frontend: str, widths: Sequence[int], depths: Sequence[int], strides: Sequence[int | Sequence[int]],
@@ -149,7 +149,7 @@ def _check_config(frontend: str, widths: Sequence[int], depths: Sequence[int], s
     if any(d < 1 for d in depths) or any(w < 1 for w in widths):
         raise ValueError("widths and depths must be positive")
     for i, stride in enumerate(strides):
-        candidates = stride if isinstance(stride, Sequence) else (stride,)
+        candidates = _candidates(stride)
         if not candidates or not all(isinstance(c, int) and c >= 1 for c in candidates):
             raise ValueError(f"strides[{i}] must be a positive int or a sequence of them, got {stride!r}")
     if not kernel_sizes or any(k % 2 == 0 or k < 1 for k in kernel_sizes):
