@@ -137,6 +137,7 @@ class Settings:
     finalists: int = 3  # sandwich: the evolution's best k are trained for `epochs` and picked on dev-val (0: none)
     finalist_seeds: int = 2  # ...each trained this many times, picked by the mean
     finalist_cover: tuple[str, ...] = COVERED_CHOICES  # ...and the best of each front end the k miss
+    finalist_folds: bool = False  # ...training i of each validating on fold i of dev's speakers (not all on fold 0)
     epochs: int = 3  # standalone training of every model
     random: int = 10  # random architectures per budget
     seeds: tuple[int, ...] = (0, 1, 2)  # search seeds
@@ -284,7 +285,8 @@ class Run:
 
 
 #: Settings added after result files were written, with the value those files ran.
-RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": "none"}
+RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": "none",
+                                    "finalist_folds": False}
 
 
 #: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
@@ -366,6 +368,9 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
     if strategy == "sandwich" and s.finalists:
         kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds,
                                "cover": s.finalist_cover}
+        if s.finalist_folds:
+            kwargs["finalists"]["folds"] = [(fold.train_dataloader(), fold.val_dataloader()) for fold in
+                                            (dm.with_val_fold(i) for i in range(s.finalist_seeds))]
     epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
     # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
     out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name
@@ -542,6 +547,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--seeds", type=int_list)
     p.add_argument("--retrain-seeds", type=int_list)
     p.add_argument("--ranking-seeds", type=int_list)
+    p.add_argument("--finalist-folds", action="store_const", const=True,
+                   help="each finalist's training i validates on fold i of dev's speakers (cross-validation)")
     p.add_argument("--no-spos", dest="spos", action="store_const", const=False, help="skip RandomOneShot + evolution")
     p.add_argument("--companion", type=Path, action="append", default=[],
                    help="another result file of this benchmark (e.g. another preset reaching a larger peer's MACs): "
@@ -559,6 +566,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     settings = dataclasses.replace(settings, **overrides)
     if not args.quick and settings.data not in (Settings.data, SYNTHESIZED):
         raise SystemExit(f"--data must be {Settings.data!r} or {SYNTHESIZED!r}, got {settings.data!r}")
+    if settings.finalist_folds and settings.data == SYNTHESIZED:
+        raise SystemExit("--finalist-folds needs list-defined data (the real dev list), not synthesized speech")
     if not settings.seeds:  # int_list accepts '' (no retrain or ranking seeds); a run needs a search seed
         raise SystemExit("--seeds: give at least one search seed")
     return args, settings

@@ -57,6 +57,19 @@ def test_speaker_split_is_disjoint_and_deterministic(listed):
         speaker_split(rels, 1.0)
 
 
+def test_speaker_split_folds_hold_apart_disjoint_speakers(listed):
+    """Cross-validation folds: fold 0 is the default split, and the folds' validation speakers do not overlap."""
+    rels = read_list(listed[1])  # 7 speakers (4 + 3 silence clips): blocks of round(0.3 * 7) = 2, folds 0..2
+    assert speaker_split(rels, 0.3, fold=0) == speaker_split(rels, 0.3)
+    vals = [{speaker_of(r) for r in speaker_split(rels, 0.3, fold=i)[1]} for i in range(3)]
+    assert [len(v) for v in vals] == [2, 2, 2] and len(set().union(*vals)) == 6
+    for i in range(3):
+        train, val = speaker_split(rels, 0.3, fold=i)
+        assert sorted(train + val) == sorted(rels) and not {speaker_of(r) for r in train} & vals[i]
+    with pytest.raises(ValueError, match="validation fold 3 does not exist: 7 speakers in blocks of 2"):
+        speaker_split(rels, 0.3, fold=3)
+
+
 def test_labels_parts_and_augmentation(listed, tiny_gsc):
     root, list_file = listed
     noise = tiny_gsc / "_background_noise_"
@@ -122,8 +135,18 @@ def test_datamodule_list_protocol(listed, tiny_gsc, tmp_path):
     n_val = sum(len(b[1]) for b in dm.val_dataloader())
     assert n_train + n_val == len(dev) and n_val > 0
     assert sum(len(b[1]) for b in dm.test_dataloader()) == len(rels) - len(dev) == 13
+    # another fold: other speakers held apart (one with a speaker of every keyword, not only silence clips), the
+    # same clips and test list
+    i = next(i for i in range(1, 3) if any("_silence_" not in r for r in speaker_split(dev, 0.3, fold=i)[1]))
+    fold = dm.with_val_fold(i)
+    val_files, fold_val_files = (set(d.dataset("validation").files) for d in (dm, fold))
+    assert val_files and fold_val_files and not val_files & fold_val_files
+    assert set(fold.dataset("training").files) | fold_val_files == set(dm.dataset("training").files) | val_files
+    assert fold.dataset("testing").files == dm.dataset("testing").files
     with pytest.raises(ValueError, match="need a train_list"):
         SpeechCommandsDataModule(root, test_list=tmp_path / "heldout.txt")
+    with pytest.raises(ValueError, match="val_fold 1 needs a train_list"):
+        SpeechCommandsDataModule(root, val_fold=1)
 
 
 def test_shared_data_dir(tmp_path, monkeypatch):

@@ -162,6 +162,24 @@ def test_finalists_trained_with_several_seeds_are_picked_by_their_mean():
     with pytest.raises(ValueError, match="seeds"):
         finalist_search(scored, lambda a: build_model(a, build_space("tiny")), train, val, k=2, epochs=1, seeds=0)
 
+    # with folds, training i trains and validates on fold i's loaders, and the plain pair goes unused
+    class Counted(DataLoader):
+        def __iter__(self):
+            self.passes = getattr(self, "passes", 0) + 1
+            return super().__iter__()
+
+    plain = [Counted(train.dataset, batch_size=12), Counted(val.dataset, batch_size=16)]
+    folds = [(Counted(train.dataset, batch_size=12), Counted(val.dataset, batch_size=16)) for _ in range(2)]
+    folded = finalist_search(scored, lambda a: build_model(a, build_space("tiny")), *plain, k=2, epochs=1, seeds=2,
+                             folds=folds, learning_rate=0.05)
+    assert len(folded.finalists) == 2 and all(len(r["val_accs"]) == 2 for r in folded.finalists)
+    assert [getattr(loader, "passes", 0) for loader in plain] == [0, 0]
+    passes = [[getattr(loader, "passes", 0) for loader in fold] for fold in folds]
+    assert passes[0] == passes[1] and min(passes[0]) >= 2  # each fold: one training of each of the 2 finalists
+    with pytest.raises(ValueError, match="one fold per seed, got 1 folds for 2 seeds"):
+        finalist_search(scored, lambda a: build_model(a, build_space("tiny")), train, val, k=2, epochs=1, seeds=2,
+                        folds=[(train, val)])
+
 
 def test_pipeline_takes_finalists_only_with_an_evolution_strategy():
     from nni_kws.pipeline.config import PipelineConfig, check_inputs

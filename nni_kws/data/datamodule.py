@@ -23,8 +23,9 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
 
     With ``train_list`` the subsets are list-defined instead (:class:`~nni_kws.data.listed.ListedClips`,
     paths relative to ``root``): training is the list's training part, validation its held-apart
-    speakers (``val_fraction`` of them; or the whole ``val_list`` if given), testing the whole
-    ``test_list``; :meth:`real_protocol` builds the shared data's limited-real-speech protocol that way.
+    speakers (``val_fraction`` of them, the ``val_fold``-th block of them; or the whole ``val_list`` if given),
+    testing the whole ``test_list``; :meth:`with_val_fold` gives the same data with other validation speakers
+    (cross-validation); :meth:`real_protocol` builds the shared data's limited-real-speech protocol that way.
 
     ``keywords`` (default: the dataset's own, from a synthesized dataset's manifest, else the 10 Speech
     Commands keywords) define :attr:`classes` = keywords + ``_silence_``, ``_unknown_`` and
@@ -44,18 +45,21 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
                  on_error: OnError | None = "skip", train_list: str | Path | None = None,
                  val_list: str | Path | None = None, test_list: str | Path | None = None,
                  val_fraction: float = 0.1, keywords: str | Sequence[str] | None = None,
-                 augmentation: TrainAugment | None = None):
+                 augmentation: TrainAugment | None = None, val_fold: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if train_list is None and (val_list is not None or test_list is not None):
             raise ValueError("val_list/test_list need a train_list (list-defined subsets)")
+        if val_fold and (train_list is None or val_list is not None):
+            raise ValueError(f"val_fold {val_fold} needs a train_list whose speakers validation is split from "
+                             "(list-defined subsets, no val_list)")
         if max_per_class is not None and max_per_class < 1:  # a negative count would slice clips off each class
             raise ValueError(f"max-per-class must be at least 1, got {max_per_class}")
         self.root, self.batch_size, self.num_workers, self.seed = root, batch_size, num_workers, seed
         self.noise_dir, self.max_per_class, self.real_test_root = noise_dir, max_per_class, real_test_root
         self.cache, self.on_error = cache, on_error
         self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
-        self.val_fraction = val_fraction
+        self.val_fraction, self.val_fold = val_fraction, val_fold
         self.augmentation = augmentation
         if keywords is not None:
             self.keywords = parse_keywords(keywords)
@@ -84,6 +88,10 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         return cls(root, train_list=train_list, test_list=test_list,
                    noise_dir=noise if noise.is_dir() else shared_data_dir(NOISE_DIR), **kwargs)
 
+    def with_val_fold(self, fold: int) -> SpeechCommandsDataModule:
+        """The same data with validation fold ``fold``: another block of the training list's speakers held apart."""
+        return type(self)(**{**self.hparams, "val_fold": fold})
+
     @property
     def classes(self) -> tuple[str, ...]:
         """The class names, in label order: the keywords, ``_silence_``, ``_unknown_``."""
@@ -98,7 +106,8 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
 
     def _listed(self, subset: str) -> ListedClips:
         common = dict(seed=self.seed, noise_dir=self.noise_dir, cache=self.cache, val_fraction=self.val_fraction,
-                      keywords=self.keywords, augmentation=self.augmentation, on_error=self._on_error(subset))
+                      val_fold=self.val_fold, keywords=self.keywords, augmentation=self.augmentation,
+                      on_error=self._on_error(subset))
         if subset == "training":
             return ListedClips(self.root, self.train_list, "all" if self.val_list else "train",
                                augment=True, max_per_class=self.max_per_class, **common)

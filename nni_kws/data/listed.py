@@ -74,11 +74,13 @@ def speaker_of(rel: str) -> str:
     return m[1].lower() if m and not rel.startswith(SILENCE + "/") else rel
 
 
-def speaker_split(rels: list[str], val_fraction: float = 0.1, salt: str = "val") -> tuple[list[str], list[str]]:
+def speaker_split(rels: list[str], val_fraction: float = 0.1, salt: str = "val",
+                  fold: int = 0) -> tuple[list[str], list[str]]:
     """``(train, val)`` parts of ``rels`` with disjoint speakers; ``val`` has ``val_fraction`` of the speakers.
 
-    Speakers are ordered by ``sha256(salt:speaker)`` and the first ``round(val_fraction * n)`` (at least
-    one, at most ``n - 1``) go to validation, so the split depends only on the list and ``salt``.
+    Speakers are ordered by ``sha256(salt:speaker)`` and cut into blocks of ``round(val_fraction * n)`` (at
+    least one, at most ``n - 1``); block ``fold`` (default the first) goes to validation, so the split depends
+    only on the list, ``salt`` and ``fold``, and the folds' validation speakers are disjoint (cross-validation).
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -86,7 +88,11 @@ def speaker_split(rels: list[str], val_fraction: float = 0.1, salt: str = "val")
     if len(speakers) < 2:
         raise ValueError(f"cannot split {len(rels)} clips of {len(speakers)} speaker into train and validation")
     n_val = min(max(round(val_fraction * len(speakers)), 1), len(speakers) - 1)
-    val = set(speakers[:n_val])
+    folds = len(speakers) // n_val
+    if not 0 <= fold < folds:
+        raise ValueError(f"validation fold {fold} does not exist: {len(speakers)} speakers in blocks of {n_val} "
+                         f"(val_fraction {val_fraction}) give folds 0..{folds - 1}")
+    val = set(speakers[fold * n_val:(fold + 1) * n_val])
     return [r for r in rels if speaker_of(r) not in val], [r for r in rels if speaker_of(r) in val]
 
 
@@ -101,7 +107,7 @@ class ListedClips(AugmentedClips):
     """The clips of ``list_file`` under ``root``, labelled by their class folder, optionally augmented.
 
     ``part`` selects the whole list (``'all'``) or one part of :func:`speaker_split` (``'train'``,
-    ``'val'``, with ``val_fraction``). ``augment`` (default: only for ``'train'``) applies the
+    ``'val'``, with ``val_fraction`` and ``val_fold``). ``augment`` (default: only for ``'train'``) applies the
     :class:`~nni_kws.data.gsc.SpeechCommands` training augmentation, time shift and background noise
     from ``noise_dir`` (e.g. ``gsc-background-noise/``), to every clip including ``_silence_`` ones
     (which here are recordings); ``augmentation`` replaces the legacy knobs with a full
@@ -119,7 +125,7 @@ class ListedClips(AugmentedClips):
                  time_shift_ms: float = 100, noise_prob: float = 0.8, noise_volume: float = 0.1,
                  noise_dir: str | Path | None = None, on_error: OnError | None = None,
                  max_per_class: int | None = None, cache: bool = False, augmentation: TrainAugment | None = None,
-                 keywords: Sequence[str] = KEYWORDS):
+                 keywords: Sequence[str] = KEYWORDS, val_fold: int = 0):
         if part not in ("all", "train", "val"):
             raise ValueError(f"part must be 'all', 'train' or 'val', got {part!r}")
         augmentation = augmentation or TrainAugment(time_shift_ms=time_shift_ms, noise_prob=noise_prob,
@@ -134,7 +140,7 @@ class ListedClips(AugmentedClips):
         rels = read_list(self.list_file)
         if part != "all":
             try:
-                rels = speaker_split(rels, val_fraction)[part == "val"]
+                rels = speaker_split(rels, val_fraction, fold=val_fold)[part == "val"]
             except ValueError as err:
                 raise ValueError(f"{self.list_file}: {err}") from None
         rels = self._existing(rels, on_error)

@@ -5,7 +5,8 @@ often differ by less than that ranking's noise. So the ``k`` best distinct candi
 validation accuracy are each trained from scratch for a few epochs on the training loader, and the
 one with the best validation accuracy wins. It costs ``k`` short trainings (one more for each front end
 missing from the ``k``, see :data:`COVERED_CHOICES`); it selects on the validation loader only (never on
-a test split).
+a test split). With ``folds``, each of a finalist's trainings holds apart other speakers (cross-validation),
+so that the pick does not fit the chance errors of one small validation split.
 """
 from __future__ import annotations
 
@@ -59,20 +60,28 @@ def top_distinct(scored: Sequence[tuple[Mapping[str, Any], float]], k: int,
 
 def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Callable[[Mapping[str, Any]], nn.Module],
                     train_loader: DataLoader, val_loader: DataLoader, *, k: int, epochs: int, seed: int = 0,
-                    seeds: int = 1, cover: Sequence[str] = COVERED_CHOICES, **fit_kwargs: Any) -> FinalistResult:
+                    seeds: int = 1, cover: Sequence[str] = COVERED_CHOICES,
+                    folds: Sequence[tuple[DataLoader, DataLoader]] | None = None, **fit_kwargs: Any) -> FinalistResult:
     """Train the ``k`` best candidates of ``scored`` (and the best of each value of the ``cover`` choices they
     miss) from scratch for ``epochs`` and pick by validation accuracy, averaged over ``seeds`` trainings (seeds
     ``seed``, ``seed + 1``...): one short training's validation accuracy moves between seeds by more than good
-    candidates differ (benchmarks/results/search_quality_wide.json)."""
+    candidates differ (benchmarks/results/search_quality_wide.json).
+
+    ``folds``: one ``(train, validation)`` loader pair per seed, used instead of ``train_loader`` and
+    ``val_loader`` by that seed's training (e.g. from
+    :meth:`~nni_kws.data.datamodule.SpeechCommandsDataModule.with_val_fold`).
+    """
     if k < 1 or epochs < 1 or seeds < 1:
         raise ValueError(f"finalists need k, epochs and seeds >= 1, got k={k}, epochs={epochs}, seeds={seeds}")
+    if folds is not None and len(folds) != seeds:
+        raise ValueError(f"finalists need one fold per seed, got {len(folds)} folds for {seeds} seeds")
+    loaders = list(folds) if folds is not None else [(train_loader, val_loader)] * seeds
     rows = []
     for rank, (arch, inherited) in enumerate(top_distinct(scored, k, cover)):
         accs = []
-        for training_seed in range(seed, seed + seeds):
-            model = train_from_scratch(lambda: build(arch), training_seed, train_loader, val_loader, epochs=epochs,
-                                       **fit_kwargs)
-            accs.append(accuracy(model, val_loader))
+        for training_seed, (train, val) in zip(range(seed, seed + seeds), loaders):
+            model = train_from_scratch(lambda: build(arch), training_seed, train, val, epochs=epochs, **fit_kwargs)
+            accs.append(accuracy(model, val))
         rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
                      **({"val_accs": accs} if seeds > 1 else {}),
                      **({"covers": True} if rank >= k else {})})

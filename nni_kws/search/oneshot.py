@@ -147,8 +147,8 @@ def _evolve(space: nn.Module, supernet: nn.Module, train_loader: DataLoader, val
             options: Mapping[str, Any] | None, finalists: Mapping[str, Any] | None = None,
             fit_kwargs: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pick an architecture of a trained single-path supernet by evolution over recalibrated candidates,
-    then (``finalists={"k": .., "epochs": ..[, "seeds": .., "cover": ..]}``, :func:`.finalists.finalist_search`'s
-    arguments) among the best ``k`` by short standalone training."""
+    then (``finalists={"k": .., "epochs": ..[, "seeds": .., "cover": .., "folds": ..]}``,
+    :func:`.finalists.finalist_search`'s arguments) among the best ``k`` by short standalone training."""
     from nni_kws.space import build_model, space_choices
     from nni_kws.space.mixed_ops import fresh_space
 
@@ -239,11 +239,12 @@ def run_search(space: nn.Module, train_loader: DataLoader, val_loader: DataLoade
         with inherited weights whose BatchNorm is recalibrated on ``calib_batches`` training batches.
         ``sandwich`` also.
     finalists
-        ``random``/``sandwich`` only, optional ``{"k": int, "epochs": int, "seeds": int, "cover": labels}``:
-        the ``k`` best distinct candidates of the evolution (and the best of each front end they miss) are
-        trained from scratch for ``epochs`` on ``train_loader`` (same recipe; ``seeds`` times, default 1) and
-        the best on ``val_loader`` (mean over the seeds) is returned (:mod:`.finalists`; costs about
-        ``k * seeds`` short trainings).
+        ``random``/``sandwich`` only, optional ``{"k": int, "epochs": int, "seeds": int, "cover": labels,
+        "folds": loader pairs}``: the ``k`` best distinct candidates of the evolution (and the best of each front
+        end they miss) are trained from scratch for ``epochs`` on ``train_loader`` (same recipe; ``seeds`` times,
+        default 1; with ``folds``, training ``i`` on the ``i``-th ``(train, val)`` pair) and the one with the
+        best validation accuracy (mean over the seeds) is returned (:mod:`.finalists`; costs about ``k * seeds`` short
+        trainings).
     split
         ``random``/``sandwich`` only, optional: the label of a choice (:data:`~.split.SPLIT_CHOICE`, the front
         end) whose every value gets its own supernet, trained for ``epochs`` with that value fixed (in
