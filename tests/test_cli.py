@@ -202,7 +202,7 @@ def test_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
     assert str(missing) in err and "not found" in err
 
 
-@pytest.mark.parametrize("case", ["speakers", "layout", "keywords", "lists", "test-set"])
+@pytest.mark.parametrize("case", ["speakers", "layout", "keywords", "lists", "test-set", "folds"])
 def test_data_options_that_cannot_apply_are_refused_before_anything_runs(case: str, tiny_gsc: Path, tiny_real: Path,
                                                                          tmp_path: Path, capsys) -> None:
     """Options the run's data cannot honour: one line naming them, before any folder is written."""
@@ -215,6 +215,7 @@ def test_data_options_that_cannot_apply_are_refused_before_anything_runs(case: s
         "lists": (["--data", str(tiny_gsc), "--train-list", str(same_list), "--test-list", str(same_list)],
                   f"shares {len(same_list.read_text().split())} clips with --train-list"),
         "test-set": (["--data", str(tiny_real)], "is a pre-split test set (class folders, no split lists)"),
+        "folds": (["--data", str(tiny_gsc), "--finalist-folds"], "--finalist-folds needs finalists and list-defined"),
     }[case]
     out = tmp_path / "run"
     assert main(["run", *args, "--out", str(out), *FAST]) == 2
@@ -370,6 +371,27 @@ def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: 
     assert report["onnx"]["checked_on"] == "test" and report["onnx"]["clips"] == len(test_rels)
     assert report["accuracy"]["test"]["before"] == pytest.approx(res["test_acc"])
     assert main(["quantize", str(out / "train"), "--test-list", str(test)]) == 2  # the lists go together
+
+
+def test_finalists_validate_on_folds_of_the_training_list(tiny_gsc: Path, tmp_path: Path) -> None:
+    """``--finalist-folds``: training i of each finalist holds apart fold i of the training list's speakers; the
+    sizes of the validation sets it used match the folds counted from the list (speakers of 26, 26, 13 clips)."""
+    from nni_kws.data.listed import speaker_split
+
+    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
+    rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
+                  if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("\n".join(rels) + "\n")
+    test.write_text("\n".join(test_rels) + "\n")
+    out = tmp_path / "run"
+    assert main(["search", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
+                 "--out", str(out), *COMMON, "--search-epochs", "1", "--finalist-epochs", "1", "--finalists", "1",
+                 "--finalist-seeds", "3", "--finalist-folds"]) == 0
+    rows = json.loads((out / "search" / "result.json").read_text())["evolution"]["finalists"]
+    fold_sizes = [len(speaker_split(rels, 0.1, fold=i)[1]) for i in range(3)]
+    assert sorted(fold_sizes) == [13, 26, 26]
+    assert rows and all(row["val_clips"] == fold_sizes and len(row["val_accs"]) == 3 for row in rows)
 
 
 def _arch_file(tmp_path: Path) -> Path:

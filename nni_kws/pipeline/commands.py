@@ -96,6 +96,8 @@ def _add_search(p: argparse.ArgumentParser, d: Any) -> None:
     g.add_argument("--finalist-epochs", type=int, help=f"(default: {d.finalist_epochs})")
     g.add_argument("--finalist-seeds", type=int, help="trainings per finalist, picked by their mean validation "
                    f"accuracy: steadier when candidates are close (default: {d.finalist_seeds})")
+    g.add_argument("--finalist-folds", action="store_const", const=True, help="with --train-list: training i of each "
+                   "finalist validates on fold i of the list's speakers, not all on one validation part")
     g.add_argument("--max-macs", type=float,
                    help=f"budget: multiply-accumulates per inference (default: {d.max_macs:g}; "
                    "0: none)")

@@ -46,14 +46,15 @@ OPTIONS = "options.json"
 #: quantize, the architecture). A stage in the folder made with other values is not silently kept.
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "search": ("strategy", "search_epochs", "warmup_epochs", "arch_every", "calib_batches", "split", "finalists",
-               "finalist_epochs", "finalist_seeds", "budgets", "lam", "penalty_form", "lr", "arc_lr", "batch_size"),
+               "finalist_epochs", "finalist_seeds", "finalist_folds", "budgets", "lam", "penalty_form", "lr", "arc_lr",
+               "batch_size"),
     "train": ("train_epochs", "init", "lr", "batch_size", "distill", "distill_temperature"),
     "quantize": ("quant_method", "bits", "weight_budget_bits", "act_budget_bits", "strict_budget", "quant_epochs",
                  "qparam_lr_scale", "batch_size"),
 }
 #: Stage options added after run folders began storing theirs: the value a stored record without one was made with.
 ADDED_OPTIONS: dict[str, Any] = {"distill": 0.0, "distill_temperature": None, "qparam_lr_scale": QPARAM_LR_SCALE,
-                                 "finalist_seeds": 1, "split": "none"}
+                                 "finalist_seeds": 1, "split": "none", "finalist_folds": False}
 
 
 @dataclass
@@ -95,6 +96,8 @@ class PipelineConfig:
     finalists: int | None = None
     finalist_epochs: int = 3
     finalist_seeds: int = 1  # trainings per finalist, picked by their mean validation accuracy
+    # list-defined data: training i of each finalist holds apart fold i of train_list's speakers (cross-validation)
+    finalist_folds: bool = False
     # budgets, one field per name of nni_kws.cost.budgets.BUDGETS (max_<name>); None or 0: none
     max_macs: float | None = 7e6  # about the middle of the 'small' raw-audio space
     max_params: float | None = None
@@ -322,6 +325,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
     if cfg.finalist_count() < 0 or int(cfg.finalist_epochs) < 1 or int(cfg.finalist_seeds) < 1:
         raise ValueError("finalists must be >= 0, finalist-epochs and finalist-seeds >= 1, got "
                          f"{cfg.finalists}, {cfg.finalist_epochs}, {cfg.finalist_seeds}")
+    if cfg.finalist_folds and not (cfg.train_list and cfg.finalist_count()):
+        raise ValueError("--finalist-folds needs finalists and list-defined data (--train-list): its folds are blocks "
+                         "of the training list's speakers")
     if cfg.finalist_count() and cfg.strategy not in WEIGHTS_ONLY:
         raise ValueError(f"--finalists needs a strategy that picks by evolution ({', '.join(WEIGHTS_ONLY)}), "
                          f"got {cfg.strategy!r}")

@@ -251,6 +251,19 @@ class Pipeline:
             return {}
         return {"warmup_epochs": self.cfg.warmup(), "arch_every": self.cfg.arch_every}
 
+    def finalists(self) -> dict[str, Any] | None:
+        """:func:`~nni_kws.search.run_search`'s finalist options (None: none), with fold ``i``'s loaders for
+        training ``i`` under ``finalist_folds``."""
+        cfg, k = self.cfg, self.cfg.finalist_count()
+        if not k:
+            return None
+        options: dict[str, Any] = {"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
+        if cfg.finalist_folds:
+            folds = [self.data_module.with_val_fold(i) for i in range(1, cfg.finalist_seeds)]
+            options["folds"] = [(self.loader("train"), self.loader("val"))] + [
+                (self.loader("train", fold.dataset("training")), fold.val_dataloader()) for fold in folds]
+        return options
+
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:
         cfg, space = self.cfg, self.space()
         check_feasible(cfg, self.cost_model())  # latency budgets need the table, measured by now
@@ -259,8 +272,7 @@ class Pipeline:
                             out_dir=stage_dir, seed=cfg.seed, resume=resume, progress=cfg.progress,
                             learning_rate=cfg.lr, arc_learning_rate=cfg.arc_lr, calib_batches=cfg.calib_batches,
                             split=cfg.split_choice(),
-                            finalists={"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
-                            if (k := cfg.finalist_count()) else None,
+                            finalists=self.finalists(),
                             strategy_kwargs=self.strategy_kwargs())
         arch = validate_arch(self.space(), result.arch)
         costs = self.costs(arch)

@@ -34,7 +34,8 @@ COVERED_CHOICES = (FRONTEND_LABEL,)
 @dataclass
 class FinalistResult:
     """The winner, and every finalist as ``{"arch", "inherited_val_acc", "val_acc"}`` in rank order (those
-    added to cover a choice last, marked ``"covers": True``)."""
+    added to cover a choice last, marked ``"covers": True``); with several seeds also each training's
+    ``"val_accs"`` and the size of its validation set, ``"val_clips"``."""
 
     arch: dict[str, Any]
     finalists: list[dict[str, Any]] = field(default_factory=list)
@@ -83,7 +84,8 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
             model = train_from_scratch(lambda: build(arch), training_seed, train, val, epochs=epochs, **fit_kwargs)
             accs.append(accuracy(model, val))
         rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
-                     **({"val_accs": accs} if seeds > 1 else {}),
+                     **({"val_accs": accs, "val_clips": [len(val.dataset) for _, val in loaders]}
+                        if seeds > 1 else {}),
                      **({"covers": True} if rank >= k else {})})
     winner = max(rows, key=lambda r: r["val_acc"])  # max keeps the first (best inherited) on a tie
     return FinalistResult(arch=dict(winner["arch"]), finalists=rows)
