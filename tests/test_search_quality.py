@@ -141,14 +141,18 @@ def test_other_search_settings_reuse_only_the_standalone_trainings_of_the_same_r
     sweep = {"runs": {"8 search epochs": {"gap_pts": 30.0}}}
     out.write_text(json.dumps({**data, "verdict": {**data["verdict"], "demo_run": demo},
                                "demo_gap_by_search_epochs": sweep}))
-    again = bench.main(["--quick", "--out", str(out), "--finalists", "1"])  # another search, the same recipe
+    # another search (one finalist, trained on two validation folds), the same recipe
+    again = bench.main(["--quick", "--out", str(out), "--finalists", "1", "--finalist-seeds", "2", "--finalist-folds"])
     assert again["verdict"]["inherited_vs_retrained_pts"] == 30.0 and again["demo_gap_by_search_epochs"] == sweep
     reused = {k for k, m in data["models"].items() if m["kind"] in ("random", "random-seed", "peer", "peer-seed")}
     assert set(again["reused_from_other_settings"]) == reused
     for key in reused:
         assert again["models"][key]["train_s"] == data["models"][key]["train_s"]  # not retrained
-    assert all(len([r for r in s["meta"]["evolution"]["finalists"] if not r.get("covers")]) == 1
-               for n, s in again["supernets"].items() if n.startswith("sandwich/"))
+    finalists = [sup["meta"]["evolution"]["finalists"] for name, sup in again["supernets"].items()
+                 if name.startswith("sandwich/")]
+    assert finalists and all(len([r for r in rows if not r.get("covers")]) == 1 for rows in finalists)
+    assert all(r["val_clips"][0] == again["data"]["val"] and len(r["val_accs"]) == 2
+               for rows in finalists for r in rows)
     recipe = bench.main(["--quick", "--out", str(out), "--finalists", "1", "--epochs", "2"])  # another recipe
     assert recipe.get("reused_from_other_settings") == []
 
