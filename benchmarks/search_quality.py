@@ -47,12 +47,19 @@ selected models that validate worse::
     python benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 6 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_paper.json
     python benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos \
-        --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_wide.json
+        --random 10 --sandwich-epochs 16 --split none --finalists 6 --finalist-seeds 3 --finalist-folds \
+        --out benchmarks/results/search_quality_wide_folds.json
     python benchmarks/search_quality.py --preset widestride --budgets 2.49e7 --strategies sandwich --no-spos \
         --random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_widestride.json
     python benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
-        --companion benchmarks/results/search_quality_wide.json \
+        --companion benchmarks/results/search_quality_wide_folds.json \
         --companion benchmarks/results/search_quality_widestride.json
+
+(``wide`` at 25M: 6 finalists, each trained on 3 validation folds of dev's speakers, since its finalists differ by
+less than one 416-clip split's chance errors; the run before it, 3 finalists × 2 trainings on fold 0, is
+``search_quality_wide.json``, the same command without the finalist options. Each seed ran
+in its own process (``--seeds s``, from a copy of that file for its random architectures' and peers' trainings, one
+``--work``), and the three files were merged before the command above ran once more to write the verdict.)
 
 (``widestride``, the ``wide`` space with a stride choice per stage over 250 front-end frames, started from a copy of
 ``search_quality_wide.json`` for its peers' trainings; its seed-1 and seed-2 supernets were trained beside the run
