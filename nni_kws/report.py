@@ -21,7 +21,7 @@ __all__ = ["COST_AXES", "SEARCH_QUALITY_JSONS", "benchmark_points", "test_labels
 #: Results of ``benchmarks/search_quality.py``: random architectures and peers drawn next to a run's points.
 _RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 #: The search-quality benchmark's results on the real-speech protocol, one per space it searched (compact, wide).
-SEARCH_QUALITY_JSONS = (_RESULTS / "search_quality.json", _RESULTS / "search_quality_wide.json")
+SEARCH_QUALITY_JSONS = (_RESULTS / "search_quality.json", _RESULTS / "search_quality_wide_folds.json")
 
 #: Cost axes of the Pareto plot: key in a point's ``costs`` -> (axis label, scale to display units).
 COST_AXES: dict[str, tuple[str, float]] = {

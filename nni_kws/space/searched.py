@@ -48,9 +48,9 @@ SEARCHED: dict[str, SearchedArch] = {
         "compact", {"frontend": "sinc", **_stages((2, [(3, 5), (2, 5)]), (1, [(3, 7), (2, 7)]), (2, [(1, 7), (1, 3)]))},
         4.14e6, "search_quality.json:sandwich/4.14e+06/s0/retrained"),
     "wide-25m": SearchedArch(
-        "wide", {"frontend": "sinc", **_stages((1, [(1, 25), (2, 25)]), (1, [(2, 25), (4, 3), (1, 25)]),
-                                               (1, [(2, 9), (2, 25), (4, 3)]), (1, [(2, 15), (2, 25)]))},
-        2.49e7, "search_quality_wide.json:sandwich/2.49e+07/s0/retrained"),
+        "wide", {"frontend": "sinc", **_stages((1, [(1, 25), (2, 3)]), (1, [(1, 15), (1, 9), (1, 25)]),
+                                               (1, [(2, 25), (1, 9), (2, 15)]), (2, [(2, 25), (2, 3)]))},
+        2.49e7, "search_quality_wide_folds.json:sandwich/2.49e+07/s0/retrained"),
     "onestride-mfcc-3.5m": SearchedArch(
         "onestride-mfcc", _stages((1, [(3, 7), (3, 3)]), (1, [(2, 7), (3, 7)]), (1, [(1, 5), (3, 3)])),
         3.49e6, "search_quality_onestride_mfcc.json:sandwich/3.49e+06/s0/retrained"),
