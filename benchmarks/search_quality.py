@@ -376,8 +376,8 @@ def search_supernet(run: Run, name: str, strategy: str, budget: float, seed: int
         kwargs["finalists"] = {"k": s.finalists, "epochs": s.epochs, "seeds": s.finalist_seeds,
                                "cover": s.finalist_cover}
         if s.finalist_folds:
-            kwargs["finalists"]["folds"] = [(fold.train_dataloader(), fold.val_dataloader()) for fold in
-                                            (dm if i == 0 else dm.with_val_fold(i) for i in range(s.finalist_seeds))]
+            kwargs["finalists"]["folds"] = [(fold.train_dataloader(), fold.val_dataloader())
+                                            for fold in dm.val_folds(s.finalist_seeds)]
     epochs = {"random": s.spos_epochs, "sandwich": s.sandwich_epochs}.get(strategy, s.search_epochs)
     # the sandwich supernet does not depend on the budget: later budgets resume its finished checkpoint
     out_dir = work / f"sandwich/s{seed}" if strategy == "sandwich" else work / name

@@ -138,7 +138,8 @@ def test_datamodule_list_protocol(listed, tiny_gsc, tmp_path):
     # another fold: other speakers held apart (one with a speaker of every keyword, not only silence clips), the
     # same clips and test list
     i = next(i for i in range(1, 3) if any("_silence_" not in r for r in speaker_split(dev, 0.3, fold=i)[1]))
-    fold = dm.with_val_fold(i)
+    fold = dm.val_folds(i + 1)[i]
+    assert dm.val_folds(i + 1)[0] is dm
     val_files, fold_val_files = (set(d.dataset("validation").files) for d in (dm, fold))
     assert val_files and fold_val_files and not val_files & fold_val_files
     assert set(fold.dataset("training").files) | fold_val_files == set(dm.dataset("training").files) | val_files

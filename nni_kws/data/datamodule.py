@@ -24,7 +24,7 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
     With ``train_list`` the subsets are list-defined instead (:class:`~nni_kws.data.listed.ListedClips`,
     paths relative to ``root``): training is the list's training part, validation its held-apart
     speakers (``val_fraction`` of them, the ``val_fold``-th block of them; or the whole ``val_list`` if given),
-    testing the whole ``test_list``; :meth:`with_val_fold` gives the same data with other validation speakers
+    testing the whole ``test_list``; :meth:`val_folds` gives the same data with other validation speakers
     (cross-validation); :meth:`real_protocol` builds the shared data's limited-real-speech protocol that way.
 
     ``keywords`` (default: the dataset's own, from a synthesized dataset's manifest, else the 10 Speech
@@ -88,9 +88,10 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         return cls(root, train_list=train_list, test_list=test_list,
                    noise_dir=noise if noise.is_dir() else shared_data_dir(NOISE_DIR), **kwargs)
 
-    def with_val_fold(self, fold: int) -> SpeechCommandsDataModule:
-        """The same data with validation fold ``fold``: another block of the training list's speakers held apart."""
-        return type(self)(**{**self.hparams, "val_fold": fold})
+    def val_folds(self, n: int) -> list[SpeechCommandsDataModule]:
+        """This data module and ``n - 1`` copies whose validation folds are the next blocks of the training list's
+        speakers (folds ``val_fold``, ``val_fold + 1``...): cross-validation over the same clips."""
+        return [self] + [type(self)(**{**self.hparams, "val_fold": self.val_fold + i}) for i in range(1, n)]
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -259,9 +259,9 @@ class Pipeline:
             return None
         options: dict[str, Any] = {"k": k, "epochs": cfg.finalist_epochs, "seeds": cfg.finalist_seeds}
         if cfg.finalist_folds:
-            folds = [self.data_module.with_val_fold(i) for i in range(1, cfg.finalist_seeds)]
-            options["folds"] = [(self.loader("train"), self.loader("val"))] + [
-                (self.loader("train", fold.dataset("training")), fold.val_dataloader()) for fold in folds]
+            options["folds"] = [(self.loader("train", fold.dataset("training")),
+                                 self.loader("val", fold.dataset("validation")))
+                                for fold in self.data_module.val_folds(cfg.finalist_seeds)]
         return options
 
     def _search(self, stage_dir: Path, resume: bool) -> dict[str, Any]:

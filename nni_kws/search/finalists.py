@@ -70,7 +70,7 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
 
     ``folds``: one ``(train, validation)`` loader pair per seed, used instead of ``train_loader`` and
     ``val_loader`` by that seed's training (e.g. from
-    :meth:`~nni_kws.data.datamodule.SpeechCommandsDataModule.with_val_fold`).
+    :meth:`~nni_kws.data.datamodule.SpeechCommandsDataModule.val_folds`).
     """
     if k < 1 or epochs < 1 or seeds < 1:
         raise ValueError(f"finalists need k, epochs and seeds >= 1, got k={k}, epochs={epochs}, seeds={seeds}")
