@@ -351,12 +351,7 @@ def test_over_budget_search_is_flagged_and_stops_the_run(tiny_gsc: Path, tmp_pat
 def test_list_defined_protocol_tests_on_the_test_list(tiny_gsc: Path, tmp_path: Path) -> None:
     """``--train-list/--test-list`` over a folder: trains on one list (validating on held-apart speakers), tests
     on the other, never reports a whole real test set, and the report names the test list."""
-    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
-    train_rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
-                        if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
-    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
-    train.write_text("\n".join(train_rels) + "\n")
-    test.write_text("\n".join(test_rels) + "\n")
+    (train, train_rels), (test, test_rels) = _lists(tiny_gsc, tmp_path)
     out = tmp_path / "run"
     assert main(["train", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
                  "--out", str(out), "--arch", str(_arch_file(tmp_path)), *COMMON, "--train-epochs", "1"]) == 0
@@ -378,12 +373,7 @@ def test_finalists_validate_on_folds_of_the_training_list(tiny_gsc: Path, tmp_pa
     sizes of the validation sets it used match the folds counted from the list (speakers of 26, 26, 13 clips)."""
     from nni_kws.data.listed import speaker_split
 
-    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
-    rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
-                  if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
-    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
-    train.write_text("\n".join(rels) + "\n")
-    test.write_text("\n".join(test_rels) + "\n")
+    (train, rels), (test, _) = _lists(tiny_gsc, tmp_path)
     out = tmp_path / "run"
     assert main(["search", "--data", str(tiny_gsc), "--train-list", str(train), "--test-list", str(test),
                  "--out", str(out), *COMMON, "--search-epochs", "1", "--finalist-epochs", "1", "--finalists", "1",
@@ -392,6 +382,18 @@ def test_finalists_validate_on_folds_of_the_training_list(tiny_gsc: Path, tmp_pa
     fold_sizes = [len(speaker_split(rels, 0.1, fold=i)[1]) for i in range(3)]
     assert sorted(fold_sizes) == [13, 26, 26]
     assert rows and all(row["val_clips"] == fold_sizes and len(row["val_accs"]) == 3 for row in rows)
+
+
+def _lists(tiny_gsc: Path, tmp_path: Path) -> tuple[tuple[Path, list[str]], tuple[Path, list[str]]]:
+    """``(train.txt, its clips), (test.txt, its clips)`` over tiny_gsc: its test list, and every other keyword or
+    unknown-word clip."""
+    test_rels = (tiny_gsc / "testing_list.txt").read_text().split()
+    train_rels = sorted(str(p.relative_to(tiny_gsc)) for p in tiny_gsc.glob("*/*_nohash_*.wav")
+                        if not p.parent.name.startswith("_") and str(p.relative_to(tiny_gsc)) not in test_rels)
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("\n".join(train_rels) + "\n")
+    test.write_text("\n".join(test_rels) + "\n")
+    return (train, train_rels), (test, test_rels)
 
 
 def _arch_file(tmp_path: Path) -> Path:
