@@ -29,6 +29,7 @@ from nni_kws.space import (
 )
 from nni_kws.space.blocks import LogCompression
 from nni_kws.space.commands import write_all
+from nni_kws.space.labels import block_label, depth_label, expand_label, kernel_label, parse_label, stride_label
 
 REPO = Path(__file__).resolve().parents[1]
 ALLOWED_LEAVES = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.Linear,
@@ -82,6 +83,25 @@ def test_labels_read_like_the_paper_table() -> None:
     assert labels["s0_depth"] == [1, 2]
     assert labels["s2_i1_k"] == [3, 5, 7]
     assert labels["s2_i1_e"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("preset, coarse", [("widestride", False), ("tiny", True)])
+def test_every_stage_label_parses_back_to_the_stage_plan_that_made_it(preset: str, coarse: bool) -> None:
+    space = build_space(preset, coarse=coarse)
+    parsed = {label: parse_label(label) for label in space_choices(space)}
+    assert [label for label, p in parsed.items() if p is None] == ["frontend"]
+    expected = set()
+    for plan in space.stage_plans:
+        expected |= {("stride", plan.index, None)} if len(plan.strides) > 1 else set()
+        expected |= {("depth", plan.index, None)} if plan.max_depth > 1 else set()
+        kinds = ("block",) if coarse else ("kernel", "expand")
+        expected |= {(kind, plan.index, i) for kind in kinds for i in range(plan.max_depth)}
+    assert {tuple(p) for p in parsed.values() if p} == expected
+    builders = {"depth": depth_label, "stride": stride_label, "block": block_label, "kernel": kernel_label,
+                "expand": expand_label}
+    for label, p in parsed.items():
+        if p:
+            assert builders[p.kind](p.stage, *([] if p.block is None else [p.block])) == label
 
 
 def test_depth_choice_switches_blocks_off() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Union
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from nni_kws.space import FRONTEND_LABEL, KwsSpace, space_choices
+from nni_kws.space.labels import block_label, depth_label, expand_label, kernel_label, label_kind, parse_label
 
 from .frontend import frontend_macs, spectral_settings
 
@@ -276,8 +276,8 @@ class SpaceTable:
 
 def _stride_labels(choices: Mapping[str, list[Any]], last_stage: int | None = None) -> tuple[str, ...]:
     """The searched strides of stages ``0 .. last_stage`` (all stages: None): they set the length a unit sees."""
-    stages = sorted(int(lab[1:-len("_stride")]) for lab in choices if re.fullmatch(r"s\d+_stride", lab))
-    return tuple(f"s{j}_stride" for j in stages if last_stage is None or j <= last_stage)
+    strides = sorted((p.stage, label) for label in choices if (p := parse_label(label)) and p.kind == "stride")
+    return tuple(label for stage, label in strides if last_stage is None or stage <= last_stage)
 
 
 def _decision_labels(name: str, choices: Mapping[str, list[Any]]) -> tuple[tuple[str, ...], tuple[str, int] | None]:
@@ -285,12 +285,11 @@ def _decision_labels(name: str, choices: Mapping[str, list[Any]]) -> tuple[tuple
         return ((FRONTEND_LABEL,) if FRONTEND_LABEL in choices else ()), None
     if name == "head":
         return _stride_labels(choices), None
-    _, j, i = name.split(".")
-    block = f"s{j}_i{i}"
-    own = tuple(lab for lab in (block, f"{block}_k", f"{block}_e") if lab in choices)
-    labels = _stride_labels(choices, int(j)) + own
-    depth = f"s{j}_depth"
-    return labels, ((depth, int(i)) if depth in choices else None)
+    j, i = (int(part) for part in name.split(".")[1:])
+    own = tuple(lab for lab in (block_label(j, i), kernel_label(j, i), expand_label(j, i)) if lab in choices)
+    labels = _stride_labels(choices, j) + own
+    depth = depth_label(j)
+    return labels, ((depth, i) if depth in choices else None)
 
 
 def _harvest_archs(choices: Mapping[str, list[Any]], decisions: list[tuple[str, tuple[str, ...]]]) -> list[dict]:
@@ -305,7 +304,7 @@ def _harvest_archs(choices: Mapping[str, list[Any]], decisions: list[tuple[str, 
     archs = []
     for fixed in itertools.product(*(choices[lab] for lab in shared)):
         for r in range(n):
-            arch = {label: values[-1] if label.endswith("_depth") else values[r % len(values)]
+            arch = {label: values[-1] if label_kind(label) == "depth" else values[r % len(values)]
                     for label, values in choices.items()}
             arch.update(zip(shared, fixed))
             for name, labels in own.items():

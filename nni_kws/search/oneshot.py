@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from nni_kws.cost.budgets import budget_filter
 from nni_kws.files import check_checkpoint
+from nni_kws.space.labels import label_kind
 from nni_kws.training import (
     EpochSeeding,
     KwsModule,
@@ -183,7 +184,7 @@ def check_split(split: str | None, strategy: str, choices: Mapping[str, Any]) ->
 def check_searched_strides(strategy: str | Strategy, choices: Mapping[str, Any]) -> None:
     """A space that searches a stride (``s{j}_stride``) needs a path-sampling strategy: a stride changes the
     length of every later sequence, and the DARTS family mixes every candidate of a label in one forward."""
-    strides = [label for label in choices if label.endswith("_stride")]
+    strides = [label for label in choices if label_kind(label) == "stride"]
     if strides and strategy in _DIFFERENTIABLE:
         raise ValueError(f"{strategy} mixes every candidate of a label, but a searched stride ({strides[0]}) "
                          f"changes the sequence length; search this space with {' or '.join(WEIGHTS_ONLY)}")

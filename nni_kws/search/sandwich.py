@@ -32,6 +32,7 @@ from nni.nas.strategy import RandomOneShot
 from torch import nn
 
 from nni_kws.space import FRONTEND_LABEL
+from nni_kws.space.labels import label_kind
 from nni_kws.training import distillation_loss
 
 __all__ = ["SeededSampling", "SeededRandomOneShot", "SandwichModule", "SandwichOneShot", "extreme_arch",
@@ -45,7 +46,7 @@ def extreme_arch(choices: Mapping[str, list[Any]], largest: bool) -> dict[str, A
     arch = {}
     for label, values in choices.items():
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            arch[label] = max(values) if largest != label.endswith("_stride") else min(values)
+            arch[label] = max(values) if largest != (label_kind(label) == "stride") else min(values)
         else:
             arch[label] = random.choice(list(values))
     return arch

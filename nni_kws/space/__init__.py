@@ -20,7 +20,8 @@ from .arch import (
                    validate_arch,
 )
 from .blocks import MBConv1d, SincConv1d, bake_sinc
-from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace, StagePlan
+from .kws_space import PRESETS, KwsSpace, StagePlan
+from .labels import FRONTEND_LABEL
 from .searched import SEARCHED, SearchedArch, load_searched_model
 from .trained import load_trained_model
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,7 +12,8 @@ from torch import nn
 
 from nni_kws.files import write_json
 
-from .kws_space import FRONTEND_LABEL, PRESETS, KwsSpace
+from .kws_space import PRESETS, KwsSpace
+from .labels import FRONTEND_LABEL, block_label, depth_label, expand_label, kernel_label, parse_label, stride_label
 
 __all__ = ["InvalidArchitecture", "active_arch", "space_choices", "random_arch", "validate_arch", "load_arch",
            "save_arch", "SPACE_KEYS", "arch_file_meta", "arch_file_space", "build_space", "build_model",
@@ -167,36 +167,34 @@ def active_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     """``arch`` without the labels of blocks beyond their stage's depth (``s{stage}_i{block}...`` with ``block >=
     s{stage}_depth``): they build nothing, so two architectures that differ only there are one network."""
     def active(label: str) -> bool:
-        m = re.fullmatch(r"s(\d+)_i(\d+)(_\w+)?", label)
-        depth = arch.get(f"s{m.group(1)}_depth") if m else None
-        return m is None or depth is None or int(m.group(2)) < int(depth)
+        parsed = parse_label(label)
+        if parsed is None or parsed.block is None:
+            return True
+        depth = arch.get(depth_label(parsed.stage))
+        return depth is None or parsed.block < int(depth)
     return {label: value for label, value in arch.items() if active(label)}
 
 
 def describe_arch(arch: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``[(part, choice)]`` of an architecture dict: front end, then per stage its active blocks
     (``s{i}_depth`` of them) as ``k{kernel} e{expansion}`` and its searched stride; labels it does not know are
-    listed as they are.
-
-    Reads the label grammar of :meth:`KwsSpace._make_stage` (``s{stage}_depth``, ``s{stage}_stride``,
-    ``s{stage}_i{block}[_k|_e]``).
-    """
+    listed as they are."""
     rows, used = [], set()
     if FRONTEND_LABEL in arch:
         rows.append(("front end", str(arch[FRONTEND_LABEL])))
         used.add(FRONTEND_LABEL)
-    stages = sorted({int(m.group(1)) for k in arch if (m := re.match(r"s(\d+)_", k))})
-    for i in stages:
-        n_blocks = sum(1 for k in arch if re.fullmatch(rf"s{i}_i\d+(_k)?", k))
-        depth = int(arch.get(f"s{i}_depth", n_blocks or 1))
+    parsed = {label: p for label in arch if (p := parse_label(label))}
+    for i in sorted({p.stage for p in parsed.values()}):
+        n_blocks = sum(1 for p in parsed.values() if p.stage == i and p.kind in ("block", "kernel"))
+        depth = int(arch.get(depth_label(i), n_blocks or 1))
         blocks = []
         for j in range(depth):
-            if f"s{i}_i{j}" in arch:  # coarse space: one choice per block, e.g. 'k5e2'
-                blocks.append(str(arch[f"s{i}_i{j}"]))
+            if block_label(i, j) in arch:  # coarse space: one choice per block, e.g. 'k5e2'
+                blocks.append(str(arch[block_label(i, j)]))
             else:
-                blocks.append(f"k{arch.get(f's{i}_i{j}_k', '?')} e{arch.get(f's{i}_i{j}_e', '?')}")
-        used |= {k for k in arch if k.startswith(f"s{i}_")}
-        stride = f", stride {arch[f's{i}_stride']}" if f"s{i}_stride" in arch else ""
+                blocks.append(f"k{arch.get(kernel_label(i, j), '?')} e{arch.get(expand_label(i, j), '?')}")
+        used |= {label for label, p in parsed.items() if p.stage == i}
+        stride = f", stride {arch[stride_label(i)]}" if stride_label(i) in arch else ""
         rows.append((f"stage {i}", f"{depth} block{'s' if depth != 1 else ''}{stride}: " + ", ".join(blocks)))
     rows += [(f"`{k}`", str(v)) for k, v in arch.items() if k not in used]
     return rows

@@ -10,13 +10,12 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableLinear, Repeat
 from torch import nn
 
 from .blocks import ConvFrontEnd, MaybeIntChoice, MBConv1d, MfccFrontEnd, SincFrontEnd
+from .labels import FRONTEND_LABEL, block_label, depth_label, expand_label, kernel_label, stride_label
 from .mixed_ops import oneshot_hooks
 
-__all__ = ["KwsSpace", "StagePlan", "PRESETS", "FRONTEND_LABEL"]
+__all__ = ["KwsSpace", "StagePlan", "PRESETS"]
 
 FRONTENDS = ("raw", "sinc", "conv", "mfcc")
-#: Label of the front-end choice (``frontend="raw"``: SincConv or a learned conv) in an architecture dict.
-FRONTEND_LABEL = "frontend"
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,8 @@ class KwsSpace(ModelSpace):
     A front end turns 1 s of 16 kHz audio into a ``(frontend_channels, T)`` sequence; then
     stages of 1-D MBConv blocks (ProxylessNAS-style) and global pooling feed a linear classifier.
 
-    Searched, per block ``s{stage}_i{index}``: depthwise kernel size (``_k``) and expansion ratio
-    (``_e``); per stage: depth (``s{stage}_depth``, 1 .. ``depths[stage]``, the ProxylessNAS
+    Searched (labels named in :mod:`.labels`), per block ``s{stage}_i{index}``: depthwise kernel size (``_k``) and
+    expansion ratio (``_e``); per stage: depth (``s{stage}_depth``, 1 .. ``depths[stage]``, the ProxylessNAS
     Zero op on whole blocks) and, where ``strides[stage]`` lists candidates, the stride of its first block
     (``s{stage}_stride``: how often the time axis halves; path-sampling strategies only, as a weighted mix of
     sequences of different lengths does not exist); with ``frontend='raw'`` also ``frontend`` ∈ {sinc, conv}. With
@@ -112,19 +111,18 @@ class KwsSpace(ModelSpace):
     def _make_stage(plan: StagePlan, kernel_sizes: Sequence[int], expand_ratios: Sequence[int],
                     coarse: bool) -> nn.Module:
         def block(i: int) -> nn.Module:
-            in_ch, stride = ((plan.in_channels, _choice(f"s{plan.index}_stride", plan.strides)) if i == 0
+            in_ch, stride = ((plan.in_channels, _choice(stride_label(plan.index), plan.strides)) if i == 0
                              else (plan.out_channels, 1))
-            label = f"s{plan.index}_i{i}"
             if coarse:
                 return LayerChoice({f"k{k}e{e}": MBConv1d(in_ch, plan.out_channels, k, e, stride)
-                                    for k in kernel_sizes for e in expand_ratios}, label=label)
-            kernel: MaybeIntChoice = _choice(f"{label}_k", kernel_sizes)
-            expand: MaybeIntChoice = _choice(f"{label}_e", expand_ratios)
+                                    for k in kernel_sizes for e in expand_ratios}, label=block_label(plan.index, i))
+            kernel: MaybeIntChoice = _choice(kernel_label(plan.index, i), kernel_sizes)
+            expand: MaybeIntChoice = _choice(expand_label(plan.index, i), expand_ratios)
             return MBConv1d(in_ch, plan.out_channels, kernel, expand, stride)
 
         if plan.max_depth == 1:
             return nn.Sequential(block(0))
-        return Repeat(block, (1, plan.max_depth), label=f"s{plan.index}_depth")
+        return Repeat(block, (1, plan.max_depth), label=depth_label(plan.index))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.frontend(x))

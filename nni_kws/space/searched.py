@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from .arch import build_model, space_by_name
+from .labels import depth_label, expand_label, kernel_label
 
 __all__ = ["SearchedArch", "SEARCHED", "load_searched_model"]
 
@@ -32,9 +33,9 @@ def _stages(*blocks: tuple[int, list[tuple[int, int]]]) -> dict[str, int]:
     """``{s<i>_depth, s<i>_i<j>_e, s<i>_i<j>_k}`` from ``(depth, [(expansion, kernel), ...])`` per stage."""
     arch = {}
     for s, (depth, layers) in enumerate(blocks):
-        arch[f"s{s}_depth"] = depth
+        arch[depth_label(s)] = depth
         for i, (e, k) in enumerate(layers):
-            arch[f"s{s}_i{i}_e"], arch[f"s{s}_i{i}_k"] = e, k
+            arch[expand_label(s, i)], arch[kernel_label(s, i)] = e, k
     return arch
 
 
