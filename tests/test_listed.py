@@ -140,6 +140,7 @@ def test_datamodule_list_protocol(listed, tiny_gsc, tmp_path):
     i = next(i for i in range(1, 3) if any("_silence_" not in r for r in speaker_split(dev, 0.3, fold=i)[1]))
     fold = dm.val_folds(i + 1)[i]
     assert dm.val_folds(i + 1)[0] is dm
+    assert dm.val_folds(i + 2)[i] is fold  # kept: a later search reuses its decoded clips
     val_files, fold_val_files = (set(d.dataset("validation").files) for d in (dm, fold))
     assert val_files and fold_val_files and not val_files & fold_val_files
     assert set(fold.dataset("training").files) | fold_val_files == set(dm.dataset("training").files) | val_files

@@ -68,6 +68,7 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
         else:
             self.keywords = dataset_keywords(Path(root)) if Path(root).is_dir() else KEYWORDS
         self._sets: dict[str, Dataset] = {}
+        self._folds: list[SpeechCommandsDataModule] = []
 
     @classmethod
     def real_protocol(cls, shared: str | Path | None = None, **kwargs: Any) -> SpeechCommandsDataModule:
@@ -90,8 +91,11 @@ class SpeechCommandsDataModule(pl.LightningDataModule):
 
     def val_folds(self, n: int) -> list[SpeechCommandsDataModule]:
         """This data module and ``n - 1`` copies whose validation folds are the next blocks of the training list's
-        speakers (folds ``val_fold``, ``val_fold + 1``...): cross-validation over the same clips."""
-        return [self] + [type(self)(**{**self.hparams, "val_fold": self.val_fold + i}) for i in range(1, n)]
+        speakers (folds ``val_fold``, ``val_fold + 1``...): cross-validation over the same clips. The copies are
+        kept, so a later call (another search of a benchmark) reuses their decoded clips."""
+        while len(self._folds) < n - 1:
+            self._folds.append(type(self)(**{**self.hparams, "val_fold": self.val_fold + len(self._folds) + 1}))
+        return [self, *self._folds[:n - 1]]
 
     @property
     def classes(self) -> tuple[str, ...]:
