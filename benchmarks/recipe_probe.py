@@ -13,7 +13,9 @@ probe trains the same models, the peers (``--peers``) and each search seed's sea
 
 Dev-val decides; heldout is reported only. Resumable (written after every model); ``--shard i/n`` trains every
 n-th model into its own file, and a run without it (once the shards are done) gathers them and trains whatever
-they left. Run again with more ``--peers`` or ``--seeds``, it trains only what is missing.
+they left. Run again with more ``--peers`` or ``--seeds``, it trains only what is missing. ``--reuse`` takes an
+earlier probe's trainings of the same models (name, architecture, seed; e.g. the random architectures that a newer
+source shares with an older one).
 
     python benchmarks/recipe_probe.py [--epochs 9] [--seeds 0,1,2]
     python benchmarks/recipe_probe.py --source benchmarks/results/search_quality_wide.json --random \\
@@ -28,7 +30,7 @@ import logging
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -95,6 +97,15 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str) -> dict[str, d
     return result
 
 
+def reuse(path: Path, settings: Mapping[str, Any], archs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    """The trainings in the probe file ``path`` (which must have run ``settings``) of the models ``archs`` names
+    (record key -> architecture, None for a peer) with the same architecture."""
+    old = json.loads(path.read_text())
+    if old["settings"] != settings:
+        raise SystemExit(f"--reuse {path}: a probe of other settings; only trainings of the same recipe are reused")
+    return {key: m for key, m in old["models"].items() if key in archs and m.get("arch") == archs[key]}
+
+
 def shard(text: str) -> tuple[int, int]:
     """``i/n`` from the command line: this process trains models i, i+n, i+2n, ..."""
     i, n = (int(x) for x in text.split("/"))
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--peers", type=lambda text: tuple(filter(None, text.split(","))), default=(PEER,),
                    help="the peers to train, comma-separated ('' for none)")
     p.add_argument("--shard", type=shard, help="i/n: train every n-th model, from the i-th, into <out>.shard<i>")
+    p.add_argument("--reuse", type=Path, help="an earlier probe of the same recipe: its trainings of the same "
+                                              "models (name, architecture and seed) are taken, not trained again")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -154,8 +167,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    for name, m in source["models"].items() if m["kind"] == "random"]
     todo = [(f"{name}@{seed}", kind, build, costs, arch, budget, seed)
             for seed in args.seeds for name, kind, build, costs, arch, budget in models]
-    if args.shard:
-        todo = todo[args.shard[0]::args.shard[1]]
+    reused = reuse(args.reuse, wanted, {key: arch for key, _, _, _, arch, _, _ in todo}) if args.reuse else {}
+    if args.shard:  # a shard trains its share of what the probe's file lacks and --reuse does not give
+        done = Run(Path(args.out), settings, fresh=False).models
+        todo = [t for t in todo if t[0] not in done and t[0] not in reused][args.shard[0]::args.shard[1]]
+    elif reused:
+        run.models.update((key, m) for key, m in reused.items() if key not in run.models)
+        run.data["reused"] = {"from": args.reuse.name, "models": sorted(reused)}
+        run.save()
     for i, (key, kind, build, costs, arch, budget, seed) in enumerate(todo, 1):
         if key not in run.models:
             log.info("model %d/%d: %s", i, len(todo), key)

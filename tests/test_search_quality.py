@@ -242,7 +242,7 @@ def test_synthesized_protocol_trains_on_synthesized_splits_and_tests_on_the_give
         bench.main(["--data", "synth"])
 
 
-def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_by_budget(bench) -> None:
+def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_by_budget(bench, tmp_path) -> None:
     spec = importlib.util.spec_from_file_location("recipe_probe", BENCH.with_name("recipe_probe.py"))
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)  # type: ignore[union-attr]
@@ -269,6 +269,17 @@ def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_b
     # each peer against the searched models of the largest budget at or below its MACs; none there: None
     assert probe.gap_pts({**models, **peers, **larger}, "heldout_acc", "sandwich", ("sinc-dsconv", "ds-cnn-s", "x")) \
         == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
+
+    # --reuse: an older probe's trainings of the same name, architecture and seed; a newer source's searched model
+    # under an old name (another architecture) is trained again, and a probe of another recipe is refused
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"settings": {"epochs": 9}, "models": {
+        "random/A@0": record("random", "A", 0, 0.7), "sandwich/s0@0": record("sandwich", "S", 0, 0.8),
+        "peer/sinc-dsconv@0": peers["peer/sinc-dsconv@0"]}}))
+    wanted = {"random/A@0": {"a": "A"}, "sandwich/s0@0": {"a": "T"}, "peer/sinc-dsconv@0": None}
+    assert sorted(probe.reuse(old, {"epochs": 9}, wanted)) == ["peer/sinc-dsconv@0", "random/A@0"]
+    with pytest.raises(SystemExit, match="other settings"):
+        probe.reuse(old, {"epochs": 3}, wanted)
 
 
 def test_a_space_name_with_a_front_end_runs_the_benchmark_in_that_space(bench, tmp_path) -> None:
