@@ -98,11 +98,11 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str) -> dict[str, d
 
 
 def reuse(path: Path, settings: Mapping[str, Any], archs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
-    """The trainings in the probe file ``path`` (which must have run ``settings``) of the models ``archs`` names
-    (record key -> architecture, None for a peer) with the same architecture."""
+    """The trainings in the probe file ``path`` (which must have run the recipe of ``settings``) of the models
+    ``archs`` names (record key -> architecture, None for a peer) with the same architecture."""
     old = json.loads(path.read_text())
-    if old["settings"] != settings:
-        raise SystemExit(f"--reuse {path}: a probe of other settings; only trainings of the same recipe are reused")
+    if any(old["settings"].get(k) != settings[k] for k in ("preset", *RECIPE)):
+        raise SystemExit(f"--reuse {path}: a probe of another recipe; only trainings of the same recipe are reused")
     return {key: m for key, m in old["models"].items() if key in archs and m.get("arch") == archs[key]}
 
 

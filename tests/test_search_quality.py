@@ -271,15 +271,17 @@ def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_b
         == {"sinc-dsconv": 3.0, "ds-cnn-s": None, "x": None}
 
     # --reuse: an older probe's trainings of the same name, architecture and seed; a newer source's searched model
-    # under an old name (another architecture) is trained again, and a probe of another recipe is refused
+    # under an old name (another architecture) is trained again, and a probe of another recipe is refused (other
+    # search settings do not matter)
     old = tmp_path / "old.json"
-    old.write_text(json.dumps({"settings": {"epochs": 9}, "models": {
+    recipe = {"preset": "wide", "epochs": 9, "lr": 0.2, "batch_size": 64, "val_fraction": 0.15, "data": "real"}
+    old.write_text(json.dumps({"settings": {**recipe, "finalists": 0}, "models": {
         "random/A@0": record("random", "A", 0, 0.7), "sandwich/s0@0": record("sandwich", "S", 0, 0.8),
         "peer/sinc-dsconv@0": peers["peer/sinc-dsconv@0"]}}))
     wanted = {"random/A@0": {"a": "A"}, "sandwich/s0@0": {"a": "T"}, "peer/sinc-dsconv@0": None}
-    assert sorted(probe.reuse(old, {"epochs": 9}, wanted)) == ["peer/sinc-dsconv@0", "random/A@0"]
-    with pytest.raises(SystemExit, match="other settings"):
-        probe.reuse(old, {"epochs": 3}, wanted)
+    assert sorted(probe.reuse(old, {**recipe, "finalists": 6}, wanted)) == ["peer/sinc-dsconv@0", "random/A@0"]
+    with pytest.raises(SystemExit, match="another recipe"):
+        probe.reuse(old, {**recipe, "epochs": 3}, wanted)
 
 
 def test_a_space_name_with_a_front_end_runs_the_benchmark_in_that_space(bench, tmp_path) -> None:
