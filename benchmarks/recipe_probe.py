@@ -10,6 +10,8 @@ probe trains the same models, the peers (``--peers``) and each search seed's sea
   closes, the short recipe favours the peer).
 - ``vs_random``: searched minus the random median (as the benchmark's verdict counts it, and over each random
   architecture's mean over the seeds) and the share of random architectures below a searched one.
+- ``arch_spread``: how far apart the architectures with the searched models' front end are beyond their
+  trainings' noise (if not, there is nothing among them for a search to find).
 
 Dev-val decides; heldout is reported only. Resumable (written after every model); ``--shard i/n`` trains every
 n-th model into its own file, and a run without it (once the shards are done) gathers them and trains whatever
@@ -48,7 +50,7 @@ from search_quality import (  # noqa: E402
 )
 
 from nni_kws.search.evolution import arch_key  # noqa: E402
-from nni_kws.space import space_by_name  # noqa: E402
+from nni_kws.space import FRONTEND_LABEL, space_by_name  # noqa: E402
 
 PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
@@ -94,6 +96,33 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str) -> dict[str, d
                                  "minus_median_arch_means_pts": round(100 * (mean - median), 2),
                                  "best_random_minus_median_pts": round(100 * (max(random_means) - median), 2),
                                  "above_random_pct": round(100 * statistics.fmean(above), 1)}
+    return result
+
+
+def arch_spread(models: dict[str, Any], metric: str, strategy: str) -> dict[str, dict[str, float]]:
+    """At each budget, how far apart the searched and random architectures that share the searched models' front
+    end are, beyond the noise of their trainings (is there anything left to find among them?), in points:
+    ``means_std_pts``, the std of the architectures' mean ``metric``; ``training_std_pts``, the mean std of one
+    architecture's trainings; ``between_std_pts``, the spread of the means less their sampling noise,
+    ``sqrt(max(0, var(means) - mean(var(trainings) / n)))``. Architectures with one training are left out."""
+    runs: dict[float, dict[str, list[Any]]] = {}
+    for m in models.values():
+        if m["kind"] in ("random", "random-seed", strategy):
+            runs.setdefault(m["budget_macs"], {}).setdefault(arch_key(m["arch"]), []).append(m)
+    result = {}
+    for budget, archs in runs.items():
+        front_ends = {m["arch"].get(FRONTEND_LABEL) for ms in archs.values() for m in ms if m["kind"] == strategy}
+        accs = [[m[metric] for m in ms] for ms in archs.values()
+                if len(ms) > 1 and ms[0]["arch"].get(FRONTEND_LABEL) in front_ends]
+        if len(accs) < 2:
+            continue
+        means = [statistics.fmean(a) for a in accs]
+        training_std = statistics.fmean(statistics.stdev(a) for a in accs)
+        noise = statistics.fmean(statistics.variance(a) / len(a) for a in accs)
+        result[f"{budget:g}"] = {"n_architectures": len(accs),
+                                 "means_std_pts": round(100 * statistics.stdev(means), 2),
+                                 "training_std_pts": round(100 * training_std, 2),
+                                 "between_std_pts": round(100 * max(0.0, statistics.variance(means) - noise) ** 0.5, 2)}
     return result
 
 
@@ -182,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.shard:
         return run.data
     summaries = {"gap_pts": lambda records, metric: gap_pts(records, metric, strategy, args.peers),
-                 "vs_random": lambda records, metric: vs_random(records, metric, strategy)}
+                 "vs_random": lambda records, metric: vs_random(records, metric, strategy),
+                 "arch_spread": lambda records, metric: arch_spread(records, metric, strategy)}
     for name, summary in summaries.items():
         run.data[name] = {f"{epochs}_epochs{suffix}": {m: summary(records, f"{m}_acc") for m in ("val", "heldout")}
                           for epochs, suffix, records in ((args.epochs, "", run.models),

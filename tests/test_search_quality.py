@@ -263,6 +263,14 @@ def test_recipe_probe_counts_the_searched_models_against_random_ones_and_peers_b
     # searched mean 0.78; seed-0 median of 0.70 / 0.80 / 0.60 is 0.70; per-architecture means 0.72 / 0.79 / 0.63
     assert result == {"1e+06": {"minus_median_seed0_pts": 8.0, "minus_median_arch_means_pts": 6.0,
                                 "best_random_minus_median_pts": 7.0, "above_random_pct": 66.7}}
+    # the architectures with 2 trainings: means 72 / 79 / 63 / 78 %, variance 54 (std 7.35 points); trainings'
+    # variances 8 / 2 / 18 / 2 (std 2.83 / 1.41 / 4.24 / 1.41, mean 2.47); between: sqrt(54 - (4 + 1 + 9 + 1) / 4)
+    spread = probe.arch_spread(models, "heldout_acc", "sandwich")
+    assert spread == {"1e+06": {"n_architectures": 4, "means_std_pts": 7.35, "training_std_pts": 2.47,
+                                "between_std_pts": 7.09}}
+    conv = {"random/E@0": {**record("random", "E", 0, 0.10), "arch": {"a": "E", "frontend": "conv"}},
+            "random/E@1": {**record("random", "E", 1, 0.20), "arch": {"a": "E", "frontend": "conv"}}}
+    assert probe.arch_spread({**models, **conv}, "heldout_acc", "sandwich") == spread  # not the searched front end
     peers = {"peer/sinc-dsconv@0": {"kind": "peer", "budget_macs": None, "heldout_acc": 0.75, "costs": {"macs": 1.5e6}},
              "peer/ds-cnn-s": {"kind": "peer", "budget_macs": None, "heldout_acc": 0.70, "costs": {"macs": 5e5}}}
     larger = {"sandwich/L@0": record("sandwich", "L", 0, 0.90, 3e6)}  # searched above the first peer's MACs
