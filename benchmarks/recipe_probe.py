@@ -46,6 +46,7 @@ from search_quality import (  # noqa: E402
     peer_margin,
     peers,
     real_data,
+    stored_settings,
     train_standalone,
 )
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out = out.with_name(f"{out.stem}.shard{args.shard[0]}{out.suffix}")
     wanted = json.loads(json.dumps(dataclasses.asdict(settings)))
     for path in (out, *shards):  # Run would start over on other settings, dropping the searched models' trainings
-        stored = json.loads(path.read_text())["settings"] if path.is_file() else wanted
+        stored = stored_settings(json.loads(path.read_text())) if path.is_file() else wanted
         if stored != wanted:
             other = ", ".join(f"{k} {stored.get(k)} (now {v})" for k, v in wanted.items() if stored.get(k) != v)
             raise SystemExit(f"{path} holds a probe of other settings: {other}; give another --out")

@@ -261,9 +261,7 @@ class Run:
         if path.is_file() and not fresh:
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(dataclasses.asdict(settings)))
-            # a setting added later counts as what a file written before it existed ran
-            old["settings"] = {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **RAN_BEFORE_ADDED,
-                               **old.get("settings", {})}
+            old["settings"] = stored_settings(old)
             if old.get("settings") == new:
                 self.data = old
                 log.info("resuming %s: %d models done", path, len(old.get("models", {})))
@@ -294,6 +292,12 @@ class Run:
 #: Settings added after result files were written, with the value those files ran.
 RAN_BEFORE_ADDED: dict[str, Any] = {"finalist_seeds": 1, "finalist_cover": [], "split": "none",
                                     "finalist_folds": False}
+
+
+def stored_settings(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a result file ran, as JSON: a setting added later counts as what files written before it
+    existed ran (:data:`RAN_BEFORE_ADDED`)."""
+    return {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **RAN_BEFORE_ADDED, **result.get("settings", {})}
 
 
 #: Results of demo runs (``--demo-run``, the demo-length sweep), kept when the benchmark's settings change.
