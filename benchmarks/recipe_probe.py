@@ -42,6 +42,7 @@ from search_quality import (  # noqa: E402
     RESULTS,
     Run,
     Settings,
+    arch_spread,
     int_list,
     peer_margin,
     peers,
@@ -51,7 +52,7 @@ from search_quality import (  # noqa: E402
 )
 
 from nni_kws.search.evolution import arch_key  # noqa: E402
-from nni_kws.space import FRONTEND_LABEL, space_by_name  # noqa: E402
+from nni_kws.space import space_by_name  # noqa: E402
 
 PEER = "sinc-dsconv"
 log = logging.getLogger("recipe_probe")
@@ -97,33 +98,6 @@ def vs_random(models: dict[str, Any], metric: str, strategy: str) -> dict[str, d
                                  "minus_median_arch_means_pts": round(100 * (mean - median), 2),
                                  "best_random_minus_median_pts": round(100 * (max(random_means) - median), 2),
                                  "above_random_pct": round(100 * statistics.fmean(above), 1)}
-    return result
-
-
-def arch_spread(models: dict[str, Any], metric: str, strategy: str) -> dict[str, dict[str, float]]:
-    """At each budget, how far apart the searched and random architectures that share the searched models' front
-    end are, beyond the noise of their trainings (is there anything left to find among them?), in points:
-    ``means_std_pts``, the std of the architectures' mean ``metric``; ``training_std_pts``, the mean std of one
-    architecture's trainings; ``between_std_pts``, the spread of the means less their sampling noise,
-    ``sqrt(max(0, var(means) - mean(var(trainings) / n)))``. Architectures with one training are left out."""
-    runs: dict[float, dict[str, list[Any]]] = {}
-    for m in models.values():
-        if m["kind"] in ("random", "random-seed", strategy):
-            runs.setdefault(m["budget_macs"], {}).setdefault(arch_key(m["arch"]), []).append(m)
-    result = {}
-    for budget, archs in runs.items():
-        front_ends = {m["arch"].get(FRONTEND_LABEL) for ms in archs.values() for m in ms if m["kind"] == strategy}
-        accs = [[m[metric] for m in ms] for ms in archs.values()
-                if len(ms) > 1 and ms[0]["arch"].get(FRONTEND_LABEL) in front_ends]
-        if len(accs) < 2:
-            continue
-        means = [statistics.fmean(a) for a in accs]
-        training_std = statistics.fmean(statistics.stdev(a) for a in accs)
-        noise = statistics.fmean(statistics.variance(a) / len(a) for a in accs)
-        result[f"{budget:g}"] = {"n_architectures": len(accs),
-                                 "means_std_pts": round(100 * statistics.stdev(means), 2),
-                                 "training_std_pts": round(100 * training_std, 2),
-                                 "between_std_pts": round(100 * max(0.0, statistics.variance(means) - noise) ** 0.5, 2)}
     return result
 
 

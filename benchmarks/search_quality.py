@@ -119,7 +119,7 @@ from nni_kws.search.evolution import CandidateScorer, arch_key
 from nni_kws.search.finalists import COVERED_CHOICES
 from nni_kws.search.split import SPLIT_CHOICE
 from nni_kws.signals import StopRequested, exit_code, stop_on_signals
-from nni_kws.space import build_model, space_by_name, space_choices
+from nni_kws.space import FRONTEND_LABEL, build_model, space_by_name, space_choices
 from nni_kws.training import accuracy, train_from_scratch
 
 RESULTS = Path(__file__).parent / "results"
@@ -413,6 +413,33 @@ def _pts(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 2)
 
 
+def arch_spread(models: Mapping[str, Any], metric: str, strategy: str) -> dict[str, dict[str, float]]:
+    """At each budget, how far apart the searched and random architectures that share the searched models' front
+    end are, beyond the noise of their trainings (is there anything left to find among them?), in points:
+    ``means_std_pts``, the std of the architectures' mean ``metric``; ``training_std_pts``, the mean std of one
+    architecture's trainings; ``between_std_pts``, the spread of the means less their sampling noise,
+    ``sqrt(max(0, var(means) - mean(var(trainings) / n)))``. Architectures with one training are left out."""
+    runs: dict[float, dict[str, list[Any]]] = {}
+    for m in models.values():
+        if m["kind"] in ("random", "random-seed", strategy):
+            runs.setdefault(m["budget_macs"], {}).setdefault(arch_key(m["arch"]), []).append(m)
+    result = {}
+    for budget, archs in runs.items():
+        front_ends = {m["arch"].get(FRONTEND_LABEL) for ms in archs.values() for m in ms if m["kind"] == strategy}
+        accs = [[m[metric] for m in ms] for ms in archs.values()
+                if len(ms) > 1 and ms[0]["arch"].get(FRONTEND_LABEL) in front_ends]
+        if len(accs) < 2:
+            continue
+        means = [statistics.fmean(a) for a in accs]
+        training_std = statistics.fmean(statistics.stdev(a) for a in accs)
+        noise = statistics.fmean(statistics.variance(a) / len(a) for a in accs)
+        result[f"{budget:g}"] = {"n_architectures": len(accs),
+                                 "means_std_pts": round(100 * statistics.stdev(means), 2),
+                                 "training_std_pts": round(100 * training_std, 2),
+                                 "between_std_pts": round(100 * max(0.0, statistics.variance(means) - noise) ** 0.5, 2)}
+    return result
+
+
 def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[str, Any]:
     """Kendall tau per supernet, per-budget comparisons, and the verdict keys of issue 9."""
     models, supernets, s = run.models, run.data["supernets"], run.settings
@@ -436,11 +463,13 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
                 row["tau" if ref == "mean" else f"tau_{ref}"] = None if math.isnan(tau) else round(float(tau), 3)
             taus[name] = {**row, "n": len(keys), "reference_seeds": len(seed_accs[keys[0]])}
     per_budget = {}
+    spread = arch_spread(models, "heldout_acc", main_strategy)
     for budget in s.budgets:
         rand = [m["heldout_acc"] for m in standalone.values() if m["budget_macs"] == budget]
         row: dict[str, Any] = {"random_n": len(rand),
                                "random_median_heldout": statistics.median(rand) if rand else None,
-                               "random_best_heldout": max(rand) if rand else None}
+                               "random_best_heldout": max(rand) if rand else None,
+                               "same_front_end_spread": spread.get(f"{budget:g}")}
         for method in (*s.strategies, "evolution", f"{main_strategy}-top1"):
             accs = [m["heldout_acc"] for k, m in models.items() if m["kind"] == method and m["budget_macs"] == budget]
             if accs:
@@ -485,15 +514,22 @@ def companion_vs_random(run: Run, searched: Mapping[str, Any],
     """The companions' budgets count in ``searched_minus_random_median_pts`` too: the issue's budgets run from
     the smallest peer to the largest. At each budget the space is the one the peer comparison takes there
     (:func:`chosen_preset`), so that one space answers both questions. The key becomes the smallest difference
-    over every budget; ``searched_minus_random_median_by_budget`` lists them (None: no random baseline there)."""
+    over every budget; ``searched_minus_random_median_by_budget`` lists them (None: no random baseline there), with
+    what a search could find at each budget."""
     result = run.data["verdict"]
     rows = {**companion_budgets,
             **{(b, run.settings.preset): result["per_budget"][f"{b:g}"] for b in run.settings.budgets}}
     by_budget: dict[str, dict[str, Any]] = {}
     for budget in sorted({b for b, _ in rows}):
         preset = chosen_preset(searched, budget, strategy)
-        row = rows.get((budget, preset), {}).get(strategy, {})
-        by_budget[f"{budget:g}"] = {"preset": preset, "minus_random_median_pts": row.get("minus_random_median_pts")}
+        row = rows.get((budget, preset), {})
+        best, median = row.get("random_best_heldout"), row.get("random_median_heldout")
+        by_budget[f"{budget:g}"] = {
+            "preset": preset, "minus_random_median_pts": row.get(strategy, {}).get("minus_random_median_pts"),
+            # what a search could find there: the best random architecture's lead, and the spread between the
+            # architectures of the searched front end beyond their trainings' noise
+            "best_random_minus_median_pts": _pts(best - median) if best is not None and median is not None else None,
+            "same_front_end_between_std_pts": (row.get("same_front_end_spread") or {}).get("between_std_pts")}
     diffs = [r["minus_random_median_pts"] for r in by_budget.values() if r["minus_random_median_pts"] is not None]
     result["searched_minus_random_median_by_budget"] = by_budget
     result["searched_minus_random_median_pts"] = min(diffs) if diffs else None
@@ -671,8 +707,10 @@ def read_companions(run: Run, paths: Sequence[Path], searched: dict[str, Any]
         run.data["companions"][path.name] = {k: other["settings"][k] for k in ("preset", "budgets", "sandwich_epochs")}
         searched.update({f"{path.name}:{k}": {**m, "preset": other["settings"]["preset"]}
                          for k, m in other["models"].items() if m["kind"] == main_strategy})
+        spread = arch_spread(other["models"], "heldout_acc", main_strategy)  # for files written before it counted
         for budget in other["settings"]["budgets"]:
-            budgets[budget, other["settings"]["preset"]] = other["verdict"]["per_budget"][f"{budget:g}"]
+            budgets[budget, other["settings"]["preset"]] = {"same_front_end_spread": spread.get(f"{budget:g}"),
+                                                            **other["verdict"]["per_budget"][f"{budget:g}"]}
         for k, m in other["models"].items():
             if m["kind"] in ("peer", "peer-seed"):
                 peers_trained.setdefault(k.split("/")[1], []).append(m)
@@ -764,6 +802,9 @@ def measure_latencies(run: Run) -> None:
     interleaved rounds so that the machine's load hits them alike: the column compares within one run only."""
     from nni_kws.baselines import build_baseline
     from nni_kws.cost.latency import make_runner, time_runners
+
+    if run.models and all("latency_ms" in m for m in run.models.values()):
+        return  # a resumed run whose models were all timed together keeps those timings
 
     def ident(key: str, m: Mapping[str, Any]) -> str:  # one timing per distinct network
         return "/".join(key.split("/")[:2]) if m["kind"].startswith("peer") else arch_key(m["arch"])

@@ -74,6 +74,13 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
     for m in peers.values():  # the quick space is far cheaper than any peer: each has a searched model to compare
         assert m["costs"]["macs"] > max(s["budgets"]) and m["margin_pts"] is not None
     assert verdict["worst_margin_vs_peers_pts"] == min(m["margin_pts"] for m in peers.values())
+    for budget, row in verdict["per_budget"].items():  # the spread counts the architectures of the searched front end
+        archs = {kind: [m["arch"] for m in data["models"].values() if m["kind"] == kind
+                        and f"{m['budget_macs']:g}" == budget] for kind in ("random", main)}
+        front_ends = {a["frontend"] for a in archs[main]}
+        counted = {json.dumps(a, sort_keys=True) for a in archs["random"] + archs[main] if a["frontend"] in front_ends}
+        spread = row["same_front_end_spread"]  # a spread needs two architectures
+        assert (spread["n_architectures"] if spread else 1) == len(counted)
     models = data["models"]  # one latency per distinct network, timed in this run
     assert all(m["latency_ms"] > 0 for m in models.values())
     assert all(models[k]["latency_ms"] == models[k.rsplit("/", 1)[0]]["latency_ms"] for k in models
@@ -99,6 +106,9 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     benchmark_gap = data["verdict"]["inherited_vs_retrained_pts"]
     assert again["verdict"]["inherited_vs_retrained_pts_benchmark_settings"] == benchmark_gap
     assert again["supernets"] == data["supernets"]
+    latencies = {k: m["latency_ms"] for k, m in again["models"].items()}
+    complete = bench.main(["--quick", "--out", str(out)])  # nothing missing: the timings taken together are kept
+    assert {k: m["latency_ms"] for k, m in complete["models"].items()} == latencies
 
 
 @pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "none")])
@@ -180,7 +190,9 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
         assert m["margin_pts"] == round(100 * (0.5 - sum(accs) / len(accs)), 2)
     # the companion's own searched-vs-random difference at its budget counts in the verdict
     by_budget = again["verdict"]["searched_minus_random_median_by_budget"]
-    assert by_budget[f"{budget:g}"] == {"preset": "other", "minus_random_median_pts": -3.21}
+    # (no random architectures there; its searched ones all score 50 %: no spread)
+    assert by_budget[f"{budget:g}"] == {"preset": "other", "minus_random_median_pts": -3.21,
+                                        "best_random_minus_median_pts": None, "same_front_end_between_std_pts": 0.0}
     own = [row[main]["minus_random_median_pts"] for row in data["verdict"]["per_budget"].values()]
     assert again["verdict"]["searched_minus_random_median_pts"] == min(-3.21, *own)
     # a companion's own trainings of a peer count in its mean; a training two files share (a companion reused it
