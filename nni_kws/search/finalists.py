@@ -77,6 +77,7 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
     if folds is not None and len(folds) != seeds:
         raise ValueError(f"finalists need one fold per seed, got {len(folds)} folds for {seeds} seeds")
     loaders = list(folds) if folds is not None else [(train_loader, val_loader)] * seeds
+    val_clips = [len(val.dataset) for _, val in loaders]
     rows = []
     for rank, (arch, inherited) in enumerate(top_distinct(scored, k, cover)):
         accs = []
@@ -84,8 +85,7 @@ def finalist_search(scored: Sequence[tuple[Mapping[str, Any], float]], build: Ca
             model = train_from_scratch(lambda: build(arch), training_seed, train, val, epochs=epochs, **fit_kwargs)
             accs.append(accuracy(model, val))
         rows.append({"arch": arch, "inherited_val_acc": inherited, "val_acc": sum(accs) / seeds,
-                     **({"val_accs": accs, "val_clips": [len(val.dataset) for _, val in loaders]}
-                        if seeds > 1 else {}),
+                     **({"val_accs": accs, "val_clips": val_clips} if seeds > 1 else {}),
                      **({"covers": True} if rank >= k else {})})
     winner = max(rows, key=lambda r: r["val_acc"])  # max keeps the first (best inherited) on a tie
     return FinalistResult(arch=dict(winner["arch"]), finalists=rows)
