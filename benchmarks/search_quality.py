@@ -32,7 +32,8 @@ inherited, recalibrated weights (every supernet above) and after standalone trai
 training seeds (0 and ``--ranking-seeds``; ``kendall_tau_seed0_reference``: against seed 0 alone).
 
 Results are written to the JSON after every model and reused on a rerun with the same settings
-(``--fresh`` starts over), so an interrupted run resumes; under other settings, standalone trainings
+(``--fresh`` starts over), so an interrupted run resumes; a larger ``--random`` keeps everything and trains only
+the new random architectures (the draw's first ones are the stored ones); under other settings, standalone trainings
 with the same recipe (random architectures, peers) are still reused; supernet searches resume from their
 per-epoch checkpoints under ``--work`` (a folder per setting they depend on). ``--quick`` runs
 everything on a tiny synthesized list-defined dataset in seconds (the test suite runs it).
@@ -262,9 +263,12 @@ class Run:
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(dataclasses.asdict(settings)))
             old["settings"] = stored_settings(old)
-            if old.get("settings") == new:
+            # more random architectures than the file's: the first ones are the same draw, so all else stands
+            grown = {**old["settings"], "random": new["random"]} == new and new["random"] > old["settings"]["random"]
+            if old.get("settings") == new or grown:
                 self.data = old
-                log.info("resuming %s: %d models done", path, len(old.get("models", {})))
+                log.info("resuming %s: %d models done%s", path, len(old.get("models", {})),
+                         f"; random architectures {old['settings']['random']} -> {new['random']}" if grown else "")
             else:  # other search settings: standalone trainings with the same recipe are still valid
                 kept = {k: m for k, m in old.get("models", {}).items() if _same_recipe(old.get("settings", {}), new, m)}
                 self.data = {"models": kept, "reused_from_other_settings": sorted(kept)}
@@ -629,18 +633,24 @@ def train_arch(run: Run, key: str, kind: str, budget: float, dm: Any, arch: Mapp
     return train_standalone(run, key, kind, budget, dm, build, _costs(cost_model, arch), seed, {"arch": dict(arch)})
 
 
+def random_in_budget(preset: str, cost_model: CostModel, n: int, index: int, lower: float, budget: float
+                     ) -> list[dict[str, Any]]:
+    """The ``n`` random architectures of space ``preset`` drawn for the ``index``-th budget: MACs in
+    ``(lower, budget]``, the draw seeded by the index (so every run of one space and budgets draws the same)."""
+    return random_archs(space_choices(space_by_name(preset)), n, seed=100 + index,
+                        accept=lambda a: lower < cost_model.exact(dict(a))["macs"] <= budget)
+
+
 def random_baseline(run: Run, cost_model: CostModel) -> dict[str, float]:
     """The random in-budget architectures (the random baseline and the ranking set): arch key -> its budget.
 
     Each budget draws between the previous budget and itself. Stored random models (reused from other settings)
     that are none of these are dropped; those that are take the budget they are drawn for here.
     """
-    choices = space_choices(space_by_name(run.settings.preset))
     budget_of: dict[str, float] = {}
     ranking: list[dict[str, Any]] = []
     for i, (lower, budget) in enumerate(zip((0.0, *run.settings.budgets), run.settings.budgets)):
-        archs = random_archs(choices, run.settings.random, seed=100 + i,
-                             accept=lambda a, lo=lower, b=budget: lo < cost_model.exact(dict(a))["macs"] <= b)
+        archs = random_in_budget(run.settings.preset, cost_model, run.settings.random, i, lower, budget)
         budget_of.update((arch_key(a), budget) for a in archs)
         ranking += archs
     run.data["ranking_archs"] = ranking
