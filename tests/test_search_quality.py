@@ -111,6 +111,24 @@ def test_rerun_resumes_and_only_trains_what_is_missing(bench, quick_run: Path, t
     assert {k: m["latency_ms"] for k, m in complete["models"].items()} == latencies
 
 
+def test_more_random_architectures_keep_the_run_and_train_only_the_new_draws(bench, quick_run, tmp_path) -> None:
+    data = json.loads(quick_run.read_text())
+    out = tmp_path / "grown.json"
+    out.write_text(quick_run.read_text())
+    grown = bench.main(["--quick", "--out", str(out), "--random", "4"])  # --quick draws 3 per budget
+    old_random = {k for k, m in data["models"].items() if m["kind"].startswith("random")}
+    new_random = {k for k, m in grown["models"].items() if m["kind"].startswith("random")} - old_random
+    assert grown["supernets"] == data["supernets"]
+    for key, model in data["models"].items():  # kept, not trained again
+        assert {**grown["models"][key], "latency_ms": 0} == {**model, "latency_ms": 0}, key
+    # one more architecture per budget (2 budgets), each trained with seed 0 and the ranking seed, within its budget
+    assert len(new_random) == 2 * 2
+    assert {grown["models"][k]["budget_macs"] for k in new_random} == set(data["settings"]["budgets"])
+    assert all(m["costs"]["macs"] <= m["budget_macs"] for m in grown["models"].values() if m["kind"] == "random")
+    assert [row["random_n"] for row in grown["verdict"]["per_budget"].values()] == [4, 4]
+    assert grown["ranking_archs"][:3] == data["ranking_archs"][:3]  # the first draws are the stored ones
+
+
 @pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "none")])
 def test_a_file_written_before_a_setting_counts_as_run_without_it(bench, quick_run: Path, tmp_path: Path,
                                                                    setting: str, before: object) -> None:
@@ -338,3 +356,43 @@ def test_random_trainings_reused_at_another_budget_count_at_that_budget(bench, t
     for model in kept:
         assert cost_model.exact(model["arch"])["macs"] <= 1.21e6
         assert model["budget_macs"] == budget_of[bench.arch_key(model["arch"])] == 1.21e6
+
+
+def test_space_spread_trains_the_benchmarks_random_draw_and_tells_spread_from_training_noise(bench, tmp_path):
+    spec = importlib.util.spec_from_file_location("space_spread", BENCH.with_name("space_spread.py"))
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)  # type: ignore[union-attr]
+
+    def record(arch: dict, seed: int, acc: float) -> dict:
+        return {"kind": "random-seed" if seed else "random", "arch": arch, "seed": seed, "val_acc": acc,
+                "heldout_acc": acc, "budget_macs": 1e6}
+
+    a, b, c, conv = {"k": 1}, {"k": 2}, {"k": 3}, {"k": 1, "frontend": "conv"}
+    models = {"A": record(a, 0, 0.70), "A1": record(a, 1, 0.74), "B": record(b, 0, 0.80), "B1": record(b, 1, 0.78),
+              "C": record(c, 0, 0.60), "C1": record(c, 1, 0.66), "D": record(conv, 0, 0.3), "D1": record(conv, 1, 0.3)}
+    # sinc (the fixed front end of the records without one): means 72 / 79 / 63 %, median 72, variance 64.33;
+    # trainings' variances 8 / 2 / 18 (std 2.83 / 1.41 / 4.24), between: sqrt(64.33 - (4 + 1 + 9) / 3)
+    assert screen.spread(models, "sinc")["heldout"] == {
+        "conv": {"median_pct": 30.0, "best_minus_median_pts": 0.0},  # one architecture: no spread to tell
+        "sinc": {"n_architectures": 3, "means_std_pts": 8.02, "training_std_pts": 2.83, "between_std_pts": 7.72,
+                 "median_pct": 72.0, "best_minus_median_pts": 7.0}}
+
+    # end to end on tiny data, at a budget that only part of the space meets
+    space = "tiny-sinc"
+    cost_model = bench.CostModel(bench.space_by_name(space))
+    macs = sorted(cost_model.exact(a)["macs"] for a in bench.random_archs(
+        bench.space_choices(bench.space_by_name(space)), 20, seed=0, accept=lambda a: True))
+    budget = macs[len(macs) // 2]
+    out = tmp_path / "screen.json"
+    dm = bench.quick_data(tmp_path / "data", bench.Settings(preset=space))
+    data = screen.screen(space, budget, 2, (0, 1), out, dm)
+    keys = sorted(data["models"])
+    assert len(keys) == 4 and all(m["costs"]["macs"] <= budget for m in data["models"].values())
+    assert data["spread"]["heldout"]["sinc"]["n_architectures"] == 2
+    # the same draw and keys as the benchmark's random baseline, whose run reuses them (same recipe and space)
+    settings = bench.Settings(preset=space, budgets=(budget,), random=2)
+    run = bench.Run(out, settings, fresh=False)
+    bench.random_baseline(run, cost_model)
+    assert sorted(run.models) == keys and sorted(run.data["reused_from_other_settings"]) == keys
+    drawn = set(map(bench.arch_key, run.data["ranking_archs"]))
+    assert {bench.arch_key(m["arch"]) for m in run.models.values()} == drawn

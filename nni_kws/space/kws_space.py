@@ -184,7 +184,9 @@ def stage_plans(frontend: str, frontend_channels: int, frontend_stride: int, fro
 # wide), to search at that peer's MACs; 'onestride' is 'compact' with wider stages that halve the time axis
 # once, as DS-CNN-S does, for the MFCC front end's 51 frames (three halvings leave 7); 'widestride' is 'wide' over
 # a front end of half the time resolution (250 frames) whose stages each choose to halve the time axis or not, so
-# that at that peer's MACs a network trades time resolution against block size; 'tiny' is for tests.
+# that at that peer's MACs a network trades time resolution against block size; 'widekernels' is 'wide' with every
+# kernel size of 'paper' and 'wide', so that at that peer's MACs a network trades receptive field against block
+# size; 'tiny' is for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=10, frontend_pool=4,
@@ -194,6 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     widths=(32, 48, 64), depths=(2, 2, 2), strides=(2, 2, 2),
                     kernel_sizes=(3, 5, 7), expand_ratios=(1, 2, 3)),
     "wide": dict(widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25)),
+    "widekernels": dict(widths=(64, 96, 128, 160), kernel_sizes=(3, 5, 7, 9, 15, 25)),
     "widestride": dict(frontend_stride=16, widths=(64, 96, 128, 160), kernel_sizes=(3, 9, 15, 25),
                        strides=((1, 2), (1, 2), (1, 2), (1, 2))),
     "onestride": dict(frontend_channels=24, frontend_kernel=101, frontend_stride=20, frontend_pool=4,
