@@ -469,18 +469,28 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
     per_budget = {}
     spread = arch_spread(models, "heldout_acc", main_strategy)
     for budget in s.budgets:
-        rand = [m["heldout_acc"] for m in standalone.values() if m["budget_macs"] == budget]
+        rand = [m for m in standalone.values() if m["budget_macs"] == budget]
+        # the random architectures with a front end of the verdict strategy's models: how much of the margin is
+        # more than the front-end choice
+        front_ends = {m["arch"].get(FRONTEND_LABEL) for m in models.values()
+                      if m["kind"] == main_strategy and m["budget_macs"] == budget}
+        same = [m["heldout_acc"] for m in rand if m["arch"].get(FRONTEND_LABEL) in front_ends]
         row: dict[str, Any] = {"random_n": len(rand),
-                               "random_median_heldout": statistics.median(rand) if rand else None,
-                               "random_best_heldout": max(rand) if rand else None,
+                               "random_median_heldout": statistics.median(m["heldout_acc"] for m in rand)
+                               if rand else None,
+                               "random_best_heldout": max(m["heldout_acc"] for m in rand) if rand else None,
+                               "random_n_same_front_end": len(same),
+                               "random_median_heldout_same_front_end": statistics.median(same) if same else None,
                                "same_front_end_spread": spread.get(f"{budget:g}")}
         for method in (*s.strategies, "evolution", f"{main_strategy}-top1"):
             accs = [m["heldout_acc"] for k, m in models.items() if m["kind"] == method and m["budget_macs"] == budget]
             if accs:
-                row[method] = {"heldout_mean": statistics.mean(accs),
+                mean = statistics.mean(accs)
+                row[method] = {"heldout_mean": mean,
                                "heldout_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs),
-                               "minus_random_median_pts": _pts(statistics.mean(accs) - row["random_median_heldout"])
-                               if rand else None}
+                               "minus_random_median_pts": _pts(mean - row["random_median_heldout"]) if rand else None}
+                if method == main_strategy and same:
+                    row[method]["minus_same_front_end_median_pts"] = _pts(mean - statistics.median(same))
         per_budget[f"{budget:g}"] = row
         if main_strategy in row and f"{main_strategy}-top1" not in row:  # the finalist stage kept the evolution's pick
             row[f"{main_strategy}-top1"] = {"same_as": main_strategy}
@@ -533,6 +543,9 @@ def companion_vs_random(run: Run, searched: Mapping[str, Any],
             # what a search could find there: the best random architecture's lead, and the spread between the
             # architectures of the searched front end beyond their trainings' noise
             "best_random_minus_median_pts": _pts(best - median) if best is not None and median is not None else None,
+            "random_n": row.get("random_n"),
+            # the same margin against the random architectures of the searched models' front end only
+            "minus_same_front_end_median_pts": row.get(strategy, {}).get("minus_same_front_end_median_pts"),
             "same_front_end_between_std_pts": (row.get("same_front_end_spread") or {}).get("between_std_pts")}
     diffs = [r["minus_random_median_pts"] for r in by_budget.values() if r["minus_random_median_pts"] is not None]
     result["searched_minus_random_median_by_budget"] = by_budget

@@ -81,6 +81,12 @@ def test_quick_benchmark_writes_every_verdict_key(quick_run: Path) -> None:
         counted = {json.dumps(a, sort_keys=True) for a in archs["random"] + archs[main] if a["frontend"] in front_ends}
         spread = row["same_front_end_spread"]  # a spread needs two architectures
         assert (spread["n_architectures"] if spread else 1) == len(counted)
+        same = sorted(m["heldout_acc"] for m in data["models"].values() if m["kind"] == "random"
+                      and f"{m['budget_macs']:g}" == budget and m["arch"]["frontend"] in front_ends)
+        assert row["random_n_same_front_end"] == len(same)
+        if same:  # the margin against the random architectures of the searched front ends alone
+            median = (same[(len(same) - 1) // 2] + same[len(same) // 2]) / 2
+            assert row[main]["minus_same_front_end_median_pts"] == round(100 * (row[main]["heldout_mean"] - median), 2)
     models = data["models"]  # one latency per distinct network, timed in this run
     assert all(m["latency_ms"] > 0 for m in models.values())
     assert all(models[k]["latency_ms"] == models[k.rsplit("/", 1)[0]]["latency_ms"] for k in models
@@ -210,7 +216,8 @@ def test_companion_searched_models_count_for_the_peers_they_are_under(bench, qui
     by_budget = again["verdict"]["searched_minus_random_median_by_budget"]
     # (no random architectures there; its searched ones all score 50 %: no spread)
     assert by_budget[f"{budget:g}"] == {"preset": "other", "minus_random_median_pts": -3.21,
-                                        "best_random_minus_median_pts": None, "same_front_end_between_std_pts": 0.0}
+                                        "best_random_minus_median_pts": None, "random_n": None,
+                                        "minus_same_front_end_median_pts": None, "same_front_end_between_std_pts": 0.0}
     own = [row[main]["minus_random_median_pts"] for row in data["verdict"]["per_budget"].values()]
     assert again["verdict"]["searched_minus_random_median_pts"] == min(-3.21, *own)
     # a companion's own trainings of a peer count in its mean; a training two files share (a companion reused it
