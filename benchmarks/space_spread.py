@@ -49,11 +49,11 @@ def spread(models: Mapping[str, Any], fixed_front_end: str) -> dict[str, dict[st
     :func:`arch_spread` (``between_std_pts``: their spread beyond training noise), the median of their mean
     accuracy (``median_pct``) and the best mean minus that median (``best_minus_median_pts``, what a perfect
     pick among them would gain)."""
+    by_front_end: dict[str, dict[str, Any]] = {}
+    for key, m in models.items():
+        by_front_end.setdefault(m["arch"].get(FRONTEND_LABEL, fixed_front_end), {})[key] = m
     result: dict[str, dict[str, dict[str, float]]] = {}
     for metric in ("val_acc", "heldout_acc"):
-        by_front_end: dict[str, dict[str, Any]] = {}
-        for key, m in models.items():
-            by_front_end.setdefault(m["arch"].get(FRONTEND_LABEL, fixed_front_end), {})[key] = m
         for front_end, subset in sorted(by_front_end.items()):
             archs: dict[str, list[float]] = {}
             for m in subset.values():
