@@ -31,14 +31,15 @@ bench: venv
 	$(PY) benchmarks/search.py
 	$(PY) benchmarks/search_quality.py --preset paper --budgets 2.49e7 --strategies sandwich --no-spos --random 6 \
 		--sandwich-epochs 16 --split none --out benchmarks/results/search_quality_paper.json
-	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 10 \
+	$(PY) benchmarks/search_quality.py --preset wide --budgets 2.49e7 --strategies sandwich --no-spos --random 20 \
 		--sandwich-epochs 16 --split none --finalists 6 --finalist-seeds 3 --finalist-folds \
 		--out benchmarks/results/search_quality_wide_folds.json
 	$(PY) benchmarks/search_quality.py --preset widestride --budgets 2.49e7 --strategies sandwich --no-spos \
 		--random 10 --sandwich-epochs 16 --split none --out benchmarks/results/search_quality_widestride.json
-	$(PY) benchmarks/search_quality.py --companion benchmarks/results/search_quality_paper.json \
+	$(PY) benchmarks/search_quality.py --random 20 --companion benchmarks/results/search_quality_paper.json \
 		--companion benchmarks/results/search_quality_wide_folds.json \
 		--companion benchmarks/results/search_quality_widestride.json
+	$(PY) benchmarks/space_spread.py --spaces wide-sinc,widekernels-sinc,paper-sinc
 	$(PY) benchmarks/recipe_probe.py
 	$(PY) benchmarks/search_quality.py --data synthesized --strategies sandwich --no-spos --sandwich-epochs 8 \
 		--epochs 6 --out benchmarks/results/search_quality_synth.json

@@ -133,6 +133,10 @@ def test_more_random_architectures_keep_the_run_and_train_only_the_new_draws(ben
     assert all(m["costs"]["macs"] <= m["budget_macs"] for m in grown["models"].values() if m["kind"] == "random")
     assert [row["random_n"] for row in grown["verdict"]["per_budget"].values()] == [4, 4]
     assert grown["ranking_archs"][:3] == data["ranking_archs"][:3]  # the first draws are the stored ones
+    # the supernets scored the first draws only: tau stays over those, and the verdict says so
+    assert all(t["n"] == len(data["ranking_archs"]) for t in grown["verdict"]["kendall_tau_by_supernet"].values())
+    assert f"kendall_tau: over the {len(data['ranking_archs'])} random architectures" in " ".join(
+        grown["verdict"]["notes"])
 
 
 @pytest.mark.parametrize("setting, before", [("finalist_cover", ()), ("split", "none")])
