@@ -650,6 +650,18 @@ def train_arch(run: Run, key: str, kind: str, budget: float, dm: Any, arch: Mapp
     return train_standalone(run, key, kind, budget, dm, build, _costs(cost_model, arch), seed, {"arch": dict(arch)})
 
 
+def random_key(arch: Mapping[str, Any], seed: int) -> str:
+    """The record key of a random architecture's training with ``seed`` (seed 0 is the baseline's own)."""
+    return f"random/{_short(arch)}" + (f"/s{seed}" if seed else "")
+
+
+def train_random(run: Run, arch: Mapping[str, Any], seed: int, budget: float, dm: Any,
+                 cost_model: CostModel) -> dict[str, Any]:
+    """:func:`train_arch` of a random in-budget architecture under :func:`random_key`."""
+    return train_arch(run, random_key(arch, seed), "random-seed" if seed else "random", budget, dm, arch, cost_model,
+                      seed)
+
+
 def random_in_budget(preset: str, cost_model: CostModel, n: int, index: int, lower: float, budget: float
                      ) -> list[dict[str, Any]]:
     """The ``n`` random architectures of space ``preset`` drawn for the ``index``-th budget: MACs in
@@ -710,8 +722,7 @@ def search_and_retrain(run: Run, dm: Any, cost_model: CostModel, budget_of: Mapp
         if strategy == main_strategy:  # the random baseline of this budget right after its searched model
             for a in (r for r in ranking if budget_of[arch_key(r)] == budget):
                 for s in (0, *settings.ranking_seeds):
-                    train_arch(run, f"random/{_short(a)}" + (f"/s{s}" if s else ""), "random-seed" if s else "random",
-                               budget, dm, a, cost_model, s)
+                    train_random(run, a, s, budget, dm, cost_model)
 
 
 def read_companions(run: Run, paths: Sequence[Path], searched: dict[str, Any]

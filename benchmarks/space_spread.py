@@ -29,12 +29,12 @@ from search_quality import (  # noqa: E402
     RESULTS,
     Run,
     Settings,
-    _short,
     arch_spread,
     int_list,
     random_in_budget,
+    random_key,
     real_data,
-    train_arch,
+    train_random,
 )
 
 from nni_kws.cost import CostModel  # noqa: E402
@@ -75,11 +75,11 @@ def screen(space: str, budget: float, n: int, seeds: Sequence[int], out: Path, d
     cost_model = CostModel(space_by_name(space))
     archs = random_in_budget(space, cost_model, n, 0, 0.0, budget)
     dm = dm or real_data(settings)
-    todo = [(f"random/{_short(a)}" + (f"/s{s}" if s else ""), a, s) for a in archs for s in seeds]
-    for i, (key, arch, seed) in enumerate(todo, 1):
-        if key not in run.models:
+    todo = [(a, s) for a in archs for s in seeds]
+    for i, (arch, seed) in enumerate(todo, 1):
+        if random_key(arch, seed) not in run.models:
             log.info("%s: training %d/%d", space, i, len(todo))
-            train_arch(run, key, "random-seed" if seed else "random", budget, dm, arch, cost_model, seed)
+            train_random(run, arch, seed, budget, dm, cost_model)
     run.data["spread"] = spread(run.models, parse_space_name(space)[1])
     run.save()
     return run.data
