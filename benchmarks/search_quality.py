@@ -421,6 +421,12 @@ def _pts(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 2)
 
 
+def searched_front_ends(models: Mapping[str, Any], strategy: str, budget: float | None) -> set[str | None]:
+    """The front ends of ``strategy``'s models at ``budget`` (None: a space that does not search its front end)."""
+    return {m["arch"].get(FRONTEND_LABEL) for m in models.values()
+            if m["kind"] == strategy and m["budget_macs"] == budget}
+
+
 def arch_spread(models: Mapping[str, Any], metric: str, strategy: str) -> dict[str, dict[str, float]]:
     """At each budget, how far apart the searched and random architectures that share the searched models' front
     end are, beyond the noise of their trainings (is there anything left to find among them?), in points:
@@ -433,7 +439,7 @@ def arch_spread(models: Mapping[str, Any], metric: str, strategy: str) -> dict[s
             runs.setdefault(m["budget_macs"], {}).setdefault(arch_key(m["arch"]), []).append(m)
     result = {}
     for budget, archs in runs.items():
-        front_ends = {m["arch"].get(FRONTEND_LABEL) for ms in archs.values() for m in ms if m["kind"] == strategy}
+        front_ends = searched_front_ends(models, strategy, budget)
         accs = [[m[metric] for m in ms] for ms in archs.values()
                 if len(ms) > 1 and ms[0]["arch"].get(FRONTEND_LABEL) in front_ends]
         if len(accs) < 2:
@@ -476,8 +482,7 @@ def verdict(run: Run, ranking_keys: Sequence[str], main_strategy: str) -> dict[s
         rand = [m for m in standalone.values() if m["budget_macs"] == budget]
         # the random architectures with a front end of the verdict strategy's models: how much of the margin is
         # more than the front-end choice
-        front_ends = {m["arch"].get(FRONTEND_LABEL) for m in models.values()
-                      if m["kind"] == main_strategy and m["budget_macs"] == budget}
+        front_ends = searched_front_ends(models, main_strategy, budget)
         same = [m["heldout_acc"] for m in rand if m["arch"].get(FRONTEND_LABEL) in front_ends]
         row: dict[str, Any] = {"random_n": len(rand),
                                "random_median_heldout": statistics.median(m["heldout_acc"] for m in rand)
